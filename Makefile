@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with only Python 3.11+:
+#   make demo   set up .venv, write sample inputs, run configs/demo.yaml
+#   make test   set up .venv, run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.voxpipe-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch is pinned here (the CPU build) and installed first, so pip never pulls a CUDA build;
+# the package itself only asks for torch>=2.4.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/voxpipe sample-data build/demo/input
+	$(BIN)/voxpipe run configs/demo.yaml -i build/demo/input -o build/demo/output
+	@echo "outputs: build/demo/output (one folder per case, manifest.json)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/cli_startup.py
+
+clean:
+	rm -rf build $(VENV)

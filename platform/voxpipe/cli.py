@@ -1,0 +1,225 @@
+"""The ``voxpipe`` command.
+
+Commands import only what they need: ``--help``, ``plugins`` and ``validate`` never load
+torch or MONAI, so they answer in a fraction of a second. Errors a user can cause print
+one line (``error: ...``) and exit 2; ``run`` exits 1 when some cases failed.
+``--debug`` (or ``VOXPIPE_DEBUG=1``) shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from voxpipe import __version__
+from voxpipe.errors import VoxpipeError
+
+EXIT_OK, EXIT_CASES_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class Settings:
+    debug: bool = False
+    strict: bool = False
+    allow: tuple[str, ...] = ()
+    block: tuple[str, ...] = ()
+
+    def registry(self):
+        from voxpipe.registry import PluginSelection, Registry, strict_from_env
+
+        registry = Registry.load(PluginSelection.from_env(self.allow, self.block), strict=self.strict or strict_from_env())
+        for problem in registry.problems:
+            click.echo(f"warning: {problem}", err=True)
+        return registry
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("VOXPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI, turning user errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    try:
+        result = cli.main(args=args, prog_name="voxpipe", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except VoxpipeError as exc:
+        if debug:
+            traceback.print_exc()
+        for line in str(exc).splitlines():
+            click.echo(f"error: {line}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - a bug, but still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            from voxpipe.errors import one_line
+
+            click.echo(f"error: internal error: {one_line(exc)} (rerun with --debug for the traceback)", err=True)
+        sys.exit(EXIT_CASES_FAILED)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="voxpipe", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--strict", is_flag=True, help="Fail if any plugin cannot be loaded (also VOXPIPE_STRICT=1).")
+@click.option("--allow-plugin", "allow", multiple=True, metavar="NAME", help="Load only these plugins (repeat or comma-separate; also VOXPIPE_PLUGINS_ALLOW).")
+@click.option("--block-plugin", "block", multiple=True, metavar="NAME", help="Never load these plugins (also VOXPIPE_PLUGINS_BLOCK).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], block: tuple[str, ...]) -> None:
+    """VoxPipe: configured medical imaging pipelines over DICOM, NIfTI and 2D images.
+
+    \b
+    Examples:
+      voxpipe plugins                          list the stages you can use
+      voxpipe plugins show denoise.gaussian    a stage's parameters
+      voxpipe validate configs/demo.yaml       check a config without running it
+      voxpipe run configs/demo.yaml -i scans/ -o results/
+      voxpipe sample-data demo-input/          write small demo images to try it on
+    """
+    ctx.obj = Settings(debug=debug, strict=strict, allow=allow, block=block)
+
+
+def _overrides_option(function):
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="STAGE.FIELD=VALUE",
+        help="Override a value: STAGE is a stage's `id`, its registry id, or its 1-based position "
+        "(e.g. --set denoise.gaussian.sigma_mm=2, --set device=cpu).",
+    )(function)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@_overrides_option
+@click.pass_obj
+def validate(settings: Settings, config: Path, overrides: tuple[str, ...]) -> int:
+    """Check CONFIG completely without running it or importing heavy libraries.
+
+    \b
+    Example:
+      voxpipe validate configs/demo.yaml --set denoise.gaussian.sigma_mm=2
+    """
+    from voxpipe.config import load_config
+
+    validated = load_config(config, settings.registry(), overrides=overrides)
+    chain = " -> ".join(stage.label for stage in validated.stages)
+    click.echo(f"{config}: ok: pipeline `{validated.config.name}`, {len(validated.stages)} stages: {chain}")
+    click.echo(f"config hash {validated.hash[:16]}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), help="File or folder with the cases (default: the config's inputs.path).")
+@click.option("-o", "--output", "output_dir", type=click.Path(path_type=Path), help="Output folder (default: the config's outputs.path).")
+@_overrides_option
+@click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device (auto picks CUDA when there is one).")
+@click.option("--force", is_flag=True, help="Redo cases whose outputs are already complete.")
+@click.option("--source-map", type=click.Path(dir_okay=False, path_type=Path), help="Write case id -> input path (TSV, mode 0600) here; keep it outside shared folders.")
+@click.pass_obj
+def run(settings: Settings, config: Path, input_path: Path | None, output_dir: Path | None, overrides: tuple[str, ...],
+        device: str | None, force: bool, source_map: Path | None) -> int:
+    """Run CONFIG on every case under INPUT, writing OUTPUT/<case-id>/ and OUTPUT/manifest.json.
+
+    Case ids are pseudonymous. A failing case is reported and the run goes on; a rerun
+    skips cases that are already complete for the same config.
+
+    \b
+    Exit codes: 0 all cases ok, 1 some cases failed, 2 usage or config error.
+
+    \b
+    Example:
+      voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/ --set device=cpu
+    """
+    from voxpipe.config import load_config
+    from voxpipe.errors import UsageError
+    from voxpipe.runner import run as run_pipeline
+
+    registry = settings.registry()
+    validated = load_config(config, registry, overrides=overrides, device=device)
+    input_path = input_path or _from_config(validated, "inputs")
+    output_dir = output_dir or _from_config(validated, "outputs")
+    if input_path is None or output_dir is None:
+        missing = "-i/--input" if input_path is None else "-o/--output"
+        raise UsageError(f"missing {missing}: give it on the command line or in the config's {'inputs' if input_path is None else 'outputs'}.path")
+
+    def report(position: int, total: int, outcome) -> None:
+        detail = f"  {outcome.error}" if outcome.error else ""
+        status = "done (complete, skipped)" if outcome.status == "skipped" else outcome.status
+        click.echo(f"[{position}/{total}] {outcome.case_id}  {status}  {outcome.seconds:.2f}s{detail}", err=True)
+
+    summary = run_pipeline(validated, registry, input_path, output_dir, force=force, on_case=report, source_map=source_map)
+    click.echo(
+        f"{len(summary.outcomes)} cases: {summary.count('ok')} ok, {summary.count('failed')} failed, "
+        f"{summary.count('skipped')} skipped; outputs in {summary.output_dir}, manifest {summary.output_dir / 'manifest.json'}",
+        err=True,
+    )
+    return summary.exit_code
+
+
+def _from_config(validated, section: str) -> Path | None:
+    value = getattr(validated.config, section).path
+    return (validated.config_dir / value) if value else None
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List the stages of every installed plugin, grouped by kind.
+
+    \b
+    Examples:
+      voxpipe plugins
+      voxpipe plugins show segment.otsu
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from voxpipe import cli_plugins
+
+    registry = ctx.obj.registry()
+    click.echo(cli_plugins.render_json(registry) if as_json else cli_plugins.render_list(registry))
+
+
+@plugins.command("show")
+@click.argument("stage_id")
+@click.pass_obj
+def plugins_show(settings: Settings, stage_id: str) -> None:
+    """Show STAGE_ID's parameters: types, defaults, bounds and descriptions."""
+    from voxpipe import cli_plugins
+
+    click.echo(cli_plugins.render_stage(settings.registry(), stage_id))
+
+
+@cli.command("sample-data")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def sample_data(directory: Path) -> None:
+    """Write small demo inputs to DIRECTORY: a real T1 MRI (from nibabel's test data),
+    a 3D phantom NIfTI and a 2D Shepp-Logan PNG. Nothing is downloaded.
+
+    \b
+    Example:
+      voxpipe sample-data demo-input/ && voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/
+    """
+    from voxpipe.sample_data import write_sample_data
+
+    for path in write_sample_data(directory):
+        click.echo(str(path))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

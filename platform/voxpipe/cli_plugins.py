@@ -1,0 +1,110 @@
+"""Text and JSON renderings of the registry for ``voxpipe plugins``."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+from voxpipe.errors import UsageError
+from voxpipe.registry import Registry
+from voxpipe.stage import StageSpec
+from voxpipe.suggest import did_you_mean
+
+_BOUND_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "min_length": "min length", "max_length": "max length"}
+
+
+def render_list(registry: Registry) -> str:
+    lines: list[str] = []
+    width = max((len(s.id) for s in registry.stages.values()), default=10) + 2
+    for kind, specs in registry.by_kind().items():
+        lines.append(f"{kind.value}s:".capitalize())
+        for spec in specs:
+            lines.append(f"  {spec.id:<{width}}{spec.summary}  [{spec.distribution}]")
+        lines.append("")
+    lines.append("Transforms from MONAI:")
+    lines.append(f"  {'monai.<Name>':<{width}}any monai.transforms dictionary transform, e.g. monai.ScaleIntensityRanged  [monai]")
+    lines.append("")
+    plugins = ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in registry.plugins) or "none"
+    lines.append(f"Plugins: {plugins}")
+    if registry.skipped_by_selection:
+        lines.append(f"Not loaded (allow/block list): {', '.join(registry.skipped_by_selection)}")
+    for problem in registry.problems:
+        lines.append(f"Skipped: {problem}")
+    lines.append("Details: voxpipe plugins show STAGE_ID")
+    return "\n".join(lines)
+
+
+def render_json(registry: Registry) -> str:
+    data = {
+        "stages": [
+            {"id": s.id, "kind": s.kind.value, "summary": s.summary, "plugin": s.plugin,
+             "distribution": s.distribution, "version": s.version, "parameters": parameter_rows(s)}
+            for s in sorted(registry.stages.values(), key=lambda s: s.id)
+        ],
+        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "stages": list(p.stage_ids)} for p in registry.plugins],
+        "problems": [{"plugin": p.plugin, "distribution": p.distribution, "reason": p.reason} for p in registry.problems],
+    }
+    return json.dumps(data, indent=2)
+
+
+def parameter_rows(spec: StageSpec) -> list[dict[str, Any]]:
+    """One row per parameter: name, type, default, bounds, description."""
+    from pydantic_core import PydanticUndefined
+
+    rows = []
+    for name, info in spec.params.model_fields.items():
+        bounds = []
+        for item in info.metadata:
+            for attr, symbol in _BOUND_SYMBOLS.items():
+                value = getattr(item, attr, None)
+                if value is not None:
+                    bounds.append(f"{symbol} {value}")
+        if info.default is not PydanticUndefined:
+            default = repr(info.default) if info.default.__class__.__module__ != "voxpipe.monai_adapter" else "MONAI's"
+        elif info.default_factory is not None:
+            default = repr(info.default_factory())
+        else:
+            default = "required"
+        rows.append({
+            "name": info.alias or name,
+            "type": _type_name(info.annotation),
+            "default": default,
+            "bounds": ", ".join(bounds),
+            "description": info.description or "",
+        })
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "voxpipe.monai_adapter.", "pathlib.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text.replace("_MonaiDefault", "default").replace("NoneType", "None")
+
+
+def render_stage(registry: Registry, stage_id: str) -> str:
+    spec = registry.get(stage_id)
+    if spec is None:
+        raise UsageError(f"unknown stage `{stage_id}`{did_you_mean(stage_id, registry.stages) or '; run `voxpipe plugins` to list stages'}")
+    lines = [f"{spec.id}  ({spec.kind.value})  from plugin `{spec.plugin}`, {spec.distribution} {spec.version}".rstrip(), spec.summary]
+    if spec.description and spec.description.strip() != spec.summary:
+        lines += ["", textwrap.dedent(spec.description).strip()]
+    lines += ["", f"Reads: {', '.join(spec.reads) or '-'}    Writes: {', '.join(spec.writes) or '-'}", "", "Parameters:"]
+    rows = parameter_rows(spec)
+    if not rows:
+        lines.append("  (none)")
+    width = max((len(r["name"]) for r in rows), default=4) + 2
+    for row in rows:
+        extra = f"  [{row['bounds']}]" if row["bounds"] else ""
+        lines.append(f"  {row['name']:<{width}}{row['type']}, default {row['default']}{extra}")
+        if row["description"]:
+            for wrapped in textwrap.wrap(row["description"], 88):
+                lines.append(f"  {'':<{width}}{wrapped}")
+    example = {r["name"]: "..." for r in rows if r["default"] == "required"}
+    lines += ["", "Example:", f"  - use: {spec.id}"]
+    if example:
+        lines.append("    with:")
+        lines += [f"      {name}: {value}" for name, value in example.items()]
+    return "\n".join(lines)

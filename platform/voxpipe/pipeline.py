@@ -1,0 +1,97 @@
+"""A built pipeline: stage callables in order, applied to one case dict at a time."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from voxpipe.cases import CaseSource
+from voxpipe.config import PlannedStage, ValidatedConfig
+from voxpipe.errors import ConfigError, StageError, one_line
+from voxpipe.stage import StageContext, build_stage, import_object
+from voxpipe.cases import Discovery
+
+
+@dataclass
+class BuiltStage:
+    planned: PlannedStage
+    call: Callable[[dict], dict]
+
+
+@dataclass
+class CaseResult:
+    """What happened to one case."""
+
+    case: dict
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Pipeline:
+    """Stages built from a validated config. Building imports the heavy libraries."""
+
+    def __init__(self, config: ValidatedConfig, device: str) -> None:
+        self.config = config
+        self.device = device
+        self.stages: list[BuiltStage] = []
+        problems: list[str] = []
+        for planned in config.stages:
+            context = StageContext(device=device, config_dir=config.config_dir, stage_id=planned.spec.id)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # third-party import chatter is not the user's problem
+                    self.stages.append(BuiltStage(planned, build_stage(planned.spec, planned.params, context)))
+            except Exception as exc:  # noqa: BLE001 - report which stage could not be built
+                problems.append(f"{config.source}: stage {planned.index} ({planned.label}): cannot build: {one_line(exc)}")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def loader(self) -> PlannedStage:
+        return self.config.stages[0]
+
+    def discover(self, root: Path) -> Discovery:
+        """Cases under ``root`` as the loader sees them."""
+        discover = self.loader.spec.discover
+        if discover is None:
+            raise ConfigError([f"{self.config.source}: stage 1 ({self.loader.label}) cannot discover cases"])
+        function = import_object(discover) if isinstance(discover, str) else discover
+        return function(root, self.loader.params)
+
+    def run_case(self, source: CaseSource, case_id: str, output_dir: Path) -> CaseResult:
+        """Run every stage on one case. Failures are caught and described in one line."""
+        case: dict[str, Any] = {"case_id": case_id, "source": source, "output_dir": Path(output_dir), "history": []}
+        result = CaseResult(case)
+        for stage in self.stages:
+            start = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # library warnings may quote raw header values
+                    case = stage.call(case)
+            except Exception as exc:  # noqa: BLE001 - one bad case never stops a run
+                result.timings.append((stage.planned.label, time.perf_counter() - start))
+                result.error = f"stage {stage.planned.index} ({stage.planned.label}): {redact(one_line(exc), source)}"
+                result.case = case
+                return result
+            if not isinstance(case, dict):
+                result.error = f"stage {stage.planned.index} ({stage.planned.label}): returned {type(case).__name__}, expected the case dict"
+                return result
+            result.timings.append((stage.planned.label, time.perf_counter() - start))
+        result.case = case
+        return result
+
+
+def redact(message: str, source: CaseSource) -> str:
+    """Remove input paths and file names from a message: they may name the patient."""
+    for path in source.paths:
+        for text in (str(path.resolve()), str(path), path.name):
+            if text and len(text) > 3:
+                message = message.replace(text, "<input>")
+    return message

@@ -1,0 +1,1 @@
+"""Helpers shared by the built-in stages (tensor/affine conversions, key handling)."""

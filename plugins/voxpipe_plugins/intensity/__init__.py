@@ -1,0 +1,1 @@
+"""Intensity scaling stages."""

@@ -1,0 +1,1 @@
+"""`load.auto`: one loader for every supported input type, chosen per file."""

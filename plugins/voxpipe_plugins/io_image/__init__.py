@@ -1,0 +1,1 @@
+"""2D images (PNG, JPEG, TIFF, BMP) as cases."""

@@ -1,0 +1,1 @@
+"""NIfTI loading and writing with nibabel; affines kept exactly."""

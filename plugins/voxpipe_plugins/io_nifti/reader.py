@@ -1,0 +1,56 @@
+"""Read NIfTI files into MetaTensors, matching MONAI's LoadImage + EnsureChannelFirst."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from voxpipe.cases import Discovery, discover_by_suffix
+from voxpipe.stage import record
+from voxpipe_plugins.common.tensors import make_metatensor
+
+NIFTI_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti"}
+
+
+def discover(root: Path, params=None) -> Discovery:
+    return discover_by_suffix(root, NIFTI_SUFFIXES)
+
+
+def read_nifti(path: Path, dtype: str = "float32", case_id: str = ""):
+    """Load one NIfTI file as a channel-first MetaTensor."""
+    image = nib.load(str(path))
+    data = np.asanyarray(image.dataobj)
+    if dtype != "keep":
+        data = data.astype(dtype, copy=False)
+    if data.ndim == 4:
+        array = np.moveaxis(data, -1, 0)
+    elif data.ndim in (2, 3):
+        array = data[None]
+    else:
+        raise ValueError(f"NIfTI with {data.ndim} dimensions is not supported (expected 2D, 3D or 4D)")
+    header = image.header
+    meta = {
+        "filename_or_obj": case_id,  # never the path: it may name the patient
+        "original_channel_dim": -1 if data.ndim == 4 else "no_channel",
+        "pixdim": np.asarray(header["pixdim"], dtype=np.float64),
+        "nifti_sform_code": int(header["sform_code"]),
+        "nifti_qform_code": int(header["qform_code"]),
+        "source_format": "nifti",
+    }
+    return make_metatensor(array, image.affine, meta)
+
+
+class NiftiLoader:
+    """Loads ``case["source"]`` into ``case[key]``."""
+
+    def __init__(self, key: str = "image", dtype: str = "float32") -> None:
+        self.key = key
+        self.dtype = dtype
+
+    def __call__(self, case: dict) -> dict:
+        out = dict(case)
+        out[self.key] = read_nifti(case["source"].path, self.dtype, case.get("case_id", ""))
+        record(out, "load.nifti", shape=list(out[self.key].shape), dtype=str(out[self.key].dtype).replace("torch.", ""))
+        return out

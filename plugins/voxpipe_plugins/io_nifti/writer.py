@@ -1,0 +1,70 @@
+"""Write MetaTensors as NIfTI files, atomically, with a header free of identifying text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from voxpipe.atomic import atomic_path
+from voxpipe.stage import record
+from voxpipe_plugins.common.tensors import affine_of, to_numpy
+
+
+def nifti_array(image) -> np.ndarray:
+    """Channel-first tensor -> NIfTI array: 1 channel dropped, several moved to the 4th axis."""
+    array = to_numpy(image)
+    if array.shape[0] == 1:
+        array = array[0]
+    else:
+        array = np.moveaxis(array, 0, -1)
+    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
+        top = int(array.max()) if array.size else 0
+        low = int(array.min()) if array.size else 0
+        if low >= 0:
+            array = array.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
+    elif array.dtype == np.float64:
+        array = array.astype(np.float32)
+    return array
+
+
+def write_nifti(image, target: Path) -> None:
+    """Write ``image`` to ``target`` (.nii or .nii.gz) with qform and sform both set."""
+    meta = getattr(image, "meta", {}) or {}
+    affine = affine_of(image)
+    nifti = nib.Nifti1Image(nifti_array(image), affine)
+    header = nifti.header
+    nifti.set_sform(affine, code=int(meta.get("nifti_sform_code") or 1))
+    nifti.set_qform(affine, code=int(meta.get("nifti_qform_code") or 1))
+    header["descrip"] = b"voxpipe"
+    header["aux_file"] = b""
+    header["intent_name"] = b""
+    header.extensions.clear()
+    with atomic_path(target) as tmp:
+        nib.save(nifti, str(tmp))
+
+
+class NiftiWriter:
+    """Writes each of ``keys`` to ``<output_dir>/<key>.nii.gz``."""
+
+    def __init__(self, keys: list[str] = ("image",), compress: bool = True) -> None:
+        self.keys = list(keys)
+        self.suffix = ".nii.gz" if compress else ".nii"
+
+    def __call__(self, case: dict) -> dict:
+        out_dir = Path(case["output_dir"])
+        written = []
+        for key in self.keys:
+            image = case[key]
+            target = out_dir / f"{key}{self.suffix}"
+            write_nifti(image, target)
+            written.append(target.name)
+            names = (getattr(image, "meta", {}) or {}).get("label_names")
+            if names:
+                with atomic_path(out_dir / f"{key}.labels.json") as tmp:
+                    tmp.write_text(json.dumps({str(k): v for k, v in names.items()}, indent=2) + "\n")
+                written.append(f"{key}.labels.json")
+        record(case, "write.nifti", files=written)
+        return case

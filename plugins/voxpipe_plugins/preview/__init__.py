@@ -1,0 +1,1 @@
+"""Preview images: a slice of the image with the label map overlaid."""

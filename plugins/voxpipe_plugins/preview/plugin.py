@@ -1,0 +1,38 @@
+"""Registers `write.preview`."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from voxpipe.hookspecs import hookimpl
+from voxpipe.stage import StageKind, StageSpec
+from voxpipe_plugins.common.params import CaseKey, FileName, StageParams
+
+
+class PreviewParams(StageParams):
+    image_key: CaseKey = Field("image", description="Case key of the image shown in grey.")
+    label_key: Optional[CaseKey] = Field("label", description="Case key of the label map overlaid in colour; null for none.")
+    filename: FileName = Field("preview.png", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$", description="PNG file name inside the case folder.")
+    slice: Literal["largest_label", "middle"] = Field(
+        "largest_label", description="Which axial slice of a volume to show: the one with most label voxels, or the middle one.")
+    alpha: float = Field(0.45, ge=0, le=1, description="Opacity of the label overlay.")
+    min_size: int = Field(256, ge=32, le=4096, description="Upscale so the shorter side has at least this many pixels.")
+
+
+@hookimpl
+def voxpipe_register_stages(register):
+    register(StageSpec(
+        id="write.preview",
+        kind=StageKind.WRITER,
+        summary="Write a PNG preview: an axial slice (radiological view) with the label map overlaid.",
+        description=(
+            "Volumes are reoriented to RAS and shown axially in radiological convention (patient's "
+            "right on the left, anterior at the top), with the physical pixel aspect ratio. 2D images "
+            "are shown as stored. Grey levels are windowed to the 1st-99th percentile."
+        ),
+        params=PreviewParams,
+        factory="voxpipe_plugins.preview.render:PreviewWriter",
+        reads=("{image_key}", "{label_key}"),
+    ))
