@@ -28,7 +28,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/cli_startup.py --write
 
 clean:
 	rm -rf build $(VENV)

@@ -61,15 +61,16 @@ def parameter_rows(spec: StageSpec) -> list[dict[str, Any]]:
                 if value is not None:
                     bounds.append(f"{symbol} {value}")
         if info.default is not PydanticUndefined:
-            default = repr(info.default) if info.default.__class__.__module__ != "voxpipe.monai_adapter" else "MONAI's"
+            default = repr(info.default)
         elif info.default_factory is not None:
             default = repr(info.default_factory())
         else:
             default = "required"
+        shown = (info.json_schema_extra or {}).get("shown", {}) if isinstance(info.json_schema_extra, dict) else {}
         rows.append({
             "name": info.alias or name,
-            "type": _type_name(info.annotation),
-            "default": default,
+            "type": shown.get("type") or _type_name(info.annotation),
+            "default": shown.get("default") or default,
             "bounds": ", ".join(bounds),
             "description": info.description or "",
         })
@@ -89,8 +90,11 @@ def render_stage(registry: Registry, stage_id: str) -> str:
     if spec is None:
         raise UsageError(f"unknown stage `{stage_id}`{did_you_mean(stage_id, registry.stages) or '; run `voxpipe plugins` to list stages'}")
     lines = [f"{spec.id}  ({spec.kind.value})  from plugin `{spec.plugin}`, {spec.distribution} {spec.version}".rstrip(), spec.summary]
-    if spec.description and spec.description.strip() != spec.summary:
-        lines += ["", textwrap.dedent(spec.description).strip()]
+    description = textwrap.dedent(spec.description).strip()
+    if description.startswith(spec.summary):
+        description = description[len(spec.summary):].strip()
+    if description:
+        lines += ["", description]
     lines += ["", f"Reads: {', '.join(spec.reads) or '-'}    Writes: {', '.join(spec.writes) or '-'}", "", "Parameters:"]
     rows = parameter_rows(spec)
     if not rows:

@@ -365,7 +365,7 @@ class _Checker:
                 stage = self._check_stage(i, raw, seen_ids)
                 if stage is not None:
                     planned.append(stage)
-            if len(planned) == len(raw_stages):
+            if planned and len(planned) == len(raw_stages):
                 self._check_flow(planned)
         if self.problems or config is None:
             raise ConfigError(self.problems or [f"{self.source}: invalid config"])
@@ -376,8 +376,8 @@ class _Checker:
         if not isinstance(raw, dict):
             self.problems.append(f"{self.where(path)}: stage {i + 1}: expected a mapping with `use:`, got {_type_name(raw)}")
             return None
-        use = raw.get("use")
-        label = f"stage {i + 1} ({use})" if isinstance(use, str) else f"stage {i + 1}"
+        use, given_id = raw.get("use"), raw.get("id")
+        label = f"stage {i + 1}" + (f' "{given_id}"' if isinstance(given_id, str) else "") + (f" ({use})" if isinstance(use, str) else "")
         try:
             entry = StageEntry.model_validate(raw)
         except ValidationError as exc:

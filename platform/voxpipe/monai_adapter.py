@@ -16,6 +16,7 @@ that run callables or read and write files on their own are refused.
 from __future__ import annotations
 
 import ast
+import re
 import functools
 import importlib.util
 import inspect
@@ -148,6 +149,24 @@ def signature_of(name: str) -> TransformSignature | None:
     return TransformSignature(name, module, tuple(arguments), args.kwarg is not None, doc)
 
 
+def _split_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Google-style docstring -> (text before ``Args:`` without Sphinx roles, {argument: description})."""
+    doc = re.sub(r":py:\w+:`~?([^`]+)`", r"\1", doc)
+    intro, _, rest = doc.partition("Args:")
+    described: dict[str, str] = {}
+    current = None
+    for line in rest.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith(":"):
+            break  # the next section (Raises:, Note:, ...)
+        match = re.match(r"^    (\w+)\s*(\([^)]*\))?:\s*(.*)$", line)
+        if match:
+            current = match.group(1)
+            described[current] = match.group(3).strip()
+        elif current and line.strip():
+            described[current] += " " + line.strip()
+    return intro.strip(), described
+
+
 def _field_type(annotation: str) -> Any:
     """Map simple annotations (``float``, ``bool | None``) to types; anything else is ``Any``."""
     parts = [p.strip() for p in annotation.split("|")]
@@ -171,20 +190,21 @@ def spec_for(stage_id: str) -> StageSpec | None:
     if signature is None:
         return None
     fields: dict[str, Any] = {}
+    intro, arg_docs = _split_docstring(signature.doc)
     for arg in signature.arguments:
-        if arg.default is None:
-            fields[arg.name] = (_field_type(arg.annotation), Field(..., description=arg.annotation or None))
-        else:
-            fields[arg.name] = (
-                _field_type(arg.annotation) | _MonaiDefault,
-                Field(MONAI_DEFAULT, description=f"{arg.annotation or 'any'}; MONAI default: {arg.default}"),
-            )
+        shown = {"type": arg.annotation or "any", "default": "required" if arg.default is None else arg.default}
+        # pydantic does not validate defaults, so the sentinel can stand in for "not set"
+        # while values the config gives are checked against the plain type.
+        fields[arg.name] = (
+            _field_type(arg.annotation),
+            Field(... if arg.default is None else MONAI_DEFAULT, description=arg_docs.get(arg.name), json_schema_extra={"shown": shown}),
+        )
     model = create_model(
         f"{name}Params",
         __config__=ConfigDict(extra="allow" if signature.accepts_any else "forbid", arbitrary_types_allowed=True),
         **fields,
     )
-    summary = next((line.strip() for line in signature.doc.splitlines() if line.strip()), f"MONAI {name}")
+    summary = next((line.strip() for line in intro.splitlines() if line.strip()), f"MONAI {name}")
     return StageSpec(
         id=stage_id,
         kind=StageKind.TRANSFORM,
@@ -193,7 +213,7 @@ def spec_for(stage_id: str) -> StageSpec | None:
         factory=functools.partial(build, name),
         reads=("{keys}",),
         writes=("{keys}",),
-        description=signature.doc,
+        description=intro,
         plugin="monai",
         distribution="monai",
         version=_monai_version(),

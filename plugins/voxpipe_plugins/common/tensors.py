@@ -38,7 +38,7 @@ def spacing_of(image: Any) -> tuple[float, ...]:
 def like(reference: Any, array: torch.Tensor | np.ndarray, **meta: Any) -> MetaTensor:
     """A new MetaTensor with ``reference``'s affine and metadata and the given data."""
     data = torch.as_tensor(array)
-    base = dict(getattr(reference, "meta", {}) or {})
+    base = {k: v for k, v in (getattr(reference, "meta", {}) or {}).items() if k != "affine"}
     base.update(meta)
     return MetaTensor(data, affine=getattr(reference, "affine", None), meta=base)
 

@@ -1,0 +1,161 @@
+"""Plugin discovery: broken plugins are reported and skipped, conflicts name both, allow/block work."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from voxpipe.errors import PluginError
+from voxpipe.registry import PluginSelection, Registry
+
+GOOD_PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+from voxpipe.hookspecs import hookimpl
+from voxpipe.stage import StageKind, StageSpec
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    factor: float = 2.0
+
+@hookimpl
+def voxpipe_register_stages(register):
+    register(StageSpec(id="{stage_id}", kind=StageKind.TRANSFORM, summary="test stage",
+                       params=Params, factory="{module}:build", reads=("image",), writes=("image",)))
+
+def build(factor):
+    return lambda case: case
+"""
+
+
+def make_dist(root: Path, dist: str, module: str, body: str, entry_name: str | None = None) -> None:
+    """A minimal installed distribution: a module plus .dist-info with a `voxpipe` entry point."""
+    (root / f"{module}.py").write_text(textwrap.dedent(body).format(module=module, stage_id=f"{module}.stage"))
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[voxpipe]\n{entry_name or module} = {module}\n")
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    """A folder on sys.path for fake distributions; their modules are forgotten afterwards."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("vp_")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def test_builtin_plugins_come_through_entry_points(registry):
+    assert {"load.auto", "load.nifti", "load.image2d", "write.nifti", "write.preview",
+            "intensity.scale", "denoise.gaussian", "segment.otsu"} <= set(registry.stages)
+    assert all(spec.distribution == "voxpipe" and spec.plugin for spec in registry.stages.values())
+    assert not registry.problems
+
+
+def test_third_party_plugin_is_discovered(plugin_dir):
+    make_dist(plugin_dir, "vp-good", "vp_good", GOOD_PLUGIN)
+    registry = Registry.load()
+    spec = registry.stages["vp_good.stage"]
+    assert (spec.plugin, spec.distribution, spec.version) == ("vp_good", "vp-good", "1.2.3")
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ("raise ImportError('missing dependency foo')", "cannot load: ImportError: missing dependency foo"),
+        ("x = (", "cannot load: SyntaxError"),
+        (GOOD_PLUGIN.replace("register(StageSpec", "raise RuntimeError('boom'); register(StageSpec"), "RuntimeError: boom"),
+        (GOOD_PLUGIN.replace('id="{stage_id}"', 'id="Bad Id"'), "is not a lower-case dotted name"),
+        (GOOD_PLUGIN.replace("kind=StageKind.TRANSFORM", 'kind="wizard"'), "kind 'wizard' is not one of"),
+        (GOOD_PLUGIN.replace('model_config = ConfigDict(extra="forbid")', "pass"), "extra='forbid'"),
+        (GOOD_PLUGIN.replace("register(StageSpec(", "register(dict(") , "expected voxpipe.stage.StageSpec"),
+        (GOOD_PLUGIN.replace('summary="test stage"', 'summary=""'), "summary must be a non-empty line"),
+        (GOOD_PLUGIN.replace('id="{stage_id}"', 'id="monai.foo"'), "reserved for MONAI"),
+        (GOOD_PLUGIN.replace("def voxpipe_register_stages(register)", "def voxpipe_register_stages(reg)"), "cannot load"),
+    ],
+)
+def test_broken_plugin_is_reported_and_skipped(plugin_dir, body, reason):
+    make_dist(plugin_dir, "vp-good", "vp_good", GOOD_PLUGIN)
+    make_dist(plugin_dir, "vp-broken", "vp_broken", body)
+    registry = Registry.load()
+    assert "vp_good.stage" in registry.stages, "a broken plugin must not take the others down"
+    assert not any(s.startswith("vp_broken") for s in registry.stages)
+    [problem] = registry.problems
+    assert problem.plugin == "vp_broken" and problem.distribution == "vp-broken 1.2.3"
+    assert reason in problem.reason, problem.reason
+    with pytest.raises(PluginError) as info:
+        Registry.load(strict=True)
+    assert "vp_broken" in str(info.value) and "vp-broken" in str(info.value)
+
+
+def test_one_bad_spec_skips_the_whole_plugin(plugin_dir):
+    body = GOOD_PLUGIN + """
+@hookimpl(specname="voxpipe_register_stages")
+def also(register):
+    register("not a spec")
+"""
+    make_dist(plugin_dir, "vp-half", "vp_half", body)
+    registry = Registry.load()
+    assert "vp_half.stage" not in registry.stages
+    assert registry.problems and registry.problems[0].plugin == "vp_half"
+
+
+def test_duplicate_stage_id_is_an_error_naming_both(plugin_dir):
+    make_dist(plugin_dir, "vp-one", "vp_one", GOOD_PLUGIN.replace('"{stage_id}"', '"shared.stage"'))
+    make_dist(plugin_dir, "vp-two", "vp_two", GOOD_PLUGIN.replace('"{stage_id}"', '"shared.stage"'))
+    with pytest.raises(PluginError) as info:
+        Registry.load()
+    message = str(info.value)
+    assert "shared.stage" in message and "vp-one" in message and "vp-two" in message and "--block-plugin" in message
+    assert "shared.stage" in Registry.load(PluginSelection(block=frozenset({"vp_two"}))).stages
+
+
+def test_duplicate_of_builtin_id_names_both(plugin_dir):
+    make_dist(plugin_dir, "vp-clash", "vp_clash", GOOD_PLUGIN.replace('"{stage_id}"', '"segment.otsu"'))
+    with pytest.raises(PluginError, match=r"segment\.otsu.*plugin `segment` \(voxpipe .*plugin `vp_clash` \(vp-clash 1\.2\.3\)"):
+        Registry.load()
+
+
+def test_allow_and_block(plugin_dir, monkeypatch):
+    make_dist(plugin_dir, "vp-good", "vp_good", GOOD_PLUGIN)
+    assert "vp_good.stage" not in Registry.load(PluginSelection.from_env(block=("vp_good",))).stages
+    only = Registry.load(PluginSelection.from_env(allow=("vp_good,io_nifti",)))
+    assert {s.plugin for s in only.stages.values()} == {"vp_good", "io_nifti"}
+    monkeypatch.setenv("VOXPIPE_PLUGINS_BLOCK", "segment, vp_good")
+    blocked = Registry.load()
+    assert "segment.otsu" not in blocked.stages and "vp_good.stage" not in blocked.stages
+    assert set(blocked.skipped_by_selection) == {"segment", "vp_good"}
+
+
+def test_cli_reports_problems_and_strict(plugin_dir, cli, monkeypatch):
+    make_dist(plugin_dir, "vp-broken", "vp_broken", "raise ImportError('no such thing')")
+    result = cli("plugins")
+    assert result.exit_code == 0
+    assert "warning: plugin `vp_broken` (distribution vp-broken 1.2.3) skipped: cannot load: ImportError: no such thing" in result.stderr
+    assert "segment.otsu" in result.stdout
+    strict = cli("--strict", "plugins")
+    assert strict.exit_code == 2 and "strict mode" in strict.stderr and "Traceback" not in strict.stderr
+    monkeypatch.setenv("VOXPIPE_STRICT", "1")
+    assert cli("plugins").exit_code == 2
+    assert cli("--block-plugin", "vp_broken", "plugins").exit_code == 0
+
+
+def test_cli_block_option_hides_stage(cli, tmp_path):
+    assert "segment.otsu" not in cli("--block-plugin", "segment", "plugins").stdout
+    config = tmp_path / "c.yaml"
+    config.write_text("version: 1\nname: t\nstages: [{use: load.auto}, {use: segment.otsu}]\n")
+    result = cli("--block-plugin", "segment", "validate", config)
+    assert result.exit_code == 2 and "unknown stage `segment.otsu`" in result.stderr
+
+
+def test_registry_import_is_light():
+    """Registering stages must not import the stages' heavy code (checked fully in test_light_imports)."""
+    registry = Registry.load()
+    for spec in registry.stages.values():
+        assert isinstance(spec.factory, str), f"{spec.id}: factory should be a lazy 'module:attribute' string"
