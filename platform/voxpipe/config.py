@@ -427,6 +427,10 @@ class _Checker:
         if kind == "missing":
             return f"field `{field_name}` is required"
         message = error.get("msg", "invalid value")
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        if not loc:
+            return f"parameters: {message}"
         if kind == "literal_error" and loc == ("version",):
             message = f"unsupported config version; this VoxPipe reads version {SCHEMA_VERSION}"
         value = error.get("input")
