@@ -1,0 +1,1 @@
+"""Enhancement stages: windowing, normalisation, equalisation, CLAHE, gamma, sharpening, resampling."""

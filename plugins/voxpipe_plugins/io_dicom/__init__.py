@@ -1,0 +1,1 @@
+"""DICOM series: discovery, selection, volume assembly, compressed syntaxes, DICOM SEG."""

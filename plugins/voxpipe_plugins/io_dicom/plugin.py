@@ -1,0 +1,10 @@
+"""Registers the DICOM loader and writers."""
+
+from __future__ import annotations
+
+from voxpipe.hookspecs import hookimpl
+
+
+@hookimpl
+def voxpipe_register_stages(register):
+    """No stages yet (issue 3 adds them)."""
