@@ -26,7 +26,7 @@ def float_image(image: Any, stage: str, allow_nonfinite: bool = False) -> torch.
     if not allow_nonfinite:
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
-            raise StageInputError(f"{stage}: image has {bad} NaN or infinite voxels; fill or mask them first (e.g. monai.NormalizeIntensityd is not enough)")
+            raise StageInputError(f"{stage}: image has {bad} NaN or infinite voxels; fill or mask them before this stage")
     return tensor
 
 
