@@ -125,3 +125,18 @@ def test_bad_overrides_are_one_line_errors(registry):
     assert "no stage `smoth`" in line and "did you mean `smooth`?" in line
     [line] = problems(GOOD, registry, overrides=["nonsense"])
     assert "expected STAGE.FIELD=VALUE" in line
+
+
+def test_overrides_are_checked_for_code_too(registry):
+    lines = problems(GOOD, registry, overrides=["description=$__import__('os')"])
+    assert any("looks like code" in line for line in lines)
+
+
+def test_free_text_may_contain_colons(registry):
+    validated = validate_text(GOOD.replace("name: t", "name: t\ndescription: 'Phase:one'"), registry)
+    assert validated.config.description == "Phase:one"
+
+
+def test_hash_ignores_device_and_name(registry):
+    base = validate_text(GOOD, registry).hash
+    assert validate_text(GOOD, registry, overrides=["device=cpu", "name=other"]).hash == base

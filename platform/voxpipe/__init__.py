@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_API = {"load_pipeline", "run", "load_registry", "NotebookPipeline"}
+_API = {"load_pipeline", "run", "validate", "load_registry", "NotebookPipeline"}
 __all__ = sorted(_API | {"__version__"})
 
 

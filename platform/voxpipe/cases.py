@@ -6,8 +6,8 @@ this module holds the shared pieces: the :class:`CaseSource` record, a suffix-ba
 walker, and pseudonymous case ids.
 
 Case ids are ``case-`` plus 12 hex digits of an HMAC-SHA256 of the source's identity,
-keyed with a secret kept *outside* the output tree (``~/.config/voxpipe/id.key``, or the
-file named by ``VOXPIPE_ID_KEY_FILE``). They are stable across runs on the same machine
+keyed with a secret kept *outside* the output tree (``~/.config/voxpipe/id.key``, under
+``$XDG_CONFIG_HOME`` when set, or the file named by ``VOXPIPE_ID_KEY_FILE``). They are stable across runs on the same machine
 (so runs can resume), reveal nothing of file or patient names, and cannot be reversed
 by hashing a list of likely names without the key.
 """

@@ -19,7 +19,7 @@ import click
 from voxpipe import __version__
 from voxpipe.errors import VoxpipeError
 
-EXIT_OK, EXIT_CASES_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_CASES_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 @dataclass
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning user errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
+    if debug:  # accepted anywhere on the line, not only before the command
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+        os.environ["VOXPIPE_DEBUG"] = "1"
     try:
         result = cli.main(args=args, prog_name="voxpipe", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             from voxpipe.errors import one_line
 
             click.echo(f"error: internal error: {one_line(exc)} (rerun with --debug for the traceback)", err=True)
-        sys.exit(EXIT_CASES_FAILED)
+        sys.exit(EXIT_INTERNAL)
     sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
@@ -139,7 +142,8 @@ def run(settings: Settings, config: Path, input_path: Path | None, output_dir: P
     skips cases that are already complete for the same config.
 
     \b
-    Exit codes: 0 all cases ok, 1 some cases failed, 2 usage or config error.
+    Exit codes: 0 all cases ok, 1 some cases failed, 2 usage or config error,
+    3 internal error (a bug: please report it with the --debug output).
 
     \b
     Example:

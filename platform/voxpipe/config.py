@@ -43,7 +43,7 @@ _IMPORT_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_][\w.]*$")  
 class StageEntry(BaseModel):
     """One stage in a config: which registered stage to use, and its parameters."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     use: str = Field(description="Registry id of the stage, e.g. `denoise.gaussian` or `monai.ScaleIntensityRanged`.")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="The stage's parameters.")
@@ -126,8 +126,16 @@ class ValidatedConfig:
 
     @property
     def hash(self) -> str:
-        """sha256 of the resolved config; equal hashes mean the same processing."""
-        canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        """sha256 of what determines the results: stages, their parameters and their versions.
+
+        The device is left out (the same processing on CPU or GPU is the same result, up to
+        floating-point noise); a new version of a stage's distribution counts as a change.
+        """
+        resolved = self.resolved()
+        resolved.pop("device", None)
+        resolved.pop("name", None)
+        resolved["versions"] = [f"{s.spec.distribution} {s.spec.version}" for s in self.stages]
+        canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -187,13 +195,11 @@ def validate_text(
         raise ConfigError([f"{_where(source, problem.line)}: {problem.message}"]) from None
     if not isinstance(document.data, dict):
         raise ConfigError([f"{source}: expected a mapping with `version`, `name` and `stages`, got {_type_name(document.data)}"])
-    problems = _code_like_values(document, source)
-    if problems:
-        raise ConfigError(problems)
     data = document.data
     problems = apply_overrides(data, overrides, source)
     if device is not None:
         data["device"] = device
+    problems += _code_like_values(document, source)  # after --set: overrides are checked too
     if problems:
         raise ConfigError(problems)
     checker = _Checker(source, document, registry, set_paths=_override_paths(data, overrides))
@@ -226,7 +232,8 @@ def _code_like_values(document: safe_yaml.LocatedDocument, source: str) -> list[
                 walk(item, path + (i,))
         elif isinstance(value, str):
             text = value.strip()
-            if text.startswith("$") or _IMPORT_REF.match(text) or "__" in text and "(" in text:
+            free_text = path in (("description",), ("name",))
+            if text.startswith("$") or (not free_text and _IMPORT_REF.match(text)) or "__" in text and "(" in text:
                 problems.append(
                     f"{_where(source, document.line_of(path))}: value {text[:40]!r} looks like code or an import path; "
                     "configs hold literal values only"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,8 @@ class Pipeline:
                     warnings.simplefilter("ignore")  # library warnings may quote raw header values
                     case = stage.call(case)
             except Exception as exc:  # noqa: BLE001 - one bad case never stops a run
+                if os.environ.get("VOXPIPE_DEBUG"):
+                    traceback.print_exc()
                 result.timings.append((stage.planned.label, time.perf_counter() - start))
                 result.error = f"stage {stage.planned.index} ({stage.planned.label}): {redact(one_line(exc), source)}"
                 result.case = case

@@ -132,11 +132,11 @@ def _run_one(pipeline: Pipeline, source: CaseSource, cid: str, output_dir: Path,
         stages = [{"stage": label, "seconds": round(t, 4)} for label, t in result.timings]
         if not result.ok:
             return CaseOutcome(cid, "failed", seconds, result.error, stages)
-        outputs = sorted(p.name for p in staging.iterdir())
+        outputs = sorted([p.name for p in staging.iterdir()] + [CASE_RECORD])
         record = _case_record(result, cid, config_hash, seconds, stages, outputs)
         write_json(staging / CASE_RECORD, record)
         publish_dir(staging, output_dir / cid, output_dir / STAGING)
-        return CaseOutcome(cid, "ok", seconds, None, stages, outputs + [CASE_RECORD])
+        return CaseOutcome(cid, "ok", seconds, None, stages, outputs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
