@@ -21,6 +21,7 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 ID_KEY_ENV = "VOXPIPE_ID_KEY_FILE"
 
@@ -32,6 +33,7 @@ class CaseSource:
     identity: str
     paths: tuple[Path, ...]
     kind: str  # "nifti", "image", "dicom", ...
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False)  # loader-specific, never shown
 
     @property
     def path(self) -> Path:

@@ -165,8 +165,13 @@ def run(settings: Settings, config: Path, input_path: Path | None, output_dir: P
         detail = f"  {outcome.error}" if outcome.error else ""
         status = "done (complete, skipped)" if outcome.status == "skipped" else outcome.status
         click.echo(f"[{position}/{total}] {outcome.case_id}  {status}  {outcome.seconds:.2f}s{detail}", err=True)
+        for warning in outcome.warnings:
+            click.echo(f"    warning: {warning}", err=True)
 
     summary = run_pipeline(validated, registry, input_path, output_dir, force=force, on_case=report, source_map=source_map)
+    if summary.skipped_files:
+        passed = ", ".join(f"{count} {reason}" for reason, count in summary.skipped_files.most_common())
+        click.echo(f"input files passed over: {passed}", err=True)
     click.echo(
         f"{len(summary.outcomes)} cases: {summary.count('ok')} ok, {summary.count('failed')} failed, "
         f"{summary.count('skipped')} skipped; outputs in {summary.output_dir}, manifest {summary.output_dir / 'manifest.json'}",

@@ -94,7 +94,10 @@ def render_stage(registry: Registry, stage_id: str) -> str:
     if description.startswith(spec.summary):
         description = description[len(spec.summary):].strip()
     if description:
-        lines += ["", description]
+        lines.append("")
+        for paragraph in description.split("\n\n"):
+            lines += textwrap.wrap(" ".join(paragraph.split()), 96) + [""]
+        lines.pop()
     lines += ["", f"Reads: {', '.join(spec.reads) or '-'}    Writes: {', '.join(spec.writes) or '-'}", "", "Parameters:"]
     rows = parameter_rows(spec)
     if not rows:

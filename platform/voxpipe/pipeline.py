@@ -93,9 +93,20 @@ class Pipeline:
 
 
 def redact(message: str, source: CaseSource) -> str:
-    """Remove input paths and file names from a message: they may name the patient."""
+    """Remove input paths from a message: folder and file names may name the patient.
+
+    A DICOM series keeps its files' base names (``IM000123.dcm``, UIDs), which say which
+    file is at fault; its folders are removed. Single-file cases (NIfTI, images) are often
+    named after the patient, so their names go too.
+    """
+    keep_names = source.kind == "dicom"
     for path in source.paths:
-        for text in (str(path.resolve()), str(path), path.name):
-            if text and len(text) > 3:
-                message = message.replace(text, "<input>")
+        replacement = path.name if keep_names else "<input>"
+        for text in (str(path.resolve()), str(path)):
+            message = message.replace(text, replacement)
+        folders = {str(path.resolve().parent), str(path.parent)} - {"", "."}
+        for folder in sorted(folders, key=len, reverse=True):
+            message = message.replace(folder + "/", "")
+        if not keep_names and len(path.name) > 3:
+            message = message.replace(path.name, "<input>")
     return message

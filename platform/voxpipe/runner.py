@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,11 +45,14 @@ class CaseOutcome:
     error: str | None = None
     stages: list[dict] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         entry = {"case_id": self.case_id, "status": self.status, "seconds": round(self.seconds, 4)}
         if self.error:
             entry["error"] = self.error
+        if self.warnings:
+            entry["warnings"] = self.warnings
         if self.stages:
             entry["stages"] = self.stages
         if self.outputs:
@@ -60,6 +64,7 @@ class CaseOutcome:
 class RunSummary:
     output_dir: Path
     outcomes: list[CaseOutcome]
+    skipped_files: Counter = field(default_factory=Counter)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -120,7 +125,7 @@ def run(
             on_case(position, len(discovery.cases), outcome)
     _write_manifest(output_dir, manifest, outcomes, finished=_now())
     shutil.rmtree(output_dir / STAGING, ignore_errors=True)
-    return RunSummary(output_dir, outcomes)
+    return RunSummary(output_dir, outcomes, discovery.skipped)
 
 
 def _run_one(pipeline: Pipeline, source: CaseSource, cid: str, output_dir: Path, config_hash: str) -> CaseOutcome:
@@ -130,13 +135,14 @@ def _run_one(pipeline: Pipeline, source: CaseSource, cid: str, output_dir: Path,
         result = pipeline.run_case(source, cid, staging)
         seconds = time.perf_counter() - start
         stages = [{"stage": label, "seconds": round(t, 4)} for label, t in result.timings]
+        warnings = [str(w) for w in result.case.get("warnings", [])]
         if not result.ok:
-            return CaseOutcome(cid, "failed", seconds, result.error, stages)
+            return CaseOutcome(cid, "failed", seconds, result.error, stages, warnings=warnings)
         outputs = sorted([p.name for p in staging.iterdir()] + [CASE_RECORD])
         record = _case_record(result, cid, config_hash, seconds, stages, outputs)
         write_json(staging / CASE_RECORD, record)
         publish_dir(staging, output_dir / cid, output_dir / STAGING)
-        return CaseOutcome(cid, "ok", seconds, None, stages, outputs)
+        return CaseOutcome(cid, "ok", seconds, None, stages, outputs, warnings)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -150,6 +156,7 @@ def _case_record(result: CaseResult, cid: str, config_hash: str, seconds: float,
         "seconds": round(seconds, 4),
         "stages": stages,
         "history": _jsonable(result.case.get("history", [])),
+        "warnings": [str(w) for w in result.case.get("warnings", [])],
         "outputs": outputs,
         "finished": _now(),
     }
@@ -177,7 +184,7 @@ def _manifest_header(validated: ValidatedConfig, registry: Registry, device: str
         "started": started,
         "plugins": {"used": used, "loaded": registry.versions()},
         "environment": _environment(),
-        "discovery": {"skipped_files": dict(skipped)},
+        "discovery": {"skipped_files": dict(skipped)},  # reason -> count; never names
     }
 
 

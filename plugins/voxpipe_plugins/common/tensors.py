@@ -15,7 +15,8 @@ def make_metatensor(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any] 
     info = {"space": "RAS", "spatial_shape": np.asarray(array.shape[1:])}
     info.update(meta or {})
     info["original_affine"] = np.asarray(affine, dtype=np.float64)
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=affine_t, meta=info)
+    # No forced copy: transposed views (DICOM, NIfTI's Fortran order) keep their strides.
+    return MetaTensor(torch.from_numpy(array), affine=affine_t, meta=info)
 
 
 def affine_of(image: Any) -> np.ndarray:

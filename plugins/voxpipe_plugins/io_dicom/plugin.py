@@ -1,10 +1,30 @@
-"""Registers the DICOM loader and writers."""
+"""Registers `load.dicom` (and, once built, the DICOM writers)."""
 
 from __future__ import annotations
 
 from voxpipe.hookspecs import hookimpl
+from voxpipe.stage import StageKind, StageSpec
+from voxpipe_plugins.io_dicom.params import DicomLoadParams
 
 
 @hookimpl
 def voxpipe_register_stages(register):
-    """No stages yet (issue 3 adds them)."""
+    register(StageSpec(
+        id="load.dicom",
+        kind=StageKind.LOADER,
+        summary="Load DICOM series: one case per series, slices ordered by position, rescaled, affine in RAS.",
+        description=(
+            "Scans the input recursively reading headers only, groups files by SeriesInstanceUID and splits series "
+            "that mix orientations, echoes, temporal positions, image types or matrix sizes. DICOMDIR, non-image "
+            "objects and non-DICOM files are skipped; localizers and duplicate instances dropped; all counted in the "
+            "manifest. Slices are ordered by ImagePositionPatient along the normal, spacing is measured from the "
+            "positions, RescaleSlope/Intercept are applied per slice, MONOCHROME1 is inverted to MONOCHROME2. Missing "
+            "slices, uneven spacing and gantry tilt are refused or resampled (`irregular`). Compressed syntaxes (RLE, "
+            "JPEG, JPEG-LS, JPEG 2000, deflate) decode through pydicom's backends. Enhanced multi-frame objects, RT dose "
+            "and single 2D images (CR, DX, secondary capture, RGB) are supported."
+        ),
+        params=DicomLoadParams,
+        factory="voxpipe_plugins.io_dicom.loader:DicomLoader",
+        writes=("{key}",),
+        discover="voxpipe_plugins.io_dicom.loader:discover",
+    ))

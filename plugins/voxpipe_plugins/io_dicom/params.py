@@ -1,0 +1,48 @@
+"""Parameter models for DICOM loading (pydantic only: imported when the registry loads)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from voxpipe_plugins.common.params import StageParams
+
+Orientation = Literal["axial", "coronal", "sagittal", "oblique", "none"]
+
+
+class SeriesSelect(StageParams):
+    """Which series to process; every rule given must match. Others are skipped and counted."""
+
+    modality: list[str] = Field([], description="Keep series of these modalities (e.g. [CT]); empty keeps all.")
+    description: str | None = Field(None, max_length=200, description="Regular expression searched in SeriesDescription, e.g. '(?i)axial|ax '.")
+    min_slices: int = Field(1, ge=1, le=100000, description="Skip series with fewer slices (drops stray single images).")
+    orientation: list[Orientation] = Field([], description="Keep series with these slice orientations; empty keeps all.")
+
+    @field_validator("description")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class DicomOptionsParams(StageParams):
+    dtype: Literal["auto", "float32"] = Field(
+        "auto", description="`auto`: exact stored type after rescale (int16/int32 when slopes are 1 and intercepts whole, "
+        "float32 otherwise); `float32`: always float32.")
+    irregular: Literal["refuse", "resample"] = Field(
+        "refuse", description="Series with missing slices, uneven spacing or gantry tilt: `refuse` fails the case with a "
+        "clear reason; `resample` interpolates onto a uniform grid and records a warning.")
+    spacing_tolerance: float = Field(0.05, gt=0, le=0.5, description="Allowed relative deviation of a slice step from the median step.")
+    max_gib: float = Field(16.0, gt=0, le=1024, description="Refuse series whose declared size exceeds this many GiB, before allocating.")
+    select: SeriesSelect = Field(default_factory=SeriesSelect, description="Series selection rules.")
+    workers: int = Field(0, ge=0, le=64, description="Processes for decoding compressed frames; 0 = one per CPU core (max 8).")
+
+
+class DicomLoadParams(DicomOptionsParams):
+    key: str = Field("image", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Case key of the loaded image.")

@@ -1,0 +1,185 @@
+"""Pixel values: read frames into one preallocated array in sorted order, then make them
+real-world values.
+
+Uncompressed little-endian frames are read straight from the file into their slot of the
+output array (no per-file pydicom decode, no intermediate copies). Compressed frames go
+through pydicom's pixel backends (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg,
+pylibjpeg-rle, pyjpegls), in a process pool when there are many. Then: sign extension
+for signed data stored in fewer bits than allocated, RescaleSlope/Intercept per frame
+(integer output when every slope is 1 and every intercept whole, float32 otherwise), and
+MONOCHROME1 inverted to the MONOCHROME2 convention.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from voxpipe_plugins.io_dicom.frames import Frame
+from voxpipe_plugins.io_dicom.headers import EXPLICIT_LE, IMPLICIT_LE, SliceHeader
+
+
+class PixelError(ValueError):
+    """A frame's pixel data cannot be read as declared; the message names the file."""
+
+
+def _container(header: SliceHeader) -> np.dtype:
+    bits = int(header.get("BitsAllocated", 16))
+    signed = int(header.get("PixelRepresentation", 0)) == 1
+    if bits not in (8, 16, 32):
+        raise PixelError(f"{header.path.name}: BitsAllocated {bits} is not supported")
+    return np.dtype(f"{'i' if signed else 'u'}{bits // 8}").newbyteorder("<")
+
+
+def fast_readable(header: SliceHeader) -> bool:
+    """Uncompressed, little endian, one sample per pixel, offset known: read bytes in place."""
+    return (
+        header.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE)
+        and header.pixel_offset is not None
+        and int(header.get("SamplesPerPixel", 1)) == 1
+        and int(header.get("BitsAllocated", 16)) in (8, 16, 32)
+    )
+
+
+def read_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int, workers: int = 0) -> np.ndarray:
+    """Stored values of ``frames`` (already in output order) as a ``(K, rows, cols)`` array."""
+    first = frames[0].header
+    dtype = _container(first)
+    rows, cols = shape
+    total = len(frames) * rows * cols * dtype.itemsize
+    if total > max_bytes:
+        raise PixelError(
+            f"volume of {len(frames)}x{rows}x{cols} ({total / 2**30:.1f} GiB) exceeds the {max_bytes / 2**30:.1f} GiB cap; "
+            "raise max_gib if this is intended"
+        )
+    out = np.empty((len(frames), rows, cols), dtype=dtype.newbyteorder("="))
+    slow: list[int] = []
+    for k, frame in enumerate(frames):
+        header = frame.header
+        if (int(header.get("Rows", 0)), int(header.get("Columns", 0))) != shape:
+            raise PixelError(f"{header.path.name}: {header.get('Rows')}x{header.get('Columns')} pixels, but the series is {rows}x{cols}")
+        if frame.index is None and fast_readable(header) and _container(header) == dtype:
+            _read_in_place(header, out[k])
+        else:
+            slow.append(k)
+    if slow:
+        _decode_into(out, frames, slow, workers)
+    return out
+
+
+def _read_in_place(header: SliceHeader, target: np.ndarray) -> None:
+    needed = target.nbytes
+    if header.pixel_length is not None and header.pixel_length < needed:
+        raise PixelError(f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {needed} expected for {header.get('Rows')}x{header.get('Columns')} pixels")
+    with open(header.path, "rb") as handle:
+        handle.seek(header.pixel_offset)
+        read = handle.readinto(memoryview(target).cast("B"))
+    if read != needed:
+        raise PixelError(f"{header.path.name}: file ends inside Pixel Data ({read} of {needed} bytes); the file is truncated")
+
+
+def _decode_file(path: str, frames: list[int | None]) -> list[np.ndarray]:
+    """Decode frames of one file with pydicom (runs in worker processes too)."""
+    import warnings
+
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+        array = ds.pixel_array
+    if ds.get("PhotometricInterpretation", "") in ("MONOCHROME1", "MONOCHROME2") or array.ndim == 2 or int(ds.get("SamplesPerPixel", 1)) == 1:
+        array = array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else array[None]
+    return [array[f if f is not None else 0] for f in frames]
+
+
+def _decode_into(out: np.ndarray, frames: list[Frame], which: list[int], workers: int) -> None:
+    by_file: dict[Path, list[int]] = {}
+    for k in which:
+        by_file.setdefault(frames[k].path, []).append(k)
+    jobs = [(str(path), [frames[k].index for k in ks], ks) for path, ks in by_file.items()]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if workers > 1 and len(jobs) >= 8:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(_decode_file, [j[0] for j in jobs], [j[1] for j in jobs], chunksize=max(1, len(jobs) // (workers * 4)))
+            for (path, _, ks), arrays in zip(jobs, results):
+                _place(out, ks, arrays, path)
+    else:
+        for path, indices, ks in jobs:
+            _place(out, ks, _decode_file(path, indices), path)
+
+
+def _place(out: np.ndarray, ks: list[int], arrays: list[np.ndarray], path: str) -> None:
+    for k, array in zip(ks, arrays):
+        if array.shape != out.shape[1:]:
+            raise PixelError(f"{Path(path).name}: decoded frame is {array.shape}, expected {out.shape[1:]}")
+        out[k] = array
+
+
+def fix_bits(stored: np.ndarray, header: SliceHeader) -> None:
+    """Sign-extend or mask values stored in fewer bits than allocated (in place)."""
+    allocated = int(header.get("BitsAllocated", 16))
+    bits = int(header.get("BitsStored", allocated))
+    if bits >= allocated:
+        return
+    shift = allocated - bits
+    if np.issubdtype(stored.dtype, np.signedinteger):
+        np.left_shift(stored, shift, out=stored)
+        np.right_shift(stored, shift, out=stored)  # arithmetic shift: sign-extends
+    else:
+        np.bitwise_and(stored, (1 << bits) - 1, out=stored)
+
+
+def stored_range(header: SliceHeader) -> tuple[int, int]:
+    allocated = int(header.get("BitsAllocated", 16))
+    bits = int(header.get("BitsStored", allocated))
+    if int(header.get("PixelRepresentation", 0)) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def to_real_world(stored: np.ndarray, frames: list[Frame], dtype: str = "auto") -> tuple[np.ndarray, dict]:
+    """Apply RescaleSlope/Intercept (per frame) and MONOCHROME1 inversion.
+
+    Returns the array and a record of what was done. ``dtype="auto"`` keeps integers when
+    the result is exactly integral (all slopes 1, whole intercepts), choosing int16 or
+    int32 by the value range; otherwise float32.
+    """
+    header = frames[0].header
+    slopes = np.array([f.slope for f in frames], dtype=np.float64)
+    intercepts = np.array([f.intercept for f in frames], dtype=np.float64)
+    monochrome1 = header.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1"
+    low, high = stored_range(header)
+    record = {"rescale": "none", "photometric": header.get("PhotometricInterpretation", "")}
+    integral = np.all(slopes == 1) and np.all(intercepts == np.round(intercepts))
+    uniform = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
+    if not (np.all(slopes == 1) and np.all(intercepts == 0)):
+        record["rescale"] = (f"slope {slopes[0]:g}, intercept {intercepts[0]:g}" if uniform else "per-slice slope/intercept")
+    if dtype == "auto" and integral:
+        smin, smax = int(stored.min()), int(stored.max())
+        if monochrome1:
+            smin, smax = low + high - smax, low + high - smin
+        value_low, value_high = smin + int(intercepts.min()), smax + int(intercepts.max())
+        target = np.int16 if -32768 <= value_low and value_high <= 32767 else np.int32
+        result = stored if stored.dtype == target else stored.astype(target)
+        if monochrome1:
+            np.subtract(low + high, result, out=result)
+        if uniform:
+            if intercepts[0]:
+                result += target(intercepts[0])
+        else:
+            for k, value in enumerate(intercepts):
+                result[k] += target(value)
+    else:
+        result = np.empty(stored.shape, dtype=np.float32)
+        for k in range(stored.shape[0]):
+            frame = stored[k]
+            values = (low + high) - frame.astype(np.float32) if monochrome1 else frame
+            np.multiply(values, np.float32(slopes[k]), out=result[k], casting="unsafe")
+            result[k] += np.float32(intercepts[k])
+    if monochrome1:
+        record["photometric"] = "MONOCHROME1, inverted to the MONOCHROME2 convention"
+    return result, record
