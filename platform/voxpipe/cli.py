@@ -214,6 +214,69 @@ def plugins_show(settings: Settings, stage_id: str) -> None:
     click.echo(cli_plugins.render_stage(settings.registry(), stage_id))
 
 
+def _dicom_options(irregular: str, dtype: str):
+    from voxpipe_plugins.io_dicom.loader import DicomOptions
+
+    return DicomOptions(dtype=dtype, irregular=irregular)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--series", "series_uid", metavar="UID", help="Convert only the series with this SeriesInstanceUID.")
+@click.option("--irregular", type=click.Choice(["refuse", "resample"]), default="refuse", show_default=True,
+              help="Missing slices, uneven spacing or gantry tilt: fail the series, or interpolate onto a uniform grid.")
+@click.option("--dtype", type=click.Choice(["auto", "float32"]), default="auto", show_default=True,
+              help="auto keeps exact integers when the rescale allows it.")
+def convert(input_path: Path, output: Path, series_uid: str | None, irregular: str, dtype: str) -> int:
+    """Convert DICOM series under INPUT to NIfTI, like dcm2niix.
+
+    OUTPUT is a .nii/.nii.gz file (one series: use --series when there are several) or a
+    folder that receives one file per series, named by its pseudonymous case id and
+    modality (never by patient or file names).
+
+    \b
+    Examples:
+      voxpipe convert study/ ct.nii.gz --series 1.2.840.113619.2.55.3
+      voxpipe convert study/ nifti/
+    """
+    from voxpipe_plugins.io_dicom.commands import convert as convert_series
+
+    results, skipped = convert_series(input_path, output, _dicom_options(irregular, dtype), series_uid)
+    for result in results:
+        status = f"-> {result.output}" if result.output else f"failed: {result.error}"
+        click.echo(f"{result.case_id}  {status}", err=True)
+        for warning in result.warnings:
+            click.echo(f"    warning: {warning}", err=True)
+    if skipped:
+        click.echo("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()), err=True)
+    return EXIT_CASES_FAILED if any(r.error for r in results) else EXIT_OK
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--show-phi", is_flag=True, help="Also show patient name, ID, study date, series description and UID.")
+def info(path: Path, as_json: bool, show_phi: bool) -> None:
+    """List the DICOM series under PATH: modality, size, spacing, orientation, transfer syntax, warnings.
+
+    Reads headers only. Identifying attributes are hidden unless --show-phi is given.
+
+    \b
+    Example:
+      voxpipe info study/ --json
+    """
+    import json
+
+    from voxpipe_plugins.io_dicom.commands import describe, render_table
+
+    rows, skipped = describe(path, _dicom_options("refuse", "auto"), show_phi)
+    if as_json:
+        click.echo(json.dumps({"series": rows, "passed_over": dict(skipped)}, indent=2))
+    else:
+        click.echo(render_table(rows, skipped, show_phi))
+
+
 @cli.command("sample-data")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def sample_data(directory: Path) -> None:

@@ -10,12 +10,13 @@ import numpy as np
 
 from voxpipe.atomic import atomic_path
 from voxpipe.stage import record
-from voxpipe_plugins.common.tensors import affine_of, to_numpy
+
+GZIP_LEVEL = 1  # zlib level 1 compresses medical volumes nearly as well as 6, several times faster
 
 
 def nifti_array(image) -> np.ndarray:
-    """Channel-first tensor -> NIfTI array: 1 channel dropped, several moved to the 4th axis."""
-    array = to_numpy(image)
+    """Channel-first tensor or array -> NIfTI array: 1 channel dropped, several moved to the 4th axis."""
+    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if array.shape[0] == 1:
         array = array[0]
     else:
@@ -30,10 +31,15 @@ def nifti_array(image) -> np.ndarray:
     return array
 
 
-def write_nifti(image, target: Path) -> None:
-    """Write ``image`` to ``target`` (.nii or .nii.gz) with qform and sform both set."""
-    meta = getattr(image, "meta", {}) or {}
-    affine = affine_of(image)
+def write_nifti(image, target: Path, affine: np.ndarray | None = None, meta: dict | None = None) -> None:
+    """Write ``image`` (channel-first MetaTensor, or array with ``affine``) to ``target`` (.nii/.nii.gz).
+
+    qform and sform are both set; header text fields are cleared. Needs no torch for arrays.
+    """
+    meta = meta if meta is not None else (getattr(image, "meta", {}) or {})
+    if affine is None:
+        raw = getattr(image, "affine", None)
+        affine = np.eye(4) if raw is None else np.asarray(raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64)
     nifti = nib.Nifti1Image(nifti_array(image), affine)
     header = nifti.header
     nifti.set_sform(affine, code=int(meta.get("nifti_sform_code") or 1))
@@ -43,7 +49,13 @@ def write_nifti(image, target: Path) -> None:
     header["intent_name"] = b""
     header.extensions.clear()
     with atomic_path(target) as tmp:
-        nib.save(nifti, str(tmp))
+        if str(target).endswith(".gz"):
+            import gzip
+
+            with gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:
+                nifti.to_file_map({"image": nib.FileHolder(fileobj=stream), "header": nib.FileHolder(fileobj=stream)})
+        else:
+            nib.save(nifti, str(tmp))
 
 
 class NiftiWriter:

@@ -1,0 +1,150 @@
+"""The work behind ``voxpipe convert`` (DICOM -> NIfTI) and ``voxpipe info`` (series table)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voxpipe.cases import case_id, id_key
+from voxpipe.errors import UsageError, one_line
+from voxpipe_plugins.io_dicom.frames import frames_of
+from voxpipe_plugins.io_dicom.geometry import stack_geometry
+from voxpipe_plugins.io_dicom.headers import header_of
+from voxpipe_plugins.io_dicom.loader import DicomOptions, SeriesError, case_source, discover_series, load_volume
+from voxpipe_plugins.io_dicom.pixels import PixelError
+from voxpipe_plugins.io_dicom.series import Series
+
+SYNTAX_NAMES = {
+    "1.2.840.10008.1.2": "implicit LE", "1.2.840.10008.1.2.1": "explicit LE", "1.2.840.10008.1.2.2": "explicit BE",
+    "1.2.840.10008.1.2.1.99": "deflated", "1.2.840.10008.1.2.5": "RLE", "1.2.840.10008.1.2.4.50": "JPEG baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG extended", "1.2.840.10008.1.2.4.57": "JPEG lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG lossless SV1", "1.2.840.10008.1.2.4.80": "JPEG-LS lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless", "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+}
+
+
+@dataclass
+class ConvertResult:
+    case_id: str
+    output: Path | None
+    error: str | None
+    warnings: list[str]
+
+
+def find_series(input_path: Path, options: DicomOptions, series_uid: str | None = None) -> tuple[list[Series], Counter]:
+    if not input_path.exists():
+        raise UsageError(f"input path {input_path} does not exist")
+    skipped: Counter = Counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        series = discover_series(input_path, options.selection, skipped)
+    if series_uid:
+        series = [s for s in series if s.series_uid == series_uid]
+        if not series:
+            raise UsageError(f"no series with SeriesInstanceUID {series_uid} under {input_path}")
+    if not series:
+        passed = "; ".join(f"{n} {reason}" for reason, n in skipped.most_common()) or "no files"
+        raise UsageError(f"no DICOM image series found under {input_path} ({passed})")
+    return series, skipped
+
+
+def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: str | None = None) -> tuple[list[ConvertResult], Counter]:
+    """Write each series as NIfTI: to ``output`` if it names a .nii/.nii.gz file, else into the folder ``output``."""
+    from voxpipe_plugins.io_nifti.writer import write_nifti  # numpy + nibabel only: no torch for convert
+
+    series, skipped = find_series(input_path, options, series_uid)
+    single_file = output.name.lower().endswith((".nii", ".nii.gz"))
+    if single_file and len(series) > 1:
+        raise UsageError(f"{len(series)} series found under {input_path}; pass --series UID (see `voxpipe info`) or give an output folder")
+    if not single_file:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"output {output} exists and is not a folder; give a .nii/.nii.gz file name or a folder")
+        output.mkdir(parents=True, exist_ok=True)
+    elif not output.parent.exists():
+        raise UsageError(f"output folder {output.parent} does not exist")
+    key = id_key()
+    results = []
+    for item in series:
+        cid = case_id(case_source(item), key)
+        target = output if single_file else output / f"{cid}_{(item.modality or 'OT').upper()}.nii.gz"
+        try:
+            volume = load_volume([h.path for h in item.headers], options, item.frames, item.headers)
+            write_nifti(volume.array, target, affine=volume.affine, meta=volume.meta)
+            results.append(ConvertResult(cid, target, None, volume.warnings))
+        except (SeriesError, PixelError, ValueError, OSError) as exc:
+            results.append(ConvertResult(cid, None, one_line(exc), []))
+    return results, skipped
+
+
+def describe(input_path: Path, options: DicomOptions, show_phi: bool = False) -> tuple[list[dict], Counter]:
+    """One row per series from headers only (no pixel data read)."""
+    series, skipped = find_series(input_path, options)
+    key = id_key()
+    rows = []
+    for item in series:
+        first = item.first
+        row = {
+            "case_id": case_id(case_source(item), key),
+            "modality": item.modality or "?",
+            "orientation": item.orientation,
+            "slices": item.slice_count,
+            "size": f"{first.get('Columns', '?')}x{first.get('Rows', '?')}x{item.slice_count}",
+            "spacing": "",
+            "transfer_syntax": SYNTAX_NAMES.get(first.transfer_syntax, first.transfer_syntax),
+            "warnings": [],
+        }
+        try:
+            frames = frames_of(item.headers, item.frames)
+            usable = [f for f in frames if f.position is not None and f.orientation is not None and f.pixel_spacing]
+            if len(usable) == len(frames) and frames:
+                geometry = stack_geometry([f.position for f in frames], frames[0].orientation, frames[0].pixel_spacing,
+                                          first.get("SliceThickness"), options.spacing_tolerance)
+                row["spacing"] = f"{geometry.pixel_spacing[1]:.3g}x{geometry.pixel_spacing[0]:.3g}x{geometry.spacing:.3g}"
+                row["warnings"] = list(geometry.problems)
+            elif frames and frames[0].pixel_spacing:
+                row["spacing"] = f"{frames[0].pixel_spacing[1]:.3g}x{frames[0].pixel_spacing[0]:.3g}"
+        except ValueError as exc:
+            row["warnings"] = [one_line(exc)]
+        if item.dropped:
+            row["warnings"].append("dropped: " + ", ".join(f"{n} {reason}" for reason, n in item.dropped.items()))
+        if show_phi:
+            row.update(_identifying(first.path, item))
+        rows.append(row)
+    return rows, skipped
+
+
+def _identifying(path: Path, item: Series) -> dict:
+    """Identifying attributes, shown only with --show-phi."""
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return {
+        "patient_name": str(ds.get("PatientName", "")),
+        "patient_id": str(ds.get("PatientID", "")),
+        "study_date": str(ds.get("StudyDate", "")),
+        "series_description": item.description,
+        "series_uid": item.series_uid,
+    }
+
+
+def render_table(rows: list[dict], skipped: Counter, show_phi: bool) -> str:
+    columns = ["case_id", "modality", "orientation", "size", "spacing", "transfer_syntax"]
+    if show_phi:
+        columns += ["patient_name", "patient_id", "study_date", "series_description", "series_uid"]
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    for row in rows:
+        lines.append("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+        lines += [f"    warning: {w}" for w in row["warnings"]]
+    if skipped:
+        lines.append("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()))
+    if not show_phi:
+        lines.append("(identifying attributes hidden; --show-phi shows them)")
+    return "\n".join(lines)
