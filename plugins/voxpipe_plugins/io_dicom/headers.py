@@ -258,7 +258,11 @@ def read_header_pydicom(path: Path) -> SliceHeader:
         header.values[keyword] = _from_pydicom(element.value, kind)
     header.sop_class = header.values.get("SOPClassUID", "") or str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
     header.enhanced = any(tag in ds for tag in FUNCTIONAL_GROUPS)
-    header.values["_has_pixels"] = _has_pixel_data(path, pixel_start)
+    if syntax == DEFLATED:  # the file position is inside the inflated stream: look for pixels by reading it all
+        full = pydicom.dcmread(path)
+        header.values["_has_pixels"] = any(t in full for t in (PIXEL_DATA, 0x7FE00008, 0x7FE00009))
+    else:
+        header.values["_has_pixels"] = _has_pixel_data(path, pixel_start)
     return header
 
 

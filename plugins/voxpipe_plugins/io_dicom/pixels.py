@@ -164,9 +164,10 @@ def to_real_world(stored: np.ndarray, frames: list[Frame], dtype: str = "auto") 
             smin, smax = low + high - smax, low + high - smin
         value_low, value_high = smin + int(intercepts.min()), smax + int(intercepts.max())
         target = np.int16 if -32768 <= value_low and value_high <= 32767 else np.int32
-        result = stored if stored.dtype == target else stored.astype(target)
-        if monochrome1:
-            np.subtract(low + high, result, out=result)
+        if monochrome1:  # invert in a type that holds low + high (65535 for 16-bit unsigned), then narrow
+            result = (np.int64(low + high) - stored.astype(np.int32)).astype(target)
+        else:
+            result = stored if stored.dtype == target else stored.astype(target)
         if uniform:
             if intercepts[0]:
                 result += target(intercepts[0])

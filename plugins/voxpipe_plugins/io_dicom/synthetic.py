@@ -199,3 +199,61 @@ def load_template(name: str = "CT_small.dcm") -> Dataset:
     from pydicom.data import get_testdata_file
 
     return pydicom.dcmread(get_testdata_file(name, download=False))
+
+
+def write_enhanced(path: str | Path, volume: np.ndarray, spec: SeriesSpec | None = None, frame_order: Sequence[int] | None = None) -> Path:
+    """Write ``volume[k, r, c]`` as one enhanced CT multi-frame object.
+
+    Geometry and rescale go into functional groups: orientation, pixel measures and value
+    transformation shared, position per frame. ``frame_order`` stores the frames in that
+    order (e.g. shuffled) to check that readers order frames by position, not storage.
+    """
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import EnhancedCTImageStorage
+
+    spec = spec or SeriesSpec()
+    order = list(frame_order) if frame_order is not None else list(range(volume.shape[0]))
+    slope, intercept = _per_slice(spec.slope, 0), _per_slice(spec.intercept, 0)
+    ds = Dataset()
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedCTImageStorage, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = spec.study_uid, spec.series_uid, spec.frame_uid
+    ds.Modality, ds.PatientName, ds.PatientID = "CT", spec.patient_name, "SYN-0001"
+    ds.SeriesDescription = spec.series_description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = len(order)
+    ds.Rows, ds.Columns = volume.shape[1:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, spec.bits_stored, spec.bits_stored - 1, int(spec.signed)
+    shared = Dataset()
+    orientation, measures, transform = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [f"{v:.8f}" for v in (*spec.row_dir, *spec.col_dir)]
+    measures.PixelSpacing = [f"{spec.spacing[0]:.6f}", f"{spec.spacing[1]:.6f}"]
+    measures.SliceThickness = f"{spec.spacing[2]:.6f}"
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = f"{slope:g}", f"{intercept:g}", "HU"
+    shared.PlaneOrientationSequence = DicomSequence([orientation])
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    shared.PixelValueTransformationSequence = DicomSequence([transform])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    per_frame = []
+    for k in order:
+        item, position, content = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [f"{v:.6f}" for v in spec.position(k)]
+        content.InStackPositionNumber = k + 1
+        item.PlanePositionSequence = DicomSequence([position])
+        item.FrameContentSequence = DicomSequence([content])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
+    pixels = np.stack([stored_values(volume[k], slope, intercept, spec) for k in order])
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OW"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
