@@ -45,6 +45,7 @@ class Volume:
     meta: dict
     warnings: list[str]
     files: list[Path]  # source files in slice order (for writers that reference the series)
+    frame_order: list[int] | None = None  # multi-frame files: the stored frame index of each output slice
 
 
 def discover_series(root: Path | list[Path], selection: Selection | None = None, skipped: Counter | None = None) -> list[Series]:
@@ -161,7 +162,9 @@ def _stack(frames: list[Frame], options: DicomOptions) -> Volume:
         found = [f"{p} -> resampled to a uniform {geometry.spacing:.4g} mm grid" for p in geometry.problems]
     array = values.transpose(2, 1, 0)[None]  # (K, R, C) -> (1, C, R, K): MONAI/ITK axis order
     meta = _meta(first.header, processing, geometry.spacing, len(ordered), orientation_label(geometry.normal))
-    return Volume(array, affine, meta, found, [f.path for f in ordered])
+    multiframe = ordered[0].index is not None
+    files = [ordered[0].path] if multiframe else [f.path for f in ordered]
+    return Volume(array, affine, meta, found, files, [f.index for f in ordered] if multiframe else None)
 
 
 def _planar(frames: list[Frame], options: DicomOptions) -> Volume:
@@ -233,7 +236,13 @@ def load_into_case(case: dict, key: str, options: DicomOptions, op: str) -> dict
     out = dict(case)
     meta = dict(volume.meta, filename_or_obj=case.get("case_id", ""))
     out[key] = make_metatensor(volume.array, volume.affine, meta)
-    out["dicom"] = {"files": volume.files, "frames": source.info.get("frames")}
+    out["dicom"] = {  # for writers that reference the source series (DICOM SEG)
+        "files": volume.files,
+        "frame_order": volume.frame_order,
+        "affine": volume.affine,
+        "shape": tuple(volume.array.shape[1:]),
+        "resampled": bool(volume.warnings and any("resampled" in w for w in volume.warnings)),
+    }
     out["warnings"] = list(case.get("warnings", [])) + volume.warnings
     dropped = dict(source.info.get("dropped") or {})
     record(out, op, kind="dicom", shape=list(out[key].shape), dtype=str(volume.array.dtype), modality=meta["modality"],

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from voxpipe_plugins.common.params import StageParams
+from voxpipe_plugins.common.params import CaseKey, StageParams
 
 Orientation = Literal["axial", "coronal", "sagittal", "oblique", "none"]
 
@@ -46,3 +46,12 @@ class DicomOptionsParams(StageParams):
 
 class DicomLoadParams(DicomOptionsParams):
     key: str = Field("image", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Case key of the loaded image.")
+
+
+class DicomSegParams(StageParams):
+    label_key: CaseKey = Field("label", description="Case key of the label map (integer values = segments).")
+    image_key: CaseKey = Field("image", description="Case key of the image loaded from the source series.")
+    filename: str = Field("segmentation.dcm", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.dcm$", description="File name inside the case folder.")
+    series_description: str = Field("VoxPipe segmentation", max_length=64, description="SeriesDescription of the SEG series.")
+    series_number: int = Field(9001, ge=1, le=2**31 - 1, description="SeriesNumber of the SEG series.")
+    algorithm: str = Field("VoxPipe", min_length=1, max_length=64, description="Algorithm name recorded in each segment.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec
-from voxpipe_plugins.io_dicom.params import DicomLoadParams
+from voxpipe_plugins.io_dicom.params import DicomLoadParams, DicomSegParams
 
 
 @hookimpl
@@ -27,4 +27,17 @@ def voxpipe_register_stages(register):
         factory="voxpipe_plugins.io_dicom.loader:DicomLoader",
         writes=("{key}",),
         discover="voxpipe_plugins.io_dicom.loader:discover",
+    ))
+    register(StageSpec(
+        id="write.dicom_seg",
+        kind=StageKind.WRITER,
+        summary="Write the label map as a DICOM Segmentation (highdicom) that references its source series.",
+        description=(
+            "One segment per label value, named from the label table. The label must lie on the grid the series "
+            "was loaded on; frames are tied to the source images, so resampled labels are refused. The object is "
+            "validated by highdicom on creation and opens in DICOM SEG viewers (3D Slicer, OHIF)."
+        ),
+        params=DicomSegParams,
+        factory="voxpipe_plugins.io_dicom.seg_writer:DicomSegWriter",
+        reads=("{label_key}", "{image_key}"),
     ))

@@ -71,6 +71,15 @@ class SeriesSpec:
         return np.asarray(self.origin, float) + k * self.step()
 
 
+def _type2_attributes(ds: Dataset) -> None:
+    """Patient/study attributes every image must carry (type 2: present, may be empty)."""
+    for keyword, value in (("PatientBirthDate", "19700101"), ("PatientSex", "O"), ("StudyDate", "20260101"),
+                           ("StudyTime", "120000"), ("ReferringPhysicianName", ""), ("AccessionNumber", ""),
+                           ("StudyID", "1"), ("Manufacturer", "VoxPipe synthetic")):
+        if keyword not in ds:
+            setattr(ds, keyword, value)
+
+
 def _per_slice(value: float | Sequence[float], k: int) -> float:
     return float(value[k]) if isinstance(value, (list, tuple, np.ndarray)) else float(value)
 
@@ -114,6 +123,7 @@ def make_slice(values: np.ndarray, k: int, n_slices: int, spec: SeriesSpec) -> D
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = spec.study_uid, spec.series_uid, spec.frame_uid
     ds.Modality = spec.modality
     ds.PatientName, ds.PatientID = spec.patient_name, "SYN-0001"
+    _type2_attributes(ds)
     ds.SeriesDescription = spec.series_description
     ds.ImageType = list(spec.image_type)
     ds.SeriesNumber = 1
@@ -224,6 +234,7 @@ def write_enhanced(path: str | Path, volume: np.ndarray, spec: SeriesSpec | None
     ds.SOPClassUID, ds.SOPInstanceUID = EnhancedCTImageStorage, sop_uid
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = spec.study_uid, spec.series_uid, spec.frame_uid
     ds.Modality, ds.PatientName, ds.PatientID = "CT", spec.patient_name, "SYN-0001"
+    _type2_attributes(ds)
     ds.SeriesDescription = spec.series_description
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
     ds.InstanceNumber = 1
