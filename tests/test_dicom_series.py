@@ -407,3 +407,26 @@ def test_template_header_series_loads(tmp_path):
     volume = ct_like_volume((6, 32, 32))
     write_series(tmp_path, volume, SeriesSpec(template=load_template()))
     np.testing.assert_array_equal(load_one(tmp_path).array[0], as_ijk(volume))
+
+
+def test_corrupt_header_unreadable_file_and_huge_dimensions(cli, tmp_path, volume):
+    write_series(tmp_path / "in" / "good", volume, SeriesSpec(seed=1))
+    huge = write_series(tmp_path / "in" / "huge", volume[:3], SeriesSpec(seed=2))  # 3 x 60000^2 x 2 bytes > 16 GiB
+    for path in huge:  # declares 60000 x 60000 pixels: must be refused before any allocation
+        ds = pydicom.dcmread(path)
+        ds.Rows, ds.Columns = 60000, 60000
+        ds.save_as(path)
+    corrupt = tmp_path / "in" / "corrupt.dcm"
+    corrupt.write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(1).bytes(3000))
+    (tmp_path / "in" / "dangling.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    config = tmp_path / "dicom.yaml"
+    config.write_text(DICOM_CONFIG)
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
+    assert result.exit_code == 1, result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted(c["status"] for c in manifest["cases"]) == ["failed", "ok"]
+    [failed] = [c for c in manifest["cases"] if c["status"] == "failed"]
+    assert "GiB cap" in failed["error"]
+    skipped = manifest["discovery"]["skipped_files"]
+    assert sum(skipped.values()) == 2, skipped  # the corrupt file and the dangling link, counted with reasons
+    assert "Traceback" not in result.stderr

@@ -55,6 +55,11 @@ def read_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int, wor
             f"volume of {len(frames)}x{rows}x{cols} ({total / 2**30:.1f} GiB) exceeds the {max_bytes / 2**30:.1f} GiB cap; "
             "raise max_gib if this is intended"
         )
+    frame_bytes = rows * cols * dtype.itemsize
+    for frame in frames:  # declared sizes against the data actually present, before allocating anything
+        header = frame.header
+        if frame.index is None and header.pixel_length is not None and header.pixel_length < frame_bytes and fast_readable(header):
+            raise PixelError(f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {frame_bytes} expected for {rows}x{cols} pixels")
     out = np.empty((len(frames), rows, cols), dtype=dtype.newbyteorder("="))
     slow: list[int] = []
     for k, frame in enumerate(frames):
