@@ -23,6 +23,6 @@ def test_config_as_dict_and_run(sample_inputs, tmp_path):
         "stages": [{"use": "load.auto"}, {"use": "segment.otsu"}, {"use": "write.nifti", "with": {"keys": ["label"]}}],
     }
     summary = voxpipe.run(config, sample_inputs, tmp_path / "out")
-    assert summary.exit_code == 0 and summary.count("ok") == 3
+    assert summary.exit_code == 0 and summary.count("ok") == 4
     with pytest.raises(ConfigError, match="unknown stage"):
         voxpipe.load_pipeline({**config, "stages": [{"use": "load.autoo"}]})

@@ -60,4 +60,5 @@ def test_usage_errors_exit_2(cli):
 def test_sample_data(cli, tmp_path):
     out = cli("sample-data", tmp_path / "s")
     assert out.exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["phantom-3d.nii.gz", "shepp-logan.png", "t1-brain.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["ct-series", "phantom-3d.nii.gz", "shepp-logan.png", "t1-brain.nii.gz"]
+    assert len(list((tmp_path / "s" / "ct-series").iterdir())) == 48

@@ -25,14 +25,14 @@ def test_demo_run_writes_cases_and_manifest(cli, sample_inputs, tmp_path):
     out = tmp_path / "out"
     result = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--device", "cpu")
     assert result.exit_code == 0, result.stderr
-    assert "3 cases: 3 ok, 0 failed, 0 skipped" in result.stderr
+    assert "4 cases: 4 ok, 0 failed, 0 skipped" in result.stderr
     dirs = case_dirs(out)
-    assert len(dirs) == 3 and all(CASE_ID.match(d.name) for d in dirs)
+    assert len(dirs) == 4 and all(CASE_ID.match(d.name) for d in dirs)
     for d in dirs:
         names = {p.name for p in d.iterdir()}
         assert {"image.nii.gz", "label.nii.gz", "label.labels.json", "preview.png", "case.json"} <= names
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["summary"] == {"cases": 3, "ok": 3, "failed": 0, "skipped": 0}
+    assert manifest["summary"] == {"cases": 4, "ok": 4, "failed": 0, "skipped": 0}
     assert manifest["config"]["name"] == "demo" and len(manifest["config_hash"]) == 64
     assert manifest["device"] == "cpu" and manifest["finished"]
     assert manifest["plugins"]["used"] == {"voxpipe": manifest["voxpipe_version"]}
@@ -46,10 +46,10 @@ def test_outputs_carry_no_input_names(cli, sample_inputs, tmp_path):
     out = tmp_path / "out"
     assert cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out).exit_code == 0
     for path in out.rglob("*"):
-        assert not re.search(r"t1-brain|phantom|shepp", path.name)
+        assert not re.search(r"t1-brain|phantom|shepp|ct-series|IM0", path.name)
         if path.suffix == ".json":
             text = path.read_text()
-            assert not re.search(r"t1-brain|phantom|shepp|" + re.escape(str(sample_inputs)), text), path
+            assert not re.search(r"t1-brain|phantom|shepp|ct-series|IM0|Synthetic|" + re.escape(str(sample_inputs)), text), path
 
 
 def test_case_ids_are_stable_and_keyed(cli, sample_inputs, tmp_path, monkeypatch):
@@ -67,11 +67,11 @@ def test_rerun_skips_complete_cases_and_force_redoes(cli, sample_inputs, tmp_pat
     out = tmp_path / "out"
     cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out)
     again = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out)
-    assert again.exit_code == 0 and "0 ok, 0 failed, 3 skipped" in again.stderr
+    assert again.exit_code == 0 and "0 ok, 0 failed, 4 skipped" in again.stderr
     changed = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--set", "smooth.sigma_mm=2")
-    assert "3 ok" in changed.stderr, "a different config is different processing"
+    assert "4 ok" in changed.stderr, "a different config is different processing"
     forced = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--set", "smooth.sigma_mm=2", "--force")
-    assert "3 ok, 0 failed, 0 skipped" in forced.stderr
+    assert "4 ok, 0 failed, 0 skipped" in forced.stderr
     record = json.loads((case_dirs(out)[0] / "case.json").read_text())
     assert any(h["op"] == "denoise.gaussian" and h["sigma_mm"] == 2 for h in record["history"])
 
@@ -84,14 +84,14 @@ def test_failing_cases_are_reported_and_the_run_goes_on(cli, sample_inputs, tmp_
     out = tmp_path / "out"
     result = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out)
     assert result.exit_code == 1
-    assert "5 cases: 3 ok, 2 failed" in result.stderr
+    assert "6 cases: 4 ok, 2 failed" in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     failed = [c for c in manifest["cases"] if c["status"] == "failed"]
     assert len(failed) == 2 and all("\n" not in c["error"] for c in failed)
     assert any(c["error"].startswith("stage 1 (load.auto):") for c in failed)
     assert any("stage 4 (segment.otsu): " in c["error"] and "constant" in c["error"] for c in failed)
     assert "Doe" not in (out / "manifest.json").read_text() and "Doe" not in result.stderr
-    assert len(case_dirs(out)) == 3, "failed cases leave no folder"
+    assert len(case_dirs(out)) == 4, "failed cases leave no folder"
     assert not any(p.name.startswith(".") and p.is_file() for p in out.rglob("*")), "no temporary files remain"
     assert "Traceback" not in result.stderr
 
@@ -136,7 +136,7 @@ def test_source_map_is_private_and_complete(cli, sample_inputs, tmp_path):
     mapping = tmp_path / "private" / "map.tsv"
     cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", tmp_path / "out", "--source-map", mapping)
     rows = mapping.read_text().splitlines()
-    assert rows[0] == "case_id\tsource" and len(rows) == 4
+    assert rows[0] == "case_id\tsource" and len(rows) == 5
     assert stat.S_IMODE(os.stat(mapping).st_mode) == 0o600
     assert {r.split("\t")[0] for r in rows[1:]} == {d.name for d in case_dirs(tmp_path / "out")}
 
@@ -155,4 +155,4 @@ def test_python_dash_m_runs_the_demo(tmp_path, sample_inputs):
         capture_output=True, text=True, cwd=REPO, env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert len(case_dirs(tmp_path / "out")) == 3
+    assert len(case_dirs(tmp_path / "out")) == 4

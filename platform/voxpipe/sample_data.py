@@ -4,6 +4,8 @@
 - ``phantom-3d.nii.gz``: a 3D ellipsoid phantom (1 x 1 x 2 mm voxels) with Gaussian noise,
   oblique-free, known geometry; bright objects on a darker body, like a CT.
 - ``shepp-logan.png``: scikit-image's Shepp-Logan phantom with noise, as an 8-bit PNG.
+- ``ct-series/``: a synthetic CT series (48 slices, 128x128, HU values, shuffled file names),
+  one DICOM file per slice, as scanners export them.
 """
 
 from __future__ import annotations
@@ -53,4 +55,9 @@ def write_sample_data(directory: str | Path) -> list[Path]:
     target = out / "shepp-logan.png"
     Image.fromarray((noisy * 255).astype(np.uint8)).save(target)
     written.append(target)
+
+    from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
+
+    write_series(out / "ct-series", ct_like_volume((48, 128, 128), seed=7), SeriesSpec(spacing=(1.5, 1.5, 3.0), series_description="demo CT"))
+    written.append(out / "ct-series")
     return written

@@ -6,6 +6,7 @@ import torch
 from monai.transforms import ScaleIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
 from voxpipe.stage import record
+from voxpipe_plugins.common.checks import float_image
 
 
 class IntensityScale:
@@ -23,6 +24,6 @@ class IntensityScale:
 
     def __call__(self, case: dict) -> dict:
         out = dict(case)
-        out[self.key] = self.transform(case[self.key])
+        out[self.key] = self.transform(float_image(case[self.key], "intensity.scale"))  # int16 CT works too
         record(out, "intensity.scale", mode=self.mode, **self.settings)
         return out
