@@ -76,9 +76,20 @@ def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: s
             volume = load_volume([h.path for h in item.headers], options, item.frames, item.headers)
             write_nifti(volume.array, target, affine=volume.affine, meta=volume.meta)
             results.append(ConvertResult(cid, target, None, volume.warnings))
-        except (SeriesError, PixelError, ValueError, OSError) as exc:
-            results.append(ConvertResult(cid, None, one_line(exc), []))
+        except Exception as exc:  # noqa: BLE001 - one bad series never stops the others
+            if __import__("os").environ.get("VOXPIPE_DEBUG"):
+                __import__("traceback").print_exc()
+            results.append(ConvertResult(cid, None, _redacted(one_line(exc), item), []))
     return results, skipped
+
+
+def _redacted(message: str, item: Series) -> str:
+    """Keep file base names, drop folders (they often carry patient names)."""
+    for header in item.headers:
+        for text in (str(header.path.resolve().parent), str(header.path.parent)):
+            if text not in ("", "."):
+                message = message.replace(text + "/", "")
+    return message
 
 
 def describe(input_path: Path, options: DicomOptions, show_phi: bool = False) -> tuple[list[dict], Counter]:

@@ -38,10 +38,15 @@ def _spacing(header: SliceHeader) -> tuple[float, float] | None:
 def single_frames(headers: list[SliceHeader]) -> list[Frame]:
     """One frame per classic single-frame file."""
     return [
-        Frame(h, None, h.get("ImagePositionPatient"), h.get("ImageOrientationPatient"), _spacing(h),
-              float(h.get("RescaleSlope", 1.0)), float(h.get("RescaleIntercept", 0.0)))
+        Frame(h, None, h.get("ImagePositionPatient"), h.get("ImageOrientationPatient"), _spacing(h), _slope(h),
+              float(h.get("RescaleIntercept", 0.0)))
         for h in headers
     ]
+
+
+def _slope(header: SliceHeader) -> float:
+    """RescaleSlope, or DoseGridScaling for RT dose (which has no rescale)."""
+    return float(header.get("DoseGridScaling") or header.get("RescaleSlope", 1.0))
 
 
 def legacy_multiframe(header: SliceHeader) -> list[Frame]:
@@ -49,8 +54,7 @@ def legacy_multiframe(header: SliceHeader) -> list[Frame]:
     count = int(header.get("NumberOfFrames", 1) or 1)
     iop = header.get("ImageOrientationPatient")
     ipp = header.get("ImagePositionPatient")
-    slope = float(header.get("DoseGridScaling") or header.get("RescaleSlope", 1.0))
-    intercept = float(header.get("RescaleIntercept", 0.0))
+    slope, intercept = _slope(header), float(header.get("RescaleIntercept", 0.0))
     offsets = header.get("GridFrameOffsetVector")
     frames = []
     if iop is not None and ipp is not None and offsets and len(offsets) == count:

@@ -214,6 +214,7 @@ def read_header(path: Path) -> SliceHeader:
             start, length = _value_start(data, buf, pos, explicit)
             if tag >= 0x7FE00008:
                 if tag in (PIXEL_DATA, 0x7FE00008, 0x7FE00009):
+                    values["_pixel_tag"] = tag  # float (7FE0,0008) and double (7FE0,0009) pixel data differ
                     if length == _UNDEFINED:
                         values["_has_pixels"] = True
                     else:
@@ -247,8 +248,8 @@ def read_header_pydicom(path: Path) -> SliceHeader:
         with open(path, "rb") as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
             pixel_start = handle.tell()
-    except InvalidDicomError as exc:
-        raise NotDicom(str(exc)) from None
+    except InvalidDicomError:
+        ds, pixel_start = _without_preamble(path)
     syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "") if hasattr(ds, "file_meta") else ""
     header = SliceHeader(path=Path(path), transfer_syntax=syntax or IMPLICIT_LE)
     for tag, (keyword, kind) in WANTED.items():
@@ -263,7 +264,28 @@ def read_header_pydicom(path: Path) -> SliceHeader:
         header.values["_has_pixels"] = any(t in full for t in (PIXEL_DATA, 0x7FE00008, 0x7FE00009))
     else:
         header.values["_has_pixels"] = _has_pixel_data(path, pixel_start)
+    for tag in (0x7FE00008, 0x7FE00009):
+        if header.values["_has_pixels"] and _has_pixel_data(path, pixel_start, tag):
+            header.values["_pixel_tag"] = tag
     return header
+
+
+def _without_preamble(path: Path):
+    """Old files may lack the 128-byte preamble and ``DICM``; accept them only if they parse as an image object."""
+    import pydicom
+
+    try:
+        with open(path, "rb") as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+            pixel_start = handle.tell()
+        uid = ds.get("SOPClassUID")
+        if uid is None or not str(uid).startswith("1.2.840.10008."):
+            raise NotDicom("no DICOM preamble and no SOP class")
+        return ds, pixel_start
+    except NotDicom:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a forced parse of a foreign file raises
+        raise NotDicom(f"not DICOM ({type(exc).__name__})") from None
 
 
 def _from_pydicom(value: Any, kind: str) -> Any:
@@ -281,12 +303,14 @@ def _from_pydicom(value: Any, kind: str) -> Any:
     raise AssertionError(kind)
 
 
-def _has_pixel_data(path: Path, start: int) -> bool:
-    """After ``stop_before_pixels`` the file position is at Pixel Data's tag, if there is one."""
+def _has_pixel_data(path: Path, start: int, tag: int | None = None) -> bool:
+    """After ``stop_before_pixels`` the file position is at a pixel data tag, if there is one."""
     with open(path, "rb") as handle:
         handle.seek(start)
-        tag = handle.read(4)
-    return tag in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
+        found = handle.read(4)
+    tags = (PIXEL_DATA, 0x7FE00008, 0x7FE00009) if tag is None else (tag,)
+    encodings = {struct.pack("<HH", t >> 16, t & 0xFFFF) for t in tags} | {struct.pack(">HH", t >> 16, t & 0xFFFF) for t in tags}
+    return found in encodings
 
 
 def header_of(path: Path) -> SliceHeader:

@@ -57,7 +57,7 @@ def discover_series(root: Path | list[Path], selection: Selection | None = None,
     paths = root if isinstance(root, list) else iter_files(Path(root))
     headers = read_headers(paths, skipped)
     series = []
-    for candidate in group_series(headers):
+    for candidate in group_series(headers, skipped):
         for part in _split_multiframe(candidate):
             reason = (selection or Selection()).reason_to_skip(part)
             if reason:
@@ -169,13 +169,15 @@ def _stack(frames: list[Frame], options: DicomOptions) -> Volume:
 
 def _planar(frames: list[Frame], options: DicomOptions) -> Volume:
     """Images without patient geometry (CR, DX, secondary capture, RGB): 2D, or a plain frame stack."""
-    import pydicom
+    from voxpipe_plugins.io_dicom.pixels import decode_pixels
 
     header = frames[0].header
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(header.path)
-        pixels = ds.pixel_array
+    ds, pixels = decode_pixels(header.path)
+    if header.get("PhotometricInterpretation") == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, ds)
+        header.values["SamplesPerPixel"] = 3
     samples = int(header.get("SamplesPerPixel", 1))
     count = int(header.get("NumberOfFrames", 1) or 1)
     if count == 1:

@@ -27,6 +27,9 @@ class PixelError(ValueError):
 
 
 def _container(header: SliceHeader) -> np.dtype:
+    pixel_tag = header.values.get("_pixel_tag")
+    if pixel_tag in (0x7FE00008, 0x7FE00009):  # Float / Double Float Pixel Data
+        return np.dtype("<f4" if pixel_tag == 0x7FE00008 else "<f8")
     bits = int(header.get("BitsAllocated", 16))
     signed = int(header.get("PixelRepresentation", 0)) == 1
     if bits not in (8, 16, 32):
@@ -86,16 +89,31 @@ def _read_in_place(header: SliceHeader, target: np.ndarray) -> None:
         raise PixelError(f"{header.path.name}: file ends inside Pixel Data ({read} of {needed} bytes); the file is truncated")
 
 
-def _decode_file(path: str, frames: list[int | None]) -> list[np.ndarray]:
-    """Decode frames of one file with pydicom (runs in worker processes too)."""
+def decode_pixels(path: str | Path):
+    """``(dataset, pixel_array)`` through pydicom's backends; failures become one-line PixelErrors."""
     import warnings
 
     import pydicom
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path)
-        array = ds.pixel_array
+        try:
+            ds = pydicom.dcmread(path)
+            return ds, ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - any backend failure is this file's problem
+            from voxpipe.errors import one_line
+
+            syntax = ""
+            try:
+                syntax = f" {ds.file_meta.TransferSyntaxUID.name}"
+            except Exception:  # noqa: BLE001
+                pass
+            raise PixelError(f"{Path(path).name}: cannot decode{syntax} pixel data ({one_line(exc)})") from None
+
+
+def _decode_file(path: str, frames: list[int | None]) -> list[np.ndarray]:
+    """Decode frames of one file with pydicom (runs in worker processes too)."""
+    ds, array = decode_pixels(path)
     if ds.get("PhotometricInterpretation", "") in ("MONOCHROME1", "MONOCHROME2") or array.ndim == 2 or int(ds.get("SamplesPerPixel", 1)) == 1:
         array = array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else array[None]
     return [array[f if f is not None else 0] for f in frames]
@@ -159,7 +177,7 @@ def to_real_world(stored: np.ndarray, frames: list[Frame], dtype: str = "auto") 
     monochrome1 = header.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1"
     low, high = stored_range(header)
     record = {"rescale": "none", "photometric": header.get("PhotometricInterpretation", "")}
-    integral = np.all(slopes == 1) and np.all(intercepts == np.round(intercepts))
+    integral = np.all(slopes == 1) and np.all(intercepts == np.round(intercepts)) and np.issubdtype(stored.dtype, np.integer)
     uniform = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
     if not (np.all(slopes == 1) and np.all(intercepts == 0)):
         record["rescale"] = (f"slope {slopes[0]:g}, intercept {intercepts[0]:g}" if uniform else "per-slice slope/intercept")

@@ -117,8 +117,12 @@ def read_headers(paths: Iterable[Path], skipped: Counter) -> list[SliceHeader]:
     return headers
 
 
-def group_series(headers: list[SliceHeader]) -> list[Series]:
-    """Group by SeriesInstanceUID, drop localizers and duplicates, split mixed series."""
+def group_series(headers: list[SliceHeader], skipped: Counter | None = None) -> list[Series]:
+    """Group by SeriesInstanceUID, drop localizers and duplicates, split mixed series.
+
+    Drops within a series that still yields a case are recorded on that case; drops from a
+    series that yields nothing (localizers only) are counted in ``skipped``.
+    """
     by_uid: dict[str, list[SliceHeader]] = defaultdict(list)
     for header in headers:
         by_uid[header.get("SeriesInstanceUID")].append(header)
@@ -134,10 +138,12 @@ def group_series(headers: list[SliceHeader]) -> list[Series]:
                 continue
             seen_sop.add(sop)
             if LOCALIZER_TYPES & {t.upper() for t in header.get("ImageType", ())}:
-                dropped["localizer/scout image"] += 1
+                dropped["localizer or scout image"] += 1
                 continue
             members.append(header)
         if not members:
+            if skipped is not None:
+                skipped.update(dropped)
             continue
         result.extend(_split(uid, members, dropped))
     return result
