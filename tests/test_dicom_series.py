@@ -179,7 +179,7 @@ def test_duplicates_localizers_dicomdir_and_stray_files(tmp_path, volume):
 
     skipped = Counter()
     [series] = discover_series(tmp_path / "study", skipped=skipped)
-    assert series.dropped == {"duplicate instance": 1, "localizer/scout image": 1}
+    assert series.dropped == {"duplicate instance": 1, "localizer or scout image": 1}
     assert skipped["DICOMDIR (index file)"] == 1 and skipped["not DICOM"] == 2
     loaded = load_volume([h.path for h in series.headers], DicomOptions())
     np.testing.assert_array_equal(loaded.array[0], as_ijk(volume))
