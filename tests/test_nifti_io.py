@@ -75,3 +75,52 @@ def test_convert_and_info_do_not_import_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout
     assert nib.load(tmp_path / "o.nii").shape == (16, 16, 4)
+
+
+def random_affine(rng, flip: bool, shear: bool):
+    angles = rng.uniform(-np.pi, np.pi, 3)
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rotation = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    linear = rotation * rng.uniform(0.3, 3.0, 3)
+    if flip:
+        linear[:, 0] *= -1
+    if shear:
+        linear[0, 1] += 0.2
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = linear, rng.uniform(-200, 200, 3)
+    return affine
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("flip", [False, True])
+def test_own_nifti_writer_matches_nibabel(tmp_path, seed, flip):
+    """Our header writer against nibabel's reading: data, sform, qform, codes and zooms."""
+    from voxpipe_plugins.io_nifti import header
+
+    rng = np.random.default_rng(seed)
+    affine = random_affine(rng, flip, shear=False)
+    dtype = [np.int16, np.float32, np.uint8, np.float64, np.int32, np.uint16][seed]
+    data = (rng.random((5, 6, 7, 2)[: 3 + seed % 2]) * 100).astype(dtype)
+    path = tmp_path / ("x.nii.gz" if seed % 2 else "x.nii")
+    header.write(path, data, affine, qform_code=1, sform_code=2)
+    image = nib.load(path)
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), data)
+    assert image.get_data_dtype() == np.dtype(dtype)
+    np.testing.assert_allclose(image.get_sform(), affine, atol=1e-4)
+    np.testing.assert_allclose(image.get_qform(), affine, atol=1e-4)
+    assert int(image.header["qform_code"]) == 1 and int(image.header["sform_code"]) == 2
+    np.testing.assert_allclose(image.header.get_zooms()[:3], np.linalg.norm(affine[:3, :3], axis=0), rtol=1e-5)
+    reference = nib.Nifti1Image(data, affine)
+    reference.set_qform(affine, code=1)
+    np.testing.assert_allclose(image.header["pixdim"][:4], reference.header["pixdim"][:4], atol=1e-5)
+
+
+def test_own_writer_with_shear_keeps_sform_exact(tmp_path):
+    from voxpipe_plugins.io_nifti import header
+
+    affine = random_affine(np.random.default_rng(9), flip=True, shear=True)
+    header.write(tmp_path / "s.nii", np.zeros((3, 4, 5), np.float32), affine)
+    image = nib.load(tmp_path / "s.nii")
+    np.testing.assert_allclose(image.affine, affine, atol=1e-4)  # the sform wins and holds the shear
+    assert np.allclose(np.linalg.norm(image.get_qform()[:3, :3], axis=0), np.linalg.norm(affine[:3, :3], axis=0), rtol=0.05)

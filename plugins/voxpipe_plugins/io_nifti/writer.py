@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from voxpipe.atomic import atomic_path
 from voxpipe.stage import record
+from voxpipe_plugins.io_nifti import header
 
 GZIP_LEVEL = 1  # zlib level 1 compresses medical volumes nearly as well as 6, several times faster
 
@@ -34,28 +34,18 @@ def nifti_array(image) -> np.ndarray:
 def write_nifti(image, target: Path, affine: np.ndarray | None = None, meta: dict | None = None) -> None:
     """Write ``image`` (channel-first MetaTensor, or array with ``affine``) to ``target`` (.nii/.nii.gz).
 
-    qform and sform are both set; header text fields are cleared. Needs no torch for arrays.
+    qform and sform are both set (with the codes the image was loaded with, else 1); the
+    header carries no text but ``descrip = voxpipe`` and no extensions. Written by
+    :mod:`voxpipe_plugins.io_nifti.header` (no nibabel import, no copy of the voxels).
     """
     meta = meta if meta is not None else (getattr(image, "meta", {}) or {})
     if affine is None:
         raw = getattr(image, "affine", None)
         affine = np.eye(4) if raw is None else np.asarray(raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64)
-    nifti = nib.Nifti1Image(nifti_array(image), affine)
-    header = nifti.header
-    nifti.set_sform(affine, code=int(meta.get("nifti_sform_code") or 1))
-    nifti.set_qform(affine, code=int(meta.get("nifti_qform_code") or 1))
-    header["descrip"] = b"voxpipe"
-    header["aux_file"] = b""
-    header["intent_name"] = b""
-    header.extensions.clear()
+    array = nifti_array(image)
     with atomic_path(target) as tmp:
-        if str(target).endswith(".gz"):
-            import gzip
-
-            with gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as stream:
-                nifti.to_file_map({"image": nib.FileHolder(fileobj=stream), "header": nib.FileHolder(fileobj=stream)})
-        else:
-            nib.save(nifti, str(tmp))
+        header.write(tmp, array, affine, qform_code=int(meta.get("nifti_qform_code") or 1),
+                     sform_code=int(meta.get("nifti_sform_code") or 1), gzip_level=GZIP_LEVEL)
 
 
 class NiftiWriter:
