@@ -159,3 +159,46 @@ def test_registry_import_is_light():
     registry = Registry.load()
     for spec in registry.stages.values():
         assert isinstance(spec.factory, str), f"{spec.id}: factory should be a lazy 'module:attribute' string"
+
+
+TRAINER_PLUGIN = """
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict, Field
+from voxpipe.hookspecs import hookimpl
+from voxpipe.stage import TrainerSpec
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(3, ge=1)
+
+class Trainer:
+    def __init__(self, params, config, context):
+        self.params, self.config, self.context = params, config, context
+
+    def run(self, output_dir, resume=False):
+        (Path(output_dir) / "trained.txt").write_text(f"{{self.params.epochs}} {{self.context.device}} {{len(self.config.stages)}}")
+        return {{"epochs": self.params.epochs}}
+
+@hookimpl
+def voxpipe_register_trainers(register):
+    register(TrainerSpec(task="toy", summary="a toy trainer", params=Params, factory=Trainer))
+"""
+
+
+def test_trainers_register_validate_and_run(plugin_dir, cli, tmp_path):
+    make_dist(plugin_dir, "vp-trainer", "vp_trainer", TRAINER_PLUGIN)
+    registry = Registry.load()
+    assert registry.trainers["toy"].distribution == "vp-trainer"
+    assert "toy" in cli("plugins").stdout
+    config = tmp_path / "t.yaml"
+    config.write_text("version: 1\nname: t\nstages: [{use: load.auto}]\ntraining: {task: toy, epochs: 5}\n")
+    result = cli("train", config, "-o", tmp_path / "out", "--set", "training.epochs=7", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "trained.txt").read_text() == "7 cpu 1"
+    config.write_text("version: 1\nname: t\nstages: [{use: load.auto}]\ntraining: {task: toy, epoch: 5}\n")
+    bad = cli("validate", config)
+    assert bad.exit_code == 2 and "training: unknown field `epoch`; did you mean `epochs`?" in bad.stderr
+    config.write_text("version: 1\nname: t\nstages: [{use: load.auto}]\ntraining: {task: tyo}\n")
+    assert "unknown task `tyo`; did you mean `toy`?" in cli("validate", config).stderr
+    config.write_text("version: 1\nname: t\nstages: [{use: load.auto}]\n")
+    assert "has no `training:` section" in cli("train", config, "-o", tmp_path / "o2").stderr

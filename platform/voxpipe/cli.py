@@ -93,6 +93,8 @@ def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], b
       voxpipe validate configs/demo.yaml       check a config without running it
       voxpipe run configs/demo.yaml -i scans/ -o results/
       voxpipe sample-data demo-input/          write small demo images to try it on
+      voxpipe info study/                      DICOM series under a folder
+      voxpipe convert study/ nifti/            DICOM to NIfTI
     """
     ctx.obj = Settings(debug=debug, strict=strict, allow=allow, block=block)
 
@@ -212,6 +214,45 @@ def plugins_show(settings: Settings, stage_id: str) -> None:
     from voxpipe import cli_plugins
 
     click.echo(cli_plugins.render_stage(settings.registry(), stage_id))
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for checkpoints, the learning curve and the training log.")
+@_overrides_option
+@click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT.")
+@click.pass_obj
+def train(settings: Settings, config: Path, output_dir: Path, overrides: tuple[str, ...], device: str | None, resume: bool) -> int:
+    """Train the model described by CONFIG's `training:` section, writing checkpoints to OUTPUT.
+
+    The config's stages are the preprocessing (and, for a deep segmenter, the model that
+    `voxpipe run` will use with the trained weights); `training.task` picks the trainer.
+
+    \b
+    Example:
+      voxpipe train configs/unet-train.yaml -o runs/unet --set training.epochs=50
+    """
+    from voxpipe.config import load_config
+    from voxpipe.errors import UsageError
+    from voxpipe.runner import prepare_output
+    from voxpipe.stage import StageContext, build_trainer
+
+    registry = settings.registry()
+    validated = load_config(config, registry, overrides=overrides, device=device)
+    if validated.trainer is None:
+        tasks = ", ".join(sorted(registry.trainers)) or "none installed"
+        raise UsageError(f"{config} has no `training:` section; add one with `task:` ({tasks})")
+    from voxpipe.device import resolve_device
+
+    context = StageContext(device=resolve_device(validated.config.device), config_dir=validated.config_dir, stage_id=f"train.{validated.trainer.task}")
+    trainer = build_trainer(validated.trainer, validated.training, validated, context)
+    prepare_output(output_dir)
+    summary = trainer.run(output_dir, resume=resume) or {}
+    for key, value in summary.items():
+        click.echo(f"{key}: {value}", err=True)
+    return EXIT_OK
 
 
 def _dicom_options(irregular: str, dtype: str):

@@ -25,6 +25,11 @@ def render_list(registry: Registry) -> str:
     lines.append("Transforms from MONAI:")
     lines.append(f"  {'monai.<Name>':<{width}}any monai.transforms dictionary transform, e.g. monai.ScaleIntensityRanged  [monai]")
     lines.append("")
+    if registry.trainers:
+        lines.append("Trainers (voxpipe train, `training.task`):")
+        for task, trainer in sorted(registry.trainers.items()):
+            lines.append(f"  {task:<{width}}{trainer.summary}  [{trainer.distribution}]")
+        lines.append("")
     plugins = ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in registry.plugins) or "none"
     lines.append(f"Plugins: {plugins}")
     if registry.skipped_by_selection:

@@ -78,6 +78,8 @@ class PipelineConfig(BaseModel):
     inputs: InputsSection = Field(default_factory=InputsSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     stages: list[StageEntry] = Field(min_length=1, description="The stages, run in order on every case.")
+    training: dict[str, Any] | None = Field(
+        default=None, description="For `voxpipe train`: `task` names a registered trainer; the other fields are its parameters.")
 
 
 @dataclass
@@ -114,15 +116,20 @@ class ValidatedConfig:
     config: PipelineConfig
     stages: list[PlannedStage]
     overrides: list[str] = field(default_factory=list)
+    training: Any = None  # the trainer's validated parameters, when the config has a `training:` section
+    trainer: Any = None  # its TrainerSpec
 
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in: what actually runs."""
-        return {
+        resolved = {
             "version": self.config.version,
             "name": self.config.name,
             "device": self.config.device,
             "stages": [stage.resolved() for stage in self.stages],
         }
+        if self.training is not None:
+            resolved["training"] = {"task": self.trainer.task, **json.loads(json.dumps(self.training.model_dump(mode="json")))}
+        return resolved
 
     @property
     def hash(self) -> str:
@@ -133,6 +140,7 @@ class ValidatedConfig:
         """
         resolved = self.resolved()
         resolved.pop("device", None)
+        resolved.pop("training", None)  # training settings do not change what `run` does to a case
         resolved.pop("name", None)
         resolved["versions"] = [f"{s.spec.distribution} {s.spec.version}" for s in self.stages]
         canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
@@ -281,7 +289,7 @@ def _resolve_target(data: dict, target: str) -> tuple[int | None, list[str]]:
     """Split ``a.b.field`` into a stage position (or None for top level) and a field path."""
     top_level = {"name", "description", "device", "version"}
     head = target.split(".", 1)[0]
-    if head in top_level or head in {"inputs", "outputs"}:
+    if head in top_level or head in {"inputs", "outputs", "training"}:
         return None, target.split(".")
     refs = _stage_refs(data.get("stages") or [])
     parts = target.split(".")
@@ -374,9 +382,33 @@ class _Checker:
                     planned.append(stage)
             if planned and len(planned) == len(raw_stages):
                 self._check_flow(planned)
+        trainer, training = self._check_training(data.get("training"))
         if self.problems or config is None:
             raise ConfigError(self.problems or [f"{self.source}: invalid config"])
-        return ValidatedConfig(self.source, config_dir, config, planned, overrides)
+        return ValidatedConfig(self.source, config_dir, config, planned, overrides, training, trainer)
+
+    def _check_training(self, section: Any):
+        """Validate a `training:` section against its trainer's parameter model."""
+        if section is None:
+            return None, None
+        path = ("training",)
+        if not isinstance(section, dict) or not isinstance(section.get("task"), str):
+            self.problems.append(f"{self.where(path)}: training: expected a mapping with `task:` (one of {', '.join(sorted(self.registry.trainers)) or 'none installed'})")
+            return None, None
+        task = section["task"]
+        spec = self.registry.trainers.get(task)
+        if spec is None:
+            hint = did_you_mean(task, list(self.registry.trainers))
+            self.problems.append(f"{self.where(path + ('task',))}: training: unknown task `{task}`{hint or '; installed: ' + (', '.join(sorted(self.registry.trainers)) or 'none')}")
+            return None, None
+        fields = {k: v for k, v in section.items() if k != "task"}
+        try:
+            return spec, spec.params.model_validate(fields)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = tuple(error["loc"])
+                self.problems.append(f"{self.where(path + loc)}: training: {self._describe(error, spec.params, loc)}")
+            return None, None
 
     def _check_stage(self, i: int, raw: Any, seen_ids: dict[str, int]) -> PlannedStage | None:
         path = ("stages", i)

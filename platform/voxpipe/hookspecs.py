@@ -24,7 +24,7 @@ from typing import Callable
 
 import pluggy
 
-from voxpipe.stage import StageSpec
+from voxpipe.stage import StageSpec, TrainerSpec
 
 PROJECT_NAME = "voxpipe"
 ENTRY_POINT_GROUP = "voxpipe"
@@ -46,6 +46,21 @@ def voxpipe_register_stages(register: Callable[[StageSpec], None]) -> None:
     Args:
         register: call it with each :class:`~voxpipe.stage.StageSpec`. A malformed spec makes
             the registry skip the whole plugin and report why.
+
+    Returns:
+        Nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def voxpipe_register_trainers(register: Callable[[TrainerSpec], None]) -> None:
+    """Register trainers that ``voxpipe train`` can run, one per task name.
+
+    Called once per plugin when the registry loads, like :func:`voxpipe_register_stages`, and
+    under the same rules: cheap, no heavy imports, a malformed spec skips the plugin.
+
+    Args:
+        register: call it with each :class:`~voxpipe.stage.TrainerSpec`.
 
     Returns:
         Nothing; the return value is ignored.

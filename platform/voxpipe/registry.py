@@ -21,7 +21,7 @@ import pluggy
 
 from voxpipe import hookspecs
 from voxpipe.errors import PluginError
-from voxpipe.stage import STAGE_ID_PATTERN, StageKind, StageSpec
+from voxpipe.stage import STAGE_ID_PATTERN, StageKind, StageSpec, TrainerSpec
 
 ALLOW_ENV = "VOXPIPE_PLUGINS_ALLOW"
 BLOCK_ENV = "VOXPIPE_PLUGINS_BLOCK"
@@ -88,6 +88,7 @@ class Registry:
     """The stages known to this process, with the plugins that provided them."""
 
     stages: dict[str, StageSpec] = field(default_factory=dict)
+    trainers: dict[str, TrainerSpec] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     problems: list[PluginProblem] = field(default_factory=list)
     skipped_by_selection: list[str] = field(default_factory=list)
@@ -100,12 +101,14 @@ class Registry:
         manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         manager.add_hookspecs(hookspecs)
         owners: dict[str, list[StageSpec]] = {}
+        trainer_owners: dict[str, list[TrainerSpec]] = {}
         for entry_point in sorted(entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name):
             if not selection.permits(entry_point.name):
                 registry.skipped_by_selection.append(entry_point.name)
                 continue
-            registry._load_plugin(manager, entry_point, owners)
+            registry._load_plugin(manager, entry_point, owners, trainer_owners)
         registry._check_conflicts(owners)
+        registry._check_trainer_conflicts(trainer_owners)
         if strict and registry.problems:
             raise PluginError(
                 "strict mode: " + "; ".join(str(p) for p in registry.problems)
@@ -113,7 +116,7 @@ class Registry:
             )
         return registry
 
-    def _load_plugin(self, manager: pluggy.PluginManager, entry_point: EntryPoint, owners: dict) -> None:
+    def _load_plugin(self, manager: pluggy.PluginManager, entry_point: EntryPoint, owners: dict, trainer_owners: dict) -> None:
         dist_name, dist_version = _distribution_of(entry_point)
         dist_label = f"{dist_name} {dist_version}".strip()
         try:
@@ -123,11 +126,16 @@ class Registry:
             self.problems.append(PluginProblem(entry_point.name, dist_label, f"cannot load: {_describe(exc)}"))
             return
         collected: list[StageSpec] = []
+        trainers: list[TrainerSpec] = []
         try:
             for impl in manager.hook.voxpipe_register_stages.get_hookimpls():
                 if impl.plugin_name == entry_point.name:
                     impl.function(register=collected.append)
+            for impl in manager.hook.voxpipe_register_trainers.get_hookimpls():
+                if impl.plugin_name == entry_point.name:
+                    impl.function(register=trainers.append)
             specs = [self._checked(spec) for spec in collected]
+            trainers = [self._checked_trainer(spec) for spec in trainers]
         except Exception as exc:  # noqa: BLE001
             manager.unregister(name=entry_point.name)
             self.problems.append(PluginProblem(entry_point.name, dist_label, _describe(exc)))
@@ -135,6 +143,9 @@ class Registry:
         stamped = [replace(s, plugin=entry_point.name, distribution=dist_name, version=dist_version) for s in specs]
         for spec in stamped:
             owners.setdefault(spec.id, []).append(spec)
+        for trainer in trainers:
+            stamped_trainer = replace(trainer, plugin=entry_point.name, distribution=dist_name, version=dist_version)
+            trainer_owners.setdefault(trainer.task, []).append(stamped_trainer)
         self.plugins.append(PluginInfo(entry_point.name, dist_name, dist_version, tuple(s.id for s in stamped)))
 
     @staticmethod
@@ -162,6 +173,27 @@ class Registry:
         if not (callable(spec.factory) or (isinstance(spec.factory, str) and ":" in spec.factory)):
             raise TypeError(f"stage {spec.id}: factory must be a callable or a 'module:attribute' string")
         return replace(spec, kind=kind, reads=tuple(spec.reads), writes=tuple(spec.writes))
+
+    @staticmethod
+    def _checked_trainer(spec: object) -> TrainerSpec:
+        from pydantic import BaseModel
+
+        if not isinstance(spec, TrainerSpec):
+            raise TypeError(f"registered {type(spec).__name__} as a trainer, expected voxpipe.stage.TrainerSpec")
+        if not (isinstance(spec.task, str) and spec.task.isidentifier() and spec.task.islower()):
+            raise ValueError(f"trainer task {spec.task!r} must be a lower-case name like 'segmentation'")
+        if not (isinstance(spec.params, type) and issubclass(spec.params, BaseModel)) or spec.params.model_config.get("extra") != "forbid":
+            raise TypeError(f"trainer {spec.task}: params must be a pydantic model with extra='forbid'")
+        if not (callable(spec.factory) or (isinstance(spec.factory, str) and ":" in spec.factory)):
+            raise TypeError(f"trainer {spec.task}: factory must be a callable or a 'module:attribute' string")
+        return spec
+
+    def _check_trainer_conflicts(self, owners: dict[str, list[TrainerSpec]]) -> None:
+        for task, specs in sorted(owners.items()):
+            if len(specs) > 1:
+                who = " and ".join(f"plugin `{s.plugin}` ({s.distribution} {s.version})" for s in specs)
+                raise PluginError(f"training task `{task}` is registered by both {who}; block one with --block-plugin NAME")
+            self.trainers[task] = specs[0]
 
     def _check_conflicts(self, owners: dict[str, list[StageSpec]]) -> None:
         for stage_id, specs in sorted(owners.items()):

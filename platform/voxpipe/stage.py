@@ -96,6 +96,29 @@ class StageSpec:
         return resolved
 
 
+@dataclass(frozen=True)
+class TrainerSpec:
+    """A trainer for ``voxpipe train``, chosen by the config's ``training.task``.
+
+    Attributes:
+        task: the name configs use (``segmentation``, ``classification``, ...).
+        summary: one line for ``voxpipe plugins``.
+        params: pydantic model of the ``training:`` section (``extra="forbid"``), light to import.
+        factory: callable or ``"module:attribute"``; called as
+            ``factory(params=..., config=ValidatedConfig, context=StageContext)`` and returning an
+            object with ``run(output_dir: Path, resume: bool) -> dict`` (a summary of the run).
+    """
+
+    task: str
+    summary: str
+    params: type
+    factory: Callable[..., Any] | str
+    description: str = ""
+    plugin: str = ""
+    distribution: str = ""
+    version: str = ""
+
+
 @dataclass
 class StageContext:
     """What a stage may know about the run it is built for."""
@@ -144,3 +167,9 @@ def record(case: dict, op: str, **details: Any) -> None:
     Values should be small and JSON-friendly: thresholds, sigmas, chosen devices.
     """
     case.setdefault("history", []).append({"op": op, **details})
+
+
+def build_trainer(spec: TrainerSpec, params: Any, config: Any, context: StageContext):
+    """Build a trainer from its spec (imports its heavy code)."""
+    factory = import_object(spec.factory) if isinstance(spec.factory, str) else spec.factory
+    return factory(params=params, config=config, context=context)

@@ -1,0 +1,1 @@
+"""Deep segmentation: MONAI networks, local weights, sliding-window inference, training."""

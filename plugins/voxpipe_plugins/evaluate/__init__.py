@@ -1,0 +1,1 @@
+"""Segmentation evaluation: Dice, IoU, HD95, ASSD per case and label; pipelines side by side."""

@@ -1,0 +1,1 @@
+"""Label-map post-processing: components, holes, morphology in mm."""
