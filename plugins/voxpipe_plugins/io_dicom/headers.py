@@ -207,8 +207,10 @@ def read_header(path: Path) -> SliceHeader:
         values = header.values
         size = handle.seek(0, 2)
         wanted_get = WANTED.get
+        data = buf.data
         while pos + 8 <= size:
-            data = buf.need(min(pos + 12, size))
+            if pos + 12 > len(data):  # rarely: the first 64 KiB usually hold the whole header
+                data = buf.need(min(pos + 12, size))
             group, element = _TAG.unpack_from(data, pos)
             tag = (group << 16) | element
             start, length = _value_start(data, buf, pos, explicit)
@@ -224,6 +226,7 @@ def read_header(path: Path) -> SliceHeader:
                 header.enhanced = True
             if length == _UNDEFINED:
                 pos = _skip_undefined(buf, start, explicit)
+                data = buf.data
                 continue
             wanted = wanted_get(tag)
             if wanted is not None:

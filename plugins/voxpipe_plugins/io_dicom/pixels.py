@@ -182,7 +182,9 @@ def to_real_world(stored: np.ndarray, frames: list[Frame], dtype: str = "auto") 
     if not (np.all(slopes == 1) and np.all(intercepts == 0)):
         record["rescale"] = (f"slope {slopes[0]:g}, intercept {intercepts[0]:g}" if uniform else "per-slice slope/intercept")
     if dtype == "auto" and integral:
-        smin, smax = int(stored.min()), int(stored.max())
+        smin, smax = low, high  # the stored range BitsStored allows: no pass over the data when it fits
+        if not (-32768 <= low + int(intercepts.min()) and high + int(intercepts.max()) <= 32767):
+            smin, smax = int(stored.min()), int(stored.max())
         if monochrome1:
             smin, smax = low + high - smax, low + high - smin
         value_low, value_high = smin + int(intercepts.min()), smax + int(intercepts.max())

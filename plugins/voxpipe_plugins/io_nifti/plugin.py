@@ -43,7 +43,7 @@ def voxpipe_register_stages(register):
         kind=StageKind.WRITER,
         summary="Write images and label maps as NIfTI with qform and sform set and a clean header.",
         description=(
-            "Integer images (label maps) are stored as the smallest unsigned type that holds them; "
+            "Label maps (images carrying a label table) and masks are stored as the smallest unsigned type that holds them; "
             "a label table, when the label carries one, is written beside it as `<key>.labels.json`. "
             "Header text fields that may hold identifying text (descrip, aux_file, intent_name, "
             "extensions) are cleared."

@@ -14,14 +14,18 @@ from voxpipe_plugins.io_nifti import header
 GZIP_LEVEL = 1  # zlib level 1 compresses medical volumes nearly as well as 6, several times faster
 
 
-def nifti_array(image) -> np.ndarray:
-    """Channel-first tensor or array -> NIfTI array: 1 channel dropped, several moved to the 4th axis."""
+def nifti_array(image, label_map: bool = False) -> np.ndarray:
+    """Channel-first tensor or array -> NIfTI array: 1 channel dropped, several moved to the 4th axis.
+
+    Label maps (and boolean masks) are stored in the smallest unsigned type that holds them;
+    images keep their type (float64 becomes float32).
+    """
     array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if array.shape[0] == 1:
         array = array[0]
     else:
         array = np.moveaxis(array, 0, -1)
-    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
+    if array.dtype == np.bool_ or (label_map and np.issubdtype(array.dtype, np.integer)):
         top = int(array.max()) if array.size else 0
         low = int(array.min()) if array.size else 0
         if low >= 0:
@@ -42,7 +46,7 @@ def write_nifti(image, target: Path, affine: np.ndarray | None = None, meta: dic
     if affine is None:
         raw = getattr(image, "affine", None)
         affine = np.eye(4) if raw is None else np.asarray(raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64)
-    array = nifti_array(image)
+    array = nifti_array(image, label_map=bool(meta.get("label_names")))
     with atomic_path(target) as tmp:
         header.write(tmp, array, affine, qform_code=int(meta.get("nifti_qform_code") or 1),
                      sform_code=int(meta.get("nifti_sform_code") or 1), gzip_level=GZIP_LEVEL)
