@@ -255,6 +255,36 @@ def train(settings: Settings, config: Path, output_dir: Path, overrides: tuple[s
     return EXIT_OK
 
 
+@cli.command()
+@click.option("--ref", "ref", required=True, type=click.Path(path_type=Path), help="Folder of reference label NIfTI files.")
+@click.option("--pred", "preds", required=True, multiple=True, metavar="[NAME=]FOLDER",
+              help="Predicted labels: a folder of NIfTI files, or a `voxpipe run` output; repeat to compare pipelines.")
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write per_case.csv, summary.csv and evaluation.md here.")
+@click.option("--source-map", type=click.Path(dir_okay=False, path_type=Path),
+              help="The case id -> input TSV of `voxpipe run --source-map`, to match run outputs to references.")
+def evaluate(ref: Path, preds: tuple[str, ...], output_dir: Path | None, source_map: Path | None) -> int:
+    """Score predicted label maps against references: Dice, IoU, HD95 and ASSD (mm) per case and label.
+
+    Files are matched by name (without .nii/.nii.gz and suffixes like _label, _seg, _pred).
+    Several --pred give one side-by-side table (mean ± std per pipeline and label, then per case).
+
+    \b
+    Example:
+      voxpipe run configs/ct-lungs.yaml -i scans/ -o runs/classical --source-map private/map.tsv
+      voxpipe evaluate --ref labels/ --pred classical=runs/classical --pred unet=runs/unet \\
+          --source-map private/map.tsv -o eval/
+    """
+    from voxpipe_plugins.evaluate.compare import evaluate as run_evaluation, markdown, write_outputs
+
+    evaluation = run_evaluation(ref, preds, source_map)
+    click.echo(markdown(evaluation))
+    if output_dir is not None:
+        for path in write_outputs(evaluation, output_dir):
+            click.echo(f"wrote {path}", err=True)
+    return EXIT_OK
+
+
 def _dicom_options(irregular: str, dtype: str):
     from voxpipe_plugins.io_dicom.loader import DicomOptions
 

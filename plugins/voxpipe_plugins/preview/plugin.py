@@ -1,4 +1,4 @@
-"""Registers `write.preview`."""
+"""Registers `write.preview` and `write.montage`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ class PreviewParams(StageParams):
     min_size: int = Field(256, ge=32, le=4096, description="Upscale so the shorter side has at least this many pixels.")
 
 
+class MontageParams(StageParams):
+    image_key: CaseKey = Field("image", description="Case key of the image shown in grey.")
+    label_key: Optional[CaseKey] = Field("label", description="Case key of the label map overlaid in colour; null for none.")
+    filename: FileName = Field("montage.png", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$", description="PNG file name inside the case folder.")
+    alpha: float = Field(0.45, ge=0, le=1, description="Opacity of the label overlay.")
+    panel_size: int = Field(256, ge=32, le=4096, description="Upscale each panel so its shorter side has at least this many pixels.")
+
+
 @hookimpl
 def voxpipe_register_stages(register):
     register(StageSpec(
@@ -34,5 +42,18 @@ def voxpipe_register_stages(register):
         ),
         params=PreviewParams,
         factory="voxpipe_plugins.preview.render:PreviewWriter",
+        reads=("{image_key}", "{label_key}"),
+    ))
+    register(StageSpec(
+        id="write.montage",
+        kind=StageKind.WRITER,
+        summary="Write a PNG montage: axial, coronal and sagittal slices through the labels, overlay in colour, legend of label names.",
+        description=(
+            "The planes cross at the centre of the labelled voxels' bounding box (the volume's centre when the label map is "
+            "empty or absent). Volumes are shown in RAS, radiological convention, with physical aspect ratios; 2D images give "
+            "one panel. The legend lists every label value present with its name from the label table and its overlay colour."
+        ),
+        params=MontageParams,
+        factory="voxpipe_plugins.preview.montage:MontageWriter",
         reads=("{image_key}", "{label_key}"),
     ))

@@ -1,0 +1,160 @@
+"""Networks from the allowlist, and weights files in and out (torch + MONAI: build time only)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxpipe.atomic import atomic_path
+from voxpipe_plugins.deep.networks import NETWORKS, check_network
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable or does not fit the network."""
+
+
+def network_class(name: str):
+    from monai.networks import nets
+
+    if name not in NETWORKS:
+        raise ValueError(check_network(name, {})[0])
+    cls = getattr(nets, name, None)
+    if cls is None:
+        raise ValueError(f"network `{name}` is not available in this MONAI version")
+    return cls
+
+
+def bound_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The network's arguments with its defaults filled in, checked against the real signature."""
+    cls = network_class(name)
+    problems = check_network(name, args)
+    if problems:
+        raise ValueError("; ".join(problems))
+    try:
+        bound = inspect.signature(cls).bind(**_tuples(args))
+    except TypeError as exc:
+        raise ValueError(f"{name}({', '.join(f'{k}=...' for k in args)}): {exc}") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def make_network(name: str, args: dict[str, Any]) -> torch.nn.Module:
+    """Build ``monai.networks.nets.<name>(**args)``; one clear line when the arguments do not fit."""
+    arguments = bound_args(name, args)
+    try:
+        return network_class(name)(**arguments)
+    except Exception as exc:  # noqa: BLE001 - MONAI raises many types for inconsistent arguments
+        text = " ".join(str(exc).split())
+        raise ValueError(f"cannot build {name} with {args}: {type(exc).__name__}: {text}") from None
+
+
+def _tuples(args: dict[str, Any]) -> dict[str, Any]:
+    """YAML lists -> tuples where MONAI expects `(name, {options})` pairs or sequences."""
+    out = {}
+    for key, value in args.items():
+        if isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        out[key] = value
+    return out
+
+
+def sidecar_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def read_sidecar(weights: Path) -> dict[str, Any]:
+    path = sidecar_path(weights)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a torch file saved with ``torch.save`` (loaded ``weights_only``).
+
+    A torch file may hold the state dict itself, or a dict with it under ``state_dict`` or
+    ``model`` (the usual checkpoint layouts). A ``module.`` prefix (DataParallel) is removed.
+    """
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}; train one with `voxpipe train` or fix `weights` (paths are relative to the config file)")
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise WeightsError(f"weights file {path.name}: unsupported type `{suffix}`; use {', '.join(WEIGHT_SUFFIXES)}")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt files raise many types
+        text = " ".join(str(exc).split())[:200]
+        raise WeightsError(f"weights file {path.name} cannot be read: {type(exc).__name__}: {text}") from None
+    if isinstance(state, dict) and not _all_tensors(state):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not state or not _all_tensors(state):
+        raise WeightsError(f"weights file {path.name} holds no state dict (expected tensors by name, or a dict with `state_dict` or `model`)")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _all_tensors(state: dict) -> bool:
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
+
+
+def fit_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> None:
+    """Load ``state`` into ``model`` strictly; a mismatch is one line summarising what differs."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_listed(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches, file vs network ({_listed(shapes, 2)})")
+        raise WeightsError(f"weights file {source} does not fit {what}: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def describe(name: str, args: dict[str, Any]) -> str:
+    return f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, info: dict[str, Any]) -> None:
+    """Weights as safetensors (with the network in its metadata) plus a JSON sidecar, both atomic."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "network": str(info.get("network", "")), "args": json.dumps(info.get("args", {}))}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    with atomic_path(sidecar_path(path)) as tmp:
+        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+__all__ = ["NETWORKS", "WeightsError", "make_network", "bound_args", "read_state_dict", "fit_weights", "save_checkpoint",
+           "read_sidecar", "sidecar_path", "describe"]
