@@ -1,0 +1,112 @@
+"""Noise-level estimation: the robust median absolute deviation (MAD) of wavelet detail.
+
+The estimator of Donoho & Johnstone (1994): the finest-scale, all-high-pass wavelet
+coefficients of an image are almost pure noise (edges touch few of them), so their median
+absolute value divided by Φ⁻¹(3/4) ≈ 0.6745 estimates the standard deviation σ of additive
+white Gaussian noise, unaffected by the image content the way a plain standard deviation is.
+
+:func:`estimate_sigma` uses the orthonormal Haar wavelet: its finest diagonal detail
+(``HH`` in 2D, ``HHH`` in 3D) is the signed sum over each non-overlapping 2×…×2 block,
+divided by sqrt(2^n), computed here with torch (so it runs where the image lives, CPU or
+CUDA, in float32 without NumPy copies). Images up to 4 M voxels use every block position
+(undecimated: more samples, a steadier median on small slices), larger ones the
+non-overlapping blocks. Exactly flat blocks at the image's minimum or
+maximum are left out of the median: they are clipped or zero-filled background, not
+noise-free tissue. (scikit-image drops exact-zero coefficients instead; on a noise-free
+piecewise-constant image that keeps only edge coefficients and gives a meaningless
+estimate, where this one gives about 0.) :func:`estimate_sigma_skimage` wraps scikit-image's version (Daubechies-2
+wavelet via PyWavelets, float64) for comparison; the tests check both against the true σ.
+
+For Rician (magnitude MR) noise, pure background, where the noise is Rayleigh-distributed
+and narrower (0.655 σ), pulls the estimate down; ``estimate_sigma(image, rician=True)``
+takes the median over bright blocks only (mean above 2σ, iterated), where Rician noise is
+close to Gaussian.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+
+MAD_TO_SIGMA = 1.0 / 0.6744897501960817  # 1 / Phi^-1(0.75)
+
+
+UNDECIMATED_MAX_VOXELS = 1 << 22
+"""Images up to this size use every 2×2(×2) block (stride 1, 2^n times the samples: a
+steadier median on small slices); larger ones the non-overlapping blocks of the DWT."""
+
+
+def haar_blocks(image: torch.Tensor, step: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Finest-scale Haar detail that is high-pass along every axis, for a 2D or 3D tensor.
+
+    Blocks of 2×2(×2) voxels start every ``step`` voxels (2: the decimated transform; 1:
+    undecimated). Returns the detail coefficients (orthonormal scaling), the block means,
+    and a mask of the blocks that count for a noise estimate: all except exactly flat
+    blocks (all 2^n voxels equal) at the image's minimum or maximum, which are clipping or
+    zero-filled background rather than noise-free tissue.
+    """
+    ndim = image.ndim
+    if ndim not in (1, 2, 3):
+        raise ValueError(f"expected a 1D, 2D or 3D spatial tensor, got shape {tuple(image.shape)}")
+    x = image.to(torch.float32)
+    count = [(n - 2) // step + 1 for n in x.shape]
+    detail = torch.zeros(count, dtype=torch.float32, device=x.device)
+    total = torch.zeros_like(detail)
+    low = high = None
+    for corner in itertools.product((0, 1), repeat=ndim):
+        block = x[tuple(slice(c, c + step * (k - 1) + 1, step) for c, k in zip(corner, count))]
+        detail.add_(block, alpha=-1.0 if sum(corner) % 2 else 1.0)
+        total.add_(block)
+        low = block.clone() if low is None else torch.minimum(low, block, out=low)
+        high = block.clone() if high is None else torch.maximum(high, block, out=high)
+    clipped = (high == low) & ((low == x.min()) | (high == x.max()))
+    return detail.mul_(1.0 / math.sqrt(2.0 ** ndim)), total.mul_(1.0 / 2 ** ndim), ~clipped
+
+
+def estimate_sigma(image: Any, rician: bool = False) -> float:
+    """Gaussian noise σ of a 2D or 3D single-channel image (robust MAD of Haar detail).
+
+    Exactly flat 2×2(×2) blocks at the image's minimum or maximum (clipped or zero-filled
+    background) are left out. Axes of length 1 are dropped (a one-slice volume is
+    estimated as a 2D image). Returns 0.0 for images too small to hold one block, or made
+    only of such blocks, and about 0 for noise-free (piecewise constant) images.
+
+    ``rician``: magnitude images (MR). The noise is Rician: Gaussian-like where the
+    signal is well above σ, Rayleigh (narrower) where it is not, which biases the plain
+    estimate low (to ~0.75 σ on a phantom with a dark background). So the median is then
+    taken over the blocks whose mean exceeds twice the current estimate, twice.
+    """
+    x = image if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    x = x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
+    x = x.reshape([n for n in x.shape if n > 1])  # a one-slice volume is a 2D image
+    if x.ndim not in (1, 2, 3) or x.numel() < 2:
+        return 0.0
+    step = 1 if x.numel() <= UNDECIMATED_MAX_VOXELS else 2
+    detail, means, counted = haar_blocks(x, step)
+    sigma = _mad(detail[counted])
+    if rician and sigma > 0:
+        for _ in range(2):
+            bright = counted & (means > 2.0 * sigma)
+            if int(bright.sum()) < max(64, bright.numel() // 100):
+                break  # too little bright signal to do better than the plain estimate
+            sigma = _mad(detail[bright])
+    return sigma
+
+
+def _mad(detail: torch.Tensor) -> float:
+    if detail.numel() == 0:
+        return 0.0
+    # torch.median returns the lower of the two middle values; fine for a robust estimate.
+    return float(detail.abs().median()) * MAD_TO_SIGMA
+
+
+def estimate_sigma_skimage(image: Any) -> float:
+    """scikit-image's estimator (Daubechies-2 detail, float64), for comparison."""
+    import numpy as np
+    from skimage.restoration import estimate_sigma as sk_estimate_sigma
+
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    return float(sk_estimate_sigma(array.astype(np.float64), channel_axis=None))
