@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- classical:begin -->", "<!-- classical:end -->"
@@ -38,20 +40,7 @@ SPACING = (0.7, 0.7, 1.0)
 RECIPES = (("ct-body-mask", "body"), ("ct-lungs", "lungs"), ("ct-bone", "bone"))
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return f"{cpu}, {usable} usable CPU cores, Python {platform.python_version()}"
+machine = benchlib.machine
 
 
 def run(shape: tuple[int, int, int], repeat: int) -> tuple[list[dict], dict]:
@@ -121,12 +110,7 @@ def render(rows: list[dict], info: dict, repeat: int, command: str) -> str:
 
 
 def write_doc(text: str) -> None:
-    doc = DOC.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{DOC}: markers {BEGIN} ... {END} not found; add them under 'Other benchmarks'")
-    DOC.write_text(pattern.sub(lambda _: text, doc, count=1))
-    print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
+    benchlib.write_section(BEGIN, END, text, DOC)
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import benchlib
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- deep:begin -->", "<!-- deep:end -->"
@@ -34,18 +36,9 @@ CT_NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [1
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    return benchlib.machine(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
 def vm_hwm_mb() -> float:
@@ -155,12 +148,7 @@ def section(over: dict | None, ct_result: dict | None, argv: str) -> str:
 
 
 def write_doc(text: str) -> None:
-    doc = DOC.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{DOC}: markers {BEGIN} ... {END} not found")
-    DOC.write_text(pattern.sub(lambda _: text, doc, count=1))
-    print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
+    benchlib.write_section(BEGIN, END, text, DOC)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import benchlib
 from typing import Callable
 
 import numpy as np
@@ -72,23 +74,7 @@ class Method:
         return min(self.times)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cores
-    core_text = f"{cores} logical cores" + (f" ({usable} usable)" if usable != cores else "")
-    py = f"Python {platform.python_version()}"
-    return f"{cpu}, {core_text}, {platform.system()} {platform.release()}, {py}"
+machine = benchlib.machine
 
 
 def build_methods(noisy: np.ndarray, cuda: bool) -> list[Method]:
@@ -213,12 +199,7 @@ def section(methods: list[Method], noisy_psnr: float, noisy_ssim: float, repeat:
 
 
 def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{DOC}: markers {BEGIN} ... {END} not found; add them where the table belongs")
-    DOC.write_text(pattern.sub(lambda _: text, doc, count=1))
-    print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
+    benchlib.write_section(BEGIN, END, text, DOC)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import benchlib
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- dicom:begin -->", "<!-- dicom:end -->"
@@ -391,23 +393,7 @@ def run_check(data: Path, env: dict[str, str]) -> dict:
 
 # ---------------------------------------------------------------- report
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cores
-    core_text = f"{cores} logical cores" + (f" ({usable} usable)" if usable != cores else "")
-    py = f"Python {platform.python_version()} ({platform.python_implementation()})"
-    return f"{cpu}, {core_text}, {platform.system()} {platform.release()}, {py}"
+machine = benchlib.machine
 
 
 def revision() -> str:
@@ -602,12 +588,7 @@ def section(jobs: list[Job], sizes: list[int], checked: dict, args: argparse.Nam
 
 
 def write_doc(text: str) -> None:
-    doc = DOC.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{DOC}: markers {BEGIN} ... {END} not found; add them where the table belongs")
-    DOC.write_text(pattern.sub(lambda _: text, doc, count=1))
-    print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
+    benchlib.write_section(BEGIN, END, text, DOC)
 
 
 def profile(data: Path, top: int) -> None:
