@@ -32,17 +32,14 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import platform
-import re
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import benchlib
 from typing import Callable
 
+import benchlib  # benchmarks/benchlib.py: machine description, doc-section writer
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]

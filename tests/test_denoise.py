@@ -104,13 +104,10 @@ def finest(affine: np.ndarray, ndim: int) -> float:
 
 def build(stage: str, **params):
     """The stage as the registry builds it: parameters validated by its model first."""
-    from voxpipe.registry import Registry
-
-    spec = _registry().stages[f"denoise.{stage}"]
-    validated = spec.params.model_validate(params)
     from voxpipe.stage import StageContext, build_stage
 
-    return build_stage(spec, validated, StageContext(device="cpu"))
+    spec = _registry().stages[f"denoise.{stage}"]
+    return build_stage(spec, spec.params.model_validate(params), StageContext(device="cpu"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,16 +6,17 @@ absolute value divided by Φ⁻¹(3/4) ≈ 0.6745 estimates the standard deviati
 white Gaussian noise, unaffected by the image content the way a plain standard deviation is.
 
 :func:`estimate_sigma` uses the orthonormal Haar wavelet: its finest diagonal detail
-(``HH`` in 2D, ``HHH`` in 3D) is the signed sum over each non-overlapping 2×…×2 block,
-divided by sqrt(2^n), computed here with torch (so it runs where the image lives, CPU or
-CUDA, in float32 without NumPy copies). Images up to 4 M voxels use every block position
+(``HH`` in 2D, ``HHH`` in 3D) is the signed sum over each 2×…×2 block divided by
+sqrt(2^n), computed here with torch (so it runs where the image lives, CPU or CUDA, in
+float32 without NumPy copies). Images up to 4 M voxels use every block position
 (undecimated: more samples, a steadier median on small slices), larger ones the
-non-overlapping blocks. Exactly flat blocks at the image's minimum or
-maximum are left out of the median: they are clipped or zero-filled background, not
-noise-free tissue. (scikit-image drops exact-zero coefficients instead; on a noise-free
-piecewise-constant image that keeps only edge coefficients and gives a meaningless
-estimate, where this one gives about 0.) :func:`estimate_sigma_skimage` wraps scikit-image's version (Daubechies-2
-wavelet via PyWavelets, float64) for comparison; the tests check both against the true σ.
+non-overlapping blocks. Exactly flat blocks at the image's minimum or maximum are left out
+of the median: they are clipped or zero-filled background, not noise-free tissue. Other
+flat blocks count, so a noise-free piecewise-constant image gives about 0. (scikit-image
+drops exact-zero coefficients instead, which suits its Daubechies-2 detail; with Haar
+detail it would keep only a clean image's edge coefficients.)
+:func:`estimate_sigma_skimage` wraps scikit-image's version (Daubechies-2 wavelet via
+PyWavelets, float64) for comparison.
 
 For Rician (magnitude MR) noise, pure background, where the noise is Rayleigh-distributed
 and narrower (0.655 σ), pulls the estimate down; ``estimate_sigma(image, rician=True)``

@@ -17,8 +17,8 @@ works on whole arrays at once:
 3. ``w = exp(min(D, 0))`` (NLM) or ``exp(D)`` (bilateral, whose bias is the log of the
    spatial Gaussian);
 4. NLM with patch-wise aggregation: another box sum of ``w`` (every patch that contains a
-   voxel votes for it, as in the blockwise NLM of Coupé et al. 2008), which gains 2-4 dB
-   over the pixel-wise average at the same search window for about 30% more time;
+   voxel votes for it, as in the blockwise NLM of Coupé et al. 2008), which gains 1-4 dB
+   over the pixel-wise average at the same search window for about 50% more time;
 5. accumulate ``w·u(x+d)`` and ``w`` at ``x``, and ``w·u(x)`` and ``w`` at ``x+d``.
 
 On the CPU the search domain is cut into tiles (``CPU_TILE_VOXELS``, at least one per
@@ -27,12 +27,13 @@ inputs stay in cache across the offsets. The tiles are shared out to one Python 
 per core (contiguous runs of tiles, each thread with its own accumulators over the rows
 it can reach, summed at the end), with torch's own intra-op threading set to one for the
 duration. Every torch call releases the GIL, so the threads run in parallel, and there
-is no fork/join barrier around each of the ~50 000 operations. That barrier is what
+is no fork/join barrier around each of the ~14 000 operations. That barrier is what
 makes torch's intra-op threading fragile on a busy machine: with one other busy process
 on the 2-core benchmark machine it made NLM 3-25x slower, where worker threads slow down
 in proportion to the CPU they get. On an idle machine intra-op threading is faster
-(0.48 s against 0.75 s on the benchmark volume: the worker threads serialise ~100 µs of
-Python and dispatch per tile and offset on the GIL); ``threads=1`` selects it.
+(0.48 s against 0.75 s on the benchmark volume; each operation's data is split between
+the cores' caches, and the worker threads serialise ~100 µs of Python and dispatch per
+tile and offset on the GIL); ``threads=1`` selects it.
 On CUDA the whole image is one tile on one thread (launch overhead, not bandwidth, is
 what counts there). Memory beyond the input: four padded copies (scaled input, values,
 two accumulators), per-thread accumulators over each thread's rows (about two more
@@ -214,8 +215,6 @@ def shift_filter(
     work_dtype = torch.float64 if reference else torch.float32
     up = _pad(u.to(work_dtype) * scale, pad)
     vp = _pad(values.to(work_dtype), pad)
-    acc_v = torch.zeros_like(vp)
-    acc_w = torch.zeros_like(vp)
     offsets = plan.offsets()
     biases = [float(bias)] * len(offsets)
     if spatial_sigma is not None:
