@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxpipe-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-all clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/cli_startup.py --write
+
+# Every benchmark, each rewriting its own section of docs/benchmarks.md (tens of minutes on 2 cores).
+bench-all: bench
+	$(BIN)/python benchmarks/dicom_load.py --write
+	$(BIN)/python benchmarks/denoise_nlm.py --write
+	$(BIN)/python benchmarks/enhance_pipeline.py --write
+	$(BIN)/python benchmarks/classical_recipes.py --write
+	$(BIN)/python benchmarks/deep_inference.py --write
 
 clean:
 	rm -rf build $(VENV)
