@@ -48,13 +48,14 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when imported from elsewhere
+import benchlib  # noqa: E402  (benchmarks/benchlib.py: machine description, doc-section writer)
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
@@ -340,29 +341,16 @@ def run(shape: tuple[int, int, int], repeat: int, steps: list[str], max_foreign:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cores
-    core_text = f"{cores} logical cores" + (f" ({usable} usable)" if usable != cores else "")
-    try:
-        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
-        core_text += f", {mem:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
+    """benchlib's machine line, plus RAM, library versions and torch's thread count."""
     import numpy
     import torch
 
-    libs = f"torch {torch.__version__.split('+')[0]}, NumPy {numpy.__version__}"
+    extra = []
+    try:
+        extra.append(f"{int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB RAM")
+    except (OSError, ValueError, IndexError):
+        pass
+    libs = f"torch {torch.__version__.split('+')[0]} ({torch.get_num_threads()} threads), NumPy {numpy.__version__}"
     try:
         import monai
         import skimage
@@ -370,8 +358,7 @@ def machine() -> str:
         libs += f", MONAI {monai.__version__}, scikit-image {skimage.__version__}"
     except ImportError:
         pass
-    return (f"{cpu}, {core_text}, {platform.system()} {platform.release()}, Python {platform.python_version()}; "
-            f"{libs}; torch threads {torch.get_num_threads()}")
+    return f"{benchlib.machine(', '.join(extra))}; {libs}"
 
 
 def table(results: list[Result]) -> tuple[str, list[str]]:
@@ -417,12 +404,7 @@ def section(blocks: list[tuple[tuple[int, int, int], list[Result]]], argv_text: 
 
 
 def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{DOC}: markers {BEGIN} ... {END} not found; add them under 'Other benchmarks'")
-    DOC.write_text(pattern.sub(lambda _: text, doc, count=1))
-    print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
+    benchlib.write_section(BEGIN, END, text, DOC)
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

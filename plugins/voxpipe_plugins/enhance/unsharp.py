@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from monai.networks.layers import separable_filtering
 from monai.networks.layers.simplelayers import gaussian_1d
 
