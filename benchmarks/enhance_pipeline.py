@@ -9,7 +9,8 @@ goes through
 
 Each stage is timed on its own and compared with doing the same work without the stage:
 MONAI's ScaleIntensityRange for the window (plus the same in-place torch arithmetic the
-stage uses, bare), MONAI's GaussianSmooth with the same per-axis sigma, and scikit-image's
+stage uses, bare), MONAI's GaussianSmooth with the same per-axis sigma (plus the stage's own
+scipy.ndimage engine, bare: the stage runs scipy on the CPU), and scikit-image's
 equalize_adapthist with the same tile size. The chain is timed as a whole as well (a plain
 MONAI Compose of the three stages vs. the three library calls).
 
@@ -73,10 +74,12 @@ MEASUREMENTS = [
     ("window", "torch", "same torch ops, no stage (bare)"),
     ("gaussian", "stage", "`denoise.gaussian` (stage)"),
     ("gaussian", "monai", "MONAI `GaussianSmooth` (direct)"),
+    ("gaussian", "scipy", "same scipy.ndimage calls, no stage (bare)"),
     ("clahe", "stage", "`enhance.clahe` 3D (stage)"),
     ("clahe", "skimage", "scikit-image `equalize_adapthist` 3D (direct)"),
     ("chain", "stage", "window + gaussian + CLAHE: stages in a MONAI `Compose`"),
     ("chain", "direct", "window + gaussian + CLAHE: library calls"),
+    ("chain", "bare", "the stages' own engines called directly, no stages (bare)"),
 ]
 
 
@@ -150,7 +153,7 @@ def _implementations(step: str, shape: tuple[int, int, int]):
     from skimage.exposure import equalize_adapthist
 
     from voxpipe_plugins.common.tensors import make_metatensor
-    from voxpipe_plugins.denoise.gaussian import GaussianDenoise
+    from voxpipe_plugins.denoise.gaussian import GaussianDenoise, erf_kernel, smooth_numpy
     from voxpipe_plugins.enhance.clahe import Clahe
     from voxpipe_plugins.enhance.window import Window
 
@@ -167,6 +170,12 @@ def _implementations(step: str, shape: tuple[int, int, int]):
         tensor = GaussianSmooth(sigma=sigma_voxels, approx="erf")(tensor)
         return equalize_adapthist(tensor[0].numpy())
 
+    kernels = [erf_kernel(s) for s in sigma_voxels]
+
+    def bare_chain(array):
+        tensor = torch.from_numpy(array[None]).sub(lower).div_(width).clamp_(0.0, 1.0)
+        return equalize_adapthist(smooth_numpy(tensor.numpy(), kernels)[0])
+
     calls = {
         "window": {
             "stage": lambda a: Window(preset="abdomen")(case(a)),
@@ -176,6 +185,7 @@ def _implementations(step: str, shape: tuple[int, int, int]):
         "gaussian": {
             "stage": lambda a: GaussianDenoise(sigma_mm=SIGMA_MM)(case(a)),
             "monai": lambda a: GaussianSmooth(sigma=sigma_voxels, approx="erf")(torch.from_numpy(a[None])),
+            "scipy": lambda a: smooth_numpy(a[None], kernels),
         },
         "clahe": {
             "stage": lambda a: Clahe()(case(a)),
@@ -184,6 +194,7 @@ def _implementations(step: str, shape: tuple[int, int, int]):
         "chain": {
             "stage": lambda a: Compose([Window(preset="abdomen"), GaussianDenoise(sigma_mm=SIGMA_MM), Clahe()])(case(a)),
             "direct": direct_chain,
+            "bare": bare_chain,
         },
     }[step]
 

@@ -343,6 +343,33 @@ def test_torch_and_skimage_backends_agree(stage):
     assert float(np.abs(ours - theirs).mean()) < SIGMA / (2 if stage == "bilateral" else 4)
 
 
+def test_gaussian_scipy_and_torch_engines_agree_with_monai_kernels():
+    """The CPU (scipy) and torch engines give the same values (1e-5), use MONAI's erf kernel,
+    match MONAI GaussianSmooth away from the border, honour `truncated`, and mirror the border
+    instead of padding with zeros (a flat image stays flat up to its edge)."""
+    from monai.networks.layers.convutils import gaussian_1d
+    from monai.transforms import GaussianSmooth
+
+    from voxpipe_plugins.denoise.gaussian import erf_kernel
+
+    for sigma in (0.4, 1.0, 2.5):
+        np.testing.assert_allclose(erf_kernel(sigma), gaussian_1d(torch.tensor(sigma)).numpy(), atol=1e-7)
+    clean, _ = images()["stacked3d"]
+    noisy = gaussian_noise(clean, SIGMA)
+    affine = np.diag([0.8, 0.8, 2.0, 1.0])
+    ours, r1 = denoise("gaussian", noisy, affine, sigma_mm=1.6, backend="scipy")
+    theirs, r2 = denoise("gaussian", noisy, affine, sigma_mm=1.6, backend="torch")
+    assert (r1["backend"], r2["backend"]) == ("scipy", "torch")
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    monai = GaussianSmooth(sigma=(2.0, 2.0, 0.8))(torch.from_numpy(noisy[None]))[0].numpy()
+    np.testing.assert_allclose(ours[10:-10, 10:-10, 4:-4], monai[10:-10, 10:-10, 4:-4], atol=1e-5)
+    assert r1["kernel_sizes"] == [17, 17, 7]
+    _, short = denoise("gaussian", noisy, affine, sigma_mm=1.6, truncated=2.0)
+    assert short["kernel_sizes"] == [9, 9, 5]
+    flat, _ = denoise("gaussian", np.full((32, 32), 0.7, np.float32) + 1e-3 * np.eye(32, dtype=np.float32), sigma_mm=2.0)
+    assert abs(float(flat[0, 0]) - 0.7) < 1e-2 and abs(float(flat[-1, 16]) - 0.7) < 1e-3
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("stage", STAGES)
 def test_cuda_matches_cpu(stage):
