@@ -136,3 +136,49 @@ def test_unexpected_label_values_name_the_file(tmp_path, cli):
     assert result.exit_code != 0
     line = result.error_lines[0]
     assert "case_001.nii.gz" in line and "7" in line and "outside 0..3" in line
+
+
+def _dicom_dataset(root: Path, count: int, size: int = 24) -> Path:
+    """DICOM CT series as images (one folder each), NIfTI labels on the grid the DICOM loader produces,
+    listed in a CSV: the layout a hospital export plus an annotation tool gives."""
+    from voxpipe_plugins.deep.synthetic import make_case
+    from voxpipe_plugins.deep.train import read_volume
+    from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, write_series
+    from voxpipe_plugins.io_nifti.writer import write_nifti
+
+    rng = np.random.default_rng(5)
+    rows = ["image,label"]
+    for i in range(count):
+        image, label = make_case(rng, size)
+        spec = SeriesSpec(spacing=(1.5, 1.5, 2.0), intercept=0.0, slope=0.001, seed=i)
+        write_series(root / f"series_{i}", image, spec)
+        write_series(root / "tmp" / f"label_{i}", label.astype(np.float32), SeriesSpec(spacing=(1.5, 1.5, 2.0), intercept=0.0, seed=i))
+        write_nifti(read_volume(root / "tmp" / f"label_{i}", "x").round(), root / f"label_{i}.nii.gz")
+        rows.append(f"series_{i},label_{i}.nii.gz")
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return root / "pairs.csv"
+
+
+def test_trains_from_dicom_series_and_refuses_misplaced_labels(tmp_path, cli):
+    """Training data may be DICOM series (folders) with NIfTI labels; a label whose shape fits
+    but whose axes are flipped against the image is refused, naming the file."""
+    import nibabel as nib
+
+    _dicom_dataset(tmp_path, 3)
+    config = tmp_path / "unet.yaml"
+    config.write_text(CONFIG.replace("load.nifti", "load.dicom").replace("data: data", "data: pairs.csv")
+                      .replace("epochs: 30", "epochs: 2").replace("[32, 32, 32]", "[16, 16, 16]").replace("val_every: 5", "val_every: 1"))
+    result = cli("train", config, "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert info["epoch"] == 2 and (tmp_path / "run" / "best.safetensors").exists()
+
+    flipped = tmp_path / "label_1.nii.gz"
+    img = nib.load(str(flipped))
+    affine = img.affine.copy()
+    affine[:3, 0] *= -1  # same voxels, first axis now runs the other way
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), str(flipped))
+    result = cli("train", config, "-o", tmp_path / "run2")
+    assert result.exit_code == 2
+    assert "label_1.nii.gz" in result.error_lines[0] and "placed differently" in result.error_lines[0]
+    assert not (tmp_path / "run2" / "best.safetensors").exists()

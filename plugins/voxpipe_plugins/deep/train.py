@@ -104,6 +104,26 @@ def read_volume(path: Path, name: str):
     raise TrainingDataError(f"{path}: not a NIfTI file or a DICOM series")
 
 
+GRID_TOLERANCE_MM = 0.01
+
+
+def grid_offset_mm(image, label) -> float:
+    """Largest distance (mm) between the world positions of the same corner voxels of two same-shape grids.
+
+    Equal shapes are not enough: a label saved with flipped or shifted axes (a DICOM image
+    next to a NIfTI label, say) would otherwise train the network on misplaced voxels.
+    """
+    shape = np.asarray(image.shape[1:], dtype=np.float64)
+    corners = np.array(np.meshgrid(*[[0.0, n - 1.0] for n in shape], indexing="ij")).reshape(len(shape), -1)
+    corners = np.vstack([corners, np.zeros((3 - len(shape), corners.shape[1])), np.ones((1, corners.shape[1]))])
+
+    def world(t) -> np.ndarray:
+        affine = np.asarray(t.affine, dtype=np.float64) if getattr(t, "affine", None) is not None else np.eye(4)
+        return (affine @ corners)[:3]
+
+    return float(np.abs(world(image) - world(label)).max())
+
+
 def check_label(label, path: Path, allowed: int) -> None:
     """Label values must be the integers 0..allowed-1; anything else names the file."""
     values = torch.unique(label.as_tensor() if hasattr(label, "as_tensor") else torch.as_tensor(label))
@@ -201,6 +221,11 @@ class SegmentationTrainer:
             if tuple(label.shape[1:]) != tuple(image.shape[1:]) or label.shape[0] != 1:
                 raise TrainingDataError(f"{pair.label}: label grid {tuple(label.shape)} does not match its image {tuple(image.shape)} "
                                         f"({pair.image.name}); resample the label onto the image")
+            offset = grid_offset_mm(image, label)
+            if offset > GRID_TOLERANCE_MM:
+                raise TrainingDataError(f"{pair.label}: label grid is placed differently from its image ({pair.image.name}): "
+                                        f"voxel centres differ by up to {offset:.2f} mm (flipped or shifted axes?); "
+                                        "resample the label onto the image")
             if image.shape[0] != self.in_channels:
                 raise TrainingDataError(f"{pair.image}: {image.shape[0]} channels but the network has in_channels={self.in_channels}")
             case: dict[str, Any] = {"image": image, "label": label, "case_id": pair.name, "history": []}
