@@ -32,7 +32,7 @@ def test_good_config_validates_with_defaults_filled(registry):
     assert [s.spec.id for s in validated.stages] == ["load.auto", "denoise.gaussian", "segment.otsu", "write.nifti"]
     assert validated.stages[1].label == "smooth"
     resolved = validated.resolved()
-    assert resolved["stages"][1]["with"] == {"key": "image", "sigma_mm": 1.5, "truncated": 4.0}
+    assert resolved["stages"][1]["with"] == {"key": "image", "sigma_mm": 1.5, "truncated": 4.0, "backend": "auto"}
     assert resolved["device"] == "auto"
 
 

@@ -269,3 +269,20 @@ def test_cuda_matches_cpu(tmp_path, weights):
     amp = stage(tmp_path, weights, sw_device="cuda", device="cuda")({"image": img})
     assert amp["history"][-1]["amp"] is True
     assert (cpu.as_tensor() == amp["label"].as_tensor()).float().mean() > 0.99
+
+
+def test_config_hash_follows_the_weights_file_contents(tmp_path, registry):
+    """Retrained weights saved under the same name change the config hash, so `voxpipe run`
+    redoes its cases instead of skipping them as complete; a missing file counts by name."""
+    from safetensors.torch import save_file
+
+    from voxpipe.config import load_config
+
+    path = tmp_path / "seg.yaml"
+    path.write_text(config_text(f"network: UNet\nargs: {ARGS}\nroi_size: [16, 16, 16]\nweights: w.safetensors".replace("'", "")))
+    missing = load_config(path, registry).hash
+    save_file(unet(seed=0).state_dict(), str(tmp_path / "w.safetensors"))
+    first = load_config(path, registry).hash
+    assert first != missing and load_config(path, registry).hash == first
+    save_file(unet(seed=1).state_dict(), str(tmp_path / "w.safetensors"))
+    assert load_config(path, registry).hash not in (first, missing)

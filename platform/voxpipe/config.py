@@ -143,8 +143,36 @@ class ValidatedConfig:
         resolved.pop("training", None)  # training settings do not change what `run` does to a case
         resolved.pop("name", None)
         resolved["versions"] = [f"{s.spec.distribution} {s.spec.version}" for s in self.stages]
+        resolved["files"] = self._content_digests()
         canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def _content_digests(self) -> list[str]:
+        """sha256 of every existing file a stage declares as content (``StageSpec.content_files``).
+
+        A file that does not exist yet (weights before ``voxpipe train``) counts as its name only;
+        ``voxpipe run`` reports it missing when the stage is built.
+        """
+        digests = []
+        for stage in self.stages:
+            for name in stage.spec.content_files:
+                value = getattr(stage.params, name, None)
+                if not isinstance(value, str) or not value:
+                    continue
+                path = Path(value).expanduser()
+                path = path if path.is_absolute() else self.config_dir / path
+                if path.is_file():
+                    digests.append(f"{stage.index}.{name}:{file_sha256(path)}")
+        return digests
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _jsonable(params: BaseModel) -> dict[str, Any]:

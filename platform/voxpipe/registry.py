@@ -172,7 +172,10 @@ class Registry:
             raise ValueError(f"stage {spec.id}: params model must set extra='forbid' so typos are caught")
         if not (callable(spec.factory) or (isinstance(spec.factory, str) and ":" in spec.factory)):
             raise TypeError(f"stage {spec.id}: factory must be a callable or a 'module:attribute' string")
-        return replace(spec, kind=kind, reads=tuple(spec.reads), writes=tuple(spec.writes))
+        unknown = [name for name in spec.content_files if name not in spec.params.model_fields]
+        if unknown:
+            raise ValueError(f"stage {spec.id}: content_files names {', '.join(unknown)}, which are not parameters")
+        return replace(spec, kind=kind, reads=tuple(spec.reads), writes=tuple(spec.writes), content_files=tuple(spec.content_files))
 
     @staticmethod
     def _checked_trainer(spec: object) -> TrainerSpec:

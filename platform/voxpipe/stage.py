@@ -59,6 +59,9 @@ class StageSpec:
         discover: loaders only: callable or ``"module:attribute"`` returning the cases
             under an input path (see :mod:`voxpipe.cases`).
         description: longer help text for ``voxpipe plugins show``.
+        content_files: names of parameters that name files whose *contents* determine the
+            results (weights, lookup tables). Their sha256 goes into the config hash, so
+            retrained weights saved under the same name make a rerun redo its cases.
     """
 
     id: str
@@ -70,6 +73,7 @@ class StageSpec:
     writes: tuple[str, ...] = ()
     discover: Callable[..., Any] | str | None = None
     description: str = ""
+    content_files: tuple[str, ...] = ()
     # Filled in by the registry: which plugin and distribution registered the spec.
     plugin: str = ""
     distribution: str = ""

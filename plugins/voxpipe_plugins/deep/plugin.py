@@ -112,6 +112,7 @@ def voxpipe_register_stages(register):
         factory="voxpipe_plugins.deep.infer:build",
         reads=("{key}",),
         writes=("{output_key}",),
+        content_files=("weights",),
     ))
 
 
