@@ -1,4 +1,9 @@
-"""Outputs appear whole or not at all: write to a temporary name, then rename."""
+"""Outputs appear whole or not at all: write to a temporary name, then rename.
+
+Outputs may hold patient data, so new files are 0600 and new folders 0700 by default:
+only the user who ran VoxPipe can read them. ``VOXPIPE_FILE_MODE`` / ``VOXPIPE_DIR_MODE``
+(octal, e.g. ``0640`` / ``0750``) widen that for a shared group; the umask still applies.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +31,33 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the user's usual mode
+        os.chmod(tmp, file_mode())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+FILE_MODE_ENV, DIR_MODE_ENV = "VOXPIPE_FILE_MODE", "VOXPIPE_DIR_MODE"
+
+
+def _mode(env: str, default: int) -> int:
+    text = os.environ.get(env, "").strip()
+    try:
+        mode = int(text, 8) if text else default
+    except ValueError:
+        mode = default
+    return (mode & 0o777) & ~current_umask()
+
+
+def file_mode() -> int:
+    """Mode for new output files: 0600 unless ``VOXPIPE_FILE_MODE`` says otherwise."""
+    return _mode(FILE_MODE_ENV, 0o600)
+
+
+def dir_mode() -> int:
+    """Mode for new output folders: 0700 unless ``VOXPIPE_DIR_MODE`` says otherwise."""
+    return _mode(DIR_MODE_ENV, 0o700)
 
 
 def current_umask() -> int:
@@ -42,7 +69,7 @@ def current_umask() -> int:
 
 def publish_dir(staging: Path, target: Path, scratch: Path) -> None:
     """Move a finished folder into place; an older folder there is replaced, never merged."""
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
+    os.chmod(staging, dir_mode())
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix="replaced-", dir=scratch))
         os.replace(target, old / "previous")

@@ -364,5 +364,10 @@ def sample_data(directory: Path) -> None:
         click.echo(str(path))
 
 
+from voxpipe.cli_deid import deid as _deid_command  # noqa: E402 - registered after the group exists
+
+cli.add_command(_deid_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

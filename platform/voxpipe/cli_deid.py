@@ -1,0 +1,83 @@
+"""``voxpipe deid INPUT OUTPUT --key KEYFILE``: DICOM de-identification from the command line.
+
+Light at import (click only); pydicom and the engine load when the command runs. The
+options mirror the `deid.dicom` stage's parameters; docs/security.md explains each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from voxpipe.errors import UsageError
+
+
+@click.command("deid")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Key file (64 hex digits). Created with a fresh random key, mode 0600, when missing. Must lie outside OUTPUT.")
+@click.option("--retain-dates", type=click.Choice(["off", "full", "modified"]), default="modified", show_default=True,
+              help="modified: shift dates by a keyed per-patient offset; full: keep; off: remove (Basic Profile).")
+@click.option("--retain-patient-chars", is_flag=True, help="Keep sex, age, size, weight and similar.")
+@click.option("--retain-device", is_flag=True, help="Keep device identity (serial numbers, station names).")
+@click.option("--retain-institution", is_flag=True, help="Keep institution name, address and department.")
+@click.option("--retain-uids", is_flag=True, help="Keep the original UIDs (outputs can then be linked to the originals).")
+@click.option("--safe-private", multiple=True, metavar="GGGG,CREATOR,EE", help="Keep this private element (repeatable); all others are removed.")
+@click.option("--clean-descriptors", is_flag=True, help="Keep descriptions/comments with identifying values removed, instead of removing them.")
+@click.option("--clean-structured", is_flag=True, help="Keep SR content, processed item by item.")
+@click.option("--clean-graphics", is_flag=True, help="Keep graphic annotations and overlays, processed item by item.")
+@click.option("--burned-in", type=click.Choice(["quarantine", "blank"]), default="quarantine", show_default=True,
+              help="Images that may show burned-in text: quarantine (not written) or blank --blank-region areas.")
+@click.option("--blank-region", multiple=True, metavar="R0,C0,R1,C1", help="Rectangle to blank with --burned-in blank (repeatable).")
+@click.option("--max-gib", type=float, default=None, help="Refuse files that are, or inflate to, more than this many GiB (default 16).")
+@click.option("--list", "listing", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write input path -> result (TSV, mode 0600) here; it names input files, so it must lie outside OUTPUT.")
+def deid(input_path: Path, output: Path, key_file: Path, retain_dates: str, retain_patient_chars: bool, retain_device: bool,
+         retain_institution: bool, retain_uids: bool, safe_private: tuple[str, ...], clean_descriptors: bool,
+         clean_structured: bool, clean_graphics: bool, burned_in: str, blank_region: tuple[str, ...], max_gib: float | None,
+         listing: Path | None) -> int:
+    """De-identify every DICOM file under INPUT into OUTPUT (DICOM PS3.15 Annex E Basic Profile).
+
+    Files are written as OUTPUT/study-<id>/series-<id>/<id>.dcm, names derived from the new
+    UIDs. UIDs are remapped with the key (the same in every run and order), dates move by a
+    keyed per-patient offset, private tags are removed, DICOMDIR and non-DICOM files are not
+    copied, and images that may show burned-in text are quarantined. OUTPUT/deid-report.json
+    counts what happened; it names no patient and no input file.
+
+    \b
+    Example:
+      voxpipe deid study/ study-deid/ --key ~/keys/trial.key
+    """
+    from pydantic import ValidationError
+
+    from voxpipe_plugins.deid.plugin import DeidOptionParams
+
+    try:
+        regions = [[int(v) for v in region.split(",")] for region in blank_region]
+    except ValueError:
+        raise UsageError("--blank-region takes four integers R0,C0,R1,C1") from None
+    try:
+        params = DeidOptionParams(retain_long_dates=retain_dates, retain_patient_chars=retain_patient_chars,
+                                  retain_device=retain_device, retain_institution=retain_institution, retain_uids=retain_uids,
+                                  safe_private=list(safe_private), clean_descriptors=clean_descriptors,
+                                  clean_structured=clean_structured, clean_graphics=clean_graphics, burned_in=burned_in,
+                                  blank_regions=regions)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    if max_gib is not None and max_gib <= 0:
+        raise UsageError("--max-gib must be positive")
+    from voxpipe_plugins.deid.tree import deidentify_tree
+
+    summary = deidentify_tree(input_path, output, key_file, params.engine_options(), max_gib, listing)
+    if summary.key_created:
+        click.echo(f"created a new key in {key_file} (mode 0600); keep it safe and outside the data", err=True)
+    click.echo(f"de-identified {summary.written} files in {len(summary.series)} series -> {output}")
+    for title, counter in (("quarantined", summary.quarantined), ("skipped", summary.skipped), ("failed", summary.failed)):
+        for reason, n in counter.most_common():
+            click.echo(f"  {title}: {n} ({reason})")
+    if summary.library_warnings:
+        click.echo(f"  {summary.library_warnings} warnings from pydicom about unusual values (not shown: they quote header values)")
+    return summary.exit_code
