@@ -23,7 +23,9 @@ def float_image(image: Any, stage: str, allow_nonfinite: bool = False) -> torch.
         tensor = tensor.float()
     elif tensor.dtype != torch.float32:
         tensor = tensor.to(torch.float32)
-    if not allow_nonfinite:
+    # One multithreaded sum, no temporary: NaN and Inf propagate into it. Only when it is not
+    # finite (bad voxels, or a sum that overflowed) are the voxels counted one by one.
+    if not allow_nonfinite and not bool(torch.isfinite(tensor.sum())):
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
             raise StageInputError(f"{stage}: image has {bad} NaN or infinite voxels; fill or mask them before this stage")
