@@ -61,7 +61,8 @@ class DeepSegmenter:
                  mode: str = "gaussian", sigma_scale: float = 0.125, sw_batch_size: int = 1, sw_device: str | None = None,
                  device: str | None = None, amp: bool = True, flip_axes: list[int] | tuple[int, ...] = (),
                  output: str = "argmax", threshold: float = 0.5, label_names: dict[int, str] | None = None,
-                 context: StageContext | None = None, model: torch.nn.Module | None = None) -> None:
+                 context: StageContext | None = None, model: torch.nn.Module | None = None,
+                 weights_sha256: str | None = None) -> None:
         context = context or StageContext()
         self.key, self.output_key = key, output_key
         self.network_name, self.args = network, dict(args or {})
@@ -91,7 +92,7 @@ class DeepSegmenter:
             what = describe(network, self.args)
             if sidecar.get("network") and (sidecar.get("network"), sidecar.get("args")) != (network, self.args):
                 what += f" (the file's sidecar says {describe(sidecar['network'], sidecar.get('args') or {})})"
-            fit_weights(model, read_state_dict(path), what, path.name)
+            fit_weights(model, read_state_dict(path, weights_sha256), what, path.name)
             self.weights_name = path.name
         self.model = model.to(self.sw_device).eval().requires_grad_(False)
         names = label_names or {int(k): str(v) for k, v in (sidecar.get("label_names") or {}).items()}

@@ -22,6 +22,8 @@ class DeepSegParams(StageParams):
     weights: str | None = Field(
         None, description="Weights file (.safetensors, .pt, .pth), relative to the config file. Required by `voxpipe run`; "
         "`voxpipe train` writes it.")
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{64}$", description="SHA-256 of the weights file (hex); "
+                                       "when set, a file with another digest is refused before it is read.")
     roi_size: list[int] = Field(description="Sliding-window size in voxels, one per spatial axis.", min_length=2, max_length=3)
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of overlap between neighbouring windows.")
     mode: Literal["gaussian", "constant"] = Field("gaussian", description="Blending of overlapping windows.")

@@ -79,17 +79,42 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB pieces."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str | None) -> None:
+    """Refuse a weights file whose SHA-256 differs from ``expected`` -- before a byte of it is parsed."""
+    if not expected:
+        return
+    actual = file_sha256(path)
+    if actual.lower() != expected.strip().lower():
+        raise WeightsError(f"weights file {path.name}: SHA-256 is {actual[:16]}..., the config expects {expected.strip()[:16]}...; "
+                           "refused before reading (replace the file or fix `weights_sha256`)")
+
+
+def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch file saved with ``torch.save`` (loaded ``weights_only``).
 
     A torch file may hold the state dict itself, or a dict with it under ``state_dict`` or
     ``model`` (the usual checkpoint layouts). A ``module.`` prefix (DataParallel) is removed.
+    Torch files are only ever unpickled with ``weights_only=True``: a file that needs more
+    (arbitrary objects, code) is refused, never retried with full unpickling. With
+    ``sha256`` the file's digest is checked first and a mismatch refused before parsing.
     """
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}; train one with `voxpipe train` or fix `weights` (paths are relative to the config file)")
     suffix = path.suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
         raise WeightsError(f"weights file {path.name}: unsupported type `{suffix}`; use {', '.join(WEIGHT_SUFFIXES)}")
+    check_sha256(path, sha256)
     try:
         if suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -156,5 +181,5 @@ def save_checkpoint(model: torch.nn.Module, path: Path, info: dict[str, Any]) ->
         tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
-__all__ = ["NETWORKS", "WeightsError", "make_network", "bound_args", "read_state_dict", "fit_weights", "save_checkpoint",
+__all__ = ["NETWORKS", "WeightsError", "make_network", "bound_args", "read_state_dict", "check_sha256", "file_sha256", "fit_weights", "save_checkpoint",
            "read_sidecar", "sidecar_path", "describe"]

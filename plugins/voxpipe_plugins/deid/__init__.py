@@ -5,3 +5,7 @@ the keyed mappings (UIDs, dates, patient ids), ``engine`` applies the profile to
 set, ``tree`` de-identifies a folder (``voxpipe deid``) and ``stage`` is the pipeline stage.
 Only ``plugin`` is imported when the registry loads; it imports nothing heavy.
 """
+
+from voxpipe.redaction import redact_pydicom_log
+
+redact_pydicom_log()

@@ -166,7 +166,7 @@ class Deidentifier:
                 blank_regions(ds, self.options.blank_regions)
                 outcome.pixels_blanked = True
             else:
-                raise Quarantined(f"quarantined: {reason} (pixels may show identity); set burned_in: blank with "
+                raise Quarantined(f"{reason} (pixels may show identity); set burned_in: blank with "
                                   "blank_regions to blank the text areas, or review the file by hand")
         self.patient = str(ds.get("PatientID", "") or "") + "\x00" + str(ds.get("IssuerOfPatientID", "") or "")
         self.days = self.pseudonyms.day_offset(self.patient)
@@ -306,7 +306,9 @@ class Deidentifier:
                     del ds[elem.tag]  # a malformed date cannot be shifted, so it cannot stay
                 else:
                     elem.value = shifted
-            return  # TM and the UTC offset keep their values: the shift is whole days
+            elif not re.fullmatch(r"[+-]?\d{0,6}(\.\d{1,6})?", str(elem.value or "").strip()):
+                del ds[elem.tag]  # TM and the UTC offset keep their values (the shift is whole days) only when well formed
+            return
         if column == "rtn_safe_private":
             return
         if vr in TEXT_VRS or vr == "PN":

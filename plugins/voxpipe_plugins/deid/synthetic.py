@@ -76,10 +76,11 @@ def _ds(m: Markers, k: int, n: int, series_uid: str, study_uid: str, frame_uid: 
     # ... and in sequences it does not name (judged by value representation)
     inner = Dataset()
     inner.ContrastBolusRoute = patient["unlisted3"]
+    inner.CodeValue, inner.CodingSchemeDesignator, inner.CodeMeaning = "47625008", "SCT", "Intravenous route"
     middle = Dataset()
-    middle.DerivationDescription = patient["unlisted2"]
-    middle.ContrastBolusAgentSequence = Sequence([inner])
-    ds.SharedFunctionalGroupsSequence = Sequence([middle])
+    middle.ContrastBolusRoute = patient["unlisted2"]
+    middle.ContrastBolusAdministrationRouteSequence = Sequence([inner])
+    ds.ContrastBolusAgentSequence = Sequence([middle])
     # references to the other slices (consistency of remapped links)
     ref = Dataset()
     ref.ReferencedSOPClassUID = ds.SOPClassUID

@@ -94,8 +94,8 @@ def _one(path: Path, output: Path, engine: Deidentifier, cap: int, summary: Tree
     try:
         outcome = engine.apply(ds)
     except Quarantined as exc:
-        summary.quarantined[str(exc).split(" (")[0].removeprefix("quarantined: ")] += 1
-        return str(exc)
+        summary.quarantined[str(exc).split(" (")[0]] += 1
+        return f"quarantined: {exc}"
     except AlreadyDeidentified:
         summary.failed["already de-identified by VoxPipe (refused: dates would shift twice)"] += 1
         return "refused: already de-identified by VoxPipe"

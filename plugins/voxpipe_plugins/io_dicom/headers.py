@@ -247,6 +247,7 @@ def read_header_pydicom(path: Path) -> SliceHeader:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _refuse_deflate_bomb(path)
     try:
         with open(path, "rb") as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
@@ -271,6 +272,24 @@ def read_header_pydicom(path: Path) -> SliceHeader:
         if header.values["_has_pixels"] and _has_pixel_data(path, pixel_start, tag):
             header.values["_pixel_tag"] = tag
     return header
+
+
+def _refuse_deflate_bomb(path: Path) -> None:
+    """pydicom inflates a deflated data set whole: count what it inflates to first, in bounded pieces."""
+    from voxpipe.limits import inflated_size, max_bytes
+
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            return
+        import pydicom
+
+        try:
+            meta = pydicom.filereader._read_file_meta_info(handle)
+        except Exception:  # noqa: BLE001 - pydicom reports the problem itself below
+            return
+        if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+            inflated_size(handle, max_bytes(), f"{Path(path).name}: deflated data set", raw_deflate=True)
 
 
 def _without_preamble(path: Path):

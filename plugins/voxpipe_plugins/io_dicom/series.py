@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
+from voxpipe.limits import ResourceLimitError
 from voxpipe_plugins.io_dicom.geometry import orientation_label, orientation_vectors
 from voxpipe_plugins.io_dicom.headers import DICOMDIR_CLASS, NotDicom, SliceHeader, header_of, orientation_key
 
@@ -102,6 +103,9 @@ def read_headers(paths: Iterable[Path], skipped: Counter) -> list[SliceHeader]:
             continue
         except PermissionError:
             skipped["unreadable (permission denied)"] += 1
+            continue
+        except ResourceLimitError:
+            skipped["refused: inflates above the size cap (VOXPIPE_MAX_GIB)"] += 1
             continue
         except Exception:  # noqa: BLE001 - a corrupt header must not stop discovery
             skipped["unreadable DICOM header"] += 1

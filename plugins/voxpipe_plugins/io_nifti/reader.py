@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from voxpipe.cases import Discovery, discover_by_suffix
+from voxpipe.limits import check_declared, max_bytes
 from voxpipe.stage import record
 from voxpipe_plugins.common.tensors import make_metatensor
 
@@ -21,6 +22,9 @@ def discover(root: Path, params=None) -> Discovery:
 def read_nifti(path: Path, dtype: str = "float32", case_id: str = ""):
     """Load one NIfTI file as a channel-first MetaTensor."""
     image = nib.load(str(path))
+    stored = np.dtype(image.header.get_data_dtype()).itemsize
+    target = stored if dtype == "keep" else max(stored, np.dtype(dtype).itemsize)
+    check_declared("NIfTI header", tuple(image.header.get_data_shape()), target, max_bytes())  # before anything is inflated
     data = np.asanyarray(image.dataobj)
     if dtype != "keep":
         data = data.astype(dtype, copy=False)
