@@ -69,7 +69,8 @@ def test_rerun_skips_complete_cases_and_force_redoes(cli, sample_inputs, tmp_pat
     again = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out)
     assert again.exit_code == 0 and "0 ok, 0 failed, 4 skipped" in again.stderr
     changed = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--set", "smooth.sigma_mm=2")
-    assert "4 ok" in changed.stderr, "a different config is different processing"
+    assert changed.exit_code == 2, "another config's results are never silently mixed in or replaced"
+    assert len(changed.error_lines) == 1 and "different config" in changed.error_lines[0] and "--force" in changed.error_lines[0]
     forced = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--set", "smooth.sigma_mm=2", "--force")
     assert "4 ok, 0 failed, 0 skipped" in forced.stderr
     record = json.loads((case_dirs(out)[0] / "case.json").read_text())

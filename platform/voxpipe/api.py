@@ -70,8 +70,14 @@ def load_pipeline(config, overrides=(), device: str | None = None, registry: Reg
     return NotebookPipeline(validated, resolve_device(validated.config.device), registry)
 
 
-def run(config, input_path, output_dir, overrides=(), device: str | None = None, force: bool = False, registry: Registry | None = None) -> RunSummary:
-    """Run a pipeline over every case under ``input_path``; like ``voxpipe run``."""
+def run(config, input_path, output_dir, overrides=(), device: str | None = None, force: bool = False, registry: Registry | None = None,
+        workers: int = 0, executor: str = "local", timeout: float | None = None, retries: int = 2, report: bool = True) -> RunSummary:
+    """Run a pipeline over every case under ``input_path``; like ``voxpipe run``.
+
+    ``workers=0`` (the default here) runs the cases in this process; ``workers=N`` uses N
+    isolated worker processes, ``executor="dask-local"`` or ``"tcp://HOST:PORT"`` a Dask cluster.
+    """
     registry = registry or load_registry()
     validated = validate(config, overrides, device, registry)
-    return _run(validated, registry, Path(input_path), Path(output_dir), force=force)
+    return _run(validated, registry, Path(input_path), Path(output_dir), force=force, workers=workers, executor=executor,
+                timeout=timeout, retries=retries, report=report)

@@ -3,14 +3,21 @@
 Every case is processed in a private staging folder under ``OUTDIR/.voxpipe/`` and moved
 to ``OUTDIR/<case-id>/`` only when all of its stages succeeded, so a case folder is
 always complete. A failing case is recorded (one line, no paths) and the run goes on.
-``manifest.json`` is rewritten atomically after every case, so even a killed run leaves
-a valid account of what finished. A case whose folder holds a ``case.json`` with the same
-config hash is complete and is skipped on a rerun unless ``force`` is given.
+``manifest.json`` is rewritten atomically as cases finish (at most every
+``MANIFEST_INTERVAL`` seconds, and at the end), so even a killed run leaves a valid
+account of what finished. A case whose folder holds a ``case.json`` with the same config
+hash is complete and is skipped on a rerun unless ``force`` is given; that record, not
+the manifest, is what resume trusts.
+
+Cases run where the executor puts them (:mod:`voxpipe.executors`): in this process, in
+isolated local worker processes, or on Dask workers. One run at a time may use an output
+folder (a lock file says so); what a killed run left in staging is cleared by the next.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import platform as _platform
@@ -24,40 +31,18 @@ from pathlib import Path
 from typing import Callable
 
 from voxpipe import __version__
-from voxpipe.atomic import publish_dir, write_json
-from voxpipe.cases import CaseSource, case_id, id_key
+from voxpipe.atomic import write_json
+from voxpipe.cases import CaseSource, Discovery, case_id, id_key
 from voxpipe.config import ValidatedConfig
 from voxpipe.device import resolve_device
-from voxpipe.errors import UsageError
-from voxpipe.pipeline import CaseResult, Pipeline
+from voxpipe.errors import ConfigError, UsageError, VoxpipeError
 from voxpipe.registry import Registry
+from voxpipe.worker import CASE_RECORD, STAGING, CaseOutcome, RunRecipe, disk_full_message
 
 MANIFEST = "manifest.json"
-CASE_RECORD = "case.json"
-STAGING = ".voxpipe"
-
-
-@dataclass
-class CaseOutcome:
-    case_id: str
-    status: str  # ok | failed | skipped
-    seconds: float = 0.0
-    error: str | None = None
-    stages: list[dict] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        entry = {"case_id": self.case_id, "status": self.status, "seconds": round(self.seconds, 4)}
-        if self.error:
-            entry["error"] = self.error
-        if self.warnings:
-            entry["warnings"] = self.warnings
-        if self.stages:
-            entry["stages"] = self.stages
-        if self.outputs:
-            entry["outputs"] = self.outputs
-        return entry
+LOCK = "run.lock"
+MANIFEST_INTERVAL = 0.5
+__all__ = ["CaseOutcome", "RunSummary", "run", "prepare_output", "MANIFEST", "CASE_RECORD", "STAGING"]
 
 
 @dataclass
@@ -65,12 +50,17 @@ class RunSummary:
     output_dir: Path
     outcomes: list[CaseOutcome]
     skipped_files: Counter = field(default_factory=Counter)
+    fatal: str | None = None  # the run stopped early (a full disk); the message says what to do
+    not_run: int = 0
+    report: Path | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
     @property
     def exit_code(self) -> int:
+        if self.fatal:
+            return 2
         return 1 if self.count("failed") else 0
 
 
@@ -83,6 +73,8 @@ def prepare_output(output_dir: Path) -> None:
             pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UsageError(f"output folder {output_dir}: the disk is full ({reason}); free some space or choose another -o") from None
         raise UsageError(f"output folder {output_dir} is not writable ({reason}); choose another with -o") from None
 
 
@@ -95,71 +87,239 @@ def run(
     force: bool = False,
     on_case: Callable[[int, int, CaseOutcome], None] | None = None,
     source_map: Path | None = None,
+    workers: int = 0,
+    executor: str = "local",
+    timeout: float | None = None,
+    retries: int = 2,
+    report: bool = True,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
-    """Run a validated pipeline over every case under ``input_path``."""
+    """Run a validated pipeline over every case under ``input_path``.
+
+    Args:
+        workers: local worker processes; 0 runs the cases in this process (no isolation).
+            With a Dask executor: the number of workers a ``dask-local`` cluster starts.
+        executor: ``local``, ``dask-local`` or ``tcp://HOST:PORT`` (an existing scheduler).
+        timeout: seconds a case may take before its worker is stopped (needs workers).
+        retries: extra attempts for a case that failed with a transient I/O error.
+        report: write ``OUTDIR/report.html`` at the end.
+        on_start: called with (cases to run, cases already complete) before the first case.
+    """
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist; pass a file or folder with -i")
+    if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
+        raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
     resolved_device = resolve_device(device or validated.config.device)
-    pipeline = Pipeline(validated, resolved_device)
-    discovery = pipeline.discover(input_path)
+    pipeline = None
+    if executor == "local" and workers == 0:
+        from voxpipe.pipeline import Pipeline
+
+        pipeline = Pipeline(validated, resolved_device)
+    discovery = discover(validated, input_path)
     if not discovery.cases:
         skipped = "; ".join(f"{n} {reason}" for reason, n in discovery.skipped.most_common()) or "no files"
-        raise UsageError(f"no cases found under {input_path} for loader `{pipeline.loader.spec.id}` ({skipped})")
-    prepare_output(output_dir)
+        raise UsageError(f"no cases found under {input_path} for loader `{validated.stages[0].spec.id}` ({skipped})")
     key = id_key()
     ids = [case_id(source, key) for source in discovery.cases]
+    _check_previous_config(output_dir, validated, ids, force)
+    prepare_output(output_dir)
+    with RunLock(output_dir):
+        clear_stale_staging(output_dir)
+        return _run_locked(validated, registry, discovery, ids, output_dir, resolved_device, force, on_case, on_start,
+                           source_map, workers, executor, timeout, retries, report, pipeline)
+
+
+def _run_locked(validated, registry, discovery, ids, output_dir, device, force, on_case, on_start, source_map,
+                workers, executor, timeout, retries, report, pipeline) -> RunSummary:
     started = _now()
-    outcomes: list[CaseOutcome] = []
-    manifest = _manifest_header(validated, registry, resolved_device, started, discovery.skipped)
+    total = len(ids)
+    position = {cid: i for i, cid in enumerate(ids)}
+    outcomes: dict[str, CaseOutcome] = {}
+    header = _manifest_header(validated, registry, device, started, discovery.skipped)
+    header["executor"] = {"kind": executor, "workers": workers, "timeout_s": timeout, "retries": retries}
     if source_map is not None:
         _write_source_map(source_map, ids, discovery.cases)
-    for position, (source, cid) in enumerate(zip(discovery.cases, ids), start=1):
+    todo = []
+    for source, cid in zip(discovery.cases, ids):
         if not force and _is_complete(output_dir / cid, validated.hash):
-            outcome = CaseOutcome(cid, "skipped", error=None)
+            outcomes[cid] = CaseOutcome(cid, "skipped")
         else:
-            outcome = _run_one(pipeline, source, cid, output_dir, validated.hash)
-        outcomes.append(outcome)
-        _write_manifest(output_dir, manifest, outcomes, finished=None)
+            todo.append((source, cid))
+    if on_start:
+        on_start(len(todo), total - len(todo))
+    done = [0]
+    for cid in ids:
+        if cid in outcomes and on_case:
+            done[0] += 1
+            on_case(done[0], total, outcomes[cid])
+    state = {"fatal": None, "last_write": 0.0}
+
+    def ordered() -> list[CaseOutcome]:
+        return sorted(outcomes.values(), key=lambda o: position[o.case_id])
+
+    def write_manifest(finished: str | None, force_write: bool = False) -> None:
+        now = time.monotonic()
+        if not force_write and now - state["last_write"] < MANIFEST_INTERVAL:
+            return
+        try:
+            _write_manifest(output_dir, header, ordered(), finished)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                state["fatal"] = state["fatal"] or disk_full_message(output_dir)
+            else:
+                raise UsageError(f"cannot write {output_dir / MANIFEST} ({exc.strerror}); check the output folder") from None
+        state["last_write"] = now
+
+    def on_outcome(outcome: CaseOutcome) -> None:
+        outcomes[outcome.case_id] = outcome
+        if outcome.fatal and not state["fatal"]:
+            state["fatal"] = disk_full_message(output_dir)
+        write_manifest(None)
+        done[0] += 1
         if on_case:
-            on_case(position, len(discovery.cases), outcome)
-    _write_manifest(output_dir, manifest, outcomes, finished=_now())
-    shutil.rmtree(output_dir / STAGING, ignore_errors=True)
-    return RunSummary(output_dir, outcomes, discovery.skipped)
+            on_case(done[0], total, outcome)
+
+    write_manifest(None, force_write=True)
+    if todo:
+        recipe = make_recipe(validated, output_dir, device, workers, retries)
+        from voxpipe.executors import make_executor
+
+        runner = make_executor(executor, recipe, workers, timeout, pipeline)
+        try:
+            runner.run(todo, on_outcome, lambda: state["fatal"] is not None)
+        finally:
+            runner.close()
+    not_run = total - len(outcomes)
+    header["not_run"] = not_run
+    write_manifest(_now() if not state["fatal"] else None, force_write=True)
+    summary = RunSummary(output_dir, ordered(), discovery.skipped, fatal=state["fatal"], not_run=not_run)
+    if report and not state["fatal"]:
+        summary.report = _write_report(output_dir)
+    return summary
 
 
-def _run_one(pipeline: Pipeline, source: CaseSource, cid: str, output_dir: Path, config_hash: str) -> CaseOutcome:
-    staging = Path(tempfile.mkdtemp(prefix=f"{cid}-", dir=output_dir / STAGING))
-    start = time.perf_counter()
+def _write_report(output_dir: Path) -> Path | None:
+    """The HTML report is a courtesy: if it cannot be written the run's results still stand."""
+    from voxpipe.report import write_report
+
     try:
-        result = pipeline.run_case(source, cid, staging)
-        seconds = time.perf_counter() - start
-        stages = [{"stage": label, "seconds": round(t, 4)} for label, t in result.timings]
-        warnings = [str(w) for w in result.case.get("warnings", [])]
-        if not result.ok:
-            return CaseOutcome(cid, "failed", seconds, result.error, stages, warnings=warnings)
-        outputs = sorted([p.name for p in staging.iterdir()] + [CASE_RECORD])
-        record = _case_record(result, cid, config_hash, seconds, stages, outputs)
-        write_json(staging / CASE_RECORD, record)
-        publish_dir(staging, output_dir / cid, output_dir / STAGING)
-        return CaseOutcome(cid, "ok", seconds, None, stages, outputs, warnings)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return write_report(output_dir)
+    except Exception as exc:  # noqa: BLE001 - say so, but never fail a finished run over it
+        from voxpipe.errors import one_line
+
+        print(f"warning: report.html not written: {one_line(exc)}", file=sys.stderr)
+        return None
 
 
-def _case_record(result: CaseResult, cid: str, config_hash: str, seconds: float, stages: list, outputs: list) -> dict:
-    return {
-        "case_id": cid,
-        "status": "ok",
-        "config_hash": config_hash,
-        "kind": result.case["source"].kind,
-        "seconds": round(seconds, 4),
-        "stages": stages,
-        "history": _jsonable(result.case.get("history", [])),
-        "warnings": [str(w) for w in result.case.get("warnings", [])],
-        "outputs": outputs,
-        "finished": _now(),
-    }
+def discover(validated: ValidatedConfig, root: Path) -> Discovery:
+    """Cases under ``root`` as the loader sees them, without building (importing) any stage."""
+    from voxpipe.stage import import_object
+
+    loader = validated.stages[0]
+    function = loader.spec.discover
+    if function is None:
+        raise ConfigError([f"{validated.source}: stage 1 ({loader.label}) cannot discover cases"])
+    function = import_object(function) if isinstance(function, str) else function
+    return function(root, loader.params)
+
+
+def make_recipe(validated: ValidatedConfig, output_dir: Path, device: str, workers: int, retries: int) -> RunRecipe:
+    """What workers need to rebuild this pipeline: the resolved config as data, not objects."""
+    from voxpipe.executors import threads_per_worker
+
+    config = validated.resolved()
+    config.pop("training", None)
+    config["device"] = device
+    env = {k: v for k, v in os.environ.items() if k.startswith("VOXPIPE_")}
+    env[_ID_KEY_ENV] = str(_key_path())
+    return RunRecipe(
+        config=config, source=Path(validated.source).name, config_dir=str(validated.config_dir),
+        config_hash=validated.hash, device=device, output_dir=str(Path(output_dir).resolve()),
+        threads=threads_per_worker(workers or 1), retries=retries, env=env, sys_path=tuple(sys.path),
+    )
+
+
+_ID_KEY_ENV = "VOXPIPE_ID_KEY_FILE"
+
+
+def _key_path() -> Path:
+    from voxpipe.cases import _key_file
+
+    return _key_file()
+
+
+class RunLock:
+    """An exclusive lock on ``OUTDIR/.voxpipe/run.lock`` for the length of a run.
+
+    The kernel drops it when the process dies, even by SIGKILL, so a stale lock never
+    blocks the rerun that resumes a killed run.
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = Path(output_dir) / STAGING / LOCK
+        self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise UsageError(f"output folder {self.path.parent.parent} is in use by another voxpipe run; "
+                             "wait for it to finish or choose another -o") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def clear_stale_staging(output_dir: Path) -> None:
+    """Remove what a killed run left half-written in staging (never published, never complete)."""
+    for entry in (Path(output_dir) / STAGING).iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    for entry in Path(output_dir).iterdir():  # temporary files of atomic writes (".manifest.xyz.tmp.json")
+        if entry.name.startswith(".") and ".tmp" in entry.name and entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def _check_previous_config(output_dir: Path, validated: ValidatedConfig, ids: list[str], force: bool) -> None:
+    """An output folder holding another config's results is not silently mixed with this one's."""
+    if force or not output_dir.is_dir():
+        return
+    previous = None
+    try:
+        previous = json.loads((output_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        pass
+    other_hash = None
+    if isinstance(previous, dict) and previous.get("config_hash") not in (None, validated.hash):
+        other_hash = previous.get("config_hash")
+    else:
+        for cid in ids:
+            try:
+                record = json.loads((output_dir / cid / CASE_RECORD).read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("config_hash") not in (None, validated.hash):
+                other_hash = record.get("config_hash")
+                break
+    if other_hash:
+        name = previous.get("pipeline") if isinstance(previous, dict) else None
+        what = f"pipeline `{name}`, " if name else ""
+        raise UsageError(f"output folder {output_dir} holds results of a different config ({what}config hash {str(other_hash)[:12]}); "
+                         "rerun with --force to replace them, or choose another -o")
 
 
 def _is_complete(case_dir: Path, config_hash: str) -> bool:
@@ -167,7 +327,9 @@ def _is_complete(case_dir: Path, config_hash: str) -> bool:
         record = json.loads((case_dir / CASE_RECORD).read_text())
     except (OSError, ValueError):
         return False
-    return record.get("status") == "ok" and record.get("config_hash") == config_hash
+    if record.get("status") != "ok" or record.get("config_hash") != config_hash:
+        return False
+    return all((case_dir / name).is_file() for name in record.get("outputs", []))
 
 
 def _manifest_header(validated: ValidatedConfig, registry: Registry, device: str, started: str, skipped) -> dict:
@@ -211,11 +373,15 @@ def _write_source_map(path: Path, ids: list[str], sources: list[CaseSource]) -> 
 
 
 def _environment() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {"python": _platform.python_version()}
-    for name in ("torch", "monai", "numpy", "nibabel", "pydicom", "skimage"):
-        module = sys.modules.get(name)
-        if module is not None:
-            versions[name] = getattr(module, "__version__", "")
+    for name, dist in (("torch", "torch"), ("monai", "monai"), ("numpy", "numpy"), ("nibabel", "nibabel"),
+                       ("pydicom", "pydicom"), ("skimage", "scikit-image")):
+        try:
+            versions[name] = version(dist)  # metadata only: the runner process need not import them
+        except PackageNotFoundError:
+            pass
     return versions
 
 
