@@ -135,21 +135,36 @@ def validate(settings: Settings, config: Path, overrides: tuple[str, ...]) -> in
 @click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device (auto picks CUDA when there is one).")
 @click.option("--force", is_flag=True, help="Redo cases whose outputs are already complete.")
 @click.option("--source-map", type=click.Path(dir_okay=False, path_type=Path), help="Write case id -> input path (TSV, mode 0600) here; keep it outside shared folders.")
+@click.option("-w", "--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Worker processes (each case isolated; threads split between them); 0 runs in this process. "
+              "With --executor dask-local: the cluster's workers.")
+@click.option("--executor", default="local", show_default=True, metavar="local|dask-local|tcp://HOST:PORT",
+              help="Where cases run: local processes, a Dask LocalCluster started here, or an existing Dask scheduler.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop a case (and its worker) after this long and record it as failed.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Extra attempts for a case that failed with a transient I/O error (network shares).")
+@click.option("--no-report", is_flag=True, help="Do not write OUTPUT/report.html.")
 @click.pass_obj
 def run(settings: Settings, config: Path, input_path: Path | None, output_dir: Path | None, overrides: tuple[str, ...],
-        device: str | None, force: bool, source_map: Path | None) -> int:
+        device: str | None, force: bool, source_map: Path | None, workers: int = 1, executor: str = "local",
+        timeout: float | None = None, retries: int = 2, no_report: bool = False) -> int:
     """Run CONFIG on every case under INPUT, writing OUTPUT/<case-id>/ and OUTPUT/manifest.json.
 
     Case ids are pseudonymous. A failing case is reported and the run goes on; a rerun
-    skips cases that are already complete for the same config.
+    skips cases that are already complete for the same config (a killed run resumes).
+    Each case runs in a worker process: a crash or a --timeout costs that case only.
 
     \b
-    Exit codes: 0 all cases ok, 1 some cases failed, 2 usage or config error,
-    3 internal error (a bug: please report it with the --debug output).
+    Exit codes: 0 all cases ok, 1 some cases failed, 2 usage or config error (or the
+    output disk filled up: complete cases are kept), 3 internal error (a bug: please
+    report it with the --debug output).
 
     \b
-    Example:
+    Examples:
       voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/ --set device=cpu
+      voxpipe run configs/demo.yaml -i archive/ -o results/ --workers 2 --timeout 600
+      voxpipe run configs/demo.yaml -i archive/ -o /shared/results/ --executor tcp://10.0.0.5:8786
     """
     from voxpipe.config import load_config
     from voxpipe.errors import UsageError
@@ -163,22 +178,24 @@ def run(settings: Settings, config: Path, input_path: Path | None, output_dir: P
         missing = "-i/--input" if input_path is None else "-o/--output"
         raise UsageError(f"missing {missing}: give it on the command line or in the config's {'inputs' if input_path is None else 'outputs'}.path")
 
-    def report(position: int, total: int, outcome) -> None:
-        detail = f"  {outcome.error}" if outcome.error else ""
-        status = "done (complete, skipped)" if outcome.status == "skipped" else outcome.status
-        click.echo(f"[{position}/{total}] {outcome.case_id}  {status}  {outcome.seconds:.2f}s{detail}", err=True)
-        for warning in outcome.warnings:
-            click.echo(f"    warning: {warning}", err=True)
+    from voxpipe.progress import Progress
 
-    summary = run_pipeline(validated, registry, input_path, output_dir, force=force, on_case=report, source_map=source_map)
+    progress = Progress()
+    summary = run_pipeline(validated, registry, input_path, output_dir, force=force, on_case=progress.case, source_map=source_map,
+                           workers=workers, executor=executor, timeout=timeout, retries=retries, report=not no_report,
+                           on_start=progress.start)
+    progress.finish(summary)
     if summary.skipped_files:
         passed = ", ".join(f"{count} {reason}" for reason, count in summary.skipped_files.most_common())
         click.echo(f"input files passed over: {passed}", err=True)
+    report = f", report {summary.report}" if summary.report else ""
     click.echo(
         f"{len(summary.outcomes)} cases: {summary.count('ok')} ok, {summary.count('failed')} failed, "
-        f"{summary.count('skipped')} skipped; outputs in {summary.output_dir}, manifest {summary.output_dir / 'manifest.json'}",
+        f"{summary.count('skipped')} skipped; outputs in {summary.output_dir}, manifest {summary.output_dir / 'manifest.json'}{report}",
         err=True,
     )
+    if summary.fatal:
+        click.echo(f"error: {summary.fatal}", err=True)
     return summary.exit_code
 
 
