@@ -86,3 +86,25 @@ def test_seg_refuses_non_dicom_and_resampled_grids(cli, tmp_path):
     config.write_text(resampled)
     result = cli("run", config, "-i", tmp_path / "dcm", "-o", tmp_path / "out2")
     assert result.exit_code == 1 and "does not match the source series grid" in result.stderr
+
+
+@pytest.mark.skipif(__import__("shutil").which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed")
+def test_seg_passes_the_dicom3tools_iod_validator(cli, tmp_path):
+    """David Clunie's dciodvfy checks the SEG against the standard's IOD and module tables
+    (what viewers such as 3D Slicer rely on): no errors and no warnings, single- and multi-frame sources."""
+    import subprocess
+
+    write_series(tmp_path / "in" / "axial", ct_like_volume((8, 32, 28), seed=3), SeriesSpec(spacing=(0.8, 0.6, 2.0)))
+    write_enhanced(tmp_path / "in" / "enhanced" / "mf.dcm", ct_like_volume((6, 24, 24), seed=4), SeriesSpec(), frame_order=[3, 0, 5, 1, 4, 2])
+    config = tmp_path / "seg.yaml"
+    config.write_text(CONFIG.format(loader="load.dicom"))
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    segs = sorted((tmp_path / "out").glob("case-*/segmentation.dcm"))
+    assert len(segs) == 2
+    for seg in segs:
+        check = subprocess.run(["dciodvfy", str(seg)], capture_output=True, text=True, timeout=60)
+        report = (check.stdout + check.stderr).splitlines()
+        problems = [line for line in report if line.startswith(("Error", "Warning"))]
+        assert check.returncode == 0 and not problems, "\n".join(problems[:10])
+        assert any(line.strip() == "Segmentation" for line in report)
