@@ -19,7 +19,7 @@ from voxpipe.atomic import dir_mode, write_json
 from voxpipe.cases import iter_files
 from voxpipe.errors import UsageError
 from voxpipe.limits import ResourceLimitError, max_bytes
-from voxpipe.safe_paths import inside
+from voxpipe.safe_paths import UnsafePathError, inside
 from voxpipe_plugins.deid.engine import AlreadyDeidentified, DeidError, Deidentifier, DeidOptions, Quarantined
 from voxpipe_plugins.deid.keys import fingerprint, load_or_create
 from voxpipe_plugins.deid.reading import DICOMDIR_CLASS, NotDicomFile, read_dicom
@@ -103,7 +103,11 @@ def _one(path: Path, output: Path, engine: Deidentifier, cap: int, summary: Tree
         summary.failed[str(exc)] += 1
         return f"failed: {exc}"
     summary.library_warnings += outcome.library_warnings
-    target = write_dataset(ds, output, relative_parts(ds, engine.pseudonyms))
+    try:
+        target = write_dataset(ds, output, relative_parts(ds, engine.pseudonyms))
+    except UnsafePathError as exc:
+        summary.failed[str(exc)] += 1
+        return f"refused: {exc}"
     summary.written += 1
     summary.series.add(str(ds.get("SeriesInstanceUID", "")))
     return str(target)

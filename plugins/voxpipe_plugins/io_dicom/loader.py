@@ -172,6 +172,7 @@ def _planar(frames: list[Frame], options: DicomOptions) -> Volume:
     from voxpipe_plugins.io_dicom.pixels import decode_pixels
 
     header = frames[0].header
+    _check_declared_size(header, options)
     ds, pixels = decode_pixels(header.path)
     if header.get("PhotometricInterpretation") == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
@@ -196,6 +197,17 @@ def _planar(frames: list[Frame], options: DicomOptions) -> Volume:
         array = values[0].transpose(2, 1, 0) if samples > 1 else values[0].T[None]
     meta = _meta(header, processing, 1.0, count, "none")
     return Volume(array, affine, meta, warning, [header.path])
+
+
+def _check_declared_size(header, options: DicomOptions) -> None:
+    """Rows x columns x frames x samples x bits, from the header, against the cap: refused before decoding."""
+    from voxpipe.limits import ResourceLimitError, check_declared
+
+    shape = tuple(int(header.get(k, 1) or 1) for k in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel"))
+    try:
+        check_declared(header.path.name, shape, max(int(header.get("BitsAllocated", 16) or 16), 8) / 8, int(options.max_gib * 2**30))
+    except ResourceLimitError as exc:
+        raise SeriesError(str(exc)) from None
 
 
 def _meta(header, processing: dict, spacing: float, count: int, orientation: str) -> dict:
