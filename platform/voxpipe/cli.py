@@ -273,14 +273,22 @@ def train(settings: Settings, config: Path, output_dir: Path, overrides: tuple[s
 
 
 @cli.command()
-@click.option("--ref", "ref", required=True, type=click.Path(path_type=Path), help="Folder of reference label NIfTI files.")
-@click.option("--pred", "preds", required=True, multiple=True, metavar="[NAME=]FOLDER",
+@click.option("--ref", "ref", type=click.Path(path_type=Path), help="Folder of reference label NIfTI files.")
+@click.option("--pred", "preds", multiple=True, metavar="[NAME=]FOLDER",
               help="Predicted labels: a folder of NIfTI files, or a `voxpipe run` output; repeat to compare pipelines.")
+@click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path),
+              help="Instead: a feature store (`voxpipe features collect`); reports retrieval precision@k and mAP.")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="With --store: case_id,label CSV (default: the store's labels).")
+@click.option("-k", "ks", multiple=True, type=click.IntRange(1, 10000), help="With --store: precision@k for these k (default 1 and 5).")
+@click.option("--set", "sets", multiple=True, metavar="NAME", help="With --store: feature set(s) to use.")
+@click.option("--space", type=click.Choice(["raw", "isomap"]), default="isomap", show_default=True,
+              help="With --store: also score this space (raw is always scored).")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write per_case.csv, summary.csv and evaluation.md here.")
 @click.option("--source-map", type=click.Path(dir_okay=False, path_type=Path),
               help="The case id -> input TSV of `voxpipe run --source-map`, to match run outputs to references.")
-def evaluate(ref: Path, preds: tuple[str, ...], output_dir: Path | None, source_map: Path | None) -> int:
+def evaluate(ref: Path | None, preds: tuple[str, ...], output_dir: Path | None, source_map: Path | None, store: Path | None,
+             labels: Path | None, ks: tuple[int, ...], sets: tuple[str, ...], space: str) -> int:
     """Score predicted label maps against references: Dice, IoU, HD95 and ASSD (mm) per case and label.
 
     Files are matched by name (without .nii/.nii.gz and suffixes like _label, _seg, _pred).
@@ -291,7 +299,14 @@ def evaluate(ref: Path, preds: tuple[str, ...], output_dir: Path | None, source_
       voxpipe run configs/ct-lungs.yaml -i scans/ -o runs/classical --source-map private/map.tsv
       voxpipe evaluate --ref labels/ --pred classical=runs/classical --pred unet=runs/unet \\
           --source-map private/map.tsv -o eval/
+      voxpipe evaluate --store stores/radiomics --labels classes.csv -k 1 -k 5   # retrieval
     """
+    if store is not None:
+        from voxpipe_plugins.match.commands import evaluate_retrieval
+
+        return evaluate_retrieval(store, labels, ks, output_dir, sets, space)
+    if ref is None or not preds:
+        raise VoxpipeError("evaluate needs --ref and --pred (segmentation) or --store (retrieval); see voxpipe evaluate --help")
     from voxpipe_plugins.evaluate.compare import evaluate as run_evaluation, markdown, write_outputs
 
     evaluation = run_evaluation(ref, preds, source_map)
@@ -384,6 +399,10 @@ def sample_data(directory: Path) -> None:
 from voxpipe.cli_deid import deid as _deid_command  # noqa: E402 - registered after the group exists
 
 cli.add_command(_deid_command)
+
+from voxpipe_plugins.match.commands import add_commands as _add_match_commands  # noqa: E402 - click only
+
+_add_match_commands(cli)  # features collect|export, match, cluster, register, keypoints
 
 
 if __name__ == "__main__":  # pragma: no cover

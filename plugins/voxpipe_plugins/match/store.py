@@ -174,7 +174,8 @@ def collect(paths: list[Path], labels: dict[str, str] | None = None) -> FeatureS
                     raise UsageError(f"case {cid}: feature set `{s}` has NaN or infinite values; rerun or drop the case")
                 if s in first and v.size != rows[first[s]][s].size:
                     raise UsageError(f"case {cid}: feature set `{s}` has {v.size} values but case {first[s]} has "
-                                     f"{rows[first[s]][s].size}; features of one set must come from one config")
+                                     f"{rows[first[s]][s].size}; features of one set must come from one config "
+                                     "(and 2D and 3D cases have different shape features: collect them apart)")
                 first.setdefault(s, cid)
                 set_info = (info.get("sets") or {}).get(s) or {}
                 if s not in names or names[s] is None:

@@ -1,0 +1,324 @@
+"""Feature files, the feature store, retrieval, Isomap, clustering, exports, keypoint matching.
+
+Galleries are synthetic with known classes, so retrieval and clustering quality is
+measured against the truth with thresholds far above chance; the end-to-end test runs
+configs/radiomics.yaml on generated spheres and cubes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import REPO, write_nifti
+from voxpipe.errors import UsageError
+from voxpipe_plugins.match import store as stores
+from voxpipe_plugins.match.cluster import cluster
+from voxpipe_plugins.match.export import read_csv, write_csv
+from voxpipe_plugins.match.retrieval import leave_one_out
+from voxpipe_plugins.match.space import distances, fit_space
+from voxpipe_plugins.match.writer import FeatureWriter
+
+
+def gallery(n_per_class=15, classes=3, dims=16, informative=6, seed=0):
+    """Vectors whose first ``informative`` dims carry the class (unit-variance noise elsewhere, wildly scaled)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5.0, size=(classes, informative))
+    rows, labels = [], []
+    for c in range(classes):
+        x = rng.normal(0, 1, size=(n_per_class, dims))
+        x[:, :informative] += centres[c]
+        rows.append(x)
+        labels += [f"class{c}"] * n_per_class
+    x = np.vstack(rows) * np.logspace(0, 4, dims)  # units differ by 10^4: standardisation has to fix this
+    return x.astype(np.float32), labels
+
+
+def make_store(x, labels, name="vec"):
+    ids = [f"case-{i:04d}" for i in range(len(x))]
+    return stores.FeatureStore(ids, {name: x}, {name: [f"f{i}" for i in range(x.shape[1])]}, [], dict(zip(ids, labels)))
+
+
+def test_leave_one_out_scores_on_a_hand_checked_ranking():
+    # 1-D points: a a b | b; distances |i - j|
+    points = np.array([[0.0], [1.0], [2.0], [10.0]])
+    scores = leave_one_out(distances(points, points), ["a", "a", "b", "b"], ks=(1, 2))
+    # query 0: ranked 1(a) 2(b) 3(b): P@1 = 1, AP = 1; query 1: 0(a) 2(b) ... AP = 1 (tie 0/2 by index)
+    # query 2: 1(a) 0(a) 3(b): P@1 = 0, AP = 1/3; query 3: 2(b) 1 0: P@1 = 1, AP = 1
+    assert scores["precision@1"] == pytest.approx(3 / 4)
+    assert scores["map"] == pytest.approx((1 + 1 + 1 / 3 + 1) / 4)
+    assert scores["chance"] == pytest.approx(1 / 3)
+
+
+def test_retrieval_is_far_above_chance_and_needs_standardisation():
+    x, labels = gallery()
+    _, z = fit_space(x.astype(np.float64), "raw", standardize=True)
+    good = leave_one_out(distances(z, z), labels, ks=(5,))
+    _, unscaled = fit_space(x.astype(np.float64), "raw", standardize=False)
+    bad = leave_one_out(distances(unscaled, unscaled), labels, ks=(5,))
+    assert good["precision@5"] >= 0.9 and good["map"] >= 0.8
+    assert good["chance"] == pytest.approx(14 / 44)
+    assert bad["precision@5"] < 0.6  # the largest-unit noise dimension dominates without z-scoring
+
+
+def test_isomap_unrolls_a_swiss_roll_and_keeps_its_neighbours():
+    from sklearn.datasets import make_swiss_roll
+
+    points, t = make_swiss_roll(n_samples=600, noise=0.05, random_state=0)
+    arc = (t * np.sqrt(1 + t * t) + np.arcsinh(t)) / 2  # length along the spiral x = t cos t, z = t sin t
+    intrinsic = np.column_stack([arc, points[:, 1]])
+    _, iso = fit_space(points, "isomap", standardize=False, neighbors=10, components=2)
+    _, raw = fit_space(points, "raw", standardize=False)
+
+    def overlap(coords, k=10):
+        d_true = distances(intrinsic, intrinsic)
+        d = distances(coords, coords)
+        shared = [len(set(np.argsort(d[i])[1:k + 1]) & set(np.argsort(d_true[i])[1:k + 1])) / k for i in range(len(coords))]
+        return float(np.mean(shared))
+
+    assert overlap(iso) > 0.6
+    # geodesic distances survive the embedding; straight 3D distances across the turns do not
+    d_true = distances(intrinsic, intrinsic).ravel()
+    assert np.corrcoef(distances(iso, iso).ravel(), d_true)[0, 1] > 0.6
+    assert np.corrcoef(distances(points, points).ravel(), d_true)[0, 1] < 0.4
+    assert overlap(iso) > overlap(raw[:, [0, 2]])
+
+
+@pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
+def test_clustering_recovers_synthetic_clusters(method):
+    rng = np.random.default_rng(2)
+    centres = 6.0 * np.eye(4)  # four clusters, 8.5 standard deviations apart
+    x = np.vstack([c + rng.normal(0, 1, size=(20, 4)) for c in centres])
+    labels = [f"c{i}" for i in range(4) for _ in range(20)]
+    _, z = fit_space(x, "raw")
+    result = cluster(z, method, None, labels=labels)
+    assert result["clusters"] == 4  # chosen by silhouette
+    assert result["adjusted_rand"] > 0.9 and result["silhouette"] > 0.4
+    assert sorted(result["sizes"]) == [20, 20, 20, 20]
+
+
+def write_case(folder, vectors, names=None, case_id=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    case = {"case_id": case_id or folder.name, "output_dir": folder, "features": vectors, "feature_names": names or {}, "history": []}
+    FeatureWriter()(case)
+    return folder
+
+
+def test_store_refuses_mismatched_lengths_naming_the_case(tmp_path):
+    run = tmp_path / "run"
+    write_case(run / "case-aaa", {"radiomics": np.ones(5, np.float32)})
+    write_case(run / "case-bbb", {"radiomics": np.ones(4, np.float32)})
+    with pytest.raises(UsageError, match=r"case case-bbb: feature set `radiomics` has 4 values but case case-aaa has 5"):
+        stores.collect([run])
+    write_case(run / "case-bbb", {"radiomics": np.ones(5, np.float32), "vgg16": np.ones(3, np.float32)})
+    write_case(run / "case-ccc", {"radiomics": np.ones(5, np.float32)})
+    with pytest.raises(UsageError, match=r"case case-(aaa|ccc) has no feature set `vgg16`"):
+        stores.collect([run])
+
+
+def test_cli_collect_refusal_writes_nothing(tmp_path, cli):
+    run = tmp_path / "run"
+    write_case(run / "case-aaa", {"radiomics": np.ones(5, np.float32)})
+    write_case(run / "case-bbb", {"radiomics": np.ones(6, np.float32)})
+    result = cli("features", "collect", run, "-o", tmp_path / "store")
+    assert result.exit_code == 2
+    assert len(result.error_lines) == 1 and "case-bbb" in result.error_lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left behind
+
+
+def test_writer_and_store_keep_names_provenance_and_refuse_nan(tmp_path):
+    folder = tmp_path / "run" / "case-x1"
+    folder.mkdir(parents=True)
+    case = {"case_id": "case-x1", "output_dir": folder, "features": {"radiomics": np.arange(3, dtype=np.float32)},
+            "feature_names": {"radiomics": ["a", "b", "c"]}, "outputs": {"class": 1},
+            "history": [{"op": "radiomics.extract", "feature_set": "radiomics", "levels": 32}]}
+    FeatureWriter()(case)
+    (folder / "case.json").write_text(json.dumps({"config_hash": "abc123"}))
+    info = json.loads((folder / "features.json").read_text())
+    assert info["sets"]["radiomics"]["stage"]["levels"] == 32 and info["outputs"] == {"class": 1}
+    assert "numpy" in info["versions"]
+    store = stores.collect([tmp_path / "run"])
+    assert store.provenance[0]["config_hash"] == "abc123" and store.names["radiomics"] == ["a", "b", "c"]
+    store.save(tmp_path / "store")
+    loaded = stores.load(tmp_path / "store")
+    np.testing.assert_array_equal(loaded.matrices["radiomics"], [[0, 1, 2]])
+    with pytest.raises(UsageError, match="exists"):
+        store.save(tmp_path / "store")
+    case["features"]["radiomics"] = np.array([1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="1 NaN"):
+        FeatureWriter()(case)
+
+
+def test_csv_export_round_trips_exactly(tmp_path):
+    x, labels = gallery(n_per_class=4, classes=2, dims=5, informative=2)
+    x[0, 0] = np.float32(1 / 3)
+    store = make_store(x, labels)
+    write_csv(store, tmp_path / "f.csv")
+    ids, names, values = read_csv(tmp_path / "f.csv")
+    assert ids == store.case_ids and names == [f"vec.f{i}" for i in range(5)]
+    np.testing.assert_array_equal(values, x)  # bit for bit
+    with open(tmp_path / "f.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["label"] == "class0"
+
+
+def test_match_and_evaluate_commands_on_a_store(tmp_path, cli):
+    x, labels = gallery()
+    make_store(x, labels).save(tmp_path / "store")
+    result = cli("match", "--store", tmp_path / "store", "--query", "case-0003", "-k", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    matches = json.loads(result.stdout)["matches"]
+    assert len(matches) == 5 and "case-0003" not in [m["case_id"] for m in matches]
+    assert sum(m["label"] == "class0" for m in matches) >= 3
+    assert [m["distance"] for m in matches] == sorted(m["distance"] for m in matches)
+    iso = cli("match", "--store", tmp_path / "store", "--query", "case-0003", "-k", "3", "--space", "isomap")
+    assert iso.exit_code == 0 and iso.stdout.count("case-") == 4
+    ev = cli("evaluate", "--store", tmp_path / "store", "-k", "1", "-k", "5", "-o", tmp_path / "eval")
+    assert ev.exit_code == 0, ev.stderr
+    results = json.loads((tmp_path / "eval" / "retrieval.json").read_text())["results"]
+    raw = next(r for r in results if r["space"] == "raw")
+    assert raw["precision@5"] >= 0.9 and raw["map"] > 2 * raw["chance"]
+    assert {r["space"] for r in results} == {"raw", "isomap"}
+    bad = cli("match", "--store", tmp_path / "store", "--query", "case-nope")
+    assert bad.exit_code == 2 and "case-nope" in bad.error_lines[0]
+    no_store = cli("evaluate", "--store", tmp_path / "missing")
+    assert no_store.exit_code == 2 and "not a feature store" in no_store.error_lines[0]
+    neither = cli("evaluate")
+    assert neither.exit_code == 2 and "--ref and --pred" in neither.error_lines[0]
+
+
+def test_cluster_command_writes_table_and_plot(tmp_path, cli):
+    x, labels = gallery(n_per_class=10, classes=3, dims=6, informative=6, seed=4)
+    make_store(x, labels).save(tmp_path / "store")
+    result = cli("cluster", "--store", tmp_path / "store", "--method", "agglomerative", "--clusters", "3", "-o", tmp_path / "c")
+    assert result.exit_code == 0, result.stderr
+    assert "silhouette" in result.stdout and "adjusted Rand" in result.stdout
+    summary = json.loads((tmp_path / "c" / "clusters.json").read_text())
+    assert summary["adjusted_rand"] > 0.9
+    png = (tmp_path / "c" / "embedding.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert len((tmp_path / "c" / "clusters.csv").read_text().splitlines()) == 31
+
+
+def blob_volume(kind, size_mm, seed):
+    """A bright lesion in noise, 28^3 voxels of 1 mm: a smooth sphere, or a cube with a coarse texture."""
+    rng = np.random.default_rng(seed)
+    n = 28
+    grid = np.indices((n, n, n)) - (n - 1) / 2 + rng.uniform(-1.5, 1.5, size=(3, 1, 1, 1))
+    if kind == "sphere":
+        inside = (grid**2).sum(0) <= (size_mm / 2) ** 2
+    else:
+        inside = np.all(np.abs(grid) <= size_mm / 2, axis=0)
+    texture = 0.0
+    if kind == "cube":
+        from scipy import ndimage
+
+        texture = 40 * ndimage.gaussian_filter(rng.normal(0, 1, inside.shape), 1.0) / 0.18
+    return (np.where(inside, 200.0 + texture, 20.0) + rng.normal(0, 8, inside.shape)).astype(np.float32)
+
+
+def test_radiomics_config_end_to_end_retrieves_shape_classes(tmp_path, cli):
+    inputs = tmp_path / "in"
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        kind = "sphere" if i % 2 else "cube"
+        write_nifti(inputs / f"{kind}{i:02d}.nii.gz", blob_volume(kind, rng.uniform(10, 16), i))
+    run = cli("run", REPO / "configs" / "radiomics.yaml", "-i", inputs, "-o", tmp_path / "out", "--workers", "0",
+              "--no-report", "--source-map", tmp_path / "map.tsv")
+    assert run.exit_code == 0, run.stderr
+    with open(tmp_path / "labels.csv", "w") as handle:
+        handle.write("case_id,label\n")
+        for line in (tmp_path / "map.tsv").read_text().splitlines():
+            cid, _, path = line.partition("\t")
+            if cid.startswith("case-"):
+                handle.write(f"{cid},{'sphere' if 'sphere' in path else 'cube'}\n")
+    collected = cli("features", "collect", tmp_path / "out", "-o", tmp_path / "store", "--labels", tmp_path / "labels.csv")
+    assert collected.exit_code == 0, collected.stderr
+    store = stores.load(tmp_path / "store")
+    assert len(store.case_ids) == 12 and len(store.labels) == 12
+    names = store.names["radiomics"]
+    sphericity = store.matrices["radiomics"][:, names.index("shape.sphericity")]
+    is_sphere = np.array([store.labels[c] == "sphere" for c in store.case_ids])
+    assert sphericity[is_sphere].min() > sphericity[~is_sphere].max()  # pi/6 ** (1/3) = 0.81 for a cube
+    ev = cli("evaluate", "--store", tmp_path / "store", "-k", "1", "-k", "3", "-o", tmp_path / "eval")
+    assert ev.exit_code == 0, ev.stderr
+    raw = json.loads((tmp_path / "eval" / "retrieval.json").read_text())["results"][0]
+    assert raw["precision@1"] >= 0.9 and raw["chance"] == pytest.approx(5 / 11)
+    exported = cli("features", "export", tmp_path / "store", tmp_path / "f.csv")
+    assert exported.exit_code == 0
+    ids, columns, values = read_csv(tmp_path / "f.csv")
+    assert "radiomics.glcm.contrast" in columns and values.shape == (12, len(names))
+    parquet = cli("features", "export", tmp_path / "store", tmp_path / "f.parquet")
+    try:
+        import pyarrow  # noqa: F401
+        assert parquet.exit_code == 0
+    except ImportError:
+        assert parquet.exit_code == 2 and "pyarrow" in parquet.error_lines[0]
+
+
+def test_match_nearest_stage_votes_with_the_store_labels(tmp_path):
+    from voxpipe.stage import StageContext
+    from voxpipe_plugins.match.nearest import NearestMatcher
+
+    x, labels = gallery()
+    make_store(x, labels).save(tmp_path / "store")
+    stage = NearestMatcher("store", k=5, context=StageContext(config_dir=tmp_path))
+    query = x[20] + np.float32(0.01)
+    case = stage({"case_id": "case-new", "features": {"vec": query}, "history": []})
+    out = case["outputs"]["match"]
+    assert out["label"] == "class1" and out["neighbors"][0]["case_id"] == "case-0020"
+    own = stage({"case_id": "case-0020", "features": {"vec": x[20]}, "history": []})
+    assert "case-0020" not in [n["case_id"] for n in own["outputs"]["match"]["neighbors"]]
+    with pytest.raises(UsageError, match="has 3 values, the store's has 16"):
+        stage({"case_id": "c", "features": {"vec": np.ones(3)}, "history": []})
+
+
+def shepp_logan_pair(angle_deg=12.0, shift=(9.0, -6.0)):
+    """Shepp-Logan (shipped with scikit-image) and a rotated + shifted copy; returns the true moving->fixed matrix."""
+    from skimage.data import shepp_logan_phantom
+    from skimage.transform import EuclideanTransform, rescale, warp
+
+    fixed = rescale(shepp_logan_phantom(), 0.64, anti_aliasing=True)  # 256 x 256
+    centre = np.array(fixed.shape[::-1]) / 2 - 0.5
+    about = EuclideanTransform(translation=-centre)
+    rotate = EuclideanTransform(rotation=math.radians(angle_deg), translation=np.array(shift))
+    forward = EuclideanTransform(np.linalg.inv(about.params) @ rotate.params @ about.params)  # fixed -> moving
+    moving = warp(fixed, forward.inverse, order=1)
+    return fixed, moving, np.linalg.inv(forward.params)
+
+
+@pytest.mark.parametrize("detector", ["orb", "sift"])
+def test_keypoints_recover_a_known_rotation_and_shift(detector):
+    from voxpipe_plugins.match.keypoints import match_images
+
+    fixed, moving, truth = shepp_logan_pair()
+    result = match_images(fixed, moving, detector=detector)
+    assert result.inliers >= 10
+    assert result.rotation_deg == pytest.approx(-12.0, abs=0.5)
+    # every pixel of the image lands within 1 px of where the true transform puts it
+    corners = np.array([[0, 0, 1], [255, 0, 1], [0, 255, 1], [255, 255, 1], [128, 128, 1]], float).T
+    assert np.abs(result.matrix @ corners - truth @ corners)[:2].max() < 1.0
+
+
+def test_keypoints_command_writes_transform_and_pictures(tmp_path, cli):
+    from PIL import Image
+
+    fixed, moving, truth = shepp_logan_pair(angle_deg=-8.0, shift=(5.0, 4.0))
+    for name, image in (("a.png", fixed), ("b.png", moving)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / name)
+    result = cli("keypoints", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "kp")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((tmp_path / "kp" / "keypoints.json").read_text())
+    assert data["rotation_deg"] == pytest.approx(8.0, abs=0.7)
+    assert (tmp_path / "kp" / "matches.png").stat().st_size > 5000
+    warped = np.asarray(Image.open(tmp_path / "kp" / "moving_on_fixed.png"), dtype=float) / 255
+    inside = fixed > 0.05
+    assert np.corrcoef(warped[inside], fixed[inside])[0, 1] > 0.9
+    (tmp_path / "flat.png").write_bytes(b"not a png")
+    bad = cli("keypoints", tmp_path / "flat.png", tmp_path / "b.png", "-o", tmp_path / "kp2")
+    assert bad.exit_code == 2 and "cannot read" in bad.error_lines[0]
