@@ -156,6 +156,14 @@ def test_glcm_matches_haralick_hand_matrix_and_hand_features():
     assert f["inverse_variance"] == pytest.approx((6 / 24) / 1 + (2 / 24) / 4)
 
 
+def test_glcm_matches_the_pyradiomics_documentation_example():
+    """The 5x5, 5-level example of the pyradiomics GLCM documentation and its published 0-degree matrix."""
+    image = np.array([[1, 2, 5, 2, 3], [3, 2, 1, 3, 1], [1, 3, 5, 5, 2], [1, 1, 1, 1, 2], [1, 2, 4, 3, 5]])
+    published = np.array([[6, 4, 3, 0, 0], [4, 0, 2, 1, 3], [3, 2, 0, 1, 2], [0, 1, 1, 0, 0], [0, 3, 2, 0, 2]])
+    mats = glcm.glcm_matrices(image, np.ones(image.shape, bool), 5)
+    np.testing.assert_array_equal(mats[glcm.directions(2).index((0, 1))], published)
+
+
 def test_glcm_agrees_with_scikit_image_in_every_direction():
     from skimage.feature import graycomatrix, graycoprops
 
