@@ -96,8 +96,26 @@ stages:
 """
 
 
+def _broken_series(root: Path, markers) -> None:
+    """A copy of one series, re-identified as a new series whose slices disagree on pixel spacing.
+
+    The loader's error names the file at fault; the file names carry markers, so the message
+    must not show them (only scanner-style names such as IM000123.dcm are shown)."""
+    series_uid = pydicom.uid.generate_uid()
+    folder = root / f"{markers.new()}_broken"
+    folder.mkdir()
+    for k, path in enumerate(sorted((root).rglob("*_0_*.dcm"))):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        if k == 2:
+            ds.PixelSpacing = ["0.5", "0.5"]
+        ds.save_as(folder / f"{markers.new()}.dcm", enforce_file_format=True)
+
+
 def test_no_marker_after_voxpipe_run_with_deid(corpus, tmp_path, cli, caplog):
     root, markers = corpus
+    _broken_series(root, markers)
     key = tmp_path / "keys" / "deid.key"
     blobs: list[tuple[str, bytes]] = []
     caplog.set_level(logging.DEBUG)
@@ -112,6 +130,7 @@ def test_no_marker_after_voxpipe_run_with_deid(corpus, tmp_path, cli, caplog):
         if name == "dicom":
             cases = [p for p in out.iterdir() if p.name.startswith("case-")]
             assert len(cases) == 2 and all((c / "segmentation.dcm").is_file() for c in cases)
+            assert "pixel spacing differs" in result.stderr and "<input file" in result.stderr
             assert "quarantined" in (result.stdout + result.stderr).lower()
             _check_seg_references_the_deidentified_source(cases[0])
         else:

@@ -154,6 +154,19 @@ def test_run_replaces_planted_links_instead_of_following_them(cli, tmp_path, wri
     assert not case.is_symlink() and (case / "image.nii.gz").is_file() and not (out / "manifest.json").is_symlink()
 
 
+def test_run_refuses_a_planted_staging_link(cli, tmp_path, write_config):
+    from tests.conftest import write_nifti
+
+    write_nifti(tmp_path / "in" / "a.nii.gz", np.zeros((4, 4, 4), np.float32))
+    config = write_config("version: 1\nname: x\nstages:\n  - use: load.nifti\n  - use: write.nifti\n")
+    outside, out = tmp_path / "outside", tmp_path / "out"
+    outside.mkdir()
+    out.mkdir()
+    (out / ".voxpipe").symlink_to(outside)
+    result = cli("run", config, "-i", tmp_path / "in", "-o", out)
+    assert result.exit_code == 2 and "symbolic link" in result.stderr and list(outside.iterdir()) == []
+
+
 def test_config_file_names_cannot_traverse(cli, write_config):
     config = write_config("version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: write.dicom_seg\n"
                           "    with: {filename: ../../evil.dcm}\n")

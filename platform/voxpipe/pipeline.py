@@ -95,18 +95,21 @@ class Pipeline:
 def redact(message: str, source: CaseSource) -> str:
     """Remove input paths from a message: folder and file names may name the patient.
 
-    A DICOM series keeps its files' base names (``IM000123.dcm``, UIDs), which say which
-    file is at fault; its folders are removed. Single-file cases (NIfTI, images) are often
-    named after the patient, so their names go too.
+    A DICOM series keeps its files' base names when they are the kind scanners generate
+    (``IM000123.dcm``, UIDs), which say which file is at fault; its folders are removed. Any
+    other name, and single-file cases (NIfTI, images, often named after the patient), become
+    ``<input>`` / ``<input file N>``.
     """
-    keep_names = source.kind == "dicom"
-    for path in source.paths:
-        replacement = path.name if keep_names else "<input>"
+    from voxpipe.redaction import technical_name
+
+    for number, path in enumerate(source.paths, start=1):
+        keep_name = source.kind == "dicom" and technical_name(path.name)  # Doe_Jane_CT.dcm goes too
+        replacement = path.name if keep_name else ("<input>" if len(source.paths) == 1 else f"<input file {number}>")
         for text in (str(path.resolve()), str(path)):
             message = message.replace(text, replacement)
         folders = {str(path.resolve().parent), str(path.parent)} - {"", "."}
         for folder in sorted(folders, key=len, reverse=True):
             message = message.replace(folder + "/", "")
-        if not keep_names and len(path.name) > 3:
-            message = message.replace(path.name, "<input>")
+        if not keep_name and len(path.name) > 3:
+            message = message.replace(path.name, replacement)
     return message

@@ -10,6 +10,7 @@ record it emits is rewritten to a fixed text (its level kept), so even a user's 
 from __future__ import annotations
 
 import logging
+import re
 
 WITHHELD = "pydicom reported an unusual header value (value withheld: it may identify the patient)"
 
@@ -28,3 +29,14 @@ def redact_pydicom_log() -> None:
         logger.addFilter(_Redact())
     if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
         logger.addHandler(logging.NullHandler())
+
+
+_TECHNICAL_NAME = re.compile(r"^(?:[A-Za-z]{0,6}[_-]?)?[0-9][0-9._-]*(?:\.(?:dcm|dicom|ima|img))?$|^[0-9a-fA-F]{8,64}(?:\.dcm)?$")
+
+
+def technical_name(name: str) -> bool:
+    """Whether a file name is the kind scanners and PACS generate (``IM000123.dcm``, ``1.2.840....dcm``, a hash).
+
+    Only such names are shown in messages; any other name (``Doe_Jane_CT.dcm``) may name the patient.
+    """
+    return bool(_TECHNICAL_NAME.match(name))

@@ -68,6 +68,8 @@ def prepare_output(output_dir: Path) -> None:
     """Create the output folder and prove it is writable, before any case runs."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
+        if (output_dir / STAGING).is_symlink():  # a planted link would send every case's files elsewhere
+            raise UsageError(f"output folder {output_dir}: {STAGING} is a symbolic link; remove it (outputs are never written through links)")
         (output_dir / STAGING).mkdir(exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=output_dir / STAGING):
             pass
