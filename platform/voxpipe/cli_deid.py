@@ -72,8 +72,12 @@ def deid(input_path: Path, output: Path, key_file: Path, retain_dates: str, reta
     from voxpipe_plugins.deid.tree import deidentify_tree
 
     summary = deidentify_tree(input_path, output, key_file, params.engine_options(), max_gib, listing)
+    from voxpipe_plugins.deid.keys import is_private
+
     if summary.key_created:
         click.echo(f"created a new key in {key_file} (mode 0600); keep it safe and outside the data", err=True)
+    elif not is_private(key_file):
+        click.echo(f"warning: the key file {key_file} is readable by other users; `chmod 600` it", err=True)
     click.echo(f"de-identified {summary.written} files in {len(summary.series)} series -> {output}")
     for title, counter in (("quarantined", summary.quarantined), ("skipped", summary.skipped), ("failed", summary.failed)):
         for reason, n in counter.most_common():
