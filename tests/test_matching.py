@@ -322,3 +322,16 @@ def test_keypoints_command_writes_transform_and_pictures(tmp_path, cli):
     (tmp_path / "flat.png").write_bytes(b"not a png")
     bad = cli("keypoints", tmp_path / "flat.png", tmp_path / "b.png", "-o", tmp_path / "kp2")
     assert bad.exit_code == 2 and "cannot read" in bad.error_lines[0]
+
+
+def test_singleton_classes_are_left_out_of_retrieval_scores(tmp_path, cli):
+    points = np.array([[0.0], [1.0], [5.0], [6.0], [50.0]])
+    scores = leave_one_out(distances(points, points), ["a", "a", "b", "b", "alone"], ks=(1,))
+    assert scores["queries"] == 4 and scores["singletons"] == 1
+    assert scores["precision@1"] == 1.0 and scores["map"] == 1.0
+    make_store(points.astype(np.float32), ["a", "a", "b", "b", "alone"]).save(tmp_path / "store")
+    result = cli("evaluate", "--store", tmp_path / "store", "-k", "1", "--space", "raw")
+    assert result.exit_code == 0 and "1 class(es) with one case" in result.stderr
+    make_store(points[:2].astype(np.float32), ["x", "y"]).save(tmp_path / "s2")
+    alone = cli("evaluate", "--store", tmp_path / "s2")
+    assert alone.exit_code == 2 and "every label occurs once" in alone.error_lines[0]

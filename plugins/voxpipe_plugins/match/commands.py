@@ -72,6 +72,10 @@ def collect_command(run_outputs: tuple[Path, ...], store_path: Path, labels: Pat
     from voxpipe_plugins.match import store as stores
 
     store = stores.collect(list(run_outputs), stores.read_labels(labels) if labels else None)
+    hashes = sorted({str(p.get("config_hash")) for p in store.provenance})
+    if len(hashes) > 1:
+        click.echo(f"warning: the cases come from {len(hashes)} different configs ({', '.join(h[:12] for h in hashes[:4])}); "
+                   "features are comparable only if those configs extract them the same way", err=True)
     store.save(store_path, force=force)
     sizes = ", ".join(f"{s} ({store.matrices[s].shape[1]})" for s in store.sets)
     click.echo(f"collected {len(store.case_ids)} cases, feature sets {sizes}, {len(store.labels)} labelled -> {store_path}", err=True)
@@ -223,6 +227,11 @@ def evaluate_retrieval(store_path: Path, labels: Path | None, ks: tuple[int, ...
     x = store.matrix(sets)[labelled]
     names = [store.labels[store.case_ids[i]] for i in labelled]
     ks = tuple(sorted(set(ks or (1, 5))))
+    singletons = sorted(label for label in set(names) if names.count(label) == 1)
+    if len(singletons) == len(set(names)):
+        raise UsageError("every label occurs once: retrieval needs at least one class with two or more cases")
+    if singletons:
+        click.echo(f"warning: {len(singletons)} class(es) with one case ({', '.join(singletons[:5])}) are left out as queries", err=True)
     rows = []
     for kind in dict.fromkeys(["raw", space]):
         _, coords = fit_space(x, kind, True, 10, 8)

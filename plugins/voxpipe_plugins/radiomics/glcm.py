@@ -54,16 +54,18 @@ def _pair_slices(offset: tuple[int, ...], shape: tuple[int, ...]):
 
 def glcm_matrices(levels: np.ndarray, mask: np.ndarray, ng: int, distance: int = 1) -> np.ndarray:
     """Symmetric co-occurrence counts, shape (directions, Ng, Ng), of ``levels`` (1..Ng) inside ``mask``."""
-    grey = np.where(mask, levels, 0).astype(np.int64)
+    grey = np.where(mask, levels, 0).astype(np.intp)  # 0 marks voxels outside the region
     out = np.zeros((len(directions(levels.ndim)), ng, ng), dtype=np.float64)
+    side = ng + 1
     for d, unit in enumerate(directions(levels.ndim)):
         offset = tuple(distance * u for u in unit)
         if any(abs(o) >= n for o, n in zip(offset, grey.shape)):
             continue
         src, dst = _pair_slices(offset, grey.shape)
-        a, b = grey[src], grey[dst]
-        both = (a > 0) & (b > 0)
-        counts = np.bincount((a[both] - 1) * ng + (b[both] - 1), minlength=ng * ng).reshape(ng, ng)
+        # pair code a * (Ng + 1) + b over the whole overlap; pairs touching level 0 land in row/column 0, dropped
+        pair = grey[src] * side  # a fresh contiguous array: ravel() below does not copy
+        pair += grey[dst]
+        counts = np.bincount(pair.ravel(), minlength=side * side).reshape(side, side)[1:, 1:]
         out[d] = counts + counts.T
     return out
 
