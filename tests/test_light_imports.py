@@ -41,6 +41,7 @@ COMMANDS = {
     "help": ["--help"],
     "plugins": ["plugins"],
     "validate": ["validate", str(DEMO_CONFIG)],
+    "deid-help": ["deid", "--help"],
 }
 
 
