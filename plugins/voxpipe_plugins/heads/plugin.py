@@ -71,6 +71,8 @@ class HeadsTrainParams(StageParams):
     classification_weight: float = Field(1.0, ge=0.0, description="Weight of the classification loss in the multi-task sum.")
     regression_weight: float = Field(1.0, ge=0.0, description="Weight of the regression loss in the multi-task sum.")
     patience: int = Field(10, ge=0, le=100000, description="Early stopping: epochs without a better validation loss; 0: never stop early.")
+    precise_bn: bool = Field(True, description="After each epoch, recompute batch-norm statistics over the training set "
+                             "(precise BN) so validation and inference see what training saw; no effect without batch norm.")
     flip: bool = Field(False, description="Augment with random left-right flips.")
     seed: int = Field(0, ge=0, description="Seed of the split, the initialisation, the batches and the augmentation.")
     amp: bool = Field(True, description="float16 autocast on CUDA; ignored on CPU.")

@@ -80,6 +80,33 @@ def fit_epoch(model, optimizer, loss_fn, scaler, data: Loaded, target_scale: tup
     return float(np.mean(losses)) if losses else float("nan")
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(model, data: Loaded, batch_size: int, device: torch.device, amp: bool) -> bool:
+    """Precise BN (Wu & Johnson 2021): replace the running statistics by their average over the training set.
+
+    Running averages lag behind weights that change quickly (small data, a high learning
+    rate), and then the network in eval mode -- validation, test, `voxpipe run` -- sees other
+    statistics than it was trained with. One forward pass over the training data in train mode
+    with a cumulative average fixes that. Returns False when the model has no batch norm.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts the same
+    model.train()
+    for start in range(0, len(data.x), batch_size):
+        if len(data.x) - start < 2 and start:
+            break
+        with autocast(device, amp):
+            model(data.x[start:start + batch_size].to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return True
+
+
 @torch.inference_mode()
 def predict(model, x: torch.Tensor, batch_size: int, device: torch.device, amp: bool, classification_loss: str,
             target_scale: tuple[float, float]) -> dict[str, np.ndarray]:
@@ -138,8 +165,13 @@ class HeadsTrainer:
                              p.focal_gamma, p.huber_delta)
 
     def run(self, output_dir: Path, resume: bool = False) -> dict[str, Any]:
+        from voxpipe.errors import UsageError
+        from voxpipe_plugins.deep.weights import WeightsError
+
         try:
             return self._run(Path(output_dir), resume)
+        except WeightsError as exc:
+            raise UsageError(str(exc)) from None
         finally:
             for leftover in (Path(output_dir) / ".voxpipe", Path(output_dir)):
                 try:
@@ -216,6 +248,8 @@ class HeadsTrainer:
             generator = torch.Generator().manual_seed(p.seed + epoch)
             train_loss = fit_epoch(model, optimizer, loss_fn, scaler, train, scale, p.batch_size, generator, self.device,
                                    self.amp, p.flip)
+            if p.precise_bn:
+                recalibrate_batch_norm(model, train, p.batch_size, self.device, self.amp)
             val_loss, val_metrics = self.validate(model, val, names, scale, loss_fn)
             entry = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss,
                      "val_accuracy": (val_metrics.get("classification") or {}).get("accuracy"),
