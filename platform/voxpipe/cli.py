@@ -400,6 +400,10 @@ from voxpipe.cli_deid import deid as _deid_command  # noqa: E402 - registered af
 
 cli.add_command(_deid_command)
 
+from voxpipe_plugins.heads.commands import test_command as _test_command  # noqa: E402 - click only; torch loads inside
+
+cli.add_command(_test_command)
+
 from voxpipe_plugins.match.commands import add_commands as _add_match_commands  # noqa: E402 - click only
 
 _add_match_commands(cli)  # features collect|export, match, cluster, register, keypoints
