@@ -100,5 +100,6 @@ def test_register_command_writes_transform_and_resampled_image(tmp_path, cli):
     np.testing.assert_allclose(out.affine, affine, atol=1e-5)
     assert reg.ncc(fixed, np.asarray(out.dataobj, dtype=np.float32)) > 0.99
     bad = cli("register", tmp_path / "fixed.nii.gz", tmp_path / "nope.png", "-o", tmp_path / "reg2")
-    assert bad.exit_code == 2 and "NIfTI" in bad.error_lines[0]
+    assert bad.exit_code == 2 and bad.error_lines[0].startswith("error: MOVING:") and "NIfTI" in bad.error_lines[0]
+    assert "nope" not in bad.stderr  # file names may name patients: errors name the argument instead
     assert not (tmp_path / "reg2").exists()

@@ -71,7 +71,10 @@ def collect_command(run_outputs: tuple[Path, ...], store_path: Path, labels: Pat
     """
     from voxpipe_plugins.match import store as stores
 
-    store = stores.collect(list(run_outputs), stores.read_labels(labels) if labels else None)
+    given = stores.read_labels(labels) if labels else None
+    store = stores.collect(list(run_outputs), given)
+    if given and len(given) > len(store.labels):
+        click.echo(f"warning: {len(given) - len(store.labels)} of {len(given)} labels name cases that are not in the runs", err=True)
     hashes = sorted({str(p.get("config_hash")) for p in store.provenance})
     if len(hashes) > 1:
         click.echo(f"warning: the cases come from {len(hashes)} different configs ({', '.join(h[:12] for h in hashes[:4])}); "
@@ -250,19 +253,20 @@ def evaluate_retrieval(store_path: Path, labels: Path | None, ks: tuple[int, ...
     return 0
 
 
-def _read_volume(path: Path):
+def _read_volume(path: Path, role: str):
+    """A 3D NIfTI volume and its affine; errors name the role (FIXED/MOVING), not the file: names may name patients."""
     if not path.is_file() or not path.name.lower().endswith((".nii", ".nii.gz")):
-        raise UsageError(f"{path}: give a NIfTI file (.nii or .nii.gz); convert DICOM with `voxpipe convert`")
+        raise UsageError(f"{role}: give an existing NIfTI file (.nii or .nii.gz); convert DICOM with `voxpipe convert`")
     from voxpipe_plugins.common.tensors import affine_of, to_numpy
     from voxpipe_plugins.io_nifti.reader import read_nifti
 
     try:
         image = read_nifti(path)
     except Exception as exc:  # noqa: BLE001 - a file that cannot be read is the user's to fix
-        raise UsageError(f"{path.name}: cannot read it as NIfTI ({type(exc).__name__})") from None
+        raise UsageError(f"{role}: cannot read it as NIfTI ({type(exc).__name__})") from None
     array = to_numpy(image)
     if array.shape[0] != 1 or array.ndim != 4:
-        raise UsageError(f"{path.name}: registration needs a single 3D volume, got shape {array.shape[1:]} with {array.shape[0]} channels")
+        raise UsageError(f"{role}: registration needs a single 3D volume, got shape {array.shape[1:]} with {array.shape[0]} channels")
     return array[0], affine_of(image)
 
 
@@ -288,8 +292,8 @@ def register_command(fixed: Path, moving: Path, output_dir: Path, method: str) -
     from voxpipe_plugins.io_nifti.writer import write_nifti
     from voxpipe_plugins.match.register import register, resample
 
-    f, f_affine = _read_volume(fixed)
-    m, m_affine = _read_volume(moving)
+    f, f_affine = _read_volume(fixed, "FIXED")
+    m, m_affine = _read_volume(moving, "MOVING")
     result = register(f, f_affine, m, m_affine, method)
     output_dir.mkdir(parents=True, exist_ok=True)
     resampled = resample(m.astype(np.float32), m_affine, result.matrix, f.shape, f_affine)
@@ -301,7 +305,7 @@ def register_command(fixed: Path, moving: Path, output_dir: Path, method: str) -
     click.echo(f"wrote transform.json, moving_resampled.nii.gz in {output_dir}", err=True)
 
 
-def _read_picture(path: Path):
+def _read_picture(path: Path, role: str):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -309,7 +313,7 @@ def _read_picture(path: Path):
         with Image.open(path) as handle:
             return np.asarray(handle.convert("F"), dtype=np.float64)
     except (OSError, UnidentifiedImageError):
-        raise UsageError(f"{path}: cannot read it as an image (PNG, JPEG, TIFF, BMP)") from None
+        raise UsageError(f"{role}: cannot read it as an image (PNG, JPEG, TIFF, BMP)") from None
 
 
 @click.command("keypoints")
@@ -334,7 +338,7 @@ def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, r
     from voxpipe.atomic import atomic_path, write_json
     from voxpipe_plugins.match.keypoints import match_images, plot_matches, warp_onto_fixed
 
-    a, b = _read_picture(fixed), _read_picture(moving)
+    a, b = _read_picture(fixed, "FIXED"), _read_picture(moving, "MOVING")
     result = match_images(a, b, detector, model, n_keypoints, ratio, residual)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "keypoints.json", {"detector": detector, "model": model, **result.as_dict()})
