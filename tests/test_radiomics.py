@@ -139,6 +139,58 @@ HARALICK = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 2, 2, 2], [2, 2, 3, 3]])
 HARALICK_0_DEG = np.array([[4, 2, 1, 0], [2, 4, 0, 0], [1, 0, 6, 1], [0, 0, 1, 2]])
 
 
+# The IBSI 1 digital phantom (github.com/theibsi/data_sets, ibsi_1_digital_phantom): 4 slices of
+# 5 x 4 voxels of 2 mm, grey levels 1-9, six voxels outside the ROI. Indexed [slice, row, column].
+IBSI_PHANTOM = np.array([
+    [[4, 4, 1, 1], [4, 4, 1, 1], [6, 6, 6, 6], [4, 1, 1, 1], [1, 1, 1, 1]],
+    [[4, 1, 1, 1], [1, 1, 1, 1], [6, 3, 9, 1], [4, 1, 1, 1], [1, 1, 1, 1]],
+    [[1, 1, 1, 1], [4, 1, 1, 1], [6, 6, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]],
+    [[1, 1, 1, 1], [4, 4, 4, 4], [4, 4, 4, 4], [1, 1, 1, 1], [1, 1, 1, 1]],
+], dtype=np.float32)
+IBSI_OUTSIDE = [(1, 0, 1), (1, 2, 2), (3, 3, 2), (3, 3, 3), (3, 4, 2), (3, 4, 3)]
+# IBSI reference manual benchmark values for the digital phantom (3 significant digits; GLCM as
+# "3D, averaged" / "3D, merged"); morphology with IBSI's binary mesh (`surface: mesh`).
+IBSI_FIRST_ORDER = {"mean": 2.15, "variance": 3.05, "skewness": 1.08, "kurtosis": -0.355, "median": 1, "minimum": 1,
+                    "p10": 1, "p90": 4, "maximum": 6, "iqr": 3, "range": 5, "mad": 1.55, "robust_mad": 1.11,
+                    "medad": 1.15, "cov": 0.812, "qcod": 0.6, "energy": 567, "rms": 2.77,
+                    "entropy": 1.27, "uniformity": 0.512}
+IBSI_SHAPE = {"volume_mm3": 556, "voxel_volume_mm3": 592, "surface_area_mm2": 388, "surface_to_volume_per_mm": 0.698,
+              "sphericity": 0.843, "max_3d_diameter_mm": 13.1, "major_axis_mm": 11.4, "minor_axis_mm": 9.31,
+              "least_axis_mm": 8.54, "elongation": 0.816, "flatness": 0.749}
+IBSI_GLCM = {  # name: (3D averaged, 3D merged)
+    "joint_maximum": (0.503, 0.509), "joint_average": (2.14, 2.15), "joint_variance": (3.1, 3.13),
+    "joint_entropy": (2.4, 2.57), "difference_average": (1.43, 1.38), "difference_variance": (3.06, 3.21),
+    "difference_entropy": (1.56, 1.64), "sum_average": (4.29, 4.3), "sum_variance": (7.07, 7.41),
+    "sum_entropy": (1.92, 2.11), "angular_second_moment": (0.303, 0.291), "contrast": (5.32, 5.12),
+    "dissimilarity": (1.43, 1.38), "inverse_difference": (0.677, 0.688), "inverse_difference_normalised": (0.851, 0.856),
+    "inverse_difference_moment": (0.618, 0.631), "inverse_difference_moment_normalised": (0.898, 0.902),
+    "inverse_variance": (0.0604, 0.0574), "correlation": (0.157, 0.183), "autocorrelation": (5.06, 5.19),
+    "cluster_tendency": (7.07, 7.41), "cluster_shade": (16.6, 17.4), "cluster_prominence": (145, 147),
+    "information_correlation_1": (-0.157, -0.0288), "information_correlation_2": (0.52, 0.269),
+}
+
+
+def three_digits(value: float) -> float:
+    return float(f"{value:.3g}")
+
+
+@pytest.mark.parametrize("aggregation", ["averaged", "merged"])
+def test_ibsi_digital_phantom_reference_values(aggregation):
+    mask = np.ones(IBSI_PHANTOM.shape, bool)
+    for index in IBSI_OUTSIDE:
+        mask[index] = False
+    stage = RadiomicsExtractor(**RadiomicsParams(bin_width=1.0, surface="mesh", glcm_aggregation=aggregation).model_dump())
+    names, values, summary = stage.compute(IBSI_PHANTOM, mask, (2.0, 2.0, 2.0))
+    f = dict(zip(names, values.tolist()))
+    assert summary["levels"] == 6  # fixed bin size 1 from the ROI minimum 1; the 9 lies outside the ROI
+    expected = {f"firstorder.{k}": v for k, v in IBSI_FIRST_ORDER.items()}
+    expected.update({f"shape.{k}": v for k, v in IBSI_SHAPE.items()})
+    expected.update({f"glcm.{k}": v[aggregation == "merged"] for k, v in IBSI_GLCM.items()})
+    wrong = {k: (round(f[k], 5), v) for k, v in expected.items() if three_digits(f[k]) != pytest.approx(v, abs=1e-12)}
+    assert not wrong, f"differs from the IBSI reference (ours, IBSI): {wrong}"
+    assert len(expected) == len(names) - 3  # every feature but the three axis extents is checked
+
+
 def test_glcm_matches_haralick_hand_matrix_and_hand_features():
     levels = HARALICK + 1
     mats = glcm.glcm_matrices(levels, np.ones_like(levels, bool), 4)

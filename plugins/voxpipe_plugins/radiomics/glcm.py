@@ -27,6 +27,7 @@ NAMES = (
     "inverse_difference", "inverse_difference_normalised",
     "inverse_difference_moment", "inverse_difference_moment_normalised", "inverse_variance",
     "correlation", "autocorrelation", "cluster_tendency", "cluster_shade", "cluster_prominence",
+    "information_correlation_1", "information_correlation_2",
 )
 
 
@@ -103,11 +104,18 @@ def glcm_features(matrix: np.ndarray) -> dict[str, float]:
 
     d = i - j
     joint_avg = float((i * p).sum())
+    # information correlation (Haralick 1973, IBSI): entropies in bits, exp() in the second as IBSI writes it
+    hxy = float(-(p[nz] * np.log2(p[nz])).sum())
+    hx = entropy(px)
+    outer = np.outer(px, px)
+    hxy1 = float(-(p[nz] * np.log2(outer[nz])).sum())
+    onz = outer > 0
+    hxy2 = float(-(outer[onz] * np.log2(outer[onz])).sum())
     return {
         "joint_maximum": float(p.max()),
         "joint_average": joint_avg,
         "joint_variance": float(((i - joint_avg) ** 2 * p).sum()),
-        "joint_entropy": float(-(p[nz] * np.log2(p[nz])).sum()),
+        "joint_entropy": hxy,
         "difference_average": diff_avg,
         "difference_variance": float(((k_d - diff_avg) ** 2 * p_diff).sum()),
         "difference_entropy": entropy(p_diff),
@@ -127,6 +135,8 @@ def glcm_features(matrix: np.ndarray) -> dict[str, float]:
         "cluster_tendency": float(((i + j - 2 * mu) ** 2 * p).sum()),
         "cluster_shade": float(((i + j - 2 * mu) ** 3 * p).sum()),
         "cluster_prominence": float(((i + j - 2 * mu) ** 4 * p).sum()),
+        "information_correlation_1": (hxy - hxy1) / hx if hx > 0 else 0.0,
+        "information_correlation_2": float(np.sqrt(max(0.0, 1.0 - np.exp(-2.0 * (hxy2 - hxy))))),
     }
 
 

@@ -75,11 +75,14 @@ def _max_diameter(points: np.ndarray) -> float:
 
 
 def _axes(mask: np.ndarray, spacing) -> np.ndarray:
-    """PCA eigenvalues (descending) of voxel-centre positions in mm (IBSI 3.1.12-3.1.16)."""
+    """PCA eigenvalues (descending) of voxel-centre positions in mm (IBSI 3.1.12-3.1.16).
+
+    The sample covariance (N - 1) is what reproduces IBSI's digital-phantom reference values.
+    """
     coords = np.argwhere(mask).astype(np.float64) * np.asarray(spacing, np.float64)
     if len(coords) < 2:
         return np.zeros(mask.ndim)
-    eig = np.linalg.eigvalsh(np.cov(coords, rowvar=False, bias=True))
+    eig = np.linalg.eigvalsh(np.cov(coords, rowvar=False))
     return np.clip(eig[::-1], 0.0, None)
 
 
