@@ -168,28 +168,31 @@ class LocalPool:
             if slot.name in handled or slot not in self.slots:
                 continue
             handled.add(slot.name)
-            if handle is slot.conn or slot.conn.poll():
-                self._receive(slot, on_outcome)
-            elif not slot.process.is_alive():
-                self._crashed(slot, pending, on_outcome, should_stop)
+            received = (handle is slot.conn or slot.conn.poll()) and self._receive(slot, on_outcome)
+            if not received:
+                slot.process.join(2)  # a closed pipe: the worker has died (or is about to)
+                if not slot.process.is_alive():
+                    self._crashed(slot, pending, on_outcome, should_stop)
         now = time.monotonic()
         for slot in list(self.slots):
             if slot.deadline is not None and now >= slot.deadline and slot.task is not None:
                 self._timed_out(slot, pending, on_outcome, should_stop)
 
-    def _receive(self, slot: _Slot, on_outcome: OnOutcome) -> None:
+    def _receive(self, slot: _Slot, on_outcome: OnOutcome) -> bool:
+        """Handle one message; False when the pipe is closed (the worker died)."""
         try:
             kind, payload = slot.conn.recv()
         except (EOFError, OSError):
-            return  # the sentinel reports the death on the next pass
+            return False
         if kind == "fatal":
             self.close()
             raise UsageError(payload)
         if kind == "ready":
             slot.ready = True
-            return
+            return True
         slot.task, slot.deadline = None, None
         on_outcome(payload)
+        return True
 
     def _replace_if_needed(self, pending: list, should_stop: ShouldStop) -> None:
         if pending and not should_stop() and len(self.slots) < self.workers:

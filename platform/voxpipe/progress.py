@@ -30,6 +30,7 @@ class Progress:
         self.to_run = 0
         self.run_done = 0
         self.started = time.monotonic()
+        self.first_done: float | None = None  # throughput is timed from here: worker start-up is not per-case cost
         self._bar_shown = False
 
     def start(self, to_run: int, complete: int) -> None:
@@ -38,15 +39,18 @@ class Progress:
             self._line(f"{complete} cases already complete for this config (skipped); {to_run} to run")
 
     def eta(self) -> float | None:
-        if not self.run_done:
+        """Seconds left, from the rate at which cases have been finishing (after the first)."""
+        if self.run_done < 2 or self.first_done is None:
             return None
-        elapsed = time.monotonic() - self.started
-        return elapsed / self.run_done * max(0, self.to_run - self.run_done)
+        per_case = (time.monotonic() - self.first_done) / (self.run_done - 1)
+        return per_case * max(0, self.to_run - self.run_done)
 
     def case(self, position: int, total: int, outcome) -> None:
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         if outcome.status != "skipped":
             self.run_done += 1
+            if self.first_done is None:
+                self.first_done = time.monotonic()
         eta = self.eta()
         eta_text = f"  ETA {format_duration(eta)}" if eta is not None and self.run_done < self.to_run else ""
         if self.live:
