@@ -22,7 +22,7 @@ from typing import Iterable
 from voxpipe.errors import UsageError, VoxpipeError, one_line
 from voxpipe.worker import CaseOutcome, RunRecipe
 
-CONNECT_TIMEOUT = "10s"
+CONNECT_TIMEOUT_ENV = "VOXPIPE_DASK_CONNECT_TIMEOUT"  # seconds; default 10
 _PIPELINES: dict[str, object] = {}
 _LOCK = threading.Lock()
 
@@ -102,14 +102,15 @@ class DaskExecutor:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 self.cluster = LocalCluster(
                     n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=None, silence_logs=logging.ERROR,
+                    dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,  # HTTP endpoint on loopback only
                 )
             self.client = Client(self.cluster)
         else:
             try:
-                self.client = Client(spec, timeout=CONNECT_TIMEOUT)
-            except (OSError, TimeoutError) as exc:
-                raise UsageError(f"cannot reach the Dask scheduler at {spec} ({one_line(exc)[:120]}); "
+                seconds = float(os.environ.get(CONNECT_TIMEOUT_ENV) or 10)
+                self.client = Client(spec, timeout=f"{seconds}s")
+            except (OSError, TimeoutError):
+                raise UsageError(f"cannot reach the Dask scheduler at {spec} (no answer within {seconds:g} s); "
                                  "check the address, or start one with `dask scheduler` and `dask worker`") from None
         try:
             self._check_workers()

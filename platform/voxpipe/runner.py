@@ -125,11 +125,17 @@ def run(
     key = id_key()
     ids = [case_id(source, key) for source in discovery.cases]
     _check_previous_config(output_dir, validated, ids, force)
+    fresh = not output_dir.exists()
     prepare_output(output_dir)
-    with RunLock(output_dir):
-        clear_stale_staging(output_dir)
-        return _run_locked(validated, registry, discovery, ids, output_dir, resolved_device, force, on_case, on_start,
-                           source_map, workers, executor, timeout, retries, report, pipeline)
+    try:
+        with RunLock(output_dir):
+            clear_stale_staging(output_dir)
+            return _run_locked(validated, registry, discovery, ids, output_dir, resolved_device, force, on_case, on_start,
+                               source_map, workers, executor, timeout, retries, report, pipeline)
+    except VoxpipeError:
+        if fresh and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # the run never started: leave no empty folder behind
+        raise
 
 
 def _run_locked(validated, registry, discovery, ids, output_dir, device, force, on_case, on_start, source_map,
@@ -182,12 +188,13 @@ def _run_locked(validated, registry, discovery, ids, output_dir, device, force, 
         if on_case:
             on_case(done[0], total, outcome)
 
-    write_manifest(None, force_write=True)
-    if todo:
-        recipe = make_recipe(validated, output_dir, device, workers, retries)
+    runner = None
+    if todo:  # started before anything is written: a scheduler that cannot be reached leaves no trace
         from voxpipe.executors import make_executor
 
-        runner = make_executor(executor, recipe, workers, timeout, pipeline)
+        runner = make_executor(executor, make_recipe(validated, output_dir, device, workers, retries), workers, timeout, pipeline)
+    write_manifest(None, force_write=True)
+    if runner is not None:
         try:
             runner.run(todo, on_outcome, lambda: state["fatal"] is not None)
         finally:
