@@ -306,7 +306,7 @@ def render_page(manifest: dict, cases: list[dict], run_plots: list[Path]) -> str
         sections.append("<h2>Metrics</h2>" + metrics)
     cards = _case_cards(cases)
     if cards:
-        sections.append("<h2>Case pictures</h2>" + cards)
+        sections.append("<h2>Case pictures</h2><div class=gallery>" + cards + "</div>")
     if run_plots:
         sections.append("<h2>Plots</h2>" + _plots(run_plots))
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
@@ -343,12 +343,13 @@ a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
 ul.failures{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--failed);border-radius:8px;padding:10px 10px 10px 34px}
 svg.chart{background:var(--card);border:1px solid var(--line);border-radius:8px;max-width:100%;height:auto}
 svg.chart text{font:12px system-ui,"DejaVu Sans",sans-serif;fill:#3b4450}svg.chart text.v{fill:var(--dim)}svg.chart rect{fill:var(--accent)}
-section.case{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 16px;margin:12px 0}
-section.case header{margin-bottom:8px}
-.row{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap}.pics{display:flex;gap:12px;flex-wrap:wrap}
-figure{margin:0}figure img{display:block;max-width:100%;border-radius:6px;background:#000}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:14px}
+section.case{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px;box-shadow:0 1px 2px rgba(0,0,0,.04)}
+section.case header{margin-bottom:8px}section.case:target{outline:2px solid var(--accent)}
+.row{display:flex;flex-direction:column;gap:10px}.pics{display:flex;gap:10px;flex-wrap:wrap}
+figure{margin:0}figure img{display:block;max-width:100%;max-height:300px;border-radius:6px;background:#000}
 figcaption{color:var(--dim);font-size:12px;margin-top:3px}
-table.mini{width:auto;min-width:220px}table.mini td{padding:3px 8px;font-size:13px}
+table.mini{width:100%}table.mini td{padding:3px 8px;font-size:13px}
 figure.plot{display:inline-block;margin:8px 12px 8px 0;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px}
 figure.plot img{background:#fff}
 footer{max-width:1180px;margin:0 auto;padding:16px 28px 30px;color:var(--dim);font-size:12px}

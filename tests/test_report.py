@@ -1,0 +1,145 @@
+"""``OUTDIR/report.html``: self-contained, complete, free of input names, and it renders.
+
+Structure is checked on every run; the page is also rendered in headless Chromium when
+it is installed (Debian's ``chromium``), and the screenshot must not be blank.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import DEMO_CONFIG
+
+NO_PREVIEW = """\
+version: 1
+name: no-preview
+device: cpu
+stages:
+  - use: load.auto
+  - use: intensity.scale
+    with: {mode: percentile, lower: 1, upper: 99}
+  - use: segment.otsu
+  - use: write.nifti
+    with: {keys: [image, label]}
+"""
+
+
+class _Collector(HTMLParser):
+    """Every tag with its attributes, and the text, for structural checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path: Path) -> _Collector:
+    collector = _Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    return collector
+
+
+@pytest.fixture
+def demo_run(cli, sample_inputs, tmp_path):
+    """The demo on its sample inputs plus one broken file, in this process (fast)."""
+    (sample_inputs / "broken-Doe^Jane.nii.gz").write_bytes(b"not a nifti")
+    out = tmp_path / "out"
+    result = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--workers", "0")
+    assert result.exit_code == 1 and (out / "report.html").is_file(), result.stderr
+    return out, sample_inputs
+
+
+def test_report_is_self_contained_and_complete(demo_run):
+    out, inputs = demo_run
+    report = out / "report.html"
+    page = parse(report)
+    text = report.read_text()
+    tags = {tag for tag, _ in page.tags}
+    assert "script" not in tags and "iframe" not in tags and "link" not in tags and "object" not in tags
+    assert not re.search(r"https?://|//[a-z0-9-]+\.[a-z]", text, re.I), "no external references of any kind"
+    images = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "style" in tags and "default-src 'none'" in text  # CSP forbids the network even if something slipped in
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = [attrs for tag, attrs in page.tags if tag == "tr" and attrs.get("class") in ("ok", "failed", "skipped")]
+    assert len(rows) == manifest["summary"]["cases"] == 5
+    words = " ".join(page.text)
+    for case in manifest["cases"]:
+        assert case["case_id"] in words
+    failed = [c for c in manifest["cases"] if c["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"] in words
+    assert "foreground (mL)" in words, "label volumes are a key metric"
+    assert len(images) == 4, "one thumbnail per case that produced a preview"
+    assert "Where the time goes" in words and "segment.otsu" in words
+
+    readable = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 holds any short string by chance
+    for name in ["t1-brain", "phantom", "shepp", "ct-series", "Doe", "IM0", str(inputs)]:
+        assert name not in readable, f"input name {name!r} leaked into the report"
+
+
+def test_rerun_report_keeps_completed_cases_and_plots_are_included(cli, demo_run):
+    from PIL import Image
+
+    out, inputs = demo_run
+    Image.fromarray((np.random.default_rng(0).random((60, 90, 3)) * 255).astype(np.uint8)).save(out / "learning_curve.png")
+    again = cli("run", DEMO_CONFIG, "-i", inputs, "-o", out, "--workers", "0")
+    assert again.exit_code == 1
+    page = parse(out / "report.html")
+    words = " ".join(page.text)
+    assert "learning_curve.png" in words and "Plots" in words
+    assert sum(1 for tag, attrs in page.tags if tag == "img") == 5, "skipped (complete) cases keep their thumbnails"
+    assert words.count("skipped") >= 4
+
+
+def test_thumbnail_rendered_when_the_pipeline_wrote_none(cli, sample_inputs, tmp_path, write_config):
+    out = tmp_path / "out"
+    result = cli("run", write_config(NO_PREVIEW), "-i", sample_inputs, "-o", out, "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    page = parse(out / "report.html")
+    assert sum(1 for tag, _ in page.tags if tag == "img") == 3, "the 3D cases get a thumbnail from their NIfTI outputs"
+    assert "rendered from image.nii.gz" in " ".join(page.text)
+    no_report = tmp_path / "quiet"
+    assert cli("run", write_config(NO_PREVIEW), "-i", sample_inputs, "-o", no_report, "--workers", "0", "--no-report").exit_code == 0
+    assert not (no_report / "report.html").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(demo_run, tmp_path):
+    from PIL import Image
+
+    out, _ = demo_run
+    shot = tmp_path / "shot.png"
+    profile = tempfile.mkdtemp(dir=tmp_path)
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+         f"--screenshot={shot}", "--window-size=1200,1600", (out / "report.html").as_uri()],
+        capture_output=True, timeout=120,
+    )
+    assert shot.is_file(), "Chromium wrote no screenshot"
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    background = np.array([0xF6, 0xF7, 0xF9])
+    differs = np.abs(pixels - background).sum(axis=-1) > 30
+    assert differs.mean() > 0.05, "the page rendered (nearly) blank"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200, "text, chips and thumbnails give many colours"
+    green = (np.abs(pixels - np.array([0x1F, 0x9D, 0x55])).sum(axis=-1) < 40).sum()
+    assert green > 50, "the ok status chips are drawn"
