@@ -41,6 +41,18 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
+def timed(function) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def summary(samples: list[tuple[float, float]]) -> dict:
+    walls, cpus = [w for w, _ in samples], [c for _, c in samples]
+    return {"wall": statistics.median(walls), "min": min(walls), "cpu": statistics.median(cpus)}
+
+
 def extraction(images: int, repeat: int) -> dict:
     import numpy as np
     import torch
@@ -80,10 +92,8 @@ def extraction(images: int, repeat: int) -> dict:
     for r in range(repeat):
         order = ["bare", "stage", "single"] if r % 2 == 0 else ["single", "stage", "bare"]
         for name in order:
-            start = time.perf_counter()
-            functions[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: images / statistics.median(values) for name, values in times.items()} | {"times": times}
+            times[name].append(timed(functions[name]))
+    return {name: summary(values) for name, values in times.items()}
 
 
 def training(steps: int) -> dict:
@@ -123,10 +133,8 @@ def training(steps: int) -> dict:
     times = {"ours": [], "plain": []}
     for r in range(steps):
         for name in (("ours", "plain") if r % 2 == 0 else ("plain", "ours")):
-            start = time.perf_counter()
-            (step_ours if name == "ours" else step_plain)()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(v) for name, v in times.items()} | {"times": times}
+            times[name].append(timed(step_ours if name == "ours" else step_plain))
+    return {name: summary(v) for name, v in times.items()}
 
 
 def main() -> None:
@@ -142,28 +150,38 @@ def main() -> None:
     ext = extraction(args.images, args.repeat)
     tr = training(args.steps)
     after = load()
-    ratio = ext["stage"] / ext["bare"]
-    step_ratio = tr["ours"] / tr["plain"]
+    n = args.images
+
+    def rate(entry: dict, key: str) -> float:
+        return n / entry[key]
+
+    rows = [("bare torch: `model.features(x).mean((2, 3))`, inference_mode, batch %d" % n, ext["bare"]),
+            ("`features.vgg`, the %d planes as one case (slices, batch %d)" % (n, n), ext["stage"]),
+            ("`features.vgg`, %d separate 2D cases (batch 1 each)" % n, ext["single"])]
+    ext_lines = [f"| {label} | {rate(e, 'wall'):.2f} | {rate(e, 'min'):.2f} | {rate(e, 'cpu'):.2f} | "
+                 f"{rate(e, 'wall') / rate(ext['bare'], 'wall'):.2f}× | {rate(e, 'cpu') / rate(ext['bare'], 'cpu'):.2f}× |"
+                 for label, e in rows]
+    tr_lines = [f"| {label} | {e['wall']:.3f} | {e['min']:.3f} | {e['cpu']:.3f} | {e['wall'] / tr['plain']['wall']:.2f}× | "
+                f"{e['cpu'] / tr['plain']['cpu']:.2f}× |"
+                for label, e in (("plain torch loop", tr["plain"]), ("heads trainer `train_step`", tr["ours"]))]
     text = "\n".join([
         BEGIN,
         f"Measured {_dt.date.today().isoformat()} on {benchlib.machine(f'torch {torch.__version__}, {torch.get_num_threads()} threads')}; "
-        f"1-minute load average {before:.1f} before, {after:.1f} after (the machine was shared; medians of alternating rounds).",
+        f"1-minute load average {before:.1f} before, {after:.1f} after (the machine was shared; medians of alternating "
+        "rounds; CPU time is this process's, all threads, and is less sensitive to other load than wall time).",
         "",
-        f"**Extraction, VGG16 conv stack, {args.images} images of 224×224** ({args.repeat} rounds; identical vectors, checked):",
+        f"**Extraction, VGG16 conv stack, {n} images of 224×224** ({args.repeat} rounds; identical vectors, checked):",
         "",
-        "| implementation | images/s (median) | vs bare |",
-        "|---|---:|---:|",
-        f"| bare torch: `model.features(x).mean((2, 3))`, inference_mode, batch {args.images} | {ext['bare']:.2f} | 1.00× |",
-        f"| `features.vgg`, the {args.images} planes as one case (slices, batch {args.images}) | {ext['stage']:.2f} | {ratio:.2f}× |",
-        f"| `features.vgg`, {args.images} separate 2D cases (batch 1 each) | {ext['single']:.2f} | {ext['single'] / ext['bare']:.2f}× |",
+        "| implementation | images/s (median wall) | images/s (best) | images/s (median CPU) | vs bare (wall) | vs bare (CPU) |",
+        "|---|---:|---:|---:|---:|---:|",
+        *ext_lines,
         "",
         f"**Training step, VGG16_bn + classification and regression heads, batch 16 of 64×64, Adam, CE + MSE** "
         f"({args.steps} steps each after a warm-up):",
         "",
-        "| implementation | step (s, median) | vs plain |",
-        "|---|---:|---:|",
-        f"| plain torch loop | {tr['plain']:.3f} | 1.00× |",
-        f"| heads trainer `train_step` | {tr['ours']:.3f} | {step_ratio:.2f}× |",
+        "| implementation | step s (median wall) | step s (best) | step s (median CPU) | vs plain (wall) | vs plain (CPU) |",
+        "|---|---:|---:|---:|---:|---:|",
+        *tr_lines,
         END,
     ])
     print(text)
