@@ -37,6 +37,7 @@ bench-all: bench
 	$(BIN)/python benchmarks/enhance_pipeline.py --write
 	$(BIN)/python benchmarks/classical_recipes.py --write
 	$(BIN)/python benchmarks/deep_inference.py --write
+	$(BIN)/python benchmarks/vgg_extract.py --write
 
 clean:
 	rm -rf build $(VENV)
