@@ -375,3 +375,26 @@ def test_deid_stage_options_are_validated(cli, write_config):
                           "    with: {safe_private: ['0018,ACME,10'], folder: ../../x, blank_regions: [[5, 0, 1, 4]]}\n")
     result = cli("validate", config)
     assert result.exit_code == 2 and len(result.error_lines) == 3, result.stderr
+
+
+def test_empty_values_stay_empty():
+    ds = _small_ct(StudyDate="", AccessionNumber="")
+    ds.add_new(0x00209161, "UI", "")  # Concatenation UID, U
+    ds.add_new(0x00209061, "UI", None)  # unlisted UI, empty
+    Deidentifier(KEY, DeidOptions()).apply(ds)
+    assert ds[0x00209161].value in ("", None) and ds.StudyDate in ("", None) and ds[0x00209061].value in ("", None)
+
+
+def test_clean_graphics_keeps_overlays_and_the_basic_profile_removes_them():
+    def with_overlay():
+        ds = _small_ct()
+        ds.add_new(0x60003000, "OW", bytes(8))  # Overlay Data
+        ds.add_new(0x60004000, "LT", "Doe overlay note")  # Overlay Comments
+        return ds
+
+    plain, kept = with_overlay(), with_overlay()
+    Deidentifier(KEY, DeidOptions()).apply(plain)
+    assert 0x60003000 not in plain and 0x60004000 not in plain
+    Deidentifier(KEY, DeidOptions(clean_graphics=True)).apply(kept)
+    assert kept[0x60003000].value == bytes(8) and "Doe" not in str(kept[0x60004000].value)
+    assert "113103" in [i.CodeValue for i in kept.DeidentificationMethodCodeSequence]

@@ -129,7 +129,7 @@ def burned_in_reason(ds: Dataset) -> str | None:
     sop = str(ds.get("SOPClassUID", "") or "")
     if modality == "US" or sop in ULTRASOUND:
         return "ultrasound image without a BurnedInAnnotation flag"
-    if modality in ("SC", "OT") and sop in SECONDARY_CAPTURE or sop in SECONDARY_CAPTURE:
+    if sop in SECONDARY_CAPTURE:
         return "secondary capture without a BurnedInAnnotation flag"
     return None
 
@@ -275,7 +275,7 @@ class Deidentifier:
         return b"" if vr in ("OB", "OW", "UN", "OF", "OD", "OL", "OV") else ""
 
     def _date(self, value, shifter):
-        if self.options.retain_long_dates == "full":
+        if _empty(value) or self.options.retain_long_dates == "full":
             return value
         if self.options.retain_long_dates != "modified":
             return None
@@ -288,7 +288,7 @@ class Deidentifier:
         return shifted[0] if len(shifted) == 1 else shifted
 
     def _uids(self, value):
-        if self.options.retain_uids:
+        if _empty(value) or self.options.retain_uids:
             return value
         if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, str)):
             return [self.pseudonyms.uid(str(v)) for v in value]
@@ -340,7 +340,9 @@ class Deidentifier:
         elif vr in NUMERIC_VRS or vr == "CS":
             return
         elif vr == "UI":
-            values = elem.value if isinstance(elem.value, (list, tuple)) or not isinstance(elem.value, str) else [elem.value]
+            if _empty(elem.value):
+                return
+            values = [elem.value] if isinstance(elem.value, str) else list(elem.value)
             if not all(str(v) in UID_dictionary for v in values):
                 elem.value = self._uids(elem.value)
         elif vr in ("DA", "DT"):
@@ -397,6 +399,10 @@ class Deidentifier:
         meta.ImplementationVersionName = f"VOXPIPE_{__version__}"[:16]
         ds.file_meta = meta
         ds.preamble = b"\x00" * 128
+
+
+def _empty(value) -> bool:
+    return value is None or value == "" or value == b"" or (not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 0)
 
 
 def _safe_key(entry: str) -> tuple[int, str, int]:
