@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/voxpipe sample-data build/demo/input
-	$(BIN)/voxpipe run configs/demo.yaml -i build/demo/input -o build/demo/output
-	@echo "outputs: build/demo/output (one folder per case, manifest.json)"
+	$(BIN)/voxpipe sample-data build/demo/input --ct-series 3
+	$(BIN)/voxpipe run configs/demo.yaml -i build/demo/input -o build/demo/output --workers 2
+	@echo "outputs: build/demo/output (one folder per CT case, manifest.json, report.html)"
 
 test: setup
 	$(BIN)/python -m pytest -q

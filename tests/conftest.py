@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+DEMO_CONFIG = REPO / "configs" / "quickstart.yaml"  # the any-input pipeline; configs/demo.yaml is the CT chain (tests/test_demo.py)
 
 
 @pytest.fixture(autouse=True)

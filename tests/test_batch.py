@@ -189,3 +189,15 @@ def test_progress_lines_eta_and_summary_table():
     bar.start(2, 0)
     bar.case(1, 2, outcomes[2])
     assert "\r\x1b[2K[" in live.getvalue() and "failed 1" in live.getvalue() and "broke" in live.getvalue()
+
+
+def test_one_gpu_per_worker_on_multi_gpu_hosts(monkeypatch):
+    import torch
+
+    from voxpipe.worker import gpu_for_worker
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [gpu_for_worker("cuda", i) for i in range(6)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert gpu_for_worker("cuda:3", 1) == "cuda:3" and gpu_for_worker("cpu", 2) == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert gpu_for_worker("cuda", 5) == "cuda"

@@ -44,7 +44,7 @@ def test_plugins_show(cli):
 
 def test_validate_ok_and_error(cli, tmp_path):
     ok = cli("validate", DEMO_CONFIG)
-    assert ok.exit_code == 0 and "ok: pipeline `demo`, 6 stages" in ok.stdout
+    assert ok.exit_code == 0 and "ok: pipeline `quickstart`, 6 stages" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nname: x\nstages:\n  - use: load.auto\n  - use: segment.otsu\n    with: {nbins: 2}\n")
     result = cli("validate", bad)
@@ -61,4 +61,4 @@ def test_sample_data(cli, tmp_path):
     out = cli("sample-data", tmp_path / "s")
     assert out.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["ct-series", "phantom-3d.nii.gz", "shepp-logan.png", "t1-brain.nii.gz"]
-    assert len(list((tmp_path / "s" / "ct-series").iterdir())) == 48
+    assert len(list((tmp_path / "s" / "ct-series").iterdir())) == 40

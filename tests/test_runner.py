@@ -33,7 +33,7 @@ def test_demo_run_writes_cases_and_manifest(cli, sample_inputs, tmp_path):
         assert {"image.nii.gz", "label.nii.gz", "label.labels.json", "preview.png", "case.json"} <= names
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"] == {"cases": 4, "ok": 4, "failed": 0, "skipped": 0}
-    assert manifest["config"]["name"] == "demo" and len(manifest["config_hash"]) == 64
+    assert manifest["config"]["name"] == "quickstart" and len(manifest["config_hash"]) == 64
     assert manifest["device"] == "cpu" and manifest["finished"]
     assert manifest["plugins"]["used"] == {"voxpipe": manifest["voxpipe_version"]}
     for case in manifest["cases"]:

@@ -44,6 +44,18 @@ def threads_per_worker(workers: int) -> int:
     return max(1, usable_cores() // max(1, workers))
 
 
+def start_forkserver() -> None:
+    """Start the fork server now, so it imports torch and MONAI while the caller discovers cases.
+
+    Returns at once; workers requested later wait for the server to finish its imports.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
 class InlineExecutor:
     """Cases one after another in this process: no isolation, for notebooks and debugging."""
 
@@ -74,6 +86,7 @@ class _Slot:
     name: str
     process: multiprocessing.Process
     conn: object
+    index: int = 0  # 0..workers-1: which GPU a worker takes on a multi-GPU host
     ready: bool = False
     task: tuple | None = None
     deadline: float | None = None
@@ -100,10 +113,11 @@ class LocalPool:
 
         parent, child = self.context.Pipe(duplex=True)
         name = f"worker-{self._counter}"
-        process = self.context.Process(target=worker_main, args=(child, self.recipe, name), name=f"voxpipe-{name}", daemon=True)
+        index = min(set(range(self.workers)) - {s.index for s in self.slots})
+        process = self.context.Process(target=worker_main, args=(child, self.recipe, name, index), name=f"voxpipe-{name}", daemon=True)
         process.start()
         child.close()
-        slot = _Slot(name, process, parent, started=time.monotonic())
+        slot = _Slot(name, process, parent, index=index, started=time.monotonic())
         self.slots.append(slot)
         return slot
 

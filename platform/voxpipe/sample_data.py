@@ -4,8 +4,11 @@
 - ``phantom-3d.nii.gz``: a 3D ellipsoid phantom (1 x 1 x 2 mm voxels) with Gaussian noise,
   oblique-free, known geometry; bright objects on a darker body, like a CT.
 - ``shepp-logan.png``: scikit-image's Shepp-Logan phantom with noise, as an 8-bit PNG.
-- ``ct-series/``: a synthetic CT series (48 slices, 128x128, HU values, shuffled file names),
-  one DICOM file per slice, as scanners export them.
+- ``ct-series/``: a synthetic thorax CT series (40 slices of 160x160, 2.2 x 2.2 x 5 mm, HU:
+  body with a fat layer, two lungs, spine, sternum and ribs, a couch; shuffled file names),
+  one DICOM file per slice, as scanners export them. ``ct_series=N`` writes N of them
+  (``ct-series``, ``ct-series-2``, ...), each a different patient size and noise, so the
+  demo runs a small batch.
 """
 
 from __future__ import annotations
@@ -28,7 +31,22 @@ def ellipsoid_phantom(shape=(96, 96, 48), spacing=(1.0, 1.0, 2.0), noise=0.05, s
     return (volume + rng.normal(0, noise, shape)).astype(np.float32)
 
 
-def write_sample_data(directory: str | Path) -> list[Path]:
+def thorax_ct(index: int = 0) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A thorax phantom as DICOM slices ``volume[k, r, c]`` in HU, and (row, col, slice) spacing in mm.
+
+    Each ``index`` is another "patient": a slightly different field of view (so body and lung
+    volumes differ from case to case) and noise seed.
+    """
+    from voxpipe_plugins.segment.phantoms import ct_phantom
+
+    spacing = (2.2 + 0.15 * (index % 3), 2.2 + 0.15 * (index % 3), 5.0)
+    phantom = ct_phantom(shape=(160, 160, 40), spacing=(spacing[1], spacing[0], spacing[2]), noise_hu=25.0, seed=11 + index)
+    # phantom axes are (x: patient left +, y: anterior +, z: superior +); DICOM rows run posterior +
+    volume = np.transpose(phantom.image, (2, 1, 0))[:, ::-1, :]
+    return np.rint(volume), spacing
+
+
+def write_sample_data(directory: str | Path, ct_series: int = 1) -> list[Path]:
     import nibabel as nib
     from PIL import Image
     from skimage.data import shepp_logan_phantom
@@ -56,8 +74,13 @@ def write_sample_data(directory: str | Path) -> list[Path]:
     Image.fromarray((noisy * 255).astype(np.uint8)).save(target)
     written.append(target)
 
-    from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
+    from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, write_series
 
-    write_series(out / "ct-series", ct_like_volume((48, 128, 128), seed=7), SeriesSpec(spacing=(1.5, 1.5, 3.0), series_description="demo CT"))
-    written.append(out / "ct-series")
+    for index in range(max(1, ct_series)):
+        folder = out / ("ct-series" if index == 0 else f"ct-series-{index + 1}")
+        volume, spacing = thorax_ct(index)
+        origin = (-(volume.shape[2] - 1) / 2 * spacing[1], -(volume.shape[1] - 1) / 2 * spacing[0], -100.0)
+        write_series(folder, volume, SeriesSpec(spacing=spacing, origin=origin, series_description="demo CT",
+                                                patient_name=f"Demo^Patient{index + 1}", seed=index))
+        written.append(folder)
     return written

@@ -386,7 +386,21 @@ def _now() -> str:
 # ----------------------------------------------------------------------------- local worker loop
 
 
-def worker_main(conn, recipe: RunRecipe, name: str) -> None:
+def gpu_for_worker(device: str, index: int) -> str:
+    """``cuda`` on a host with several GPUs: worker ``index`` takes GPU ``index % count``.
+
+    An explicit ``cuda:N`` is kept as given; so is ``cuda`` when CUDA_VISIBLE_DEVICES already
+    narrows the worker to one device (the way schedulers such as Slurm hand out GPUs).
+    """
+    if device != "cuda":
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    return f"cuda:{index % count}" if count > 1 else device
+
+
+def worker_main(conn, recipe: RunRecipe, name: str, index: int = 0) -> None:
     """A local worker process: build the pipeline once, then run the cases it is sent.
 
     Protocol on ``conn``: the worker sends ``("ready", None)`` or ``("fatal", message)``, then
@@ -398,6 +412,11 @@ def worker_main(conn, recipe: RunRecipe, name: str) -> None:
     apply_recipe_environment(recipe)
     try:
         limit_threads(recipe.threads)
+        device = gpu_for_worker(recipe.device, index)
+        if device != recipe.device:
+            import dataclasses
+
+            recipe = dataclasses.replace(recipe, device=device)
         pipeline = build_pipeline(recipe)
     except VoxpipeError as exc:
         conn.send(("fatal", str(exc)))
