@@ -161,7 +161,7 @@ def run(settings: Settings, config: Path, input_path: Path | None, output_dir: P
     report it with the --debug output).
 
     \b
-    Examples:
+    Example:
       voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/ --set device=cpu
       voxpipe run configs/demo.yaml -i archive/ -o results/ --workers 2 --timeout 600
       voxpipe run configs/demo.yaml -i archive/ -o /shared/results/ --executor tcp://10.0.0.5:8786
@@ -382,17 +382,20 @@ def info(path: Path, as_json: bool, show_phi: bool) -> None:
 
 @cli.command("sample-data")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def sample_data(directory: Path) -> None:
+@click.option("--ct-series", type=click.IntRange(1, 50), default=1, show_default=True,
+              help="How many synthetic thorax CT series (DICOM) to write; the demo uses 3.")
+def sample_data(directory: Path, ct_series: int = 1) -> None:
     """Write small demo inputs to DIRECTORY: a real T1 MRI (from nibabel's test data),
-    a 3D phantom NIfTI and a 2D Shepp-Logan PNG. Nothing is downloaded.
+    a 3D phantom NIfTI, a 2D Shepp-Logan PNG and synthetic thorax CT series (one DICOM
+    file per slice). Nothing is downloaded.
 
     \b
     Example:
-      voxpipe sample-data demo-input/ && voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/
+      voxpipe sample-data demo-input/ --ct-series 3 && voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/
     """
     from voxpipe.sample_data import write_sample_data
 
-    for path in write_sample_data(directory):
+    for path in write_sample_data(directory, ct_series=ct_series):
         click.echo(str(path))
 
 
