@@ -117,6 +117,13 @@ def test_wrong_architecture_is_one_clear_line(tmp_path):
     assert "\n" not in message and "vgg11.pth does not fit vgg16" in message and "missing keys" in message
 
 
+def test_a_torchvision_vgg11_file_for_vgg16_names_vgg11(tmp_path):
+    path = tmp_path / "vgg11-8a719046.pth"
+    torch.save({k: torch.zeros(v) for k, v in state_dict_shapes("vgg11", classifier=False).items()}, path)
+    with pytest.raises(WeightsError, match="looks like a full-width vgg11 checkpoint"):
+        VGGExtractor(arch="vgg16", weights=str(path))
+
+
 def test_missing_weights_file_says_what_to_do(tmp_path):
     with pytest.raises(WeightsError, match="never downloaded"):
         VGGExtractor(weights=str(tmp_path / "vgg16-397923af.pth"))
@@ -230,3 +237,10 @@ def test_cuda_amp_features_close_to_cpu():
     cpu = VGGExtractor(arch="vgg11_bn", width=0.25, device="cpu")({"image": x})["features"]["vgg11_bn"]
     gpu = VGGExtractor(arch="vgg11_bn", width=0.25, device="cuda", amp=True)({"image": x})["features"]["vgg11_bn"]
     np.testing.assert_allclose(gpu, cpu, rtol=0.05, atol=0.02)
+
+
+def test_stages_and_trainer_are_registered(registry):
+    for stage_id, kind in (("features.vgg", "extractor"), ("head.vgg", "head"), ("head.vgg_rnn", "head"),
+                           ("write.predictions", "writer")):
+        assert registry.stages[stage_id].kind.value == kind
+    assert "heads" in registry.trainers

@@ -58,7 +58,7 @@ def fit_vgg(model: VGG, state: dict[str, torch.Tensor], source: str, need_classi
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches, file vs network ({_listed(shapes, 2)})")
         guess = guess_architecture({k: tuple(v.shape) for k, v in state.items()})
-        hint = f"; the file looks like a {guess} checkpoint: set `arch` to match" if guess else \
+        hint = f"; the file looks like a full-width {guess} checkpoint: set `arch`, `width` and `in_channels` to match" if guess else \
             "; check `arch`, `width` and `in_channels` against the checkpoint"
         what = f"{model.arch} ({model.spatial_dims}D, width {model.width:g})"
         raise WeightsError(f"weights file {source} does not fit {what}: {'; '.join(parts)}{hint}")
