@@ -31,16 +31,18 @@ def ellipsoid_phantom(shape=(96, 96, 48), spacing=(1.0, 1.0, 2.0), noise=0.05, s
     return (volume + rng.normal(0, noise, shape)).astype(np.float32)
 
 
-def thorax_ct(index: int = 0) -> tuple[np.ndarray, tuple[float, float, float]]:
+def thorax_ct(index: int = 0, shape: tuple[int, int, int] = (160, 160, 40), scale: float = 1.0) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A thorax phantom as DICOM slices ``volume[k, r, c]`` in HU, and (row, col, slice) spacing in mm.
 
     Each ``index`` is another "patient": a slightly different field of view (so body and lung
-    volumes differ from case to case) and noise seed.
+    volumes differ from case to case) and noise seed. ``shape`` and ``scale`` (voxel size
+    multiplier) give smaller versions of the same anatomy for tests.
     """
     from voxpipe_plugins.segment.phantoms import ct_phantom
 
-    spacing = (2.2 + 0.15 * (index % 3), 2.2 + 0.15 * (index % 3), 5.0)
-    phantom = ct_phantom(shape=(160, 160, 40), spacing=(spacing[1], spacing[0], spacing[2]), noise_hu=25.0, seed=11 + index)
+    in_plane = (2.2 + 0.15 * (index % 3)) * scale
+    spacing = (in_plane, in_plane, 5.0 * scale)
+    phantom = ct_phantom(shape=shape, spacing=(spacing[1], spacing[0], spacing[2]), noise_hu=25.0, seed=11 + index)
     # phantom axes are (x: patient left +, y: anterior +, z: superior +); DICOM rows run posterior +
     volume = np.transpose(phantom.image, (2, 1, 0))[:, ::-1, :]
     return np.rint(volume), spacing
