@@ -30,7 +30,7 @@ def plot(history: list[dict], path: Path) -> None:
         if any(v is not None for v in values):
             right.plot(epochs, [v if v is not None else float("nan") for v in values], label=label)
     right.set_xlabel("epoch")
-    right.set_ylim(min(0.0, min((h.get("val_r2") or 0.0) for h in history)), 1.0)
+    right.set_ylim(min(0.0, min((h.get("val_r2") or 0.0) for h in history)), 1.03)  # 1.0 stays visible
     right.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
