@@ -201,3 +201,36 @@ def test_one_gpu_per_worker_on_multi_gpu_hosts(monkeypatch):
     assert gpu_for_worker("cuda:3", 1) == "cuda:3" and gpu_for_worker("cpu", 2) == "cpu"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert gpu_for_worker("cuda", 5) == "cuda"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2000 KiB tmpfs (the first sample case fits, the second does not) (needs root and a kernel that lets this container mount); skipped otherwise."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2000k", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the injected-ENOSPC test covers the logic")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_really_full_disk(cli, sample_inputs, tiny_disk):
+    """A real ENOSPC from a 2000 KiB file system: clean stop, then finish after the disk grows."""
+    from tests.conftest import DEMO_CONFIG
+
+    out = tiny_disk / "out"
+    result = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--workers", "0")  # in-process: same handling, faster
+    assert result.exit_code == 2, result.stderr
+    assert "output disk is full" in result.error_lines[-1] and "Traceback" not in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())  # still valid: written atomically or left as it was
+    done = {d.name: (d / "case.json").read_text() for d in case_dirs(out)}
+    assert 0 < len(done) < 4
+    assert_clean(out)
+    subprocess.run(["mount", "-o", "remount,size=20m", str(tiny_disk)], check=True)
+    again = cli("run", DEMO_CONFIG, "-i", sample_inputs, "-o", out, "--workers", "0")
+    assert again.exit_code == 0, again.stderr
+    assert f"4 cases: {4 - len(done)} ok, 0 failed, {len(done)} skipped" in again.stderr
+    assert {d: (out / d / "case.json").read_text() for d in done} == done
+    assert manifest["config_hash"] == json.loads((out / "manifest.json").read_text())["config_hash"]
+    assert_clean(out)
