@@ -249,6 +249,11 @@ def test_radiomics_config_end_to_end_retrieves_shape_classes(tmp_path, cli):
     assert ev.exit_code == 0, ev.stderr
     raw = json.loads((tmp_path / "eval" / "retrieval.json").read_text())["results"][0]
     assert raw["precision@1"] >= 0.9 and raw["chance"] == pytest.approx(5 / 11)
+    folder = next(p for p in (tmp_path / "out").iterdir() if p.name.startswith("case-"))
+    by_folder = cli("match", "--store", tmp_path / "store", "--query", folder, "-k", "3", "--json")
+    assert by_folder.exit_code == 0, by_folder.stderr
+    hits = json.loads(by_folder.stdout)["matches"]
+    assert len(hits) == 3 and folder.name not in [h["case_id"] for h in hits]  # a store case never matches itself
     exported = cli("features", "export", tmp_path / "store", tmp_path / "f.csv")
     assert exported.exit_code == 0
     ids, columns, values = read_csv(tmp_path / "f.csv")
