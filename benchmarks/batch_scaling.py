@@ -9,7 +9,7 @@ distinct case to VoxPipe).
 Pipeline (one case is a few seconds of single-threaded NumPy/SciPy work, like most classical
 recipes)::
 
-    load.auto -> denoise.gaussian (1 mm) -> denoise.median (1 mm) -> segment.threshold (body > -500 HU)
+    load.auto -> denoise.gaussian (1 mm) -> segment.threshold (body > -500 HU)
               -> label.largest_component -> write.nifti (label)
 
 Every measurement is a whole ``voxpipe run`` in a fresh process into a fresh output folder,
@@ -60,8 +60,6 @@ stages:
   - use: load.auto
   - use: denoise.gaussian
     with: {sigma_mm: 1.0}
-  - use: denoise.median
-    with: {radius_mm: 1.0}
   - use: segment.threshold
     with:
       ranges: [{name: body, min: -500}]
@@ -209,7 +207,7 @@ def main() -> None:
         + (" -- **the machine was shared with other jobs: rerun on a quiet machine for the real ratios.**"
            if float(load_before[0]) > 1.0 or float(load_after[0]) > 1.0 else "."),
         "",
-        f"{args.cases} cases of {shape[0]}x{shape[1]}x{shape[2]} (float32 NIfTI), pipeline load -> Gaussian 1 mm -> median 1 mm -> threshold -> "
+        f"{args.cases} cases of {shape[0]}x{shape[1]}x{shape[2]} (float32 NIfTI), pipeline load -> Gaussian 1 mm -> threshold -> "
         "largest component -> write label; each number is a whole `voxpipe run` in a fresh process (start-up included), "
         f"median of {args.repeat} alternating runs.",
         "",
