@@ -286,3 +286,18 @@ def test_rnn_head_trains_resumes_and_runs_on_volumes(tmp_path, cli):
     predictions = list((tmp_path / "out").glob("*/predictions.json"))
     assert len(predictions) == 12
     assert {"class", "class_name", "probabilities", "regression"} == set(json.loads(predictions[0].read_text())["outputs"])
+
+
+def test_head_without_weights_and_writer_without_predictions_say_what_to_do(tmp_path):
+    from voxpipe.stage import StageContext
+    from voxpipe_plugins.heads.infer import HeadStage
+    from voxpipe_plugins.heads.plugin import VGGHeadParams
+    from voxpipe_plugins.heads.writer import PredictionsWriter
+
+    with pytest.raises(ValueError, match="`weights` is not set; train with `voxpipe train"):
+        HeadStage(context=StageContext(stage_id="head.vgg"), **dict(VGGHeadParams()))
+    with pytest.raises(ValueError, match="head checkpoint not found"):
+        HeadStage(context=StageContext(config_dir=tmp_path, stage_id="head.vgg"), **dict(VGGHeadParams(weights="run/best.safetensors")))
+    with pytest.raises(ValueError, match="no predictions"):
+        PredictionsWriter()({"output_dir": tmp_path, "case_id": "case-1"})
+    assert not any(tmp_path.iterdir())
