@@ -103,3 +103,17 @@ def test_register_command_writes_transform_and_resampled_image(tmp_path, cli):
     assert bad.exit_code == 2 and bad.error_lines[0].startswith("error: MOVING:") and "NIfTI" in bad.error_lines[0]
     assert "nope" not in bad.stderr  # file names may name patients: errors name the argument instead
     assert not (tmp_path / "reg2").exists()
+
+
+def test_mutual_information_registers_across_a_contrast_change():
+    """Another 'modality': the moving image's intensities are remapped non-monotonically, (I - 1)^2.
+
+    Correlation cannot align such images; mutual information only needs the joint histogram to be sharp.
+    """
+    fixed, affine = phantom(shape=(36, 36, 30))
+    moving, truth = moved(fixed, affine, [0.0, 3.0, -6.0, -3.0, 2.0, 2.0], noise=0.0)
+    remapped = (moving - 1.0) ** 2 + np.random.default_rng(1).normal(0, 0.02, moving.shape).astype(np.float32)
+    result = reg.register(fixed, affine, remapped.astype(np.float32), affine, "mi")
+    assert point_error_mm(result.matrix, truth, fixed, affine).max() < 1.0
+    aligned = reg.resample(remapped.astype(np.float32), affine, result.matrix, fixed.shape, affine)
+    assert reg.ncc(fixed, aligned) < 0  # even aligned, the two are anti-correlated: a correlation metric would be misled
