@@ -228,14 +228,19 @@ def test_radiomics_config_end_to_end_retrieves_shape_classes(tmp_path, cli):
     for i in range(12):
         kind = "sphere" if i % 2 else "cube"
         write_nifti(inputs / f"{kind}{i:02d}.nii.gz", blob_volume(kind, rng.uniform(10, 16), i))
+    write_nifti(inputs / "blank.nii.gz", np.zeros((16, 16, 16), np.float32))  # nothing to segment: that case fails alone
     run = cli("run", REPO / "configs" / "radiomics.yaml", "-i", inputs, "-o", tmp_path / "out", "--workers", "0",
               "--no-report", "--source-map", tmp_path / "map.tsv")
-    assert run.exit_code == 0, run.stderr
+    assert run.exit_code == 1, run.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["summary"]["ok"] == 12 and manifest["summary"]["failed"] == 1
+    failed = next(c for c in manifest["cases"] if c["status"] == "failed")
+    assert "\n" not in failed["error"] and "blank" not in failed["error"]  # one line, no input name
     with open(tmp_path / "labels.csv", "w") as handle:
         handle.write("case_id,label\n")
         for line in (tmp_path / "map.tsv").read_text().splitlines():
             cid, _, path = line.partition("\t")
-            if cid.startswith("case-"):
+            if cid.startswith("case-") and "blank" not in path:
                 handle.write(f"{cid},{'sphere' if 'sphere' in path else 'cube'}\n")
     collected = cli("features", "collect", tmp_path / "out", "-o", tmp_path / "store", "--labels", tmp_path / "labels.csv")
     assert collected.exit_code == 0, collected.stderr
