@@ -283,3 +283,22 @@ def test_params_refuse_both_binnings():
     with pytest.raises(ValueError, match="needs `bin_width`"):
         RadiomicsParams(bin_lower=-1000)
     assert RadiomicsParams(bin_width=25, bin_lower=-1000).bin_width == 25
+
+
+@pytest.mark.parametrize("region", ["voxel", "line", "constant"])
+def test_tiny_thin_or_constant_regions_give_finite_vectors(region):
+    """Smoothing would erase a one-voxel object (no surface at 0.5): the binary mesh is kept instead."""
+    image = np.random.default_rng(5).normal(100, 5, (10, 10, 10)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    if region == "voxel":
+        mask[5, 5, 5] = True
+    elif region == "line":
+        mask[2:8, 5, 5] = True
+    else:
+        mask[3:7, 3:7, 3:7] = True
+        image[:] = 7.0
+    f, _ = run_stage(image, mask, (1.0, 1.0, 1.0))
+    assert all(np.isfinite(list(f.values())))
+    assert f["shape.surface_area_mm2"] > 0 and f["shape.volume_mm3"] > 0
+    if region == "constant":
+        assert f["firstorder.variance"] == 0 and f["glcm.contrast"] == 0 and f["glcm.correlation"] == 1

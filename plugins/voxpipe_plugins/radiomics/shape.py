@@ -6,7 +6,9 @@ that same binary mesh is IBSI's surface area, but its staircase facets overestim
 smooth surface by 8-14 % on digital spheres (measured, docs/matching.md), which makes
 sphericity read 0.88-0.92 for a perfect ball. ``surface="smoothed"`` (the default) takes
 the surface from a mesh of the mask smoothed by a Gaussian of 0.75 voxels, which brings
-the error under 3 %; ``surface="mesh"`` keeps IBSI's definition exactly.
+the error under 3 %; ``surface="mesh"`` keeps IBSI's definition exactly. Objects about a
+voxel thin, which smoothing would shrink or erase, keep the binary mesh (the smoothed one is
+used only when it preserves the volume within 25 %).
 
 Spacing is applied by the mesh itself (``marching_cubes(spacing=...)``), so every value
 is in mm, mm² or mm³ whatever the voxel size. Axis-aligned extents are along the array
@@ -20,6 +22,7 @@ import math
 import numpy as np
 
 SURFACE_SIGMA_VOXELS = 0.75
+SMOOTH_VOLUME_TOLERANCE = 0.25  # the smoothed mesh is used only if it keeps the volume within 25 %
 
 NAMES_3D = (
     "volume_mm3", "voxel_volume_mm3", "surface_area_mm2", "surface_to_volume_per_mm", "sphericity",
@@ -97,11 +100,14 @@ def _shape_3d(mask: np.ndarray, spacing, surface: str) -> dict[str, float]:
     box = _crop(mask, 2)
     verts, faces = _mesh(box.astype(np.float32), spacing)
     volume = _mesh_volume(verts, faces)
+    s_verts, s_faces = verts, faces
     if surface == "smoothed":
         smooth = ndimage.gaussian_filter(box.astype(np.float32), SURFACE_SIGMA_VOXELS)
-        s_verts, s_faces = _mesh(smooth, spacing)
-    else:
-        s_verts, s_faces = verts, faces
+        if smooth.max() > 0.5:
+            candidate = _mesh(smooth, spacing)
+            # objects about a voxel thin shrink or vanish when smoothed: keep the binary mesh for them
+            if abs(_mesh_volume(*candidate) - volume) <= SMOOTH_VOLUME_TOLERANCE * volume:
+                s_verts, s_faces = candidate
     from skimage import measure
 
     area = float(measure.mesh_surface_area(s_verts, s_faces))
@@ -131,12 +137,16 @@ def _shape_2d(mask: np.ndarray, spacing, surface: str) -> dict[str, float]:
     from skimage import measure
 
     box = _crop(mask, 2).astype(np.float32)
+    contours = measure.find_contours(box, 0.5)
     if surface == "smoothed":  # the same staircase bias as in 3D: 5 % on a digital disc, under 1 % smoothed
-        box = ndimage.gaussian_filter(box, SURFACE_SIGMA_VOXELS)
+        smooth = ndimage.gaussian_filter(box, SURFACE_SIGMA_VOXELS)
+        smooth_contours = measure.find_contours(smooth, 0.5) if smooth.max() > 0.5 else []
+        if smooth_contours:  # a structure about a pixel thin vanishes when smoothed: keep the binary contour
+            contours = smooth_contours
     scale = np.asarray(spacing, np.float64)
     perimeter = 0.0
     points = []
-    for contour in measure.find_contours(box, 0.5):
+    for contour in contours:
         mm = contour * scale
         perimeter += float(np.linalg.norm(np.diff(mm, axis=0), axis=1).sum())
         points.append(mm)
