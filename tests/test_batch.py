@@ -124,7 +124,7 @@ def test_an_output_folder_in_use_is_refused(cli, cases, tmp_path):
     out = tmp_path / "out"
     prepare_output(out)
     with RunLock(out):
-        result = cli("run", REPO / "configs" / "demo.yaml", "-i", cases, "-o", out)
+        result = cli("run", REPO / "configs" / "quickstart.yaml", "-i", cases, "-o", out)
     assert result.exit_code == 2 and "in use by another voxpipe run" in result.error_lines[0]
 
 

@@ -140,10 +140,13 @@ class DaskExecutor:
     def run(self, tasks: Iterable[tuple], on_outcome, should_stop) -> None:
         from distributed import as_completed
 
+        import uuid
+
         futures = {}
         threads = min(self.threads.values()) if self.threads else 1
+        run_tag = uuid.uuid4().hex[:8]  # keys unique per run: a scheduler never hands back an older run's result
         for priority, (source, cid) in enumerate(tasks):
-            future = self.client.submit(run_case_task, self.recipe, source, cid, threads, key=f"voxpipe-{cid}-{os.getpid()}",
+            future = self.client.submit(run_case_task, self.recipe, source, cid, threads, key=f"voxpipe-{cid}-{run_tag}",
                                         pure=False, priority=-priority, retries=0)
             futures[future] = cid
         stopped = False
