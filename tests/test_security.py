@@ -135,7 +135,7 @@ def test_run_replaces_planted_links_instead_of_following_them(cli, tmp_path, wri
     write_nifti(tmp_path / "in" / "a.nii.gz", np.arange(64, dtype=np.float32).reshape(4, 4, 4))
     config = write_config("version: 1\nname: x\nstages:\n  - use: load.nifti\n  - use: write.nifti\n")
     out = tmp_path / "out"
-    assert cli("run", config, "-i", tmp_path / "in", "-o", out).exit_code == 0
+    assert cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "0").exit_code == 0
     case = next(p for p in out.iterdir() if p.name.startswith("case-"))
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -149,7 +149,7 @@ def test_run_replaces_planted_links_instead_of_following_them(cli, tmp_path, wri
         else:
             target.unlink()
         target.symlink_to(outside if name == case.name else outside / "keep.txt")
-    assert cli("run", config, "-i", tmp_path / "in", "-o", out, "--force").exit_code == 0
+    assert cli("run", config, "-i", tmp_path / "in", "-o", out, "--force", "--workers", "0").exit_code == 0
     assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"] and (outside / "keep.txt").read_text() == "untouched"
     assert not case.is_symlink() and (case / "image.nii.gz").is_file() and not (out / "manifest.json").is_symlink()
 
@@ -306,3 +306,12 @@ def test_oversized_dicom_declared_dimensions_are_refused_before_decoding(tmp_pat
     peak, caught = _peak(lambda: DicomLoader(max_gib=1)(case))
     assert isinstance(caught, SeriesError) and "above the 1 GiB cap" in str(caught)
     assert peak < MEMORY_BUDGET
+
+
+def test_nifti_cap_is_a_loader_parameter(tmp_path, cli, write_config):
+    from tests.conftest import write_nifti
+
+    write_nifti(tmp_path / "in" / "a.nii.gz", np.zeros((64, 64, 64), np.float32))  # 1 MiB as float32
+    config = write_config("version: 1\nname: x\nstages:\n  - use: load.nifti\n    with: {max_gib: 0.0005}\n  - use: write.nifti\n")
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 1 and "above the" in result.stderr + result.stdout

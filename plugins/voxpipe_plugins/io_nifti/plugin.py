@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -15,6 +15,8 @@ class NiftiLoadParams(StageParams):
     key: CaseKey = Field("image", description="Case key the loaded image is stored under.")
     dtype: Literal["float32", "float64", "keep"] = Field(
         "float32", description="Voxel type after loading (scl_slope/inter applied); `keep` keeps the stored type.")
+    max_gib: Optional[float] = Field(None, gt=0, le=1024, description="Refuse files whose header declares more than this many GiB "
+                                     "(after the dtype conversion), before reading; unset: `$VOXPIPE_MAX_GIB`, else 16.")
 
 
 class NiftiWriteParams(StageParams):

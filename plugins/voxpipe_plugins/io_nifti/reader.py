@@ -19,12 +19,17 @@ def discover(root: Path, params=None) -> Discovery:
     return discover_by_suffix(root, NIFTI_SUFFIXES)
 
 
-def read_nifti(path: Path, dtype: str = "float32", case_id: str = ""):
-    """Load one NIfTI file as a channel-first MetaTensor."""
+def read_nifti(path: Path, dtype: str = "float32", case_id: str = "", max_gib: float | None = None):
+    """Load one NIfTI file as a channel-first MetaTensor.
+
+    The header's shape is checked against ``max_gib`` (default: ``$VOXPIPE_MAX_GIB`` or 16 GiB)
+    before any voxel is read; nibabel then reads only the declared bytes, so a gzip bomb is
+    never inflated past what the header admits.
+    """
     image = nib.load(str(path))
     stored = np.dtype(image.header.get_data_dtype()).itemsize
     target = stored if dtype == "keep" else max(stored, np.dtype(dtype).itemsize)
-    check_declared("NIfTI header", tuple(image.header.get_data_shape()), target, max_bytes())  # before anything is inflated
+    check_declared("NIfTI header", tuple(image.header.get_data_shape()), target, max_bytes(max_gib))  # before anything is inflated
     data = np.asanyarray(image.dataobj)
     if dtype != "keep":
         data = data.astype(dtype, copy=False)
@@ -49,12 +54,13 @@ def read_nifti(path: Path, dtype: str = "float32", case_id: str = ""):
 class NiftiLoader:
     """Loads ``case["source"]`` into ``case[key]``."""
 
-    def __init__(self, key: str = "image", dtype: str = "float32") -> None:
+    def __init__(self, key: str = "image", dtype: str = "float32", max_gib: float | None = None) -> None:
         self.key = key
         self.dtype = dtype
+        self.max_gib = max_gib
 
     def __call__(self, case: dict) -> dict:
         out = dict(case)
-        out[self.key] = read_nifti(case["source"].path, self.dtype, case.get("case_id", ""))
+        out[self.key] = read_nifti(case["source"].path, self.dtype, case.get("case_id", ""), self.max_gib)
         record(out, "load.nifti", shape=list(out[self.key].shape), dtype=str(out[self.key].dtype).replace("torch.", ""))
         return out
