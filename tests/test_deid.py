@@ -398,3 +398,21 @@ def test_clean_graphics_keeps_overlays_and_the_basic_profile_removes_them():
     Deidentifier(KEY, DeidOptions(clean_graphics=True)).apply(kept)
     assert kept[0x60003000].value == bytes(8) and "Doe" not in str(kept[0x60004000].value)
     assert "113103" in [i.CodeValue for i in kept.DeidentificationMethodCodeSequence]
+
+
+def test_clean_structured_keeps_sr_text_without_identifying_values():
+    def report():
+        ds = _small_ct()
+        item = Dataset()
+        item.ValueType, item.TextValue = "TEXT", "Nodule seen, Doe follow-up on 20190314"
+        item.PersonName = "Doe^Jane"
+        ds.ContentSequence = Sequence([item])
+        return ds
+
+    plain, cleaned = report(), report()
+    Deidentifier(KEY, DeidOptions()).apply(plain)
+    assert "TextValue" not in plain.ContentSequence[0]
+    Deidentifier(KEY, DeidOptions(clean_structured=True)).apply(cleaned)
+    text = cleaned.ContentSequence[0].TextValue
+    assert "Nodule seen" in text and "Doe" not in text and "2019" not in text
+    assert cleaned.ContentSequence[0].PersonName == "ANONYMOUS"

@@ -173,6 +173,7 @@ class Deidentifier:
         self.identifiers = _identifiers(ds) if self.enabled & {"clean_descriptors", "clean_structured", "clean_graphics", "rtn_patient_chars"} else []
         was_modified = str(ds.get("LongitudinalTemporalInformationModified", "")).upper() == "MODIFIED"
         self._shift = self.options.retain_long_dates == "modified" and not was_modified
+        self._structured = 0
         self._walk(ds, 0, outcome.actions)
         self._mark(ds, outcome)
         self._file_meta(ds)
@@ -297,7 +298,12 @@ class Deidentifier:
     def _clean(self, ds: Dataset, elem: DataElement, column: str | None, depth: int, counts: Counter) -> None:
         vr = elem.VR
         if vr == "SQ":
-            self._items(elem, depth, counts)
+            structured = column == "clean_structured"
+            self._structured += structured  # inside an SR tree, free text is cleaned rather than removed
+            try:
+                self._items(elem, depth, counts)
+            finally:
+                self._structured -= structured
             return
         if column in ("rtn_long_modified_dates",):
             if vr in ("DA", "DT"):
@@ -359,7 +365,7 @@ class Deidentifier:
                 del ds[elem.tag]
         elif vr in TEXT_VRS and elem.keyword in SAFE_TEXT:
             return
-        elif vr in TEXT_VRS and self.options.clean_descriptors:
+        elif vr in TEXT_VRS and (self.options.clean_descriptors or self._structured):
             elem.value = self._clean_text(elem.value)
         else:  # PN, free text, UN and anything unknown
             del ds[elem.tag]

@@ -30,7 +30,8 @@ class DeidOptionParams(StageParams):
                                     "Every other private element is removed.")
     clean_descriptors: bool = Field(False, description="Clean Descriptors: keep descriptions and comments with identifying "
                                     "values of the same data set and date-like text removed (instead of removing them).")
-    clean_structured: bool = Field(False, description="Clean Structured Content: keep SR content trees, processed item by item.")
+    clean_structured: bool = Field(False, description="Clean Structured Content: keep SR content trees, processed item by item; "
+                                   "their text values are kept with identifying values and date-like text removed.")
     clean_graphics: bool = Field(False, description="Clean Graphics: keep graphic annotations and overlays, processed item by item.")
     burned_in: Literal["quarantine", "blank"] = Field(
         "quarantine", description="Images flagged BurnedInAnnotation YES, and US / secondary capture without the flag: "
