@@ -416,3 +416,22 @@ def test_clean_structured_keeps_sr_text_without_identifying_values():
     text = cleaned.ContentSequence[0].TextValue
     assert "Nodule seen" in text and "Doe" not in text and "2019" not in text
     assert cleaned.ContentSequence[0].PersonName == "ANONYMOUS"
+
+
+def test_listing_is_private_and_kept_out_of_the_output(cli, tmp_path):
+    _write_series(tmp_path / "in", generate_uid(), generate_uid())
+    refused = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--list", tmp_path / "out" / "map.tsv")
+    assert refused.exit_code == 2 and "outside" in refused.stderr
+    ok = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--list", tmp_path / "map.tsv")
+    assert ok.exit_code == 0
+    lines = (tmp_path / "map.tsv").read_text().splitlines()
+    assert len(lines) == 4 and all(str(tmp_path / "out") in line for line in lines[1:])
+    assert stat.S_IMODE(os.stat(tmp_path / "map.tsv").st_mode) == 0o600
+
+
+def test_stage_refuses_a_key_inside_the_output(cli, tmp_path, write_config):
+    _write_series(tmp_path / "in", generate_uid(), generate_uid())
+    config = write_config("version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: deid.dicom\n    with: {key_file: out/k.key}\n")
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 1 and "inside the output folder" in result.stderr + result.stdout
+    assert not (tmp_path / "out" / "k.key").exists()
