@@ -435,3 +435,19 @@ def test_stage_refuses_a_key_inside_the_output(cli, tmp_path, write_config):
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
     assert result.exit_code == 1 and "inside the output folder" in result.stderr + result.stdout
     assert not (tmp_path / "out" / "k.key").exists()
+
+
+def test_stage_after_a_dicom_writer_deidentifies_its_output_in_place(cli, tmp_path, write_config):
+    from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
+
+    write_series(tmp_path / "in", ct_like_volume(shape=(6, 32, 32)), SeriesSpec(patient_name="Doe^Jane"))
+    config = write_config(f"version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: segment.otsu\n  - use: write.dicom_seg\n"
+                          f"  - use: deid.dicom\n    with: {{key_file: {tmp_path / 'k.key'}}}\n")
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    case = next((tmp_path / "out").glob("case-*"))
+    seg = pydicom.dcmread(case / "segmentation.dcm")
+    sources = {ds.SOPInstanceUID: ds for ds in _read_all(case / "dicom")}
+    refs = [i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence]
+    assert seg.PatientIdentityRemoved == "YES" and str(seg.PatientName) == "" and refs and set(refs) <= set(sources)
+    assert seg.StudyInstanceUID == next(iter(sources.values())).StudyInstanceUID
