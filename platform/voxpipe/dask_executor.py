@@ -36,17 +36,15 @@ def _adopt_settings(recipe: RunRecipe) -> None:
 
 def probe_worker(recipe: RunRecipe) -> str | None:
     """On a worker: ``None`` when it can run the config, else the one-line reason."""
-    from voxpipe.config import validate_text
-    from voxpipe.registry import PluginSelection, Registry
     from pathlib import Path
 
-    import yaml
+    from voxpipe.registry import PluginSelection, Registry
+    from voxpipe.worker import validate_recipe
 
     _adopt_settings(recipe)
     try:
         registry = Registry.load(PluginSelection.from_env())
-        validated = validate_text(yaml.safe_dump(recipe.config, sort_keys=False), registry, source=recipe.source,
-                                  config_dir=Path(recipe.config_dir))
+        validated = validate_recipe(recipe, registry)
     except VoxpipeError as exc:
         missing = [line for line in str(exc).splitlines() if "unknown stage" in line]
         return "plugin not installed: " + (missing[0] if missing else str(exc).splitlines()[0])

@@ -246,10 +246,16 @@ def make_recipe(validated: ValidatedConfig, output_dir: Path, device: str, worke
     config["device"] = device
     env = {k: v for k, v in os.environ.items() if k.startswith("VOXPIPE_")}
     env[_ID_KEY_ENV] = str(_key_path())
+    text = None
+    try:
+        text = Path(validated.source).read_text(encoding="utf-8")  # a worker validates what the user wrote
+    except (OSError, UnicodeDecodeError):  # a config given as a dict: its resolved form is all there is
+        pass
     return RunRecipe(
         config=config, source=Path(validated.source).name, config_dir=str(validated.config_dir),
         config_hash=validated.hash, device=device, output_dir=str(Path(output_dir).resolve()),
         threads=threads_per_worker(workers or 1), retries=retries, env=env, sys_path=tuple(sys.path),
+        config_text=text, overrides=tuple(validated.overrides),
     )
 
 

@@ -47,7 +47,11 @@ class RunRecipe:
     """Everything a worker needs to rebuild the pipeline and place its outputs.
 
     Attributes:
-        config: the resolved config (every default filled in), as plain data.
+        config: the resolved config (every default filled in), as plain data; used only when
+            there is no ``config_text`` (a config given to the Python API as a dict).
+        config_text: the config file's text, validated again on the worker with ``overrides``
+            (the resolved form is an account of what ran, not always valid input).
+        overrides: the ``--set`` overrides the parent applied.
         source: the config's file name, for messages.
         config_dir: where relative paths in the config (weights) are resolved.
         config_hash: what the parent validated; a worker that gets another hash has other plugins.
@@ -69,6 +73,8 @@ class RunRecipe:
     retries: int = 2
     env: dict = field(default_factory=dict)
     sys_path: tuple[str, ...] = ()
+    config_text: str | None = None
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass
@@ -110,16 +116,12 @@ def build_pipeline(recipe: RunRecipe):
     Raises:
         ConfigError: a stage the config uses is not installed here, or has another version.
     """
-    import yaml
-
-    from voxpipe.config import validate_text
     from voxpipe.pipeline import Pipeline
     from voxpipe.registry import PluginSelection, Registry
 
     registry = Registry.load(PluginSelection.from_env())
-    text = yaml.safe_dump(recipe.config, sort_keys=False)
     try:
-        validated = validate_text(text, registry, source=recipe.source, config_dir=Path(recipe.config_dir))
+        validated = validate_recipe(recipe, registry)
     except ConfigError as exc:
         missing = [p for p in exc.problems if "unknown stage" in p]
         detail = missing[0] if missing else exc.problems[0]
@@ -130,6 +132,19 @@ def build_pipeline(recipe: RunRecipe):
         raise ConfigError([f"worker on {_host()}: plugin versions differ from the submitting machine (here: {here}); "
                            "install the same versions on every worker"])
     return Pipeline(validated, recipe.device)
+
+
+def validate_recipe(recipe: RunRecipe, registry):
+    """The recipe's config validated against ``registry`` (this process's plugins)."""
+    from voxpipe.config import validate_text
+
+    if recipe.config_text is not None:
+        text, overrides = recipe.config_text, recipe.overrides
+    else:
+        import yaml
+
+        text, overrides = yaml.safe_dump(recipe.config, sort_keys=False), ()
+    return validate_text(text, registry, source=recipe.source, config_dir=Path(recipe.config_dir), overrides=overrides)
 
 
 def _host() -> str:
