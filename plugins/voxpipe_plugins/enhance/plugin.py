@@ -23,10 +23,14 @@ _PRESET_TEXT = ", ".join(f"{name} {level:g}/{width:g}" for name, (level, width, 
 
 
 def _set_outside(model, allowed_for: dict[str, str], mode: str) -> None:
-    """Refuse parameters that belong to another mode (they would be silently ignored)."""
+    """Refuse parameters that belong to another mode (they would be silently ignored).
+
+    A value equal to the default passes: a resolved config (the manifest's, or the one sent
+    to batch workers) writes every default out, and must validate again as it is.
+    """
     for name in sorted(model.model_fields_set):
         owner = allowed_for.get(name)
-        if owner is not None and owner != mode:
+        if owner is not None and owner != mode and getattr(model, name) != type(model).model_fields[name].default:
             raise ValueError(f"`{name}` applies to mode `{owner}` only (mode is `{mode}`)")
 
 
