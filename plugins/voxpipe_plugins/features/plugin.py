@@ -96,4 +96,5 @@ def voxpipe_register_stages(register):
         factory="voxpipe_plugins.features.extract:VGGExtractor",
         reads=("{key}",),
         writes=("features", "feature_names"),
+        content_files=("weights",),
     ))

@@ -99,6 +99,7 @@ def voxpipe_register_stages(register):
         factory="voxpipe_plugins.heads.infer:HeadStage",
         reads=("{key}",),
         writes=("outputs",),
+        content_files=("weights",),
     ))
     register(StageSpec(
         id="head.vgg_rnn",
@@ -110,6 +111,7 @@ def voxpipe_register_stages(register):
         factory="voxpipe_plugins.heads.infer:HeadStage",
         reads=("{key}",),
         writes=("outputs",),
+        content_files=("weights",),
     ))
     register(StageSpec(
         id="write.predictions",
