@@ -162,17 +162,10 @@ class ValidatedConfig:
                 path = Path(value).expanduser()
                 path = path if path.is_absolute() else self.config_dir / path
                 if path.is_file():
+                    from voxpipe.digest import file_sha256
+
                     digests.append(f"{stage.index}.{name}:{file_sha256(path)}")
         return digests
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _jsonable(params: BaseModel) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from voxpipe.atomic import atomic_path
+from voxpipe.digest import file_sha256
 from voxpipe_plugins.deep.networks import NETWORKS, check_network
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -79,17 +80,6 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB pieces."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_sha256(path: Path, expected: str | None) -> None:
     """Refuse a weights file whose SHA-256 differs from ``expected`` -- before a byte of it is parsed."""
     if not expected:
@@ -146,21 +136,30 @@ def _listed(names: list[str], limit: int = 3) -> str:
     return shown + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
 
 
-def fit_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> None:
-    """Load ``state`` into ``model`` strictly; a mismatch is one line summarising what differs."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+def mismatches(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], required=None) -> list[str]:
+    """What differs between a file's tensors and a network's, as short phrases (empty: they fit).
+
+    ``required`` (default: every key of ``expected``) are the keys the file must hold.
+    """
+    required = list(expected) if required is None else list(required)
+    missing = [k for k in required if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
               if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_listed(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches, file vs network ({_listed(shapes, 2)})")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_listed(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches, file vs network ({_listed(shapes, 2)})")
+    return parts
+
+
+def fit_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> None:
+    """Load ``state`` into ``model`` strictly; a mismatch is one line summarising what differs."""
+    parts = mismatches(state, model.state_dict())
+    if parts:
         raise WeightsError(f"weights file {source} does not fit {what}: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
 
@@ -181,5 +180,5 @@ def save_checkpoint(model: torch.nn.Module, path: Path, info: dict[str, Any]) ->
         tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
-__all__ = ["NETWORKS", "WeightsError", "make_network", "bound_args", "read_state_dict", "check_sha256", "file_sha256", "fit_weights", "save_checkpoint",
+__all__ = ["NETWORKS", "WeightsError", "make_network", "bound_args", "read_state_dict", "check_sha256", "file_sha256", "fit_weights", "mismatches", "save_checkpoint",
            "read_sidecar", "sidecar_path", "describe"]

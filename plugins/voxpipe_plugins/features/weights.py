@@ -6,13 +6,9 @@ from pathlib import Path
 
 import torch
 
-from voxpipe_plugins.deep.weights import WeightsError, read_state_dict
+from voxpipe_plugins.deep.weights import WeightsError, mismatches, read_state_dict
 from voxpipe_plugins.features.architectures import guess_architecture
 from voxpipe_plugins.features.vgg import VGG, inflate_state_dict
-
-
-def _listed(names: list[str], limit: int = 3) -> str:
-    return ", ".join(names[:limit]) + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
 
 
 def read_vgg_state(path: Path) -> dict[str, torch.Tensor]:
@@ -45,18 +41,8 @@ def fit_vgg(model: VGG, state: dict[str, torch.Tensor], source: str, need_classi
         notes.append("classifier weights not used")
     required = [k for k in expected if k.startswith("features.") or (need_classifier and k.startswith("classifier."))]
     optional = [k for k in expected if k not in required]
-    missing = [k for k in required if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
-              if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_listed(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches, file vs network ({_listed(shapes, 2)})")
+    parts = mismatches(state, expected, required)
+    if parts:
         guess = guess_architecture({k: tuple(v.shape) for k, v in state.items()})
         hint = f"; the file looks like a full-width {guess} checkpoint: set `arch`, `width` and `in_channels` to match" if guess else \
             "; check `arch`, `width` and `in_channels` against the checkpoint"
