@@ -74,3 +74,13 @@ def test_probe_detects_a_heavy_import(tmp_path: Path) -> None:
     report, _ = _probe(["--help"], tmp_path, preamble="import nibabel\n")
     assert report["exit_code"] == 0
     assert report["imported"]["nibabel"] is True
+
+
+@pytest.mark.parametrize("module", ["voxpipe_plugins.io_auto.loader", "voxpipe_plugins.io_nifti.reader",
+                                    "voxpipe_plugins.io_image.reader", "voxpipe_plugins.io_dicom.loader"])
+def test_loader_discovery_does_not_import_torch(module: str) -> None:
+    """`voxpipe run`'s parent process only discovers cases (workers build the stages): importing a
+    loader's discovery module must not cost it a torch + MONAI import (seconds on 2 cores)."""
+    code = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'torch', 'monai'}}))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

@@ -9,7 +9,6 @@ from PIL import Image
 
 from voxpipe.cases import Discovery, discover_by_suffix
 from voxpipe.stage import record
-from voxpipe_plugins.common.tensors import make_metatensor
 
 IMAGE_SUFFIXES = {s: "image" for s in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")}
 
@@ -35,6 +34,8 @@ def read_image2d(path: Path, mode: str = "keep", case_id: str = ""):
     else:
         array = np.transpose(pixels, (2, 1, 0))  # (H, W, C) -> (C, W, H)
     meta = {"filename_or_obj": case_id, "original_channel_dim": "no_channel" if pixels.ndim == 2 else -1, "source_format": "image"}
+    from voxpipe_plugins.common.tensors import make_metatensor  # torch + MONAI: not needed for discovery
+
     return make_metatensor(array, np.eye(4), meta)
 
 

@@ -10,7 +10,6 @@ import numpy as np
 from voxpipe.cases import Discovery, discover_by_suffix
 from voxpipe.limits import check_declared, max_bytes
 from voxpipe.stage import record
-from voxpipe_plugins.common.tensors import make_metatensor
 
 NIFTI_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti"}
 
@@ -48,6 +47,8 @@ def read_nifti(path: Path, dtype: str = "float32", case_id: str = "", max_gib: f
         "nifti_qform_code": int(header["qform_code"]),
         "source_format": "nifti",
     }
+    from voxpipe_plugins.common.tensors import make_metatensor  # torch + MONAI: not needed for discovery
+
     return make_metatensor(array, image.affine, meta)
 
 
