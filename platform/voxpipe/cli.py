@@ -164,7 +164,7 @@ def run(settings: Settings, config: Path, input_path: Path | None, output_dir: P
     Example:
       voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/ --set device=cpu
       voxpipe run configs/demo.yaml -i archive/ -o results/ --workers 2 --timeout 600
-      voxpipe run configs/demo.yaml -i archive/ -o /shared/results/ --executor tcp://10.0.0.5:8786
+      voxpipe run configs/demo.yaml -i archive/ -o /shared/results/ --executor tcp://scheduler.example.org:8786
     """
     from voxpipe.config import load_config
     from voxpipe.errors import UsageError
