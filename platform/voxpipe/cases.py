@@ -78,12 +78,17 @@ def discover_by_suffix(root: Path, kinds: dict[str, str]) -> Discovery:
     return found
 
 
-def _key_file() -> Path:
-    explicit = os.environ.get(ID_KEY_ENV)
+def key_file_path(env_var: str, name: str) -> Path:
+    """Where a secret key lives: ``$env_var`` if set, else the user's config folder (never the output tree)."""
+    explicit = os.environ.get(env_var)
     if explicit:
         return Path(explicit).expanduser()
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "voxpipe" / "id.key"
+    return base / "voxpipe" / name
+
+
+def _key_file() -> Path:
+    return key_file_path(ID_KEY_ENV, "id.key")
 
 
 def id_key() -> bytes:

@@ -12,6 +12,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from voxpipe.cases import key_file_path
 from voxpipe.errors import UsageError
 from voxpipe.safe_paths import inside
 
@@ -19,11 +20,7 @@ KEY_ENV = "VOXPIPE_DEID_KEY_FILE"
 
 
 def default_key_file() -> Path:
-    explicit = os.environ.get(KEY_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "voxpipe" / "deid.key"
+    return key_file_path(KEY_ENV, "deid.key")
 
 
 def load_or_create(path: Path, output_root: Path | None = None) -> tuple[bytes, bool]:
