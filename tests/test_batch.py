@@ -54,7 +54,7 @@ def assert_clean(out: Path) -> None:
         assert record["status"] == "ok"
         assert sorted(p.name for p in folder.iterdir()) == sorted(record["outputs"]), folder
     assert not (out / ".voxpipe").exists(), "staging area left behind"
-    assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
+    assert not list(out.rglob(".*")), "temporary files or folders left behind"
 
 
 def test_segfault_costs_one_case_and_workers_share_the_cores(cli, crashtest, cases, tmp_path, write_config):
@@ -152,6 +152,9 @@ def test_sigkill_halfway_then_resume(crashtest, cases, tmp_path, write_config):
         record = json.loads(done[name])
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(record["outputs"])
     json.loads((out / "manifest.json").read_text())  # the killed run's manifest is still valid JSON
+    half_written = out / ".manifest.json.k9x2.tmp" / "manifest.json"  # what a kill inside an atomic write leaves
+    half_written.parent.mkdir()
+    half_written.write_text('{"half": ')
 
     rerun = subprocess.run(command, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr

@@ -308,9 +308,12 @@ def clear_stale_staging(output_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-    for entry in Path(output_dir).iterdir():  # temporary files of atomic writes (".manifest.xyz.tmp.json")
-        if entry.name.startswith(".") and ".tmp" in entry.name and entry.is_file():
-            entry.unlink(missing_ok=True)
+    for entry in Path(output_dir).iterdir():  # what atomic writes left (".manifest.json.xyz.tmp/")
+        if entry.name.startswith(".") and ".tmp" in entry.name:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _check_previous_config(output_dir: Path, validated: ValidatedConfig, ids: list[str], force: bool) -> None:
