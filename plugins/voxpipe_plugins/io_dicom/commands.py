@@ -54,8 +54,13 @@ def find_series(input_path: Path, options: DicomOptions, series_uid: str | None 
 
 
 def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: str | None = None) -> tuple[list[ConvertResult], Counter]:
-    """Write each series as NIfTI: to ``output`` if it names a .nii/.nii.gz file, else into the folder ``output``."""
-    from voxpipe_plugins.io_nifti.writer import write_nifti  # numpy + nibabel only: no torch for convert
+    """Write each series as NIfTI: to ``output`` if it names a .nii/.nii.gz file, else into the folder ``output``.
+
+    Regular uncompressed series stream slice by slice (:mod:`.streaming`); the rest are
+    loaded whole first. Both give the same file.
+    """
+    from voxpipe_plugins.io_dicom.streaming import NotStreamable, stream_to_nifti
+    from voxpipe_plugins.io_nifti.writer import GZIP_LEVEL, write_nifti  # numpy only: no torch, no nibabel for convert
 
     series, skipped = find_series(input_path, options, series_uid)
     single_file = output.name.lower().endswith((".nii", ".nii.gz"))
@@ -73,9 +78,14 @@ def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: s
         cid = case_id(case_source(item), key)
         target = output if single_file else output / f"{cid}_{(item.modality or 'OT').upper()}.nii.gz"
         try:
-            volume = load_volume([h.path for h in item.headers], options, item.frames, item.headers)
-            write_nifti(volume.array, target, affine=volume.affine, meta=volume.meta)
-            results.append(ConvertResult(cid, target, None, volume.warnings))
+            try:
+                stream_to_nifti(item, target, options, gzip_level=GZIP_LEVEL)
+                found: list[str] = []
+            except NotStreamable:
+                volume = load_volume([h.path for h in item.headers], options, item.frames, item.headers)
+                write_nifti(volume.array, target, affine=volume.affine, meta=volume.meta)
+                found = volume.warnings
+            results.append(ConvertResult(cid, target, None, found))
         except Exception as exc:  # noqa: BLE001 - one bad series never stops the others
             if __import__("os").environ.get("VOXPIPE_DEBUG"):
                 __import__("traceback").print_exc()

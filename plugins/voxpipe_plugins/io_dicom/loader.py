@@ -12,9 +12,10 @@ import numpy as np
 from voxpipe.cases import CaseSource, Discovery, iter_files
 from voxpipe.stage import record
 from voxpipe_plugins.io_dicom.frames import Frame, frames_of
-from voxpipe_plugins.io_dicom.geometry import LPS_TO_RAS, orientation_label, orientation_vectors, stack_geometry
+from voxpipe_plugins.io_dicom.geometry import LPS_TO_RAS, StackGeometry, orientation_label, orientation_vectors, stack_geometry
 from voxpipe_plugins.io_dicom.headers import header_of
-from voxpipe_plugins.io_dicom.pixels import PixelError, fix_bits, read_frames, to_real_world
+from voxpipe_plugins.io_dicom.pixels import PixelError, fix_bits, read_frames
+from voxpipe_plugins.io_dicom.rescale import to_real_world
 from voxpipe_plugins.io_dicom.series import Selection, Series, group_series, read_headers
 
 ORIENTATION_TOLERANCE = 1e-4
@@ -129,7 +130,8 @@ def load_volume(paths: list[Path], options: DicomOptions, frames: list[int] | No
     return _stack(frame_list, options)
 
 
-def _stack(frames: list[Frame], options: DicomOptions) -> Volume:
+def stack_layout(frames: list[Frame], options: DicomOptions) -> tuple[list[Frame], StackGeometry]:
+    """Frames in output order and the stack's geometry, after checking they form one stack."""
     first = frames[0]
     missing = [f for f in frames if f.position is None or f.orientation is None or f.pixel_spacing is None]
     if missing:
@@ -145,8 +147,17 @@ def _stack(frames: list[Frame], options: DicomOptions) -> Volume:
         geometry = stack_geometry([f.position for f in frames], first.orientation, first.pixel_spacing, thickness, options.spacing_tolerance)
     except ValueError as exc:
         raise SeriesError(str(exc)) from None
-    ordered = [frames[i] for i in geometry.order]
-    shape = (int(first.header.get("Rows", 0)), int(first.header.get("Columns", 0)))
+    return [frames[i] for i in geometry.order], geometry
+
+
+def frame_shape(frame: Frame) -> tuple[int, int]:
+    return int(frame.header.get("Rows", 0)), int(frame.header.get("Columns", 0))
+
+
+def _stack(frames: list[Frame], options: DicomOptions) -> Volume:
+    ordered, geometry = stack_layout(frames, options)
+    first = ordered[0]
+    shape = frame_shape(first)
     stored = read_frames(ordered, shape, int(options.max_gib * 2**30), options.workers)
     fix_bits(stored, first.header)
     values, processing = to_real_world(stored, ordered, options.dtype)

@@ -1,19 +1,15 @@
-"""Pixel values: read frames into one preallocated array in sorted order, then make them
-real-world values.
+"""Pixel values: read frames into one preallocated array in sorted order.
 
 Uncompressed little-endian frames are read straight from the file into their slot of the
 output array (no per-file pydicom decode, no intermediate copies). Compressed frames go
 through pydicom's pixel backends (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg,
-pylibjpeg-rle, pyjpegls), in a process pool when there are many. Then: sign extension
-for signed data stored in fewer bits than allocated, RescaleSlope/Intercept per frame
-(integer output when every slope is 1 and every intercept whole, float32 otherwise), and
-MONOCHROME1 inverted to the MONOCHROME2 convention.
+pylibjpeg-rle, pyjpegls), in a process pool when there are many. Then sign extension for
+signed data stored in fewer bits than allocated; :mod:`.rescale` makes real-world values.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +43,13 @@ def fast_readable(header: SliceHeader) -> bool:
     )
 
 
-def read_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int, workers: int = 0) -> np.ndarray:
-    """Stored values of ``frames`` (already in output order) as a ``(K, rows, cols)`` array."""
-    first = frames[0].header
-    dtype = _container(first)
+def check_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int) -> np.dtype:
+    """The stack's stored type, after checking declared sizes against the cap and the data present.
+
+    Runs before anything is allocated, so a header that declares a huge or short image is
+    refused with its file named instead of failing (or swapping) half-way.
+    """
+    dtype = _container(frames[0].header)
     rows, cols = shape
     total = len(frames) * rows * cols * dtype.itemsize
     if total > max_bytes:
@@ -59,18 +58,28 @@ def read_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int, wor
             "raise max_gib if this is intended"
         )
     frame_bytes = rows * cols * dtype.itemsize
-    for frame in frames:  # declared sizes against the data actually present, before allocating anything
-        header = frame.header
-        if frame.index is None and header.pixel_length is not None and header.pixel_length < frame_bytes and fast_readable(header):
-            raise PixelError(f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {frame_bytes} expected for {rows}x{cols} pixels")
-    out = np.empty((len(frames), rows, cols), dtype=dtype.newbyteorder("="))
-    slow: list[int] = []
-    for k, frame in enumerate(frames):
+    for frame in frames:
         header = frame.header
         if (int(header.get("Rows", 0)), int(header.get("Columns", 0))) != shape:
             raise PixelError(f"{header.path.name}: {header.get('Rows')}x{header.get('Columns')} pixels, but the series is {rows}x{cols}")
-        if frame.index is None and fast_readable(header) and _container(header) == dtype:
-            _read_in_place(header, out[k])
+        if frame.index is None and header.pixel_length is not None and header.pixel_length < frame_bytes and fast_readable(header):
+            raise PixelError(f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {frame_bytes} expected for {rows}x{cols} pixels")
+    return dtype
+
+
+def in_place_readable(frame: Frame, dtype: np.dtype) -> bool:
+    """A single-frame file whose bytes can go straight into a ``dtype`` slot."""
+    return frame.index is None and fast_readable(frame.header) and _container(frame.header) == dtype
+
+
+def read_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int, workers: int = 0) -> np.ndarray:
+    """Stored values of ``frames`` (already in output order) as a ``(K, rows, cols)`` array."""
+    dtype = check_frames(frames, shape, max_bytes)
+    out = np.empty((len(frames), *shape), dtype=dtype.newbyteorder("="))
+    slow: list[int] = []
+    for k, frame in enumerate(frames):
+        if in_place_readable(frame, dtype):
+            read_in_place(frame.header, out[k])
         else:
             slow.append(k)
     if slow:
@@ -78,7 +87,7 @@ def read_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int, wor
     return out
 
 
-def _read_in_place(header: SliceHeader, target: np.ndarray) -> None:
+def read_in_place(header: SliceHeader, target: np.ndarray) -> None:
     needed = target.nbytes
     if header.pixel_length is not None and header.pixel_length < needed:
         raise PixelError(f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {needed} expected for {header.get('Rows')}x{header.get('Columns')} pixels")
@@ -126,6 +135,8 @@ def _decode_into(out: np.ndarray, frames: list[Frame], which: list[int], workers
     jobs = [(str(path), [frames[k].index for k in ks], ks) for path, ks in by_file.items()]
     workers = workers or min(os.cpu_count() or 1, 8)
     if workers > 1 and len(jobs) >= 8:
+        from concurrent.futures import ProcessPoolExecutor  # ~10 ms of imports that uncompressed series never need
+
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_decode_file, [j[0] for j in jobs], [j[1] for j in jobs], chunksize=max(1, len(jobs) // (workers * 4)))
             for (path, _, ks), arrays in zip(jobs, results):
@@ -154,58 +165,3 @@ def fix_bits(stored: np.ndarray, header: SliceHeader) -> None:
         np.right_shift(stored, shift, out=stored)  # arithmetic shift: sign-extends
     else:
         np.bitwise_and(stored, (1 << bits) - 1, out=stored)
-
-
-def stored_range(header: SliceHeader) -> tuple[int, int]:
-    allocated = int(header.get("BitsAllocated", 16))
-    bits = int(header.get("BitsStored", allocated))
-    if int(header.get("PixelRepresentation", 0)) == 1:
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
-
-
-def to_real_world(stored: np.ndarray, frames: list[Frame], dtype: str = "auto") -> tuple[np.ndarray, dict]:
-    """Apply RescaleSlope/Intercept (per frame) and MONOCHROME1 inversion.
-
-    Returns the array and a record of what was done. ``dtype="auto"`` keeps integers when
-    the result is exactly integral (all slopes 1, whole intercepts), choosing int16 or
-    int32 by the value range; otherwise float32.
-    """
-    header = frames[0].header
-    slopes = np.array([f.slope for f in frames], dtype=np.float64)
-    intercepts = np.array([f.intercept for f in frames], dtype=np.float64)
-    monochrome1 = header.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1"
-    low, high = stored_range(header)
-    record = {"rescale": "none", "photometric": header.get("PhotometricInterpretation", "")}
-    integral = np.all(slopes == 1) and np.all(intercepts == np.round(intercepts)) and np.issubdtype(stored.dtype, np.integer)
-    uniform = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
-    if not (np.all(slopes == 1) and np.all(intercepts == 0)):
-        record["rescale"] = (f"slope {slopes[0]:g}, intercept {intercepts[0]:g}" if uniform else "per-slice slope/intercept")
-    if dtype == "auto" and integral:
-        smin, smax = low, high  # the stored range BitsStored allows: no pass over the data when it fits
-        if not (-32768 <= low + int(intercepts.min()) and high + int(intercepts.max()) <= 32767):
-            smin, smax = int(stored.min()), int(stored.max())
-        if monochrome1:
-            smin, smax = low + high - smax, low + high - smin
-        value_low, value_high = smin + int(intercepts.min()), smax + int(intercepts.max())
-        target = np.int16 if -32768 <= value_low and value_high <= 32767 else np.int32
-        if monochrome1:  # invert in a type that holds low + high (65535 for 16-bit unsigned), then narrow
-            result = (np.int64(low + high) - stored.astype(np.int32)).astype(target)
-        else:
-            result = stored if stored.dtype == target else stored.astype(target)
-        if uniform:
-            if intercepts[0]:
-                result += target(intercepts[0])
-        else:
-            for k, value in enumerate(intercepts):
-                result[k] += target(value)
-    else:
-        result = np.empty(stored.shape, dtype=np.float32)
-        for k in range(stored.shape[0]):
-            frame = stored[k]
-            values = (low + high) - frame.astype(np.float32) if monochrome1 else frame
-            np.multiply(values, np.float32(slopes[k]), out=result[k], casting="unsafe")
-            result[k] += np.float32(intercepts[k])
-    if monochrome1:
-        record["photometric"] = "MONOCHROME1, inverted to the MONOCHROME2 convention"
-    return result, record

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import BinaryIO
+from typing import Iterable
 
 import numpy as np
 
@@ -112,20 +112,37 @@ def write(target: Path, array: np.ndarray, affine: np.ndarray, qform_code: int =
     array = np.asarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    header = build_header(array.shape, array.dtype, np.asarray(affine, dtype=np.float64), qform_code, sform_code)
     data = array.T if array.T.flags.c_contiguous else np.ascontiguousarray(array.T)  # Fortran order, no copy when possible
-    if str(target).endswith(".gz"):
-        with gzip.open(target, "wb", compresslevel=gzip_level) as stream:
-            _stream(stream, header, data)
-    else:
-        with open(target, "wb") as stream:
-            _stream(stream, header, data)
+    flat = data.reshape(-1)
+    step = max(1, CHUNK_BYTES // max(flat.itemsize, 1))
+    chunks = (flat[start:start + step] for start in range(0, flat.size, step))  # keep gzip's working buffers small
+    write_blocks(target, array.shape, array.dtype, affine, chunks, qform_code, sform_code, gzip_level)
 
 
-def _stream(stream: BinaryIO, header: np.ndarray, data: np.ndarray) -> None:
-    stream.write(header.tobytes())
-    stream.write(b"\x00\x00\x00\x00")  # no extensions
-    view = memoryview(data.reshape(-1).view(np.uint8))
-    step = 1 << 24
-    for start in range(0, len(view), step):  # chunks keep gzip's working buffers small
-        stream.write(view[start:start + step])
+CHUNK_BYTES = 1 << 24
+
+
+def write_blocks(target: Path, shape: tuple[int, ...], dtype, affine: np.ndarray, blocks: Iterable[np.ndarray],
+                 qform_code: int = 1, sform_code: int = 1, gzip_level: int = 1) -> None:
+    """Write a NIfTI-1 file whose voxels arrive as ``blocks``: arrays of ``dtype`` whose bytes,
+    one after another, are the voxels of ``shape`` in Fortran order (i fastest).
+
+    This lets a caller produce the volume piece by piece (``voxpipe convert`` writes one
+    DICOM slice at a time) without ever holding it. A block of the wrong type, or a total
+    that does not match ``shape``, raises ValueError; callers write to a temporary path.
+    """
+    dtype = np.dtype(dtype)
+    header = build_header(tuple(shape), dtype, np.asarray(affine, dtype=np.float64), qform_code, sform_code)
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    opener = (lambda: gzip.open(target, "wb", compresslevel=gzip_level)) if str(target).endswith(".gz") else (lambda: open(target, "wb"))
+    written = 0
+    with opener() as stream:
+        stream.write(header.tobytes())
+        stream.write(b"\x00\x00\x00\x00")  # no extensions
+        for block in blocks:
+            if block.dtype != dtype or not block.flags.c_contiguous:
+                raise ValueError(f"NIfTI block of {block.dtype} (contiguous: {block.flags.c_contiguous}); {dtype} expected")
+            stream.write(memoryview(block.reshape(-1).view(np.uint8)))
+            written += block.nbytes
+    if written != expected:
+        raise ValueError(f"NIfTI data of {written} bytes written, {expected} expected for {tuple(shape)} {dtype}")
