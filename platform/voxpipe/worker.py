@@ -354,7 +354,9 @@ def _label_volumes(case: dict) -> dict:
     array = np.asarray(label.detach().cpu().numpy() if hasattr(label, "detach") else label)
     if array.ndim < 3:
         return {}
-    counts = np.bincount(array.astype(np.int64, copy=False).ravel().clip(0))
+    from voxpipe.label_counts import value_counts
+
+    values, counts = value_counts(array)
     voxel_mm3 = 1.0
     affine = getattr(label, "affine", None)
     if affine is not None and array.ndim == 4:
@@ -362,10 +364,8 @@ def _label_volumes(case: dict) -> dict:
         voxel_mm3 = float(abs(np.linalg.det(a[:3, :3])))
     names = _label_names(case)
     volumes = {}
-    for value in range(1, len(counts)):
-        if counts[value]:
-            unit_ml = counts[value] * voxel_mm3 / 1000.0
-            volumes[names.get(value, f"label {value}")] = round(unit_ml, 3) if array.ndim == 4 else int(counts[value])
+    for value, count in zip(values.tolist(), counts.tolist()):
+        volumes[names.get(value, f"label {value}")] = round(count * voxel_mm3 / 1000.0, 3) if array.ndim == 4 else int(count)
     key = "volumes_ml" if array.ndim == 4 else "areas_px"
     return {key: volumes} if volumes else {}
 

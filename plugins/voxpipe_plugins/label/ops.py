@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from voxpipe.label_counts import label_values
 from voxpipe.stage import record
 from voxpipe_plugins.segment.base import add_warning, axial_axis, label_array, label_names_of, spacing, to_label, values_in
 
@@ -141,7 +142,9 @@ class _LabelStage:
         label = case[self.key]
         array = label_array(label, self.STAGE)
         out = dict(case)
-        values = [int(v) for v in np.unique(array) if v != 0]
+        values = label_values(array)
+        if array.dtype.kind == "i" and array.size and array.min() < 0:  # rare, but a label is any non-zero value
+            values = sorted({int(v) for v in np.unique(array[array < 0])} | set(values))
         selected = [v for v in values if self.labels is None or v in self.labels]
         details: dict[str, Any] = {"key": self.key}
         if not selected:

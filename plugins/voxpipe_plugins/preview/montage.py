@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from voxpipe.atomic import atomic_path
+from voxpipe.label_counts import label_values
 from voxpipe.stage import record
 from voxpipe_plugins.common.tensors import affine_of, to_numpy
 from voxpipe_plugins.preview.render import PALETTE, _ras, display_planes, render
@@ -76,13 +77,6 @@ def volume_panels(image, label=None):
     # A plane only one voxel thick in the other direction (a single-slice "volume") shows nothing useful.
     kept = [p for p in panels if min(p[1].shape) > 1]
     return kept or panels[:1]
-
-
-def label_values(array: np.ndarray) -> list[int]:
-    """Non-zero values present (bincount for small non-negative integers: far faster than np.unique)."""
-    if np.issubdtype(array.dtype, np.integer) and array.size and array.min() >= 0 and array.max() < 65536:
-        return [int(v) for v in np.flatnonzero(np.bincount(array.ravel())) if v > 0]
-    return sorted(int(v) for v in np.unique(array) if v > 0)
 
 
 def legend_entries(label, present: list[int]) -> list[tuple[int, str]]:
