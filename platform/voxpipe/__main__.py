@@ -1,6 +1,6 @@
-"""``python -m voxpipe`` runs the command-line interface."""
+"""``python -m voxpipe`` runs the command-line interface, as the installed command does."""
 
-from voxpipe.cli import main
+from voxpipe.entry import run
 
 if __name__ == "__main__":
-    main()
+    run()

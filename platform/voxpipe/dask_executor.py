@@ -97,7 +97,9 @@ class DaskExecutor:
             import dask
 
             count = workers or 2
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            from voxpipe.executors import worker_environment
+
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}), worker_environment():
                 self.cluster = LocalCluster(
                     n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,  # HTTP endpoint on loopback only
@@ -165,6 +167,13 @@ class DaskExecutor:
                         other.cancel()
 
     def close(self) -> None:
+        if self.cluster is not None and self.client is not None:  # our own workers: let them exit without teardown
+            try:
+                from voxpipe.entry import quick_exit_at_shutdown
+
+                self.client.run(quick_exit_at_shutdown)
+            except Exception:  # noqa: BLE001 - only a faster shutdown is lost
+                pass
         if self.client is not None:
             try:
                 self.client.close()

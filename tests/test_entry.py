@@ -1,0 +1,52 @@
+"""The installed command leaves quickly once torch is loaded, without losing anything a
+normal exit gives: the exit status, every line of output, atexit handlers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+GAUSSIAN = """\
+version: 1
+name: entry-check
+device: cpu
+stages:
+  - use: load.auto
+  - use: denoise.gaussian
+    with: {sigma_mm: 1.0}
+  - use: write.nifti
+"""
+
+
+def voxpipe(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "voxpipe", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=300)
+
+
+def test_a_run_that_loaded_torch_keeps_its_status_output_and_files(sample_inputs, write_config, tmp_path):
+    config = write_config(GAUSSIAN)
+    (sample_inputs / "broken.nii.gz").write_bytes(b"not a nifti file")
+    out = tmp_path / "out"
+    result = voxpipe("run", config, "-i", sample_inputs, "-o", out, "--workers", "0", "--no-report")
+    assert result.returncode == 1, result.stderr  # one case failed: the run's own status, not 0 from a quick exit
+    assert "1 failed" in result.stderr and result.stderr.endswith("\n")  # the summary, flushed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["finished"] and manifest["summary"]["failed"] == 1
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+
+
+def test_usage_errors_keep_their_status(tmp_path):
+    result = voxpipe("info", tmp_path / "missing")
+    assert result.returncode == 2 and result.stderr.strip().startswith("error:")
+
+
+def test_atexit_handlers_run_before_the_quick_exit(tmp_path):
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, sys, torch; from pathlib import Path; from voxpipe import entry; "
+            f"atexit.register(Path({str(marker)!r}).write_text, 'yes'); print('bye'); entry.leave(3)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3 and result.stdout == "bye\n" and marker.read_text() == "yes"
