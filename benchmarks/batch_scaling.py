@@ -198,10 +198,14 @@ def main() -> None:
         growth = {}
         counts = [4, 16] + ([] if args.skip_64 else [64])
         for count in counts:
+            if count == args.cases:  # measured above
+                growth[count] = pool
+                continue
             folder = scratch / f"n{count}"
             link_cases(inputs, folder, count)
-            print(f"{count} cases, 2 workers", file=sys.stderr)
-            growth[count] = compare(config, folder, scratch, {"2 workers": ["--workers", "2"]}, max(1, args.repeat if count < 64 else 1))["2 workers"]
+            print(f"{count} cases, 1 vs 2 workers", file=sys.stderr)
+            growth[count] = compare(config, folder, scratch, {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"]},
+                                    max(1, args.repeat if count < 64 else 1))
         overhead = runner_overhead(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -238,12 +242,14 @@ def main() -> None:
         f"{overhead['cases']} tiny cases, stages' own time removed): **{overhead['per_case_ms']:.1f} ms** (goal < 50 ms; samples "
         + ", ".join(f"{s:.1f}" for s in overhead["samples_ms"]) + ").",
         "",
-        "| cases (2 workers) | total (s) | per case (s) |",
-        "|---|---|---|",
+        "How the total grows with the number of cases, and the 2-worker speed-up with it (start-up is paid once per run):",
+        "",
+        "| cases | 1 worker (s) | 2 workers (s) | 2 workers, per case (s) | speed-up, whole runs |",
+        "|---|---|---|---|---|",
     ]
-    for count, values in growth.items():
-        total = statistics.median(values)
-        lines.append(f"| {count} | {total:.1f} | {total / count:.2f} |")
+    for count, runs in growth.items():
+        one, two = statistics.median(runs["1 worker"]), statistics.median(runs["2 workers"])
+        lines.append(f"| {count} | {one:.1f} | {two:.1f} | {two / count:.2f} | {one / two:.2f}x |")
     lines += [
         "",
         "Raw times (s): " + "; ".join(f"{k}: " + ", ".join(f"{x:.1f}" for x in v) for k, v in {**pool, **{f'dask {k}': v for k, v in dask.items()}}.items()),
