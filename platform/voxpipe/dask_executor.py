@@ -99,7 +99,10 @@ class DaskExecutor:
             count = workers or 2
             from voxpipe.executors import worker_environment
 
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}), worker_environment():
+            # The worker's statistical profiler samples the task thread's stack every 10 ms, for a
+            # dashboard our own cluster does not run; on 2 busy cores that is CPU taken from cases.
+            settings = {"distributed.scheduler.allowed-failures": 0, "distributed.worker.profile.enabled": False}
+            with dask.config.set(settings), worker_environment():
                 self.cluster = LocalCluster(
                     n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,  # HTTP endpoint on loopback only
