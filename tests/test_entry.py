@@ -50,3 +50,12 @@ def test_atexit_handlers_run_before_the_quick_exit(tmp_path):
             f"atexit.register(Path({str(marker)!r}).write_text, 'yes'); print('bye'); entry.leave(3)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and result.stdout == "bye\n" and marker.read_text() == "yes"
+
+
+def test_the_fork_server_does_not_outlive_the_run():
+    """Left alone it would finish importing torch, notice we exited, then spend ~1.2 s tearing it down."""
+    code = ("import voxpipe.executors as e; e.start_forkserver(); from multiprocessing import forkserver; "
+            "print(forkserver._forkserver._forkserver_pid, flush=True)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    pid = int(result.stdout.strip())
+    assert result.returncode == 0 and not os.path.exists(f"/proc/{pid}")
