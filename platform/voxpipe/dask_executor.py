@@ -97,11 +97,16 @@ class DaskExecutor:
             import dask
 
             count = workers or 2
-            from voxpipe.executors import worker_environment
+            from voxpipe.executors import start_forkserver, worker_environment
+
+            start_forkserver()  # already running when the runner started it; preloads torch and MONAI
 
             # The worker's statistical profiler samples the task thread's stack every 10 ms, for a
             # dashboard our own cluster does not run; on 2 busy cores that is CPU taken from cases.
-            settings = {"distributed.scheduler.allowed-failures": 0, "distributed.worker.profile.enabled": False}
+            settings = {"distributed.scheduler.allowed-failures": 0, "distributed.worker.profile.enabled": False,
+                        # Worker processes fork from VoxPipe's fork server, which has imported torch
+                        # and MONAI once (started by the runner), instead of each importing them.
+                        "distributed.worker.multiprocessing-method": "forkserver"}
             with dask.config.set(settings), worker_environment():
                 self.cluster = LocalCluster(
                     n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",

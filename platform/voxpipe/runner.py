@@ -112,10 +112,10 @@ def run(
         raise UsageError(f"input path {input_path} does not exist; pass a file or folder with -i")
     if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
         raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
-    if executor == "local" and workers > 0:
+    if (executor == "local" and workers > 0) or executor == "dask-local":
         from voxpipe.executors import start_forkserver
 
-        start_forkserver()  # its imports overlap with ours (resolve_device, discovery)
+        start_forkserver()  # its imports overlap with ours (resolve_device, discovery); dask-local forks from it too
     resolved_device = resolve_device(device or validated.config.device)
     pipeline = None
     if executor == "local" and workers == 0:
