@@ -109,8 +109,7 @@ def link_cases(source: Path, target: Path, count: int) -> None:
 def timed_run(config: Path, inputs: Path, scratch: Path, *options: str) -> float:
     out = Path(tempfile.mkdtemp(dir=scratch, prefix="out-"))
     shutil.rmtree(out)
-    env = dict(os.environ, VOXPIPE_ID_KEY_FILE=str(scratch / "id.key"))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # run from cached bytecode, as an installed package does
+    env = benchlib.child_env(VOXPIPE_ID_KEY_FILE=str(scratch / "id.key"))
     start = time.perf_counter()
     proc = subprocess.run([*VOXPIPE, "run", str(config), "-i", str(inputs), "-o", str(out), "--no-report", *options],
                           capture_output=True, text=True, env=env, cwd=REPO)

@@ -79,8 +79,7 @@ def time_once(argv: list[str], env: dict[str, str]) -> float:
 
 def run(cases: list[Case], repeat: int, heavy_repeat: int, warmup: int) -> None:
     with tempfile.TemporaryDirectory(prefix="voxpipe-bench-") as tmp:
-        env = dict(os.environ, VOXPIPE_ID_KEY_FILE=str(Path(tmp) / "id.key"))
-        env.pop("VOXPIPE_DEBUG", None)
+        env = benchlib.child_env(VOXPIPE_ID_KEY_FILE=str(Path(tmp) / "id.key"))
         # Warm-up: fill the OS page cache and write .pyc files; not recorded.
         for _ in range(warmup):
             for case in cases:

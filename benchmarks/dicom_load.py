@@ -676,11 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="voxpipe-bench-dicom-") as tmp:
         out = Path(tmp) / "out"
         out.mkdir()
-        env = dict(os.environ, VOXPIPE_ID_KEY_FILE=str(Path(tmp) / "id.key"))
-        env.pop("VOXPIPE_DEBUG", None)
-        # Installed packages run from cached bytecode; without it every voxpipe process
-        # recompiles its modules (~50 ms) and the comparison with a C binary is unfair.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = benchlib.child_env(VOXPIPE_ID_KEY_FILE=str(Path(tmp) / "id.key"))
         jobs = build_jobs(args.data, sizes, out)
         checked = run_check(args.data, env)
         start_load = os.getloadavg()[0]
