@@ -42,11 +42,6 @@ def leave(status: int) -> None:
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if "torch" not in sys.modules or others:
         sys.exit(status)
-    exit_now(status)
-
-
-def exit_now(status: int) -> None:
-    """Run the atexit handlers, flush stdout and stderr, and end the process without teardown."""
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -54,16 +49,3 @@ def exit_now(status: int) -> None:
         except (OSError, ValueError):  # a closed pipe (voxpipe info | head): nothing left to say
             pass
     os._exit(status)
-
-
-def quick_exit_at_shutdown() -> None:
-    """Make this process end without teardown when it next exits normally (after the other atexit handlers).
-
-    For worker processes VoxPipe started itself and is about to close (a ``dask-local``
-    cluster): their nannies wait for them, 1-1.5 s each with torch loaded.
-    """
-    def _handler() -> None:
-        atexit.unregister(_handler)
-        exit_now(0)
-
-    atexit.register(_handler)
