@@ -10,7 +10,7 @@ stopped when it runs past its time. Here each worker is a process the parent wat
 a crash fails that case only (with the signal named) and a fresh worker takes its place;
 a case past ``timeout`` has its worker killed. Workers are forked from a ``forkserver``
 that never runs any computation (fork-safe with torch's thread pools) and that preloads
-torch and MONAI once, so a replacement worker starts in a fraction of a second.
+torch and MONAI once (:mod:`voxpipe.preload`), so a replacement worker starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from voxpipe.worker import CaseOutcome, RunRecipe
 
 OnOutcome = Callable[[CaseOutcome], None]
 ShouldStop = Callable[[], bool]
-PRELOAD = ["voxpipe.worker", "voxpipe.pipeline", "numpy", "torch", "monai.transforms", "scipy.ndimage"]
+PRELOAD = ["voxpipe.preload"]  # importing it imports torch, MONAI and the worker (see that module)
 STARTUP_TIMEOUT = 600.0
 
 
