@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 GAUSSIAN = """\
@@ -59,3 +61,54 @@ def test_the_fork_server_does_not_outlive_the_run():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     pid = int(result.stdout.strip())
     assert result.returncode == 0 and not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize("args, forks", [
+    (["run", "c.yaml", "-i", "in", "-o", "out"], True),  # the default: one local worker
+    (["run", "c.yaml", "--workers", "2"], True),
+    (["run", "c.yaml", "--workers=2"], True),
+    (["run", "c.yaml", "-w2"], True),
+    (["--debug", "run", "c.yaml", "-w", "3"], True),
+    (["run", "c.yaml", "--executor", "dask-local", "--workers", "0"], True),  # dask-local forks from it too
+    (["run", "c.yaml", "--workers", "0"], False),  # cases run in this process
+    (["run", "c.yaml", "-w", "0"], False),
+    (["run", "c.yaml", "--executor", "tcp://scheduler:8786"], False),  # the workers are elsewhere
+    (["run", "c.yaml", "--executor=tcp://scheduler:8786"], False),
+    (["run", "--help"], False),
+    (["run", "c.yaml", "-h"], False),
+    (["validate", "c.yaml"], False),
+    (["train", "c.yaml"], False),
+    ([], False),
+    (["--version"], False),
+    (["run", "c.yaml", "--workers", "many"], False),  # click will say what is wrong; no guess
+])
+def test_the_fork_server_starts_early_only_for_runs_that_fork_workers(args, forks):
+    from voxpipe.entry import forks_workers
+
+    assert forks_workers(args) is forks
+
+
+def test_a_run_that_fails_before_its_first_case_leaves_no_fork_server(tmp_path):
+    """The early start must not change what a bad command line gives: one line, the status, no process left."""
+    config = tmp_path / "bad.yaml"
+    config.write_text("version: 1\nname: bad\nstages:\n  - use: no.such.stage\n")
+    before = _fork_servers()
+    result = voxpipe("run", config, "-i", tmp_path, "-o", tmp_path / "out", "--workers", "2")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert _fork_servers() <= before  # none left behind, still importing
+
+
+def _fork_servers() -> set[int]:
+    """Pids of the processes running multiprocessing's fork server on this machine."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if b"multiprocessing.forkserver" in handle.read():
+                        found.add(int(entry))
+            except OSError:
+                pass
+    return found
