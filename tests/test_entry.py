@@ -1,4 +1,4 @@
-"""The installed command leaves quickly once torch is loaded, without losing anything a
+"""The installed command leaves quickly (no interpreter teardown), without losing anything a
 normal exit gives: the exit status, every line of output, atexit handlers."""
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ def test_a_run_that_loaded_torch_keeps_its_status_output_and_files(sample_inputs
 def test_usage_errors_keep_their_status(tmp_path):
     result = voxpipe("info", tmp_path / "missing")
     assert result.returncode == 2 and result.stderr.strip().startswith("error:")
+
+
+def test_a_command_that_never_loads_torch_keeps_all_of_its_output():
+    result = voxpipe("--help")
+    assert result.returncode == 0 and "torch" not in result.stderr
+    commands = result.stdout.split("Commands:")[1].split()
+    assert {"run", "validate", "plugins"} <= set(commands) and result.stdout.endswith("\n")
 
 
 def test_atexit_handlers_run_before_the_quick_exit(tmp_path):
