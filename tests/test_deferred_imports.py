@@ -158,6 +158,7 @@ PRELOAD_CHECK = textwrap.dedent("""
     deferred = [name for name in voxpipe.preload.DEFERRED if is_deferred(sys.modules.get(name))]
     assert deferred == list(voxpipe.preload.DEFERRED), deferred  # none was loaded by the preload itself
     assert "scipy.stats" not in sys.modules
+    assert voxpipe.preload.builtin_plugins() and all(m in sys.modules for m in voxpipe.preload.builtin_plugins())
 
     # the MONAI functions that use what was deferred still work, and give the libraries' answers
     import torch

@@ -37,6 +37,20 @@ DEFERRED = {
 }
 
 
+def builtin_plugins() -> list[str]:
+    """The modules of VoxPipe's own plugins (their stage specs and parameter models).
+
+    Only these: they are ours and import nothing heavy. Third-party plugins load in each
+    worker, as in every other process, so that their import-time code never runs in the
+    fork server.
+    """
+    from importlib.metadata import entry_points
+
+    from voxpipe.hookspecs import ENTRY_POINT_GROUP
+
+    return [e.value.partition(":")[0] for e in entry_points(group=ENTRY_POINT_GROUP) if e.value.startswith("voxpipe_plugins.")]
+
+
 def preload(modules=MODULES, deferred=DEFERRED) -> None:
     """Import ``modules`` with the collector off, then freeze what they created."""
     import importlib
@@ -47,7 +61,7 @@ def preload(modules=MODULES, deferred=DEFERRED) -> None:
     gc.disable()
     try:
         defer(deferred)
-        for name in modules:
+        for name in (*modules, *builtin_plugins()):
             importlib.import_module(name)
     finally:
         gc.freeze()

@@ -16,7 +16,7 @@ FileName = Annotated[
 class StageParams(BaseModel):
     """Base for parameter models: unknown fields are errors, values are checked on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class ImageKeyParams(StageParams):
