@@ -70,29 +70,30 @@ def test_the_fork_server_does_not_outlive_the_run():
     assert result.returncode == 0 and not os.path.exists(f"/proc/{pid}")
 
 
-@pytest.mark.parametrize("args, forks", [
-    (["run", "c.yaml", "-i", "in", "-o", "out"], True),  # the default: one local worker
-    (["run", "c.yaml", "--workers", "2"], True),
-    (["run", "c.yaml", "--workers=2"], True),
-    (["run", "c.yaml", "-w2"], True),
-    (["--debug", "run", "c.yaml", "-w", "3"], True),
-    (["run", "c.yaml", "--executor", "dask-local", "--workers", "0"], True),  # dask-local forks from it too
-    (["run", "c.yaml", "--workers", "0"], False),  # cases run in this process
-    (["run", "c.yaml", "-w", "0"], False),
-    (["run", "c.yaml", "--executor", "tcp://scheduler:8786"], False),  # the workers are elsewhere
-    (["run", "c.yaml", "--executor=tcp://scheduler:8786"], False),
-    (["run", "--help"], False),
-    (["run", "c.yaml", "-h"], False),
-    (["validate", "c.yaml"], False),
-    (["train", "c.yaml"], False),
-    ([], False),
-    (["--version"], False),
-    (["run", "c.yaml", "--workers", "many"], False),  # click will say what is wrong; no guess
+@pytest.mark.parametrize("args, kind", [
+    (["run", "c.yaml", "-i", "in", "-o", "out"], "local"),  # the default: one local worker
+    (["run", "c.yaml", "--workers", "2"], "local"),
+    (["run", "c.yaml", "--workers=2"], "local"),
+    (["run", "c.yaml", "-w2"], "local"),
+    (["--debug", "run", "c.yaml", "-w", "3"], "local"),
+    (["run", "c.yaml", "--executor", "dask-local", "--workers", "0"], "dask-local"),  # Dask's workers fork from it
+    (["run", "c.yaml", "--executor=dask-local"], "dask-local"),
+    (["run", "c.yaml", "--workers", "0"], None),  # cases run in this process
+    (["run", "c.yaml", "-w", "0"], None),
+    (["run", "c.yaml", "--executor", "tcp://scheduler:8786"], None),  # the workers are elsewhere
+    (["run", "c.yaml", "--executor=tcp://scheduler:8786"], None),
+    (["run", "--help"], None),
+    (["run", "c.yaml", "-h"], None),
+    (["validate", "c.yaml"], None),
+    (["train", "c.yaml"], None),
+    ([], None),
+    (["--version"], None),
+    (["run", "c.yaml", "--workers", "many"], None),  # click will say what is wrong; no guess
 ])
-def test_the_fork_server_starts_early_only_for_runs_that_fork_workers(args, forks):
-    from voxpipe.entry import forks_workers
+def test_the_fork_server_starts_early_only_for_runs_that_fork_workers(args, kind):
+    from voxpipe.entry import forked_workers
 
-    assert forks_workers(args) is forks
+    assert forked_workers(args) == kind
 
 
 def test_a_run_that_fails_before_its_first_case_leaves_no_fork_server(tmp_path):

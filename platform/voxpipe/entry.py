@@ -28,10 +28,11 @@ import threading
 
 
 def run() -> None:
-    if forks_workers(sys.argv[1:]):
+    kind = forked_workers(sys.argv[1:])
+    if kind:
         from voxpipe.executors import start_forkserver
 
-        start_forkserver()
+        start_forkserver(dask=kind == "dask-local")
     from voxpipe.cli import main
 
     try:
@@ -41,17 +42,18 @@ def run() -> None:
     leave(0)
 
 
-def forks_workers(args: list[str]) -> bool:
-    """Whether ``args`` are ``run ...`` with local or dask-local workers (defaults: local, 1 worker).
+def forked_workers(args: list[str]) -> str | None:
+    """``"local"`` or ``"dask-local"`` when ``args`` are a ``run`` that forks such workers, else None.
 
-    Only global flags may come before ``run``; anything this does not follow counts as no.
+    The defaults are click's: the local executor, one worker. Only global flags may come
+    before ``run``; anything this does not follow counts as no.
     """
     position = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
     if position is None or args[position] != "run":
-        return False
+        return None
     rest = args[position + 1:]
     if "-h" in rest or "--help" in rest:
-        return False
+        return None
     workers, executor = "1", "local"
     for i, arg in enumerate(rest):
         following = rest[i + 1] if i + 1 < len(rest) else ""
@@ -66,8 +68,8 @@ def forks_workers(args: list[str]) -> bool:
         elif arg.startswith("--executor="):
             executor = arg.split("=", 1)[1]
     if executor == "dask-local":
-        return True
-    return executor == "local" and workers.isdigit() and int(workers) > 0
+        return executor
+    return executor if executor == "local" and workers.isdigit() and int(workers) > 0 else None
 
 
 def _exit_status(code) -> int:

@@ -30,6 +30,7 @@ from voxpipe.worker import CaseOutcome, RunRecipe
 OnOutcome = Callable[[CaseOutcome], None]
 ShouldStop = Callable[[], bool]
 PRELOAD = ["voxpipe.preload"]  # importing it imports torch, MONAI and the worker (see that module)
+DASK_PRELOAD = [*PRELOAD, "voxpipe.preload_dask"]
 STARTUP_TIMEOUT = 600.0
 
 
@@ -62,13 +63,15 @@ def worker_environment() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def start_forkserver() -> None:
+def start_forkserver(dask: bool = False) -> None:
     """Start the fork server now, so it imports torch and MONAI while the caller discovers cases.
 
-    Returns at once; workers requested later wait for the server to finish its imports.
+    Returns at once; workers requested later wait for the server to finish its imports. With
+    ``dask``, it also imports Dask's worker code (for ``dask-local``). Once running, later
+    calls change nothing.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
+    context.set_forkserver_preload(DASK_PRELOAD if dask else PRELOAD)
     from multiprocessing import forkserver
 
     with worker_environment():

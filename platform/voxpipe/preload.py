@@ -51,8 +51,8 @@ def builtin_plugins() -> list[str]:
     return [e.value.partition(":")[0] for e in entry_points(group=ENTRY_POINT_GROUP) if e.value.startswith("voxpipe_plugins.")]
 
 
-def preload(modules=MODULES, deferred=DEFERRED) -> None:
-    """Import ``modules`` with the collector off, then freeze what they created."""
+def import_frozen(modules, deferred=None) -> None:
+    """Import ``modules`` with the collector off (deferring ``deferred`` first), then freeze what they created."""
     import importlib
 
     from voxpipe.deferred_imports import defer
@@ -60,13 +60,18 @@ def preload(modules=MODULES, deferred=DEFERRED) -> None:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        defer(deferred)
-        for name in (*modules, *builtin_plugins()):
+        if deferred:
+            defer(deferred)
+        for name in modules:
             importlib.import_module(name)
     finally:
         gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+def preload() -> None:
+    import_frozen((*MODULES, *builtin_plugins()), DEFERRED)
 
 
 preload()

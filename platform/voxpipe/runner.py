@@ -115,7 +115,7 @@ def run(
     if (executor == "local" and workers > 0) or executor == "dask-local":
         from voxpipe.executors import start_forkserver
 
-        start_forkserver()  # its imports overlap with ours (resolve_device, discovery); dask-local forks from it too
+        start_forkserver(dask=executor == "dask-local")  # its imports overlap with ours (resolve_device, discovery)
     resolved_device = resolve_device(device or validated.config.device)
     pipeline = None
     if executor == "local" and workers == 0:
