@@ -18,9 +18,23 @@ import numpy as np
 PREFIX = "PHIMK"
 
 
+def _salt() -> str:
+    """Six random hex digits, at least one of them a letter.
+
+    An all-digit salt (about 6 % of draws) would make a marker file name such as
+    ``PHIMK0312345678.dcm`` look like a scanner-generated name, which error messages are
+    allowed to show (:func:`voxpipe.redaction.technical_name`); the corpus would then
+    "leak" through a rule that is right.
+    """
+    while True:
+        salt = secrets.token_hex(3).upper()
+        if not salt.isdigit():
+            return salt
+
+
 class Markers:
     def __init__(self) -> None:
-        self.salt = secrets.token_hex(3).upper()
+        self.salt = _salt()
         self.all: list[str] = []
 
     def new(self) -> str:
