@@ -43,15 +43,11 @@ _LOADING: set[str] = set()
 class DeferredModule(types.ModuleType):
     """A module whose code runs on the first look-up of a name it has not defined yet."""
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str):  # only called for names not (yet) in the module
         load(self)
-        namespace = self.__dict__
-        if name in namespace:
-            return namespace[name]
-        getter = namespace.get("__getattr__")  # the module's own PEP 562 hook, if it has one
-        if getter is not None and type(self) is types.ModuleType:
-            return getter(name)
-        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        if type(self) is types.ModuleType:  # loaded: look up as in any module (PEP 562 hook included)
+            return getattr(self, name)
+        raise AttributeError(f"partially initialised module {self.__name__!r} has no attribute {name!r} (a circular import)")
 
     def __dir__(self):
         load(self)

@@ -14,7 +14,7 @@ returns (``with`` blocks and atomic writes), so nothing is left for teardown to 
 Before anything else, a ``voxpipe run`` that will fork local (or dask-local) workers starts
 the fork server that imports torch and MONAI for them: that import (~1.6 s) is the longest
 thing a batch waits for, and the CLI's own start (loading plugins, validating the config,
-discovering cases, ~0.2 s) then happens beside it on another core instead of before it.
+discovering cases, 0.2-0.4 s) then happens beside it on another core instead of before it.
 The command line is only glanced at here; click still parses it, and the runner starts the
 server itself (a no-op when it is already running) if this guess said no.
 """
@@ -67,9 +67,11 @@ def forked_workers(args: list[str]) -> str | None:
             executor = following
         elif arg.startswith("--executor="):
             executor = arg.split("=", 1)[1]
-    if executor == "dask-local":
-        return executor
-    return executor if executor == "local" and workers.isdigit() and int(workers) > 0 else None
+    if not workers.isdigit():
+        return None  # click will say what is wrong
+    from voxpipe.executors import forks_from_server
+
+    return executor if forks_from_server(executor, int(workers)) else None
 
 
 def _exit_status(code) -> int:

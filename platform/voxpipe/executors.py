@@ -63,6 +63,11 @@ def worker_environment() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
+def forks_from_server(executor: str, workers: int) -> bool:
+    """Whether a run's workers are forked from the fork server (local pool or ``dask-local``)."""
+    return (executor == "local" and workers > 0) or executor == "dask-local"
+
+
 def start_forkserver(dask: bool = False) -> None:
     """Start the fork server now, so it imports torch and MONAI while the caller discovers cases.
 

@@ -2,13 +2,13 @@
 
 Importing this module *is* the preload: the fork server (:mod:`voxpipe.executors`) names
 it as its only preload entry. Two things keep it short (measured on the 2-core benchmark
-machine, median of 5: 3.6 s for the plain imports, 2.1 s with both):
+machine, median of 5: 3.6 s for the plain imports, ~1.6 s with both):
 
 * heavy libraries that MONAI imports eagerly but a pipeline rarely calls are deferred to
   their first use (:mod:`voxpipe.deferred_imports`; ~0.7 s);
 * the cyclic garbage collector is off while torch and MONAI import, following the recipe
   in the :mod:`gc` documentation for a process that forks without exec. Their imports
-  create over a million objects and none is garbage, yet the collector would walk them
+  leave ~400,000 objects and none is garbage, yet the collector would walk them
   again and again (~0.6 s). :func:`gc.freeze` then moves everything imported into the
   permanent generation, so the collections a worker runs never traverse (or write to, and
   so copy) the pages it shares with the fork server; the collector is then switched back on.

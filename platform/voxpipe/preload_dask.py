@@ -2,8 +2,8 @@
 
 Listed after :mod:`voxpipe.preload`. Each Dask worker process is forked from the fork
 server and would otherwise import ``distributed`` itself on its way to its first case
-(~0.4 s; 0.26 s here, with the collector off). Importing it starts no thread, so the fork
-server stays safe to fork from.
+(0.26 s here, with the collector off; more in a worker, where it is on). Importing it
+starts no thread, so the fork server stays safe to fork from.
 """
 
 from voxpipe.preload import import_frozen

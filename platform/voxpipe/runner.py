@@ -112,9 +112,9 @@ def run(
         raise UsageError(f"input path {input_path} does not exist; pass a file or folder with -i")
     if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
         raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
-    if (executor == "local" and workers > 0) or executor == "dask-local":
-        from voxpipe.executors import start_forkserver
+    from voxpipe.executors import forks_from_server, start_forkserver
 
+    if forks_from_server(executor, workers):
         start_forkserver(dask=executor == "dask-local")  # its imports overlap with ours (resolve_device, discovery)
     resolved_device = resolve_device(device or validated.config.device)
     pipeline = None
