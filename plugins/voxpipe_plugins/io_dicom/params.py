@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from voxpipe_plugins.common.params import CaseKey, StageParams
+from voxpipe_plugins.deid.plugin import DeidOptionParams
 
 Orientation = Literal["axial", "coronal", "sagittal", "oblique", "none"]
 
@@ -55,3 +56,15 @@ class DicomSegParams(StageParams):
     series_description: str = Field("VoxPipe segmentation", max_length=64, description="SeriesDescription of the SEG series.")
     series_number: int = Field(9001, ge=1, le=2**31 - 1, description="SeriesNumber of the SEG series.")
     algorithm: str = Field("VoxPipe", min_length=1, max_length=64, description="Algorithm name recorded in each segment.")
+    identity: Literal["deidentified", "source"] = Field(
+        "deidentified", description="Whose identity the SEG carries. `deidentified` (default): patient, study, frame of "
+        "reference and referenced instances come from de-identified copies of the source headers, keyed with `key_file` "
+        "and `deid` exactly as `deid.dicom` / `voxpipe deid` key them, so the SEG lines up with the source series "
+        "de-identified with the same key and options (a source that `deid.dicom` already de-identified is used as it is). "
+        "`source`: the SEG keeps the source's patient and study identity and UIDs, for sending it back to the PACS it "
+        "came from; it then identifies the patient.")
+    key_file: str | None = Field(None, description="`identity: deidentified`: the de-identification key, as for deid.dicom "
+                                    "(relative to the config; must lie outside the output folder). Unset: "
+                                    "`$VOXPIPE_DEID_KEY_FILE`, else ~/.config/voxpipe/deid.key.")
+    deid: DeidOptionParams = Field(default_factory=DeidOptionParams, description="`identity: deidentified`: the profile "
+                                   "options, the same as deid.dicom's; give the ones the source series is de-identified with.")

@@ -35,7 +35,14 @@ def voxpipe_register_stages(register):
         description=(
             "One segment per label value, named from the label table. The label must lie on the grid the series "
             "was loaded on; frames are tied to the source images, so resampled labels are refused. The object is "
-            "validated by highdicom on creation and opens in DICOM SEG viewers (3D Slicer, OHIF)."
+            "validated by highdicom on creation and opens in DICOM SEG viewers (3D Slicer, OHIF). Identity is an explicit "
+            "choice: by default (`identity: deidentified`) the SEG carries no patient identity: it is built from "
+            "de-identified copies of the source headers (PS3.15 Annex E, keyed UIDs, pseudonymous Patient ID and shifted "
+            "dates under the same key and options as deid.dicom), so it matches the source series de-identified with that "
+            "key, by deid.dicom earlier in the pipeline or by `voxpipe deid` at any time. `identity: source` keeps the "
+            "source's patient, study and UIDs: use it only for a SEG that goes back to the PACS it came from. Attributes "
+            "the SEG needs and the source lacks (SliceThickness, type 2 patient and study attributes, a frame of reference) "
+            "are derived from the loaded series and reported as a warning."
         ),
         params=DicomSegParams,
         factory="voxpipe_plugins.io_dicom.seg_writer:DicomSegWriter",
