@@ -69,7 +69,7 @@ def test_unknown_and_refused_transforms(registry):
         validate_text(CONFIG.replace("ScaleIntensityRanged", "ScaleIntensityRange").format(args="{}"), registry)
     with pytest.raises(ConfigError, match="not allowed: it runs an arbitrary callable"):
         validate_text(CONFIG.replace("ScaleIntensityRanged", "Lambdad").format(args="{keys: [image], func: abs}"), registry)
-    with pytest.raises(ConfigError, match="writes files itself"):
+    with pytest.raises(ConfigError, match="writes files outside VoxPipe.s output folder"):
         validate_text(CONFIG.replace("ScaleIntensityRanged", "SaveImaged").format(args="{keys: [image]}"), registry)
 
 

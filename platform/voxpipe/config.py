@@ -468,11 +468,7 @@ class _Checker:
         if use.startswith("monai."):
             from voxpipe import monai_adapter
 
-            name = use[len("monai."):]
-            if name in monai_adapter.REFUSED:
-                return f"`{use}` is not allowed: it {monai_adapter.REFUSED[name]}"
-            hint = did_you_mean(use, [f"monai.{n}" for n in monai_adapter.dictionary_transform_names()])
-            return f"unknown MONAI dictionary transform `{use}`{hint or '; use the name of a monai.transforms dictionary transform (ending in d)'}"
+            return monai_adapter.why_not(use)
         hint = did_you_mean(use, list(self.registry.stages))
         return f"unknown stage `{use}`{hint or '; run `voxpipe plugins` to list stages'}"
 

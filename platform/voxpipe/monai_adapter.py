@@ -1,43 +1,41 @@
-"""Any MONAI dictionary transform as a stage: ``use: monai.ScaleIntensityRanged``.
+"""Reviewed MONAI dictionary transforms as stages: ``use: monai.ScaleIntensityRanged``.
 
 The adapter must validate a config without importing MONAI (``voxpipe validate`` never
 loads torch), so it reads MONAI's *source* with :mod:`ast`: ``monai/transforms/__init__.py``
-says which module defines a name, and that module's class gives the ``__init__``
+says which module exports a name, and that module's class gives the ``__init__``
 signature. From the signature it makes a pydantic model (required arguments required,
 unknown arguments rejected, simple annotations type-checked), so MONAI stages are
-validated like every other stage. When the stage is built, MONAI is imported and the
-arguments are bound with :func:`inspect.signature` once more before any case runs.
+validated like every other stage.
 
-Configs still hold no code: the stage id must be a single exported class name, only
-dictionary transforms (defined in a ``dictionary`` module) are accepted, and transforms
-that run callables or read and write files on their own are refused.
+Configs still hold no code. Safety is decided by the class a name *resolves to*, never by
+the name the config used: MONAI exports each transform under several names
+(``LoadImaged``, ``LoadImageD``, ``LoadImageDict``), so every alias is followed to its
+defining ``class`` statement, and only classes on :mod:`voxpipe.monai_allowlist` are
+accepted, with only their reviewed arguments. When the stage is built, the real imported
+class object must be the allowed class object, and the arguments are checked once more.
 """
 
 from __future__ import annotations
 
 import ast
-import re
 import functools
+import importlib
 import importlib.util
 import inspect
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Self
 
+from pydantic import AfterValidator, BeforeValidator
+
+from voxpipe import monai_allowlist as allowlist
 from voxpipe.stage import StageKind, StageSpec
 
 PREFIX = "monai."
-
-# Transforms that execute callables, or read/write files and logs outside VoxPipe's control.
-REFUSED = {
-    "Lambdad": "runs an arbitrary callable",
-    "RandLambdad": "runs an arbitrary callable",
-    "LoadImaged": "reads files itself; start the pipeline with a VoxPipe loader such as `load.auto`",
-    "SaveImaged": "writes files itself; use a VoxPipe writer such as `write.nifti`",
-    "WriteFileMappingd": "writes files itself",
-    "DataStatsd": "logs image data and metadata, which may contain PHI",
-    "Invertd": "needs a transform object, which a config cannot hold",
-}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # ASCII only: no look-alike letters, no dunders
+_MAX_HOPS = 8  # alias and re-export chains followed in MONAI's source
 
 _SIMPLE_TYPES: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str}
 
@@ -45,9 +43,9 @@ _SIMPLE_TYPES: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str"
 class _MonaiDefault:
     """Marks an argument the config did not set: MONAI's own default then applies."""
 
-    _instance: "_MonaiDefault | None" = None
+    _instance: _MonaiDefault | None = None
 
-    def __new__(cls) -> "_MonaiDefault":
+    def __new__(cls) -> Self:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -68,11 +66,28 @@ class Argument:
 
 @dataclass(frozen=True)
 class TransformSignature:
-    name: str
-    module: str
+    name: str  # the defining class
+    module: str  # relative to monai.transforms
     arguments: tuple[Argument, ...]
     accepts_any: bool  # **kwargs in the signature
     doc: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An exported name and the class that defines it (what safety is decided by)."""
+
+    export: str
+    module: str
+    cls: str
+
+    @property
+    def allowed(self) -> bool:
+        entry = allowlist.ALLOWED.get(self.cls)
+        return entry is not None and entry[0] == self.module
+
+
+# ----------------------------------------------------------------------------- reading MONAI's source
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,57 +98,103 @@ def _monai_root() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.cache
+def _module_tree(module: str) -> ast.Module | None:
+    """The parsed source of ``monai.transforms.<module>``, or ``None``."""
+    root = _monai_root()
+    if root is None or not (module == "__init__" or all(_NAME.fullmatch(part) for part in module.split("."))):
+        return None
+    path = root / "transforms" / Path(*module.split("."))
+    file = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    try:
+        return ast.parse(file.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def _exported_names() -> dict[str, str]:
     """Name exported by ``monai.transforms`` -> dotted module (relative to ``monai.transforms``)."""
-    root = _monai_root()
-    if root is None:
-        return {}
-    tree = ast.parse((root / "transforms" / "__init__.py").read_text(encoding="utf-8"))
+    tree = _module_tree("__init__") if _monai_root() else None
     names: dict[str, str] = {}
-    for node in tree.body:
+    for node in tree.body if tree else ():
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
             for alias in node.names:
                 names[alias.asname or alias.name] = node.module
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.ImportFrom, ast.Import, ast.ClassDef, ast.FunctionDef)):
+            for bound in _bound_names(node):
+                names.pop(bound, None)  # rebound at top level: not a plain re-export, never resolved
     return names
 
 
-def dictionary_transform_names() -> list[str]:
-    """Every exported MONAI dictionary transform name (for suggestions and listings)."""
-    return sorted(n for n, mod in _exported_names().items() if mod.endswith("dictionary") and n not in REFUSED)
+def _bound_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+        return [node.name]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [a.asname or a.name.split(".")[0] for a in node.names]
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
 
 
-@functools.lru_cache(maxsize=None)
-def _module_tree(module: str) -> ast.Module:
-    root = _monai_root()
-    assert root is not None
-    path = root / "transforms" / Path(*module.split("."))
-    file = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-    return ast.parse(file.read_text(encoding="utf-8"))
+def _imported_module(node: ast.ImportFrom, module: str) -> str | None:
+    """The module an ``import from`` in ``monai.transforms.<module>`` reads, relative to monai.transforms."""
+    if node.level == 0:
+        if node.module and node.module.startswith("monai.transforms."):
+            return node.module[len("monai.transforms."):]
+        return None  # outside monai.transforms: not followed, so never allowed
+    package = [] if module == "__init__" else module.split(".")[:-1]
+    if node.level - 1 > len(package):
+        return None
+    parts = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+    return ".".join(parts) or None
 
 
-def _find_class(tree: ast.Module, name: str, depth: int = 0) -> ast.ClassDef | None:
-    for node in tree.body:
+def _resolve_in(module: str, name: str, hops: int = 0) -> tuple[str, str] | None:
+    """Follow ``name`` in a MONAI module to its ``class`` statement: (module, class name)."""
+    tree = _module_tree(module)
+    if tree is None or hops > _MAX_HOPS:
+        return None
+    found: tuple[str, str] | None = None
+    for node in tree.body:  # the last top-level binding wins, as in Python
         if isinstance(node, ast.ClassDef) and node.name == name:
-            return node
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            if isinstance(node.value, ast.Name) and depth < 4:
-                return _find_class(tree, node.value.id, depth + 1)
-    return None
+            found = (module, name)
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            found = _resolve_in(module, node.value.id, hops + 1) if isinstance(node.value, ast.Name) else None
+        elif isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            source = _imported_module(node, module)
+            original = next(a.name for a in node.names if (a.asname or a.name) == name)
+            found = _resolve_in(source, original, hops + 1) if source else None
+        elif isinstance(node, (ast.FunctionDef, ast.AnnAssign, ast.Import)) and name in _bound_names(node):
+            found = None
+    return found
+
+
+@functools.cache
+def resolve(name: str) -> Resolved | None:
+    """The class an exported dictionary-transform name stands for, read from source; else ``None``."""
+    module = _exported_names().get(name) if _NAME.fullmatch(name) else None
+    if module is None or not module.endswith("dictionary"):
+        return None
+    found = _resolve_in(module, name)
+    return Resolved(name, *found) if found else None
+
+
+def _class_node(resolved: Resolved) -> ast.ClassDef | None:
+    tree = _module_tree(resolved.module)
+    nodes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == resolved.cls] if tree else []
+    return nodes[-1] if nodes else None
 
 
 def signature_of(name: str) -> TransformSignature | None:
     """Read a MONAI dictionary transform's constructor signature from source, or ``None``."""
-    module = _exported_names().get(name)
-    if module is None or not module.endswith("dictionary"):
-        return None
-    cls = _find_class(_module_tree(module), name)
+    resolved = resolve(name)
+    cls = _class_node(resolved) if resolved else None
     if cls is None:
         return None
     init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
     doc = ast.get_docstring(cls) or ""
     if init is None:
-        return TransformSignature(name, module, (), True, doc)
+        return TransformSignature(resolved.cls, resolved.module, (), True, doc)
     args = init.args
     positional = args.posonlyargs + args.args
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
@@ -146,7 +207,170 @@ def signature_of(name: str) -> TransformSignature | None:
         Argument(a.arg, ast.unparse(a.annotation) if a.annotation else "", ast.unparse(d) if d is not None else None)
         for a, d in zip(args.kwonlyargs, args.kw_defaults)
     ]
-    return TransformSignature(name, module, tuple(arguments), args.kwarg is not None, doc)
+    return TransformSignature(resolved.cls, resolved.module, tuple(arguments), args.kwarg is not None, doc)
+
+
+# ----------------------------------------------------------------------------- names a config may use
+
+
+def dictionary_transform_names() -> list[str]:
+    """Every exported name (aliases included) of an allowed MONAI dictionary transform."""
+    return sorted(n for n in _exported_names() if (r := resolve(n)) is not None and r.allowed)
+
+
+def why_not(stage_id: str) -> str:
+    """One line saying why ``monai.<Name>`` is not a stage, and what to use instead."""
+    name = stage_id[len(PREFIX):]
+    if not _NAME.fullmatch(name):
+        last = name.replace("/", ".").rstrip(".").rsplit(".", 1)[-1]
+        resolved = resolve(last) or _loosely(last)
+        if resolved is not None and not resolved.allowed:
+            return _refusal(stage_id, resolved)
+        hint = f"; did you mean `monai.{resolved.export}`?" if resolved else ""
+        return (f"`{stage_id}` is not a MONAI transform name: write `monai.<Name>` with one class name "
+                f"exported by monai.transforms, e.g. `monai.ScaleIntensityRanged`{hint}")
+    resolved = resolve(name)
+    if resolved is None:
+        loose = _loosely(name)
+        if loose is not None and not loose.allowed:
+            return _refusal(stage_id, loose)
+    if resolved is not None:
+        return _refusal(stage_id, resolved)
+    from voxpipe.suggest import did_you_mean
+
+    hint = did_you_mean(stage_id, [f"{PREFIX}{n}" for n in dictionary_transform_names()])
+    return f"unknown MONAI dictionary transform `{stage_id}`{hint or '; use the name of a monai.transforms dictionary transform (ending in d)'}"
+
+
+def _refusal(stage_id: str, resolved: Resolved) -> str:
+    reason = allowlist.REFUSED.get(resolved.cls)
+    which = "it" if stage_id == f"{PREFIX}{resolved.cls}" else f"it is MONAI's `{resolved.cls}`, which"
+    if reason is None:
+        return f"`{stage_id}` is not allowed: {which} {allowlist.NOT_ALLOWED}"
+    return f"`{stage_id}` is not allowed: {which} {reason}"
+
+
+def _loosely(name: str) -> Resolved | None:
+    """An exported name equal to ``name`` up to case and Unicode compatibility forms (for messages only)."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    for export in _exported_names():
+        if export.casefold() == folded:
+            return resolve(export)
+    return None
+
+
+# ----------------------------------------------------------------------------- parameter models
+
+
+def _reserved_key(value: Any) -> str | None:
+    """A VoxPipe case key named anywhere in ``value`` (``output_dir``, ``dicom.files``), or ``None``."""
+    if isinstance(value, str):
+        head = value.split(".", 1)[0].strip()
+        return head if head in allowlist.RESERVED_KEYS else None
+    if isinstance(value, (list, tuple)):
+        return next((k for k in map(_reserved_key, value) if k), None)
+    if isinstance(value, dict):
+        return next((k for k in map(_reserved_key, [*value.keys(), *value.values()]) if k), None)
+    return None
+
+
+def _no_reserved_keys(value: Any) -> Any:
+    key = _reserved_key(value)
+    if key is not None:
+        raise ValueError(f"`{key}` is one of VoxPipe's own case keys, which MONAI stages may not name")
+    return value
+
+
+def _refuse(reason: str):
+    def check(value: Any) -> Any:
+        raise ValueError(f"cannot be set from a config: {reason}")
+
+    return check
+
+
+def _choices(names: tuple[str, ...]) -> Any:
+    one = float | Literal[names]  # type: ignore[valid-type]
+    return one | list[one] | dict[str, one] | None
+
+
+def _dtype_type(annotation: str) -> Any:
+    one = Literal[allowlist.DTYPE_NAMES] | None  # type: ignore[valid-type]
+    return one | list[one] if "Sequence" in annotation else one
+
+
+def _field_type(cls_name: str, arg: Argument) -> Any:
+    """The pydantic type for a reviewed argument: narrow where a string could mean more than a value."""
+    if (cls_name, arg.name) in allowlist.CHOICES:
+        return _choices(allowlist.CHOICES[cls_name, arg.name])
+    if arg.name in allowlist.DTYPE_ARGUMENTS:
+        return _dtype_type(arg.annotation)
+    parts = [p.strip() for p in arg.annotation.split("|")]
+    optional = "None" in parts
+    parts = [p for p in parts if p != "None"]
+    if len(parts) == 1 and parts[0] in _SIMPLE_TYPES:
+        base = _SIMPLE_TYPES[parts[0]]
+        return base | None if optional else base
+    return Any
+
+
+def _refused_reason(cls_name: str, arg: Argument) -> str | None:
+    """Why a config may not set this argument, or ``None`` when it may."""
+    if arg.name in allowlist.reviewed_arguments(cls_name):
+        if "Callable" in arg.annotation and (cls_name, arg.name) not in allowlist.CHOICES:
+            return "it takes a Python function, which a config cannot hold"
+        return None
+    return allowlist.REFUSED_ARGUMENTS.get(arg.name, allowlist.NOT_REVIEWED)
+
+
+@functools.cache
+def spec_for(stage_id: str) -> StageSpec | None:
+    """A :class:`StageSpec` for ``monai.<Name>``, or ``None`` if it is not an allowed dictionary transform."""
+    from pydantic import ConfigDict, Field, create_model
+
+    resolved = resolve(stage_id[len(PREFIX):]) if stage_id.startswith(PREFIX) else None
+    if resolved is None or not resolved.allowed:
+        return None
+    signature = signature_of(resolved.export)
+    if signature is None:
+        return None
+    intro, arg_docs = _split_docstring(signature.doc)
+    fields: dict[str, Any] = {}
+    for arg in signature.arguments:
+        refused = _refused_reason(resolved.cls, arg)
+        if refused is not None:
+            if arg.default is None:
+                return None  # a required argument a config cannot give: the transform cannot be used
+            shown = {"type": "not settable", "default": arg.default}
+            annotated = Annotated[Any, BeforeValidator(_refuse(refused))]
+            fields[arg.name] = (annotated, Field(MONAI_DEFAULT, description=refused, json_schema_extra={"shown": shown}))
+            continue
+        shown = {"type": arg.annotation or "any", "default": "required" if arg.default is None else arg.default}
+        # pydantic does not validate defaults, so the sentinel can stand in for "not set"
+        # while values the config gives are checked against the plain type.
+        annotated = Annotated[_field_type(resolved.cls, arg), AfterValidator(_no_reserved_keys)]
+        fields[arg.name] = (
+            annotated,
+            Field(... if arg.default is None else MONAI_DEFAULT, description=arg_docs.get(arg.name), json_schema_extra={"shown": shown}),
+        )
+    model = create_model(
+        f"{resolved.cls}Params",
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),  # **kwargs is never passed on
+        **fields,
+    )
+    summary = next((line.strip() for line in intro.splitlines() if line.strip()), f"MONAI {resolved.cls}")
+    return StageSpec(
+        id=stage_id,
+        kind=StageKind.TRANSFORM,
+        summary=summary,
+        params=model,
+        factory=functools.partial(build, resolved.export, resolved.module, resolved.cls),
+        reads=("{keys}",),
+        writes=("{keys}",),
+        description=intro,
+        plugin="monai",
+        distribution="monai",
+        version=_monai_version(),
+    )
 
 
 def _split_docstring(doc: str) -> tuple[str, dict[str, str]]:
@@ -167,59 +391,6 @@ def _split_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return intro.strip(), described
 
 
-def _field_type(annotation: str) -> Any:
-    """Map simple annotations (``float``, ``bool | None``) to types; anything else is ``Any``."""
-    parts = [p.strip() for p in annotation.split("|")]
-    optional = "None" in parts
-    parts = [p for p in parts if p != "None"]
-    if len(parts) == 1 and parts[0] in _SIMPLE_TYPES:
-        base = _SIMPLE_TYPES[parts[0]]
-        return Optional[base] if optional else base
-    return Any
-
-
-@functools.lru_cache(maxsize=None)
-def spec_for(stage_id: str) -> StageSpec | None:
-    """A :class:`StageSpec` for ``monai.<Name>``, or ``None`` if it is not an allowed dictionary transform."""
-    from pydantic import ConfigDict, Field, create_model
-
-    name = stage_id[len(PREFIX):]
-    if not name.isidentifier() or name in REFUSED:
-        return None
-    signature = signature_of(name)
-    if signature is None:
-        return None
-    fields: dict[str, Any] = {}
-    intro, arg_docs = _split_docstring(signature.doc)
-    for arg in signature.arguments:
-        shown = {"type": arg.annotation or "any", "default": "required" if arg.default is None else arg.default}
-        # pydantic does not validate defaults, so the sentinel can stand in for "not set"
-        # while values the config gives are checked against the plain type.
-        fields[arg.name] = (
-            _field_type(arg.annotation),
-            Field(... if arg.default is None else MONAI_DEFAULT, description=arg_docs.get(arg.name), json_schema_extra={"shown": shown}),
-        )
-    model = create_model(
-        f"{name}Params",
-        __config__=ConfigDict(extra="allow" if signature.accepts_any else "forbid", arbitrary_types_allowed=True),
-        **fields,
-    )
-    summary = next((line.strip() for line in intro.splitlines() if line.strip()), f"MONAI {name}")
-    return StageSpec(
-        id=stage_id,
-        kind=StageKind.TRANSFORM,
-        summary=summary,
-        params=model,
-        factory=functools.partial(build, name),
-        reads=("{keys}",),
-        writes=("{keys}",),
-        description=intro,
-        plugin="monai",
-        distribution="monai",
-        version=_monai_version(),
-    )
-
-
 def _monai_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -229,14 +400,60 @@ def _monai_version() -> str:
         return ""
 
 
-def build(name: str, **arguments: Any):
-    """Import MONAI, check the arguments against the real signature, and construct the transform."""
+# ----------------------------------------------------------------------------- building
+
+
+def allowed_classes() -> dict[str, type]:
+    """Every allowed class object, imported (build time only: this imports MONAI and torch)."""
+    classes = {}
+    for cls_name, (module, _) in allowlist.ALLOWED.items():
+        obj = getattr(importlib.import_module(f"monai.transforms.{module}"), cls_name, None)
+        if inspect.isclass(obj) and obj.__name__ == cls_name:
+            classes[cls_name] = obj
+    return classes
+
+
+def _dtype_value(name: Any, annotation: str) -> Any:
+    """A dtype name -> the dtype object MONAI expects (numpy, or torch where only torch is annotated)."""
+    if isinstance(name, list):
+        return [_dtype_value(n, annotation) for n in name]
+    if name is None:
+        return None
+    torch_only = annotation == "" or ("torch.dtype" in annotation and "DtypeLike" not in annotation and "np." not in annotation)
+    if torch_only:
+        import torch
+
+        return getattr(torch, name)
+    import numpy as np
+
+    return np.dtype(name).type
+
+
+def build(export: str, module: str, cls_name: str, /, **arguments: Any):
+    """Import MONAI, check the class object is the allowed one, check the arguments, construct.
+
+    The leading parameters are positional-only, so a transform argument called ``name``
+    (``ConcatItemsd``) or ``export`` reaches ``arguments`` instead of colliding with them.
+    """
     import monai.transforms
 
-    cls = getattr(monai.transforms, name)
-    kwargs = {k: v for k, v in arguments.items() if v is not MONAI_DEFAULT}
+    cls = getattr(monai.transforms, export, None)
+    allowed = allowed_classes()
+    expected = allowed.get(cls_name)
+    if (expected is None or cls is not expected or allowlist.ALLOWED[cls_name][0] != module
+            or not any(cls is obj for obj in allowed.values())):
+        raise ValueError(f"monai.{export} is not the reviewed MONAI class `{cls_name}` at run time; refused")
+    signature = signature_of(export)
+    annotations = {a.name: a.annotation for a in (signature.arguments if signature else ())}
+    kwargs: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if value is MONAI_DEFAULT:
+            continue
+        if key not in allowlist.reviewed_arguments(cls_name) or _reserved_key(value):
+            raise ValueError(f"monai.{export}: argument `{key}` cannot be set from a config")
+        kwargs[key] = _dtype_value(value, annotations.get(key, "")) if key in allowlist.DTYPE_ARGUMENTS else value
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"monai.{name}: {exc}") from None
+        raise ValueError(f"monai.{export}: {exc}") from None
     return cls(**kwargs)
