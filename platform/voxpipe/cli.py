@@ -3,14 +3,15 @@
 Commands import only what they need: ``--help``, ``plugins`` and ``validate`` never load
 torch or MONAI, so they answer in a fraction of a second. Errors a user can cause print
 one line (``error: ...``) and exit 2; ``run`` exits 1 when some cases failed.
-``--debug`` (or ``VOXPIPE_DEBUG=1``) shows tracebacks.
+``--debug`` (or ``VOXPIPE_DEBUG=1``) shows tracebacks, with input names redacted
+(:mod:`voxpipe.input_redaction`) unless ``--show-phi`` asks for them. Every command runs
+under :func:`voxpipe.atomic.private_umask`: what it creates is private (0600 / 0700).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,48 +43,88 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("VOXPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
 
 
+def _command_of(args: list[str]) -> str | None:
+    """The subcommand's name: the first word that is neither a global flag nor a global option's value."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--allow-plugin", "--block-plugin"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning user errors into one line and an exit code."""
+    from voxpipe import input_redaction as redaction
+    from voxpipe.atomic import private_umask
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     if debug:  # accepted anywhere on the line, not only before the command
         args = ["--debug"] + [a for a in args if a != "--debug"]
         os.environ["VOXPIPE_DEBUG"] = "1"
+    phi_setting = os.environ.get(redaction.SHOW_PHI_ENV)
+    if "--show-phi" in args:  # info's own option; anywhere else a global flag, accepted anywhere like --debug
+        os.environ[redaction.SHOW_PHI_ENV] = "1"
+        if _command_of(args) != "info":
+            args = ["--show-phi"] + [a for a in args if a != "--show-phi"]
+    previous_umask, stderr = os.umask(private_umask()), sys.stderr
+    if debug and not redaction.show_phi():  # tracebacks printed by code that is not ours are redacted too
+        sys.stderr = redaction.RedactingStream(sys.stderr)
+    try:
+        code = _invoke(args, debug)
+    finally:
+        os.umask(previous_umask)
+        sys.stderr = stderr
+        redaction.clear_inputs()
+        if phi_setting is None:  # this command's request only (tests run many in one process)
+            os.environ.pop(redaction.SHOW_PHI_ENV, None)
+    sys.exit(code)
+
+
+def _invoke(args: list[str], debug: bool) -> int:
+    from voxpipe.input_redaction import print_debug_traceback, redact_inputs, show_phi
+
     try:
         result = cli.main(args=args, prog_name="voxpipe", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except VoxpipeError as exc:
         if debug:
-            traceback.print_exc()
+            print_debug_traceback()
         for line in str(exc).splitlines():
             click.echo(f"error: {line}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug, but still one line unless --debug
         if debug:
-            traceback.print_exc()
+            print_debug_traceback()
         else:
             from voxpipe.errors import one_line
 
-            click.echo(f"error: internal error: {one_line(exc)} (rerun with --debug for the traceback)", err=True)
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(result if isinstance(result, int) else EXIT_OK)
+            text = one_line(exc) if show_phi() else redact_inputs(one_line(exc))  # an OSError quotes the path it failed on
+            click.echo(f"error: internal error: {text} (rerun with --debug for the traceback)", err=True)
+        return EXIT_INTERNAL
+    return result if isinstance(result, int) else EXIT_OK
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="voxpipe", message="%(prog)s %(version)s")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (input names redacted unless --show-phi).")
+@click.option("--show-phi", is_flag=True, help="Let --debug tracebacks show input paths and file names (also VOXPIPE_SHOW_PHI=1).")
 @click.option("--strict", is_flag=True, help="Fail if any plugin cannot be loaded (also VOXPIPE_STRICT=1).")
 @click.option("--allow-plugin", "allow", multiple=True, metavar="NAME", help="Load only these plugins (repeat or comma-separate; also VOXPIPE_PLUGINS_ALLOW).")
 @click.option("--block-plugin", "block", multiple=True, metavar="NAME", help="Never load these plugins (also VOXPIPE_PLUGINS_BLOCK).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], block: tuple[str, ...]) -> None:
+def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], block: tuple[str, ...], show_phi: bool = False) -> None:
     """VoxPipe: configured medical imaging pipelines over DICOM, NIfTI and 2D images.
 
     \b

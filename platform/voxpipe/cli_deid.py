@@ -2,6 +2,9 @@
 
 Light at import (click only); pydicom and the engine load when the command runs. The
 options mirror the `deid.dicom` stage's parameters; docs/security.md explains each.
+OUTPUT follows the rules of ``voxpipe run``: never overlapping INPUT, private, locked while
+written, a killed run's temporary files cleared; ``--list`` follows ``--source-map``'s
+(:mod:`voxpipe.private_files`).
 """
 
 from __future__ import annotations
@@ -69,9 +72,7 @@ def deid(input_path: Path, output: Path, key_file: Path, retain_dates: str, reta
         raise UsageError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
     if max_gib is not None and max_gib <= 0:
         raise UsageError("--max-gib must be positive")
-    from voxpipe_plugins.deid.tree import deidentify_tree
-
-    summary = deidentify_tree(input_path, output, key_file, params.engine_options(), max_gib, listing)
+    summary = _deidentify(input_path, output, key_file, params.engine_options(), max_gib, listing)
     from voxpipe_plugins.deid.keys import is_private
 
     if summary.key_created:
@@ -85,3 +86,34 @@ def deid(input_path: Path, output: Path, key_file: Path, retain_dates: str, reta
     if summary.library_warnings:
         click.echo(f"  {summary.library_warnings} warnings from pydicom about unusual values (not shown: they quote header values)")
     return summary.exit_code
+
+
+def _deidentify(input_path: Path, output: Path, key_file: Path, options, max_gib: float | None, listing: Path | None):
+    """Check the paths, then de-identify under a lock on OUTPUT; the list appears whole, 0600, only at the end."""
+    import contextlib
+
+    from voxpipe.atomic import clear_stale_temps, folder_lock
+    from voxpipe.input_redaction import register_input
+    from voxpipe.private_files import check_link_file, link_file
+    from voxpipe.safe_paths import check_separate
+    from voxpipe_plugins.deid.tree import deidentify_tree
+
+    if input_path.exists():  # else deidentify_tree says so
+        register_input(input_path)
+        check_separate(input_path, output, "INPUT", "OUTPUT")
+    if listing is not None:
+        check_link_file(listing, output, "--list")
+    with contextlib.ExitStack() as stack:
+        if output.is_dir():  # a rerun: no other deid may be writing here while stale temporary files go
+            stack.enter_context(folder_lock(output, "voxpipe deid"))
+            for folder, _subdirs, _files in _walk_real(output):
+                clear_stale_temps(folder)
+        target = stack.enter_context(link_file(listing)) if listing is not None else None
+        return deidentify_tree(input_path, output, key_file, options, max_gib, target)
+
+
+def _walk_real(root: Path):
+    """``os.walk`` that never enters a linked folder (the tree's own are never links)."""
+    import os
+
+    return os.walk(root, followlinks=False)

@@ -16,7 +16,9 @@ the fork server that imports torch and MONAI for them: that import (~1.6 s) is t
 thing a batch waits for, and the CLI's own start (loading plugins, validating the config,
 discovering cases, 0.2-0.4 s) then happens beside it on another core instead of before it.
 The command line is only glanced at here; click still parses it, and the runner starts the
-server itself (a no-op when it is already running) if this guess said no.
+server itself (a no-op when it is already running) if this guess said no. The private
+umask (:func:`voxpipe.atomic.private_umask`) is set before that, so workers create private
+files too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import threading
 
 
 def run() -> None:
+    from voxpipe.atomic import private_umask
+
+    os.umask(private_umask())  # before the fork server starts: workers forked from it inherit it
     kind = forked_workers(sys.argv[1:])
     if kind:
         from voxpipe.executors import start_forkserver

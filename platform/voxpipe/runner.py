@@ -12,6 +12,11 @@ the manifest, is what resume trusts.
 Cases run where the executor puts them (:mod:`voxpipe.executors`): in this process, in
 isolated local worker processes, or on Dask workers. One run at a time may use an output
 folder (a lock file says so); what a killed run left in staging is cleared by the next.
+
+The output tree never overlaps the input (a rerun would take earlier outputs for new
+cases), and a ``--source-map`` (it names inputs) lies outside it
+(:mod:`voxpipe.private_files`). Everything a run creates is private: folders 0700, files
+0600 (:mod:`voxpipe.atomic`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from voxpipe import __version__
-from voxpipe.atomic import write_json
+from voxpipe.atomic import clear_stale_temps, dir_mode, file_mode, make_dirs, write_json
 from voxpipe.cases import CaseSource, Discovery, case_id, id_key
 from voxpipe.config import ValidatedConfig
 from voxpipe.device import resolve_device
@@ -65,12 +70,15 @@ class RunSummary:
 
 
 def prepare_output(output_dir: Path) -> None:
-    """Create the output folder and prove it is writable, before any case runs."""
+    """Create the output folder (private, parents too) and prove it is writable, before any case runs."""
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(output_dir)
         if (output_dir / STAGING).is_symlink():  # a planted link would send every case's files elsewhere
             raise UsageError(f"output folder {output_dir}: {STAGING} is a symbolic link; remove it (outputs are never written through links)")
-        (output_dir / STAGING).mkdir(exist_ok=True)
+        try:
+            os.mkdir(output_dir / STAGING, dir_mode())
+        except FileExistsError:
+            pass
         with tempfile.NamedTemporaryFile(dir=output_dir / STAGING):
             pass
     except OSError as exc:
@@ -110,6 +118,15 @@ def run(
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist; pass a file or folder with -i")
+    from voxpipe.input_redaction import register_input
+    from voxpipe.safe_paths import check_separate
+
+    register_input(input_path)
+    check_separate(input_path, output_dir)
+    if source_map is not None:
+        from voxpipe.private_files import check_link_file
+
+        check_link_file(source_map, output_dir, "--source-map")
     if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
         raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
     from voxpipe.executors import forks_from_server, start_forkserver
@@ -245,6 +262,10 @@ def make_recipe(validated: ValidatedConfig, output_dir: Path, device: str, worke
     config.pop("training", None)
     config["device"] = device
     env = {k: v for k, v in os.environ.items() if k.startswith("VOXPIPE_")}
+    from voxpipe.input_redaction import show_phi
+
+    if not show_phi():  # a worker's --debug traceback would quote input paths unredacted (voxpipe.pipeline prints it)
+        env.pop("VOXPIPE_DEBUG", None)
     env[_ID_KEY_ENV] = str(_key_path())
     text = None
     try:
@@ -282,7 +303,11 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         import fcntl
 
-        self.handle = open(self.path, "a+")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            self.handle = os.fdopen(os.open(self.path, flags, file_mode()), "a+")
+        except OSError as exc:
+            raise UsageError(f"cannot open the run lock in {self.path.parent} ({exc.strerror}); remove a link or file planted there") from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -300,20 +325,19 @@ class RunLock:
 
 
 def clear_stale_staging(output_dir: Path) -> None:
-    """Remove what a killed run left half-written in staging (never published, never complete)."""
+    """Remove what a killed run left half-written: staging (VoxPipe's own folder) and atomic writes' temporary folders.
+
+    Beside the case folders only the exact shape :func:`voxpipe.atomic.atomic_path` makes is
+    removed (``.manifest.json.XXXXXXXX.tmp/manifest.json``); a user's own dot files stay.
+    """
     for entry in (Path(output_dir) / STAGING).iterdir():
         if entry.name == LOCK:
             continue
-        if entry.is_dir():
+        if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-    for entry in Path(output_dir).iterdir():  # what atomic writes left (".manifest.json.xyz.tmp/")
-        if entry.name.startswith(".") and ".tmp" in entry.name:
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+    clear_stale_temps(output_dir)
 
 
 def _check_previous_config(output_dir: Path, validated: ValidatedConfig, ids: list[str], force: bool) -> None:
@@ -387,11 +411,10 @@ def _write_manifest(output_dir: Path, header: dict, outcomes: list[CaseOutcome],
 
 def _write_source_map(path: Path, ids: list[str], sources: list[CaseSource]) -> None:
     """Case id -> input path, written only where the user asks (it may contain names)."""
+    from voxpipe.private_files import write_link_file
+
     lines = ["case_id\tsource"] + [f"{cid}\t{source.path}" for cid, source in zip(ids, sources)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_link_file(path, "\n".join(lines) + "\n")
 
 
 def _environment() -> dict:

@@ -5,7 +5,8 @@ from data) are joined with :func:`safe_join`, which refuses absolute parts, ``..
 separators inside a name and any existing symlink on the way (a link planted in the
 output folder could otherwise send a write anywhere the user can write).
 :func:`inside` answers whether a path lies under a folder, for keys that must stay
-*outside* the output tree.
+*outside* the output tree; :func:`check_separate` refuses an output tree that overlaps
+the input (a rerun would take earlier outputs for new cases: 1 -> 4 -> 13).
 """
 
 from __future__ import annotations
@@ -66,3 +67,43 @@ def inside(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def within(path: Path, folder: Path) -> bool:
+    """Like :func:`inside`, and also true when an existing ancestor of ``path`` *is* ``folder``
+    by device and inode (a bind mount or another spelling that ``resolve`` does not unify)."""
+    if inside(path, folder):
+        return True
+    try:
+        target = os.stat(folder)
+    except OSError:
+        return False
+    current = Path(os.path.abspath(path))
+    while True:
+        try:
+            if os.path.samestat(os.stat(current), target):
+                return True
+        except OSError:
+            pass
+        if current == current.parent:
+            return False
+        current = current.parent
+
+
+def check_separate(input_path: Path, output: Path, input_option: str = "-i", output_option: str = "-o") -> None:
+    """Refuse an output equal to, inside or around the input, links and ``..`` resolved.
+
+    Raises:
+        UsageError: one line naming both options.
+    """
+    input_path, output = Path(input_path), Path(output)
+    try:
+        if within(output, input_path) and (input_path.is_dir() or Path(output).resolve() == input_path.resolve()):
+            where = "is" if output.resolve() == input_path.resolve() else "is inside"
+            raise UsageError(f"the output {output} {where} the input {input_path}: a rerun would take earlier outputs "
+                             f"for new inputs; choose {output_option} outside {input_option}")
+        if within(input_path, output):
+            raise UsageError(f"the input {input_path} is inside the output {output}: outputs would be mixed with inputs; "
+                             f"choose {output_option} outside {input_option}")
+    except (OSError, RuntimeError) as exc:  # a link loop
+        raise UsageError(f"cannot resolve {input_option} / {output_option} ({type(exc).__name__}); check for a symbolic link loop") from None

@@ -1,21 +1,31 @@
-"""The work behind ``voxpipe convert`` (DICOM -> NIfTI) and ``voxpipe info`` (series table)."""
+"""The work behind ``voxpipe convert`` (DICOM -> NIfTI) and ``voxpipe info`` (series table).
+
+``convert`` follows the rules of ``voxpipe run``: its output never overlaps the input, new
+folders are private, a series' error is redacted by the run's own function
+(:func:`voxpipe.pipeline.redact`), and a rerun removes the temporary files a killed
+convert left, under a lock on the output folder so no running convert loses its own.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from voxpipe.cases import case_id, id_key
 from voxpipe.errors import UsageError, one_line
+
 from voxpipe_plugins.io_dicom.frames import frames_of
 from voxpipe_plugins.io_dicom.geometry import stack_geometry
-from voxpipe_plugins.io_dicom.headers import header_of
-from voxpipe_plugins.io_dicom.loader import DicomOptions, SeriesError, case_source, discover_series, load_volume
-from voxpipe_plugins.io_dicom.pixels import PixelError
+from voxpipe_plugins.io_dicom.loader import (
+    DicomOptions,
+    case_source,
+    discover_series,
+    load_volume,
+)
 from voxpipe_plugins.io_dicom.series import Series
 
 SYNTAX_NAMES = {
@@ -39,6 +49,9 @@ class ConvertResult:
 def find_series(input_path: Path, options: DicomOptions, series_uid: str | None = None) -> tuple[list[Series], Counter]:
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist")
+    from voxpipe.input_redaction import register_input
+
+    register_input(input_path)
     skipped: Counter = Counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -59,9 +72,11 @@ def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: s
     Regular uncompressed series stream slice by slice (:mod:`.streaming`); the rest are
     loaded whole first. Both give the same file.
     """
-    from voxpipe_plugins.io_dicom.streaming import NotStreamable, stream_to_nifti
-    from voxpipe_plugins.io_nifti.writer import GZIP_LEVEL, write_nifti  # numpy only: no torch, no nibabel for convert
+    from voxpipe.atomic import clear_stale_temps, folder_lock, make_dirs
+    from voxpipe.safe_paths import check_separate
 
+    if input_path.exists():  # else find_series says so
+        check_separate(input_path, output, "INPUT", "OUTPUT")
     series, skipped = find_series(input_path, options, series_uid)
     single_file = output.name.lower().endswith((".nii", ".nii.gz"))
     if single_file and len(series) > 1:
@@ -69,14 +84,39 @@ def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: s
     if not single_file:
         if output.exists() and not output.is_dir():
             raise UsageError(f"output {output} exists and is not a folder; give a .nii/.nii.gz file name or a folder")
-        output.mkdir(parents=True, exist_ok=True)
+        try:
+            make_dirs(output)
+        except OSError as exc:
+            raise UsageError(f"output folder {output} cannot be created ({exc.strerror or type(exc).__name__}); choose another") from None
     elif not output.parent.exists():
         raise UsageError(f"output folder {output.parent} does not exist")
+    folder = output.parent if single_file else output
+    with folder_lock(folder, "voxpipe convert"):
+        clear_stale_temps(folder, re.escape(output.name) if single_file else OUTPUT_NAME)
+        return _convert_each(series, output, single_file, options), skipped
+
+
+OUTPUT_NAME = r"case-[0-9a-f]{12}_[A-Z0-9]+\.nii\.gz"
+"""What convert names the files it writes into a folder (and so the only temporary folders it clears there)."""
+
+
+def _convert_each(series: list[Series], output: Path, single_file: bool, options: DicomOptions) -> list[ConvertResult]:
+    from voxpipe.input_redaction import print_debug_traceback
+    from voxpipe.pipeline import redact
+
+    from voxpipe_plugins.io_dicom.streaming import NotStreamable, stream_to_nifti
+    from voxpipe_plugins.io_nifti.writer import (  # numpy only: no torch, no nibabel for convert
+        GZIP_LEVEL,
+        write_nifti,
+    )
+
     key = id_key()
     results = []
     for item in series:
-        cid = case_id(case_source(item), key)
-        target = output if single_file else output / f"{cid}_{(item.modality or 'OT').upper()}.nii.gz"
+        source = case_source(item)
+        cid = case_id(source, key)
+        modality = re.sub(r"[^A-Z0-9]", "", (item.modality or "OT").upper()) or "OT"  # a header value: never a path part
+        target = output if single_file else output / f"{cid}_{modality}.nii.gz"
         try:
             try:
                 stream_to_nifti(item, target, options, gzip_level=GZIP_LEVEL)
@@ -84,22 +124,13 @@ def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: s
             except NotStreamable:
                 volume = load_volume([h.path for h in item.headers], options, item.frames, item.headers)
                 write_nifti(volume.array, target, affine=volume.affine, meta=volume.meta)
-                found = volume.warnings
+                found = [redact(warning, source) for warning in volume.warnings]
             results.append(ConvertResult(cid, target, None, found))
         except Exception as exc:  # noqa: BLE001 - one bad series never stops the others
-            if __import__("os").environ.get("VOXPIPE_DEBUG"):
-                __import__("traceback").print_exc()
-            results.append(ConvertResult(cid, None, _redacted(one_line(exc), item), []))
-    return results, skipped
-
-
-def _redacted(message: str, item: Series) -> str:
-    """Keep file base names, drop folders (they often carry patient names)."""
-    for header in item.headers:
-        for text in (str(header.path.resolve().parent), str(header.path.parent)):
-            if text not in ("", "."):
-                message = message.replace(text + "/", "")
-    return message
+            if os.environ.get("VOXPIPE_DEBUG"):
+                print_debug_traceback()
+            results.append(ConvertResult(cid, None, redact(one_line(exc), source), []))
+    return results
 
 
 def describe(input_path: Path, options: DicomOptions, show_phi: bool = False) -> tuple[list[dict], Counter]:
