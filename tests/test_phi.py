@@ -163,3 +163,94 @@ def test_marker_names_never_look_like_scanner_file_names():
 
     names = [Markers().new() + ".dcm" for _ in range(400)]  # an all-digit salt came up in ~6 % of draws
     assert not [n for n in names if technical_name(n)]
+
+
+# --- a pipeline without deid.dicom: the demo's kind --------------------------------------------
+def _demo_seg_options() -> dict:
+    """The demo's write.dicom_seg parameters, so the test follows what configs/demo.yaml really does."""
+    import yaml
+
+    demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    [stage] = [s for s in demo["stages"] if s["use"] == "write.dicom_seg"]
+    return stage.get("with") or {}
+
+
+DEMO_STYLE = """version: 1
+name: demo-style
+stages:
+  - use: load.dicom
+  - use: denoise.nlm
+  - use: segment.threshold
+    with: {{ranges: [{{name: body, min: -500}}]}}
+  - use: label.largest_component
+  - use: write.nifti
+    with: {{keys: [image, label]}}
+  - use: write.dicom_seg
+    with: {seg}
+  - use: enhance.window
+    with: {{preset: lung}}
+  - use: write.montage
+  - use: write.preview
+"""
+
+
+def _run(config: Path, root: Path, out: Path, env_key: Path) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ, VOXPIPE_DEID_KEY_FILE=str(env_key))
+    return subprocess.run([sys.executable, "-m", "voxpipe", "run", str(config), "-i", str(root), "-o", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def test_no_marker_after_a_demo_style_run_without_deid(corpus, tmp_path):
+    """No deid.dicom in the pipeline (as in configs/demo.yaml): the SEG is de-identified by default, so no output
+    (SEG, NIfTI, PNGs, features, case.json, manifest, report), path, stdout or stderr carries a marker."""
+    import json
+
+    root, markers = corpus
+    options = _demo_seg_options()
+    assert options.get("identity", "deidentified") == "deidentified", "the demo shows the safe default"
+    config = tmp_path / "demo-style.yaml"
+    config.write_text(DEMO_STYLE.format(seg=json.dumps(options)))
+    out = tmp_path / "out"
+    result = _run(config, root, out, tmp_path / "keys" / "deid.key")
+    assert result.returncode == 0, result.stdout + result.stderr  # the secondary capture is written too: no quarantine here
+    segs = sorted(out.glob("case-*/segmentation.dcm"))
+    assert len(segs) == 3
+    for path in segs:
+        seg = pydicom.dcmread(path)
+        assert seg.PatientIdentityRemoved == "YES" and seg.PatientID.startswith("ANON") and seg.StudyInstanceUID.startswith("2.25.")
+    leaks = _leaks(markers.all, _blobs(out) + [("stdout", result.stdout.encode()), ("stderr", result.stderr.encode())])
+    assert not leaks, leaks
+
+
+PATIENT_STUDY_MODULE = ("PatientName", "PatientID", "PatientComments", "AccessionNumber", "ReferringPhysicianName", "StudyID",
+                        "StudyDescription", "AdmittingDiagnosesDescription")
+"""The corpus attributes in the Patient, General Study and Patient Study modules: what a SEG for the PACS must keep."""
+
+
+def test_identity_source_keeps_every_patient_and_study_marker(corpus, tmp_path):
+    """`identity: source` is for a SEG going back to the PACS: the patient and study modules of the source are intact
+    (every marker there), the study and frame of reference UIDs too; and nothing beyond those modules is copied."""
+    root, markers = corpus
+    config = tmp_path / "source.yaml"
+    config.write_text(DEMO_STYLE.format(seg="{identity: source}"))
+    out = tmp_path / "out"
+    result = _run(config, root, out, tmp_path / "keys" / "deid.key")
+    assert result.returncode == 0, result.stdout + result.stderr
+    sources = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: pydicom.dcmread(p, stop_before_pixels=True)
+               for p in sorted(root.rglob("*_0_0.dcm")) + sorted(root.rglob("*_1_0.dcm"))}
+    segs = [pydicom.dcmread(p) for p in sorted(out.glob("case-*/segmentation.dcm"))]
+    volumes = [s for s in segs if s.ReferencedSeriesSequence[0].SeriesInstanceUID in sources]
+    assert len(volumes) == 2
+    expected = set()
+    for seg in volumes:
+        source = sources[seg.ReferencedSeriesSequence[0].SeriesInstanceUID]
+        for keyword in PATIENT_STUDY_MODULE + ("PatientBirthDate", "PatientSex", "PatientAge", "StudyDate", "StudyTime",
+                                               "StudyInstanceUID", "FrameOfReferenceUID"):
+            assert seg.get(keyword) == source.get(keyword), keyword
+        in_module = {str(v) for k in PATIENT_STUDY_MODULE for v in str(source.get(k)).split("^")}
+        expected |= {m for m in markers.all if m in in_module or m[:16] in in_module}
+        found = {m for m in markers.all if m.encode() in seg.to_json().encode() or m[:16].encode() in seg.to_json().encode()}
+        assert found == {m for m in markers.all if m in in_module or m[:16] in in_module}, sorted(found)
+    assert len(expected) == len(PATIENT_STUDY_MODULE) + 1  # the name holds two markers
