@@ -225,13 +225,14 @@ def validate_text(
     if not isinstance(document.data, dict):
         raise ConfigError([f"{source}: expected a mapping with `version`, `name` and `stages`, got {_type_name(document.data)}"])
     data = document.data
-    problems = apply_overrides(data, overrides, source)
+    set_paths: set[tuple] = set()
+    problems = apply_overrides(data, overrides, source, applied=set_paths)
     if device is not None:
         data["device"] = device
-    problems += _code_like_values(document, source)  # after --set: overrides are checked too
+    problems += _code_like_values(document, source, set_paths)  # after --set: overrides are checked too
     if problems:
         raise ConfigError(problems)
-    checker = _Checker(source, document, registry, set_paths=_override_paths(data, overrides))
+    checker = _Checker(source, document, registry, set_paths=set_paths)
     return checker.check(data, config_dir or Path.cwd(), list(overrides))
 
 
@@ -239,11 +240,18 @@ def _where(source: str, line: int) -> str:
     return f"{source}:{line}" if line else source
 
 
+def _located(source: str, document: safe_yaml.LocatedDocument, path: tuple, set_paths: set[tuple]) -> str:
+    """``file:line`` of a value, or ``file (--set)`` when a ``--set`` override put it there."""
+    if any(path[: len(p)] == p for p in set_paths):
+        return f"{source} (--set)"
+    return _where(source, document.line_of(path))
+
+
 def _type_name(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
-def _code_like_values(document: safe_yaml.LocatedDocument, source: str) -> list[str]:
+def _code_like_values(document: safe_yaml.LocatedDocument, source: str, set_paths: set[tuple] = frozenset()) -> list[str]:
     """Refuse anything that looks like a request to run or import code."""
     problems: list[str] = []
 
@@ -252,7 +260,7 @@ def _code_like_values(document: safe_yaml.LocatedDocument, source: str) -> list[
             for key, item in value.items():
                 if isinstance(key, str) and _RESERVED_KEY.match(key):
                     problems.append(
-                        f"{_where(source, document.line_of(path + (key,)))}: key `{key}` is not allowed: "
+                        f"{_located(source, document, path + (key,), set_paths)}: key `{key}` is not allowed: "
                         "configs name registered stages with `use:` and never import code"
                     )
                 walk(item, path + (key,))
@@ -264,7 +272,7 @@ def _code_like_values(document: safe_yaml.LocatedDocument, source: str) -> list[
             free_text = path in (("description",), ("name",))
             if text.startswith("$") or (not free_text and _IMPORT_REF.match(text)) or "__" in text and "(" in text:
                 problems.append(
-                    f"{_where(source, document.line_of(path))}: value {text[:40]!r} looks like code or an import path; "
+                    f"{_located(source, document, path, set_paths)}: value {text[:40]!r} looks like code or an import path; "
                     "configs hold literal values only"
                 )
 
@@ -279,12 +287,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``"stage.field=value"`` -> (``"stage.field"``, parsed YAML scalar/list value)."""
     target, sep, raw = text.partition("=")
     if not sep or not target.strip():
-        raise ValueError(f"--set {text!r}: expected STAGE.FIELD=VALUE")
+        raise ValueError(f"--set {_shown(text)}: expected STAGE.FIELD=VALUE")
+    if target.count(".") >= safe_yaml.MAX_DEPTH:
+        raise ValueError(f"--set {_shown(text)}: field path nested more than {safe_yaml.MAX_DEPTH} levels")
     try:
         value = safe_yaml.load(raw).data if raw.strip() else ""
     except safe_yaml.YamlProblem as problem:
-        raise ValueError(f"--set {text!r}: {problem.message}") from None
+        raise ValueError(f"--set {_shown(text)}: {problem.message}") from None
     return target.strip(), value
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """An override as quoted in a message: one line, at most ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _stage_refs(stages: list[Any]) -> dict[str, int]:
@@ -321,8 +336,12 @@ def _resolve_target(data: dict, target: str) -> tuple[int | None, list[str]]:
     raise LookupError(did_you_mean(".".join(parts[:-1]), refs) or f"; stages are: {', '.join(sorted(refs, key=str)) or 'none'}")
 
 
-def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], source: str) -> list[str]:
-    """Apply ``--set`` overrides in place; return problems (one line each)."""
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], source: str, applied: set[tuple] | None = None) -> list[str]:
+    """Apply ``--set`` overrides in place; return problems (one line each).
+
+    The document path of every value set is added to ``applied``, so messages about it say
+    ``(--set)`` instead of pointing at a line of the file it never came from.
+    """
     problems: list[str] = []
     for text in overrides:
         try:
@@ -349,19 +368,9 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], source: 
                 break
         else:
             node[field_path[-1]] = value
+            if applied is not None:
+                applied.add(tuple(field_path) if position is None else ("stages", position, "with", *field_path))
     return problems
-
-
-def _override_paths(data: dict, overrides: list[str] | tuple[str, ...]) -> set[tuple]:
-    paths: set[tuple] = set()
-    for text in overrides:
-        try:
-            target, _ = parse_override(text)
-            position, field_path = _resolve_target(data, target)
-        except (ValueError, LookupError):
-            continue
-        paths.add(tuple(field_path) if position is None else ("stages", position, "with", *field_path))
-    return paths
 
 
 # ----------------------------------------------------------------------------- checking
@@ -483,8 +492,7 @@ class _Checker:
         if kind == "missing":
             return f"field `{field_name}` is required"
         message = error.get("msg", "invalid value")
-        if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+        message = message.removeprefix("Value error, ")
         if not loc:
             return f"parameters: {message}"
         if kind == "literal_error" and loc == ("version",):

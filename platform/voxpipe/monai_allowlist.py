@@ -154,8 +154,8 @@ ALLOWED: dict[str, tuple[str, str]] = {
 _WRITER = "writes files outside VoxPipe's output folder; use a VoxPipe writer such as `write.nifti`"
 _OBJECT = "needs a Python object or function, which a config cannot hold"
 _SAMPLES = "returns several samples per case, but a VoxPipe stage maps one case to one case"
-_BATCH = "works on training batches, but VoxPipe runs one case at a time"
-_BY_NAME = "imports a class by name from another library and passes it arbitrary arguments"
+_BATCH = "works on training batches, but VoxPipe runs one case at a time; leave it out, or use it in a MONAI training loop"
+_BY_NAME = "imports a class by name from another library and passes it arbitrary arguments; use the MONAI transform that does the same (`monai.RandFlipd`, `monai.RandAffined`, ...) or a plugin stage"
 
 # Defining class -> why it is refused and what to use instead (one line).
 REFUSED: dict[str, str] = {
@@ -167,7 +167,7 @@ REFUSED: dict[str, str] = {
     "Lambdad": "runs an arbitrary callable; write a plugin stage instead (docs/writing-plugins.md)",
     "RandLambdad": "runs an arbitrary callable; write a plugin stage instead (docs/writing-plugins.md)",
     "DataStatsd": "logs image data and metadata, which may contain PHI; use `voxpipe info` on the input",
-    "Invertd": "needs a transform object, which a config cannot hold",
+    "Invertd": "needs a transform object, which a config cannot hold; write a plugin stage that inverts its own transform",
     "Ensembled": f"{_OBJECT}; use `monai.MeanEnsembled` or `monai.VoteEnsembled`",
     "Cropd": f"{_OBJECT}; use `monai.SpatialCropd` or `monai.CenterSpatialCropd`",
     "RandCropd": f"{_OBJECT}; use `monai.RandSpatialCropd`",
@@ -181,20 +181,20 @@ REFUSED: dict[str, str] = {
     "CutOutd": _BATCH,
     "MixUpd": _BATCH,
     "Decollated": _BATCH,
-    "ApplyPendingd": "only has a meaning inside MONAI's lazy Compose; VoxPipe applies every transform at once",
+    "ApplyPendingd": "only has a meaning inside MONAI's lazy Compose; VoxPipe applies every transform at once, so leave it out",
     "TorchVisiond": _BY_NAME,
     "RandTorchVisiond": _BY_NAME,
     "TorchIOd": _BY_NAME,
     "RandTorchIOd": _BY_NAME,
     "CuCIMd": _BY_NAME,
     "RandCuCIMd": _BY_NAME,
-    "SimulateDelayd": "only sleeps (a MONAI testing aid)",
+    "SimulateDelayd": "only sleeps (a MONAI testing aid); leave it out",
     "SelectItemsd": "drops every other case key, VoxPipe's own included; use `monai.DeleteItemsd`",
-    "FlattenSubKeysd": "writes arbitrary sub-keys to the top of the case, where they could replace VoxPipe's own keys",
-    "MapTransform": "is MONAI's base class, not a transform",
+    "FlattenSubKeysd": "writes arbitrary sub-keys to the top of the case, where they could replace VoxPipe's own keys; use `monai.CopyItemsd` with named keys",
+    "MapTransform": "is MONAI's base class, not a transform; use a concrete one such as `monai.ScaleIntensityRanged`",
 }
 
-NOT_ALLOWED = "is not on VoxPipe's list of reviewed MONAI array transforms (docs/configs.md, \"MONAI transforms\")"
+NOT_ALLOWED = "is not on VoxPipe's list of reviewed MONAI array transforms; use one that is (docs/configs.md) or a plugin stage"
 
 # Why an argument that an allowed transform has is left out of ALLOWED (shown when a config sets it).
 REFUSED_ARGUMENTS: dict[str, str] = {
