@@ -185,16 +185,30 @@ def _class_node(resolved: Resolved) -> ast.ClassDef | None:
     return nodes[-1] if nodes else None
 
 
+def _init_of(module: str, cls: ast.ClassDef, hops: int = 0) -> ast.FunctionDef | None:
+    """The ``__init__`` a class runs: its own, or the first base's that defines one (as Python's MRO starts)."""
+    init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+    if init is not None or hops > _MAX_HOPS:
+        return init
+    for base in cls.bases:
+        found = _resolve_in(module, base.id) if isinstance(base, ast.Name) else None
+        base_node = _class_node(Resolved(base.id, *found)) if found else None
+        init = _init_of(found[0], base_node, hops + 1) if base_node else None
+        if init is not None:
+            return init
+    return None
+
+
 def signature_of(name: str) -> TransformSignature | None:
     """Read a MONAI dictionary transform's constructor signature from source, or ``None``."""
     resolved = resolve(name)
     cls = _class_node(resolved) if resolved else None
     if cls is None:
         return None
-    init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+    init = _init_of(resolved.module, cls)
     doc = ast.get_docstring(cls) or ""
     if init is None:
-        return TransformSignature(resolved.cls, resolved.module, (), True, doc)
+        return None  # the signature cannot be read, so the arguments cannot be checked
     args = init.args
     positional = args.posonlyargs + args.args
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)

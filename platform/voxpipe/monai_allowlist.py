@@ -160,7 +160,7 @@ _BY_NAME = "imports a class by name from another library and passes it arbitrary
 # Defining class -> why it is refused and what to use instead (one line).
 REFUSED: dict[str, str] = {
     "LoadImaged": "reads files itself, with a `reader` that may name any Python callable; "
-                  "start the pipeline with a VoxPipe loader such as `load.auto`",
+                  "use a VoxPipe loader such as `load.auto` as the first stage",
     "SaveImaged": _WRITER,
     "SaveClassificationd": _WRITER,
     "WriteFileMappingd": _WRITER,
