@@ -15,6 +15,9 @@ class Image2DLoadParams(StageParams):
     key: CaseKey = Field("image", description="Case key the loaded image is stored under.")
     mode: Literal["keep", "gray", "rgb"] = Field(
         "keep", description="`gray` converts colour images to one channel (ITU-R 601 luma), `rgb` to three; `keep` keeps what the file has.")
+    max_gib: float | None = Field(None, gt=0, le=1024, description="Refuse images whose float32 array (width x height x "
+                                  "channels x 4 bytes) would exceed this many GiB, from the header, before decoding; unset: "
+                                  "`$VOXPIPE_MAX_GIB`, else 16.")
 
 
 @hookimpl

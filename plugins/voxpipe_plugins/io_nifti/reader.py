@@ -10,6 +10,7 @@ import numpy as np
 from voxpipe.cases import Discovery, discover_by_suffix
 from voxpipe.limits import check_declared, max_bytes
 from voxpipe.stage import record
+from voxpipe_plugins.io_nifti.voxels import WHAT, NiftiReadError, read_raw, scaled
 
 NIFTI_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti"}
 
@@ -22,14 +23,15 @@ def read_nifti(path: Path, dtype: str = "float32", case_id: str = "", max_gib: f
     """Load one NIfTI file as a channel-first MetaTensor.
 
     The header's shape is checked against ``max_gib`` (default: ``$VOXPIPE_MAX_GIB`` or 16 GiB)
-    before any voxel is read; nibabel then reads only the declared bytes, so a gzip bomb is
-    never inflated past what the header admits.
+    and against the bytes the file really holds before any voxel is read; voxels are then
+    read by :mod:`.voxels`, whose memory follows the bytes present, never the declaration.
     """
-    image = nib.load(str(path))
-    stored = np.dtype(image.header.get_data_dtype()).itemsize
-    target = stored if dtype == "keep" else max(stored, np.dtype(dtype).itemsize)
-    check_declared("NIfTI header", tuple(image.header.get_data_shape()), target, max_bytes(max_gib))  # before anything is inflated
-    data = np.asanyarray(image.dataobj)
+    image = _open(path)
+    proxy = image.dataobj
+    shape, stored = tuple(int(n) for n in proxy.shape), np.dtype(proxy.dtype)
+    target = stored.itemsize if dtype == "keep" else max(stored.itemsize, np.dtype(dtype).itemsize)
+    check_declared("NIfTI header", shape, target, max_bytes(max_gib))  # before anything is inflated
+    data = scaled(read_raw(path, shape, stored, int(proxy.offset)), proxy.slope, proxy.inter)
     if dtype != "keep":
         data = data.astype(dtype, copy=False)
     if data.ndim == 4:
@@ -50,6 +52,21 @@ def read_nifti(path: Path, dtype: str = "float32", case_id: str = "", max_gib: f
     from voxpipe_plugins.common.tensors import make_metatensor  # torch + MONAI: not needed for discovery
 
     return make_metatensor(array, image.affine, meta)
+
+
+def _open(path: Path):
+    """nibabel's image (header only); its errors name the file's path, which may name the patient, so they become ours."""
+    try:
+        image = nib.load(str(path))
+        if not isinstance(image, nib.Nifti1Image):  # Nifti2Image subclasses it
+            raise TypeError(type(image).__name__)
+        image.dataobj.offset  # noqa: B018 - a bad vox_offset raises here, not later
+        return image
+    except FileNotFoundError:
+        raise NiftiReadError(f"{WHAT} not found (moved or deleted since the input was listed)") from None
+    except Exception as exc:  # noqa: BLE001 - nibabel and gzip raise many types for corrupt files
+        raise NiftiReadError(f"{WHAT}: cannot be read as NIfTI-1 or NIfTI-2 ({type(exc).__name__}: corrupt header or not a NIfTI "
+                             "file); check it with another viewer, or export it again") from None
 
 
 class NiftiLoader:
