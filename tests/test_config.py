@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from voxpipe.config import load_config, validate_text
 from voxpipe.errors import ConfigError
 
@@ -140,3 +139,106 @@ def test_free_text_may_contain_colons(registry):
 def test_hash_ignores_device_and_name(registry):
     base = validate_text(GOOD, registry).hash
     assert validate_text(GOOD, registry, overrides=["device=cpu", "name=other"]).hash == base
+
+
+# ----------------------------------------------------------------------------- YAML that recurses or explodes (issue 14 §6)
+
+def _laughs(levels: int = 9) -> str:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_YAML = {
+    "alias_in_own_sequence": ("x: &a [*a]\n", "recursive alias"),
+    "alias_in_own_mapping": ("x: &a {y: *a}\n", "recursive alias"),
+    "alias_through_both": ("x: &a [{y: [1, {z: *a}]}]\n", "recursive alias"),
+    "alias_mutual": ("x: &a [{y: &b [*b, *a]}]\n", "recursive alias"),
+    "alias_as_stages": ("version: 1\nname: t\nstages: &s\n  - use: load.auto\n    with: {x: *s}\n", "recursive alias"),
+    "deep_flow_sequence": ("x: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+    "deep_flow_mapping": ("x: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
+    "deep_block_sequence": ("x:\n" + "".join("  " * i + "-\n" for i in range(1, 3000)), "nested too deeply"),
+    "deep_block_mapping": ("".join("  " * i + f"k{i}:\n" for i in range(3000)), "nested too deeply"),
+    "deep_through_aliases": ("a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 40 + "*a" + "]" * 40 + "\n", "nested too deeply"),
+    "billion_laughs": (_laughs(), "more than 100000 values"),
+    "long_text_laughs": ("a: &a " + "x" * 200_000 + "\nb: [*a, *a, *a, *a, *a, *a]\n", "characters"),
+    "huge_integer": ("version: 1\nname: t\nx: " + "9" * 5000 + "\n", "cannot be read as int"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_YAML))
+def test_hostile_yaml_is_a_config_error(registry, name):
+    text, expected = HOSTILE_YAML[name]
+    [line] = problems(text, registry)
+    assert expected in line and line.startswith("p.yaml"), line
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_YAML))
+def test_hostile_yaml_through_the_cli(cli, tmp_path, name):
+    """Once 'internal error: RecursionError', exit 3; now one line and exit 2."""
+    config = tmp_path / "h.yaml"
+    config.write_text(HOSTILE_YAML[name][0])
+    result = cli("validate", config)
+    assert result.exit_code == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1 and result.error_lines, result.stderr
+    assert "internal error" not in result.stderr and "RecursionError" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["&a [*a]", "&a {b: *a}", "&a [{b: [*a]}]", "[" * 3000 + "]" * 3000, "{a: " * 3000 + "1" + "}" * 3000])
+def test_hostile_set_values(cli, tmp_path, value):
+    config = tmp_path / "g.yaml"
+    config.write_text(GOOD)
+    result = cli("validate", config, "--set", f"smooth.sigma_mm={value}")
+    assert result.exit_code == 2, result
+    [line] = result.error_lines
+    assert line.startswith("error: --set 'smooth.sigma_mm=") and len(line) < 200
+    assert "internal error" not in result.stderr
+
+
+def test_deep_set_field_path(registry):
+    [line] = problems(GOOD, registry, overrides=["smooth." + "x." * 3000 + "y=1"])
+    assert "nested more than" in line and len(line) < 200
+
+
+def test_sane_anchors_and_nesting_still_work(registry):
+    text = GOOD.replace("with: {sigma_mm: 1.5}", "with: {sigma_mm: &s 1.5, truncated: *s}")
+    assert validate_text(text, registry).stages[1].params.truncated == 1.5
+    from voxpipe import safe_yaml
+
+    assert safe_yaml.load("x: " + "[" * 63 + "]" * 63).data is not None
+
+
+# ----------------------------------------------------------------------------- where a --set value is reported
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("smooth.sigma_mm=$x", "looks like code"),
+        ("smooth.sigma_mm=os.path:join", "looks like code"),
+        ("smooth._target_=os.system", "key `_target_` is not allowed"),
+        ("smooth.extra={_target_: os.system}", "key `_target_` is not allowed"),
+        ("smooth.extra={deeper: {value: $x}}", "looks like code"),
+        ("smooth.sigma_mm=wide", "field `sigma_mm`"),
+        ("smooth.sigmaa=1", "unknown field `sigmaa`"),
+        ("name=a b", "field `name`"),
+        ("description=$x", "looks like code"),
+    ],
+)
+def test_set_values_are_attributed_to_set(registry, override, expected):
+    """A value from --set is never blamed on a line of the file (it was `p.yaml:7` before)."""
+    lines = problems(GOOD, registry, overrides=[override])
+    [line] = [line for line in lines if expected in line]
+    assert line.startswith("p.yaml (--set): "), line
+
+
+def test_file_values_keep_their_line_beside_a_set(registry):
+    lines = problems(GOOD.replace("1.5", "$x"), registry, overrides=["smooth.truncated=$y"])
+    assert sorted(line.split(": value")[0] for line in lines) == ["p.yaml (--set)", "p.yaml:7"]
+
+
+def test_monai_arguments_from_set_are_attributed_to_set(registry):
+    text = GOOD.replace("denoise.gaussian", "monai.ScaleIntensityRanged").replace("{sigma_mm: 1.5}", "{keys: [image], a_min: 0, a_max: 1}")
+    [line] = problems(text, registry, overrides=["smooth.reader=os.system"])
+    assert line.startswith('p.yaml (--set): stage 2 "smooth" (monai.ScaleIntensityRanged): unknown field `reader`'), line
