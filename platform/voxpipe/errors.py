@@ -45,10 +45,53 @@ class StageError(Exception):
     """A stage failed on one case; the runner records it and goes on with the next case."""
 
 
+TRACEBACK = "Traceback (most recent call last):"
+MAX_LINE = 500
+"""Longest case error kept: a library that prints a whole object (MONAI prints its readers) is cut."""
+
+
+_CHAINING = ("The above exception was the direct cause", "During handling of the above exception")
+
+
 def one_line(exc: BaseException) -> str:
-    """Render an exception as a single line: ``Type: message`` without newlines."""
-    text = " ".join(str(exc).split())
-    name = type(exc).__name__
-    if isinstance(exc, (VoxpipeError, StageError)):
-        return text or name
-    return f"{name}: {text}" if text else name
+    """Render an exception as a single line: ``Type: message`` without newlines.
+
+    Library messages can hold whole tracebacks (MONAI's LoadImage appends one per reader it
+    tried; torch's DataLoader wraps a worker's): each is replaced by its last line, the
+    exception it ended in, which is kept when the rest is cut to :data:`MAX_LINE` characters.
+    """
+    prefix = "" if isinstance(exc, (VoxpipeError, StageError)) else type(exc).__name__
+    return flatten(str(exc), prefix) or type(exc).__name__
+
+
+def flatten(text: str, prefix: str = "") -> str:
+    """Any text as one line (see :func:`one_line`), after ``prefix: `` when given."""
+    head, ends = _without_tracebacks(text)
+    head = " ".join(head.split())
+    tail = " ".join("; ".join(ends).split())
+    if prefix:
+        head = f"{prefix}: {head}" if head else prefix
+    if not tail:
+        return _cut(head, MAX_LINE)
+    tail = _cut(tail, MAX_LINE // 2)
+    return f"{_cut(head, MAX_LINE - len(tail) - 3)} [{tail}]" if head else tail
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 0)].rstrip() + "..."
+
+
+def _without_tracebacks(text: str) -> tuple[str, list[str]]:
+    """The text before any traceback, and the exception line each traceback ended in."""
+    if TRACEBACK not in text:
+        return text, []
+    head, *blocks = text.split(TRACEBACK)
+    head = head.rstrip()
+    if head.endswith("Original"):  # torch: "Original Traceback (most recent call last):"
+        head = head[: -len("Original")].rstrip()
+    ends: list[str] = []
+    for block in blocks:
+        lines = [line for line in block.splitlines() if line.strip() and not line.startswith((" ", "\t", *_CHAINING))]
+        if lines and lines[-1].strip() not in ends:
+            ends.append(lines[-1].strip())
+    return head, ends

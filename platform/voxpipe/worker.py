@@ -9,6 +9,9 @@ there, in the same version (the config hash would differ otherwise).
 :func:`process_case` runs the stages in a private staging folder, writes ``case.json``
 and publishes the folder with one rename, retrying only transient I/O errors (a flaky
 network share), and says when the output disk is full so the runner can stop early.
+Every case error and warning passes through :class:`voxpipe.redaction.CaseRedactor` here,
+before it reaches ``case.json``, the manifest, the report or stderr: library messages quote
+header values, and this is the one place all executors share.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from voxpipe.errors import ConfigError, VoxpipeError, one_line
+from voxpipe.redaction import CaseRedactor
 
 CASE_RECORD = "case.json"
 STAGING = ".voxpipe"
@@ -269,13 +273,14 @@ def _attempt(pipeline, source, cid: str, recipe: RunRecipe, holder: list) -> Cas
         result = pipeline.run_case(source, cid, staging)
         seconds = time.perf_counter() - start
         stages = [{"stage": label, "seconds": round(t, 4)} for label, t in result.timings]
-        warnings = [str(w) for w in result.case.get("warnings", [])]
+        private = CaseRedactor(getattr(source, "paths", ()))  # the one place case texts are made safe to store and print
+        warnings = [private(str(w)) for w in result.case.get("warnings", [])]
         if not result.ok:
             code = io_errno(holder[-1]) if holder else None
             fatal = disk_full_message(output_dir) if code in DISK_FULL_ERRNOS else None
-            return CaseOutcome(cid, "failed", seconds, result.error, stages, warnings=warnings, fatal=fatal)
+            return CaseOutcome(cid, "failed", seconds, private(result.error), stages, warnings=warnings, fatal=fatal)
         outputs = sorted([p.name for p in staging.iterdir()] + [CASE_RECORD])
-        record = case_record(result, cid, recipe.config_hash, seconds, stages, outputs)
+        record = case_record(result, cid, recipe.config_hash, seconds, stages, outputs, warnings)
         from voxpipe.atomic import publish_dir, write_json
 
         try:
@@ -301,8 +306,9 @@ def disk_full_message(output_dir: Path | None) -> str:
             "(or choose another -o) and rerun the same command to finish the rest")
 
 
-def case_record(result, cid: str, config_hash: str, seconds: float, stages: list, outputs: list) -> dict:
-    """``case.json``: what each stage did, plus the numbers the report shows."""
+def case_record(result, cid: str, config_hash: str, seconds: float, stages: list, outputs: list,
+                warnings: list[str] | None = None) -> dict:
+    """``case.json``: what each stage did, plus the numbers the report shows (``warnings`` as redacted)."""
     record = {
         "case_id": cid,
         "status": "ok",
@@ -311,7 +317,7 @@ def case_record(result, cid: str, config_hash: str, seconds: float, stages: list
         "seconds": round(seconds, 4),
         "stages": stages,
         "history": _jsonable(result.case.get("history", [])),
-        "warnings": [str(w) for w in result.case.get("warnings", [])],
+        "warnings": warnings if warnings is not None else [str(w) for w in result.case.get("warnings", [])],
         "outputs": outputs,
         "finished": _now(),
     }
