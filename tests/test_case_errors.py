@@ -15,13 +15,12 @@ from types import SimpleNamespace
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataelem import RawDataElement  # noqa: E402
-from pydicom.datadict import dictionary_VR, tag_for_keyword  # noqa: E402
-from pydicom.tag import Tag  # noqa: E402
-
-from voxpipe.errors import MAX_LINE, one_line  # noqa: E402
-from voxpipe.redaction import VALUE_WITHHELD, CaseRedactor, redact_quoted  # noqa: E402
-from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series  # noqa: E402
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
+from voxpipe.errors import MAX_LINE, one_line
+from voxpipe.redaction import VALUE_WITHHELD, CaseRedactor, redact_quoted
+from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
 
 warnings.simplefilter("ignore")
 MARK = "PHIMKERR"
