@@ -26,7 +26,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BeforeValidator
 
@@ -302,22 +302,31 @@ def _refuse(reason: str):
     return check
 
 
-def _choices(names: tuple[str, ...]) -> Any:
-    one = float | Literal[names]  # type: ignore[valid-type]
-    return one | list[one] | dict[str, one] | None
+def _one_of(names: tuple[str, ...], numbers: bool, lists: bool, mappings: bool):
+    """A validator accepting None, one of ``names`` (or a number), and lists/mappings of those, with one message."""
+    what = ", ".join(names) + (" or a number" if numbers else "")
+    shape = " (or a list" + (" or mapping" if mappings else "") + " of them)" if lists else ""
 
+    def one(value: Any) -> bool:
+        number = numbers and isinstance(value, (int, float)) and not isinstance(value, bool)
+        return value is None or number or (isinstance(value, str) and value in names)
 
-def _dtype_type(annotation: str) -> Any:
-    one = Literal[allowlist.DTYPE_NAMES] | None  # type: ignore[valid-type]
-    return one | list[one] if "Sequence" in annotation else one
+    def check(value: Any) -> Any:
+        ok = one(value) or (lists and isinstance(value, list) and all(map(one, value))) or (
+            mappings and isinstance(value, dict) and all(isinstance(k, str) and one(v) for k, v in value.items()))
+        if not ok:
+            raise ValueError(f"expected one of {what}{shape}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _field_type(cls_name: str, arg: Argument) -> Any:
     """The pydantic type for a reviewed argument: narrow where a string could mean more than a value."""
     if (cls_name, arg.name) in allowlist.CHOICES:
-        return _choices(allowlist.CHOICES[cls_name, arg.name])
+        return Annotated[Any, _one_of(allowlist.CHOICES[cls_name, arg.name], numbers=True, lists=True, mappings=True)]
     if arg.name in allowlist.DTYPE_ARGUMENTS:
-        return _dtype_type(arg.annotation)
+        return Annotated[Any, _one_of(allowlist.DTYPE_NAMES, numbers=False, lists="Sequence" in arg.annotation, mappings=False)]
     parts = [p.strip() for p in arg.annotation.split("|")]
     optional = "None" in parts
     parts = [p for p in parts if p != "None"]
