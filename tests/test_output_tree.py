@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DEMO_CONFIG, write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def dicom_series(folder: Path, slices: int = 6, size: int = 16) -> Path:
-    from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
+    from voxpipe_plugins.io_dicom.synthetic import (
+        SeriesSpec,
+        ct_like_volume,
+        write_series,
+    )
 
     write_series(folder, ct_like_volume(shape=(slices, size, size)), SeriesSpec())
     return folder
@@ -300,7 +303,6 @@ training:
 def test_train_and_test_create_only_private_outputs(cli, tmp_path, umask, mask):
     """The trainers write with torch.save and open(): the command's umask keeps them private too."""
     import torch
-
     from voxpipe_plugins.heads.synthetic import write_dataset
 
     write_dataset(tmp_path / "data", count=24, size=32, seed=0)
@@ -424,7 +426,7 @@ def test_a_convert_killed_mid_write_leaves_nothing_after_the_rerun(tmp_path):
     assert killed, "convert finished every time before its temporary file appeared"
     leftovers = list(out.glob(".*.tmp"))
     assert leftovers and not list(out.glob("case-*.nii.gz"))
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True)
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in out.glob("case-*_CT.nii.gz")]
     assert len(list(out.iterdir())) == 1
