@@ -441,8 +441,9 @@ def test_stage_after_a_dicom_writer_deidentifies_its_output_in_place(cli, tmp_pa
     from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
 
     write_series(tmp_path / "in", ct_like_volume(shape=(6, 32, 32)), SeriesSpec(patient_name="Doe^Jane"))
+    # identity: source, because deid.dicom comes after the writer and de-identifies its output in place
     config = write_config(f"version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: segment.otsu\n  - use: write.dicom_seg\n"
-                          f"  - use: deid.dicom\n    with: {{key_file: {tmp_path / 'k.key'}}}\n")
+                          f"    with: {{identity: source}}\n  - use: deid.dicom\n    with: {{key_file: {tmp_path / 'k.key'}}}\n")
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
     assert result.exit_code == 0, result.stderr
     case = next((tmp_path / "out").glob("case-*"))
@@ -451,3 +452,100 @@ def test_stage_after_a_dicom_writer_deidentifies_its_output_in_place(cli, tmp_pa
     refs = [i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence]
     assert seg.PatientIdentityRemoved == "YES" and str(seg.PatientName) == "" and refs and set(refs) <= set(sources)
     assert seg.StudyInstanceUID == next(iter(sources.values())).StudyInstanceUID
+
+
+# --- values that fail their VR are cleaned, not copied ------------------------------------------
+GRAMMAR_CASES = {  # VR: (a valid value, malformed values carrying a marker)
+    "DS": ("7.5", ["PHIMKDS1", "7.5PHIMKDS2", "1e3 PHIMK"]),
+    "IS": ("7", ["PHIMKIS1", "7.5PHIMK"]),
+    "DA": ("20200101", ["PHIMKDA1", "2020PHIMK", "20201340"]),
+    "TM": ("120000", ["PHIMKTM1", "12PHIMK", "256100"]),
+    "DT": ("20200101120000", ["PHIMKDT1", "20200101PHIMK", "20201301"]),
+    "AS": ("045Y", ["PHIMK", "45 Y"]),
+    "UI": ("1.2.840.10008.1.2.1", ["PHIMK.1.2", "1.2.PHIMK", "1.02.3"]),
+    "CS": ("ORIGINAL", ["phimk lower", "PHIMK-WITH-DASHES", "PHIMK_TOO_LONG_FOR_A_CS"]),
+    "AE": ("STATION1", ["PHIMK_TOO_LONG_FOR_AN_AE"]),
+    "SH": ("SHORT", ["PHIMK_WAY_TOO_LONG_FOR_SH"]),
+    "LO": ("LONG", ["PHIMK" + "x" * 70]),
+}
+OPTION_SETS = {
+    "basic": DeidOptions(retain_long_dates="off"),
+    "modified dates": DeidOptions(),
+    "full dates": DeidOptions(retain_long_dates="full"),
+    "retain everything": DeidOptions(retain_long_dates="full", retain_patient_chars=True, retain_device=True,
+                                     retain_institution=True, retain_uids=True, clean_descriptors=True),
+}
+
+
+def _raw(tag: int, vr: str, text: str):
+    from pydicom.dataelem import RawDataElement
+
+    data = text.encode() + (b" " if len(text) % 2 else b"")
+    return RawDataElement(pydicom.tag.Tag(tag), vr, len(data), data, 0, False, True)
+
+
+def _vr_dataset(vr: str, value: str) -> tuple[Dataset, list[int]]:
+    """Every public, non-retired attribute of ``vr`` with ``value`` (stored raw, as a file would hold it)."""
+    from pydicom.datadict import DicomDictionary
+
+    ds = Dataset()
+    ds.PatientID = "P1"
+    tags = [tag for tag, entry in DicomDictionary.items() if entry[0] == vr and entry[3] != "Retired" and tag >> 16 not in (0x0002,)
+            and (tag >> 16) % 2 == 0 and tag not in (0x00100020,) and "xx" not in f"{tag:08x}"]
+    for tag in tags:
+        ds._dict[pydicom.tag.Tag(tag)] = _raw(tag, vr, value)
+    return ds, tags
+
+
+@pytest.mark.parametrize("vr", sorted(GRAMMAR_CASES))
+def test_kept_values_that_fail_their_vr_are_removed_never_copied(vr):
+    """For every attribute of the VR, under every option set: where a valid value is kept (copied, shifted or
+    remapped), a malformed one with a marker is removed; the marker is nowhere in the result."""
+    from voxpipe_plugins.deid.vr import valid
+
+    good, malformed = GRAMMAR_CASES[vr]
+    assert valid(vr, good) and not any(valid(vr, bad) for bad in malformed)
+    kept_somewhere = 0
+    for name, options in OPTION_SETS.items():
+        ds, tags = _vr_dataset(vr, good)
+        Deidentifier(KEY, options).apply(ds)
+        copied = [t for t in tags if t in ds and str(ds[t].value).strip() == good]  # kept as it was
+        kept_somewhere += len(copied)
+        for bad in malformed:
+            ds, _ = _vr_dataset(vr, bad)
+            Deidentifier(KEY, options).apply(ds)
+            leaks = [f"{t:08x}" for t in tags if t in ds and "PHIMK" in str(ds[t].value).upper()]
+            assert not leaks, (name, bad, leaks[:10])
+            assert "phimk" not in str(ds).lower(), (name, bad)
+            assert all(valid(vr, ds[t].value) for t in tags if t in ds), (name, bad, "removed or replaced, never copied")
+            assert not [t for t in copied if t in ds and str(ds[t].value).strip() == bad], (name, bad, "copied")
+    assert kept_somewhere > 0, f"no {vr} attribute is ever copied: the test would prove nothing"
+
+
+def test_malformed_values_in_sequences_are_removed_too():
+    item = Dataset()
+    item._dict[pydicom.tag.Tag(0x00180050)] = _raw(0x00180050, "DS", "PHIMKSEQ")  # SliceThickness, unlisted: kept when valid
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "T-1", "SRT", "x"
+    ds = Dataset()
+    ds.PatientID = "P1"
+    ds.ContrastBolusAgentSequence = Sequence([Dataset()])
+    ds.ContrastBolusAgentSequence[0].ContrastBolusAdministrationRouteSequence = Sequence([item])
+    Deidentifier(KEY).apply(ds)
+    inner = ds.ContrastBolusAgentSequence[0].ContrastBolusAdministrationRouteSequence[0]
+    assert "SliceThickness" not in inner and inner.CodeValue == "T-1" and "PHIMK" not in str(ds)
+
+
+def test_voxpipe_deid_cleans_text_in_slice_thickness(cli, tmp_path):
+    """The issue's case: `voxpipe deid` on a file whose SliceThickness holds text."""
+    from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
+
+    paths = write_series(tmp_path / "in", ct_like_volume((2, 8, 8)), SeriesSpec())
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds._dict[pydicom.tag.Tag(0x00180050)] = _raw(0x00180050, "DS", "PHIMKST Doe")
+        ds.save_as(path)
+    result = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key")
+    assert result.exit_code == 0, result.stderr
+    for path in (tmp_path / "out").rglob("*.dcm"):
+        assert b"PHIMK" not in path.read_bytes() and "SliceThickness" not in pydicom.dcmread(path)
+    assert "PHIMK" not in result.stdout + result.stderr

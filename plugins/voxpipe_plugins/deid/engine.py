@@ -11,6 +11,9 @@ Rules, in order, for every element at every depth:
    kept; free text, names, dates, times and ages are removed unless an option keeps them;
    an unregistered UID is remapped like any instance UID.
 
+5. A value left after these rules that fails its VR's grammar (text in a DS, a name in a
+   date, a lowercase sentence in a CS; :mod:`voxpipe_plugins.deid.vr`) is removed, never copied.
+
 Sequences are processed item by item, to any depth up to ``max_depth`` (deeper nesting is
 refused: it is either corrupt or an attack on recursive readers). The data set is marked
 (PatientIdentityRemoved, DeidentificationMethod and its code sequence,
@@ -30,10 +33,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID_dictionary
-
 from voxpipe import __version__
+
 from voxpipe_plugins.deid.pseudonyms import Pseudonyms, shift_date, shift_datetime
 from voxpipe_plugins.deid.table import Row, load_table
+from voxpipe_plugins.deid.vr import GRAMMAR_VRS, valid
 
 METHOD_MARK = "VoxPipe"
 NUMERIC_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "AT", "SV", "UV", "OB", "OW", "OF", "OD", "OL", "OV"}
@@ -175,6 +179,7 @@ class Deidentifier:
         self._shift = self.options.retain_long_dates == "modified" and not was_modified
         self._structured = 0
         self._walk(ds, 0, outcome.actions)
+        _drop_invalid(ds, 0, outcome.actions)
         self._mark(ds, outcome)
         self._file_meta(ds)
 
@@ -405,6 +410,20 @@ class Deidentifier:
         meta.ImplementationVersionName = f"VOXPIPE_{__version__}"[:16]
         ds.file_meta = meta
         ds.preamble = b"\x00" * 128
+
+
+def _drop_invalid(ds: Dataset, depth: int, counts: Counter) -> None:
+    """Remove every kept value that fails its VR's grammar, at any depth: it is text in disguise, never copied."""
+    for tag in list(ds.keys()):
+        if Tag(tag).group == 0x0002:
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _drop_invalid(item, depth + 1, counts)
+        elif elem.VR in GRAMMAR_VRS and not valid(elem.VR, elem.value):
+            del ds[tag]
+            counts["invalid:" + elem.VR] += 1
 
 
 def _empty(value) -> bool:
