@@ -56,8 +56,9 @@ def test_pickle_payload_checkpoint_never_executes(tmp_path, layout):
     marker = tmp_path / "MARKER"
     path = tmp_path / "evil.pt"
     torch.save({"weight": torch.zeros(2), "payload": _Payload(marker)}, path, _use_new_zipfile_serialization=layout == "zip")
-    with pytest.raises(WeightsError, match="cannot be read"):
+    with pytest.raises(WeightsError, match="refused: the checkpoint holds Python objects beyond tensors") as caught:
         read_state_dict(path)
+    assert "weights_only" not in str(caught.value)  # never PyTorch's advice to unpickle it fully (tests/test_checkpoint_safety.py)
     disguised = tmp_path / "evil.safetensors"
     disguised.write_bytes(path.read_bytes())
     with pytest.raises(WeightsError):

@@ -15,7 +15,8 @@ from monai.inferers import SlidingWindowInferer
 from voxpipe.stage import StageContext, record
 from voxpipe_plugins.common.checks import StageInputError, float_image
 from voxpipe_plugins.common.tensors import like
-from voxpipe_plugins.deep.weights import bound_args, describe, fit_weights, make_network, read_sidecar, read_state_dict
+from voxpipe_plugins.deep.sidecar import DeepSidecar, read_deep_sidecar
+from voxpipe_plugins.deep.weights import bound_args, describe, fit_weights, make_network, read_state_dict
 
 STAGE = "segment.deep"
 
@@ -82,20 +83,21 @@ class DeepSegmenter:
         self.device = resolve(device, context.device)
         self.amp = bool(amp and self.sw_device.type == "cuda")
         self.weights_name = None
-        sidecar: dict[str, Any] = {}
+        sidecar = DeepSidecar()
         if model is None:
-            model = make_network(network, self.args)
             if weights is None:
                 raise ValueError("`weights` is not set: name the weights file (.safetensors, .pt) to run this network with")
             path = context.resolve_path(weights)
-            sidecar = read_sidecar(path)
+            sidecar = read_deep_sidecar(path)  # validated before anything is built
+            model = make_network(network, self.args)
             what = describe(network, self.args)
-            if sidecar.get("network") and (sidecar.get("network"), sidecar.get("args")) != (network, self.args):
-                what += f" (the file's sidecar says {describe(sidecar['network'], sidecar.get('args') or {})})"
+            if sidecar.network and (sidecar.network, sidecar.args) != (network, self.args):
+                said = describe(sidecar.network, sidecar.args or {})
+                what += f" (the file's sidecar says {said if len(said) <= 200 else said[:197] + '...'})"
             fit_weights(model, read_state_dict(path, weights_sha256), what, path.name)
             self.weights_name = path.name
         self.model = model.to(self.sw_device).eval().requires_grad_(False)
-        names = label_names or {int(k): str(v) for k, v in (sidecar.get("label_names") or {}).items()}
+        names = label_names or {int(k): v for k, v in (sidecar.label_names or {}).items()}
         self.label_names = dict(names) if names else default_label_names(self.out_channels, output)
         self.inferer = SlidingWindowInferer(
             roi_size=self.roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode, sigma_scale=sigma_scale,

@@ -69,15 +69,36 @@ def sidecar_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
+MAX_SIDECAR_BYTES = 1 << 20  # ours are ~2 KB; a sidecar is parsed whole, so its size is capped first
+
+
 def read_sidecar(weights: Path) -> dict[str, Any]:
+    """The JSON object beside ``weights`` (``{}`` when there is none), unvalidated: see :mod:`.sidecar`.
+
+    A sidecar that exists but is too large, not JSON, nested absurdly deep or not an object
+    is refused with one line: it decides what network gets built, so it is never ignored.
+    """
     path = sidecar_path(weights)
     if not path.is_file():
         return {}
+    what = f"checkpoint sidecar {path.name}"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        size = path.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise WeightsError(f"{what}: refused: {size} bytes, above the {MAX_SIDECAR_BYTES} allowed for a sidecar; "
+                               "use the .json that `voxpipe train` wrote beside the weights")
+        text = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"{what}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WeightsError(f"{what}: refused: not valid JSON ({type(exc).__name__}); use the .json that `voxpipe train` "
+                           "wrote beside the weights") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{what}: refused: a JSON {type(data).__name__}, not an object; use the .json that `voxpipe train` "
+                           "wrote beside the weights")
+    return data
 
 
 def check_sha256(path: Path, expected: str | None) -> None:
@@ -105,16 +126,10 @@ def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Te
     if suffix not in WEIGHT_SUFFIXES:
         raise WeightsError(f"weights file {path.name}: unsupported type `{suffix}`; use {', '.join(WEIGHT_SUFFIXES)}")
     check_sha256(path, sha256)
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt files raise many types
-        text = " ".join(str(exc).split())[:200]
-        raise WeightsError(f"weights file {path.name} cannot be read: {type(exc).__name__}: {text}") from None
+    if suffix == ".safetensors":
+        state: Any = _read_safetensors(path)
+    else:
+        state = load_torch_file(path)
     if isinstance(state, dict) and not _all_tensors(state):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):
@@ -125,6 +140,46 @@ def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Te
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+REFUSED_OBJECTS = ("refused: the checkpoint holds Python objects beyond tensors (a pickle that could run code); "
+                   "VoxPipe loads only tensors: re-save it as safetensors or a plain state_dict")
+REFUSED_PICKLE = ("refused: not a tensors-only PyTorch checkpoint (its pickle is damaged or uses instructions beyond "
+                  "tensors); VoxPipe loads only tensors: re-save it as safetensors or a plain state_dict")
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with refusals in VoxPipe's words.
+
+    PyTorch's own refusal ends in advice to retry with ``weights_only=False``, which would
+    run whatever the pickle holds; VoxPipe never does that and never repeats the advice.
+    Used for weights and for training state (optimizer, history) alike.
+    """
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's warnings about the file repeat the same advice
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = REFUSED_OBJECTS if "GLOBAL" in str(exc) else REFUSED_PICKLE
+        raise WeightsError(f"{path.name}: {refused}") from None
+    except FileNotFoundError:
+        raise WeightsError(f"{path.name}: not found") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt files raise RuntimeError, EOFError, ValueError, ...
+        raise WeightsError(f"{path.name}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: damaged, truncated "
+                           "or another format); re-save it as safetensors or with torch.save") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise WeightsError(f"{path.name}: cannot be read as safetensors ({type(exc).__name__}: damaged, truncated or "
+                           "another format under a .safetensors name)") from None
 
 
 def _all_tensors(state: dict) -> bool:
@@ -180,5 +235,5 @@ def save_checkpoint(model: torch.nn.Module, path: Path, info: dict[str, Any]) ->
         tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
-__all__ = ["NETWORKS", "WeightsError", "make_network", "bound_args", "read_state_dict", "check_sha256", "file_sha256", "fit_weights", "mismatches", "save_checkpoint",
-           "read_sidecar", "sidecar_path", "describe"]
+__all__ = ["NETWORKS", "WeightsError", "bound_args", "check_sha256", "describe", "file_sha256", "fit_weights", "load_torch_file", "make_network",
+           "mismatches", "read_sidecar", "read_state_dict", "save_checkpoint", "sidecar_path"]

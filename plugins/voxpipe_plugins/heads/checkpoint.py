@@ -1,7 +1,8 @@
 """Head checkpoints: safetensors weights + a JSON sidecar with the architecture, classes and target scale.
 
 Written with :func:`voxpipe_plugins.deep.weights.save_checkpoint` (atomic) and read back with
-its weights-only reader, so the rules for weights files are the same everywhere.
+its weights-only reader, so the rules for weights files are the same everywhere. The sidecar
+is validated (:mod:`.sidecar`) and compared with the stage before a network is built.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 
 import torch
 
-from voxpipe_plugins.deep.weights import WeightsError, fit_weights, read_sidecar, read_state_dict, save_checkpoint
+from voxpipe_plugins.deep.weights import WeightsError, fit_weights, read_state_dict, save_checkpoint
 from voxpipe_plugins.heads.models import HeadArchitecture, build_model
+from voxpipe_plugins.heads.sidecar import read_head_sidecar
 
 ARCH_FIELDS = ("arch", "width", "in_channels", "task", "hidden")
 
@@ -35,14 +37,12 @@ def load(path: Path, stage_id: str | None = None, params=None) -> tuple[torch.nn
     if not path.is_file():
         raise WeightsError(f"head checkpoint not found: {path}; train one with `voxpipe train CONFIG -o DIR` (it writes "
                            "DIR/best.safetensors) and point `weights` / --checkpoint at it")
-    info = read_sidecar(path)
-    if not isinstance(info.get("architecture"), dict):
+    sidecar = read_head_sidecar(path)  # bounded like the stage's parameters, before anything is built
+    if sidecar is None:
         raise WeightsError(f"{path.name}: no sidecar {path.with_suffix('.json').name} with the head's architecture; use a "
                            "checkpoint written by `voxpipe train` (task heads), with its .json beside it")
-    try:
-        spec = HeadArchitecture(**info["architecture"])
-    except TypeError as exc:
-        raise WeightsError(f"{path.with_suffix('.json').name}: unreadable architecture ({exc})") from None
+    info = sidecar.model_dump()
+    spec = HeadArchitecture(**info["architecture"])
     if params is not None and stage_id is not None:
         wanted = stage_architecture(stage_id, params)
         have = {k: getattr(spec, k) for k in wanted}
