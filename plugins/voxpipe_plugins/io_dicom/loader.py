@@ -184,7 +184,7 @@ def _planar(frames: list[Frame], options: DicomOptions) -> Volume:
 
     header = frames[0].header
     _check_declared_size(header, options)
-    ds, pixels = decode_pixels(header.path)
+    ds, pixels = decode_pixels(header.path, header)
     if header.get("PhotometricInterpretation") == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 

@@ -2,20 +2,38 @@
 
 Uncompressed little-endian frames are read straight from the file into their slot of the
 output array (no per-file pydicom decode, no intermediate copies). Compressed frames go
-through pydicom's pixel backends (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg,
-pylibjpeg-rle, pyjpegls), in a process pool when there are many. Then sign extension for
-signed data stored in fewer bits than allocated; :mod:`.rescale` makes real-world values.
+through pydicom's pixel backends (pylibjpeg-libjpeg, pylibjpeg-openjpeg, pyjpegls, GDCM,
+Pillow). Then sign extension for signed data stored in fewer bits than allocated;
+:mod:`.rescale` makes real-world values.
+
+Decoders are native code fed untrusted bytes, so whatever they raise -- including
+pyo3's ``PanicException``, which derives from ``BaseException`` -- becomes this file's
+:class:`PixelError`, and one bad series never stops a batch. RLE goes through pydicom's
+own numpy decoder rather than pylibjpeg-rle, whose Rust code panics (and prints a panic
+report to stderr) on a damaged frame. Many files are decoded in a process pool only from
+the main process: a pipeline worker is itself a (daemonic) pool process, which may not
+have children, and the batch already keeps every core busy one case per worker; there
+frames are decoded one after another (the JPEG, JPEG-LS and JPEG 2000 bindings hold the
+GIL, so threads would not decode faster).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 
 import numpy as np
 
 from voxpipe_plugins.io_dicom.frames import Frame
-from voxpipe_plugins.io_dicom.headers import EXPLICIT_LE, IMPLICIT_LE, SliceHeader
+from voxpipe_plugins.io_dicom.headers import (
+    DEFLATED,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    SliceHeader,
+)
+
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 
 class PixelError(ValueError):
@@ -98,52 +116,112 @@ def read_in_place(header: SliceHeader, target: np.ndarray) -> None:
         raise PixelError(f"{header.path.name}: file ends inside Pixel Data ({read} of {needed} bytes); the file is truncated")
 
 
-def decode_pixels(path: str | Path):
-    """``(dataset, pixel_array)`` through pydicom's backends; failures become one-line PixelErrors."""
+def decode_pixels(path: str | Path, header: SliceHeader | None = None):
+    """``(dataset, pixel_array)`` through pydicom's backends; any failure becomes a one-line PixelError."""
     import warnings
 
     import pydicom
 
+    name = Path(path).name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        ds = None
         try:
+            _check_inflation(Path(path), header)
             ds = pydicom.dcmread(path)
+            if str(ds.file_meta.get("TransferSyntaxUID", "")) == RLE_LOSSLESS:
+                ds.pixel_array_options(decoding_plugin="pydicom")  # numpy: no Rust panics on damaged frames
             return ds, ds.pixel_array
-        except Exception as exc:  # noqa: BLE001 - any backend failure is this file's problem
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except PixelError:
+            raise
+        except RecursionError:
+            raise PixelError(f"{name}: sequences nested too deep to read (corrupt or hostile file)") from None
+        except BaseException as exc:  # noqa: BLE001 - any decoder failure (a Rust panic too) is this file's problem
             from voxpipe.errors import one_line
 
-            syntax = ""
-            try:
-                syntax = f" {ds.file_meta.TransferSyntaxUID.name}"
-            except Exception:  # noqa: BLE001
-                pass
-            raise PixelError(f"{Path(path).name}: cannot decode{syntax} pixel data ({one_line(exc)})") from None
+            raise PixelError(f"{name}: cannot decode{_syntax_name(ds)} pixel data ({one_line(exc)})") from None
 
 
-def _decode_file(path: str, frames: list[int | None]) -> list[np.ndarray]:
+def _syntax_name(ds) -> str:
+    try:
+        return f" {ds.file_meta.TransferSyntaxUID.name}"
+    except Exception:  # noqa: BLE001 - no data set, or no usable file meta
+        return ""
+
+
+def _check_inflation(path: Path, header: SliceHeader | None) -> None:
+    """A deflated file may inflate only to its header (capped) plus the pixels it declares.
+
+    pydicom inflates the whole data set in memory before decoding; a small file whose stream
+    carries far more than its declared image (a decompression bomb) is refused first.
+    """
+    from voxpipe_plugins.io_dicom.headers import (
+        check_deflated_size,
+        header_cap,
+        header_of,
+    )
+
+    if header is None:
+        try:
+            header = header_of(path)
+        except Exception:  # noqa: BLE001 - pydicom's own reading reports the problem
+            return
+    if header.transfer_syntax != DEFLATED:
+        return
+    declared = 1
+    for keyword in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel"):
+        declared *= max(int(header.get(keyword, 1) or 1), 1)
+    declared = declared * max(int(header.get("BitsAllocated", 16) or 16), 8) // 8
+    from voxpipe.limits import ResourceLimitError
+
+    try:
+        check_deflated_size(path, header_cap() + declared + 2**16)
+    except ResourceLimitError as exc:
+        raise PixelError(str(exc)) from None
+
+
+def _decode_file(path: str, frames: list[int | None], header: SliceHeader | None = None) -> list[np.ndarray]:
     """Decode frames of one file with pydicom (runs in worker processes too)."""
-    ds, array = decode_pixels(path)
+    ds, array = decode_pixels(path, header)
     if ds.get("PhotometricInterpretation", "") in ("MONOCHROME1", "MONOCHROME2") or array.ndim == 2 or int(ds.get("SamplesPerPixel", 1)) == 1:
         array = array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else array[None]
     return [array[f if f is not None else 0] for f in frames]
+
+
+def may_start_processes() -> bool:
+    """Only the main process starts a decoding pool: pipeline and Dask workers may not (or should not) have children."""
+    return multiprocessing.parent_process() is None and not multiprocessing.current_process().daemon
 
 
 def _decode_into(out: np.ndarray, frames: list[Frame], which: list[int], workers: int) -> None:
     by_file: dict[Path, list[int]] = {}
     for k in which:
         by_file.setdefault(frames[k].path, []).append(k)
-    jobs = [(str(path), [frames[k].index for k in ks], ks) for path, ks in by_file.items()]
+    jobs = [(str(path), [frames[k].index for k in ks], ks, frames[ks[0]].header) for path, ks in by_file.items()]
     workers = workers or min(os.cpu_count() or 1, 8)
-    if workers > 1 and len(jobs) >= 8:
-        from concurrent.futures import ProcessPoolExecutor  # ~10 ms of imports that uncompressed series never need
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_decode_file, [j[0] for j in jobs], [j[1] for j in jobs], chunksize=max(1, len(jobs) // (workers * 4)))
-            for (path, _, ks), arrays in zip(jobs, results):
-                _place(out, ks, arrays, path)
+    if workers > 1 and len(jobs) >= 8 and may_start_processes():
+        _decode_in_pool(out, jobs, workers)
     else:
-        for path, indices, ks in jobs:
-            _place(out, ks, _decode_file(path, indices), path)
+        for path, indices, ks, header in jobs:
+            _place(out, ks, _decode_file(path, indices, header), path)
+
+
+def _decode_in_pool(out: np.ndarray, jobs: list, workers: int) -> None:
+    from concurrent.futures import (
+        ProcessPoolExecutor,  # ~10 ms of imports that uncompressed series never need
+    )
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(_decode_file, [j[0] for j in jobs], [j[1] for j in jobs], [j[3] for j in jobs],
+                               chunksize=max(1, len(jobs) // (workers * 4)))
+            for (path, _, ks, _), arrays in zip(jobs, results):
+                _place(out, ks, arrays, path)
+    except BrokenProcessPool:
+        raise PixelError("a pixel decoder crashed on this series' compressed frames (a corrupt file?)") from None
 
 
 def _place(out: np.ndarray, ks: list[int], arrays: list[np.ndarray], path: str) -> None:

@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-
 from voxpipe.limits import ResourceLimitError
+
 from voxpipe_plugins.io_dicom.geometry import orientation_label, orientation_vectors
-from voxpipe_plugins.io_dicom.headers import DICOMDIR_CLASS, NotDicom, SliceHeader, header_of, orientation_key
+from voxpipe_plugins.io_dicom.headers import (
+    DICOMDIR_CLASS,
+    HeaderBomb,
+    NestingTooDeep,
+    NotDicom,
+    SliceHeader,
+    header_of,
+    orientation_key,
+)
 
 LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "SURVEY", "TOPOGRAM", "SCANOGRAM"}
 
@@ -103,6 +111,9 @@ def read_headers(paths: Iterable[Path], skipped: Counter) -> list[SliceHeader]:
             continue
         except PermissionError:
             skipped["unreadable (permission denied)"] += 1
+            continue
+        except (NestingTooDeep, HeaderBomb) as exc:
+            skipped[exc.reason] += 1
             continue
         except ResourceLimitError:
             skipped["refused: inflates above the size cap (VOXPIPE_MAX_GIB)"] += 1
