@@ -95,3 +95,75 @@ def test_runs_in_a_pipeline_like_monai_itself(cli, tmp_path):
     written = nib.load(out)
     np.testing.assert_allclose(written.get_fdata(), expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(written.affine, affine)
+
+
+FAKE_MONAI = {
+    "transforms/__init__.py": """
+from .intensity.dictionary import ScaleIntensityRanged, ScaleIntensityRangeD, Sneaky, Chain, Shadowed, InTry, Rebound
+from .evil.dictionary import ScaleIntensityRanged as EvilScale
+from .io.dictionary import LoadImaged as ScaleIntensityd
+Rebound = object
+""",
+    "transforms/intensity/__init__.py": "",
+    "transforms/intensity/dictionary.py": """
+from monai.transforms.io.dictionary import LoadImaged as Sneaky
+from os import system as Outside
+class ScaleIntensityRanged:
+    def __init__(self, keys, a_min: float, a_max: float): ...
+ScaleIntensityRangeD = ScaleIntensityRangeDict = ScaleIntensityRanged
+A = Sneaky
+B = A
+Chain = B
+class Shadowed:
+    def __init__(self, keys): ...
+Shadowed = Sneaky
+Rebound = ScaleIntensityRanged
+try:
+    InTry = ScaleIntensityRanged
+except ImportError:
+    InTry = Outside
+""",
+    "transforms/io/__init__.py": "",
+    "transforms/io/dictionary.py": "class LoadImaged:\n    def __init__(self, keys, reader=None, *args, **kwargs): ...\n",
+    "transforms/evil/__init__.py": "",
+    "transforms/evil/dictionary.py": "class ScaleIntensityRanged:\n    def __init__(self, keys, reader=None): ...\n",
+}
+
+
+@pytest.fixture
+def fake_monai(tmp_path, monkeypatch):
+    """A MONAI source tree with every aliasing trick, read by the adapter instead of the real one."""
+    from voxpipe import monai_adapter
+
+    for name, text in FAKE_MONAI.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    caches = [monai_adapter._module_tree, monai_adapter._exports, monai_adapter.resolve,
+              monai_adapter._bound_in_blocks, monai_adapter.spec_for]
+    for cache in caches:
+        cache.cache_clear()
+    monkeypatch.setattr(monai_adapter, "_monai_root", lambda: tmp_path)
+    yield monai_adapter
+    monkeypatch.undo()
+    for cache in caches:
+        cache.cache_clear()
+
+
+def test_aliases_resolve_to_the_defining_class(fake_monai):
+    def verdict(name):
+        resolved = fake_monai.resolve(name)
+        return None if resolved is None else (resolved.module, resolved.cls, resolved.allowed)
+
+    assert verdict("ScaleIntensityRanged") == ("intensity.dictionary", "ScaleIntensityRanged", True)
+    assert verdict("ScaleIntensityRangeD") == ("intensity.dictionary", "ScaleIntensityRanged", True)
+    assert verdict("Sneaky") == ("io.dictionary", "LoadImaged", False)  # re-exported under a new name
+    assert verdict("Chain") == ("io.dictionary", "LoadImaged", False)  # through assignments
+    assert verdict("Shadowed") == ("io.dictionary", "LoadImaged", False)  # the last binding wins
+    assert verdict("ScaleIntensityd") == ("io.dictionary", "LoadImaged", False)  # renamed in __init__
+    assert verdict("EvilScale") == ("evil.dictionary", "ScaleIntensityRanged", False)  # same class name, other module
+    assert verdict("InTry") is None  # bound at run time
+    assert verdict("Rebound") is None  # rebound in __init__
+    assert fake_monai.spec_for("monai.ScaleIntensityRangeD") is not None
+    for name in ("Sneaky", "Chain", "Shadowed", "ScaleIntensityd", "EvilScale", "InTry", "Rebound"):
+        assert fake_monai.spec_for(f"monai.{name}") is None, name
+    assert "it is MONAI's `LoadImaged`" in fake_monai.why_not("monai.ScaleIntensityd")

@@ -113,18 +113,36 @@ def _module_tree(module: str) -> ast.Module | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _exported_names() -> dict[str, str]:
-    """Name exported by ``monai.transforms`` -> dotted module (relative to ``monai.transforms``)."""
+def _exports() -> dict[str, tuple[str, str]]:
+    """Name exported by ``monai.transforms`` -> (module relative to ``monai.transforms``, name there)."""
     tree = _module_tree("__init__") if _monai_root() else None
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}
     for node in tree.body if tree else ():
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
             for alias in node.names:
-                names[alias.asname or alias.name] = node.module
+                names[alias.asname or alias.name] = (node.module, alias.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.ImportFrom, ast.Import, ast.ClassDef, ast.FunctionDef)):
             for bound in _bound_names(node):
                 names.pop(bound, None)  # rebound at top level: not a plain re-export, never resolved
-    return names
+    return {name: source for name, source in names.items() if name not in _bound_in_blocks("__init__")}
+
+
+def _exported_names() -> dict[str, str]:
+    """Name exported by ``monai.transforms`` -> dotted module (relative to ``monai.transforms``)."""
+    return {name: module for name, (module, _) in _exports().items()}
+
+
+@functools.cache
+def _bound_in_blocks(module: str) -> frozenset[str]:
+    """Names a module binds inside top-level ``if``/``try``/``with``/loops: their value depends on run time."""
+    tree = _module_tree(module)
+    names: set[str] = set()
+    for node in tree.body if tree else ():
+        if isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.Assign, ast.AnnAssign, ast.ImportFrom, ast.Import, ast.ClassDef, ast.FunctionDef)):
+                    names.update(_bound_names(sub))
+    return frozenset(names)
 
 
 def _bound_names(node: ast.stmt) -> list[str]:
@@ -152,8 +170,8 @@ def _imported_module(node: ast.ImportFrom, module: str) -> str | None:
 def _resolve_in(module: str, name: str, hops: int = 0) -> tuple[str, str] | None:
     """Follow ``name`` in a MONAI module to its ``class`` statement: (module, class name)."""
     tree = _module_tree(module)
-    if tree is None or hops > _MAX_HOPS:
-        return None
+    if tree is None or hops > _MAX_HOPS or name in _bound_in_blocks(module):
+        return None  # unknown, or decided at run time: never allowed
     found: tuple[str, str] | None = None
     for node in tree.body:  # the last top-level binding wins, as in Python
         if isinstance(node, ast.ClassDef) and node.name == name:
@@ -172,10 +190,10 @@ def _resolve_in(module: str, name: str, hops: int = 0) -> tuple[str, str] | None
 @functools.cache
 def resolve(name: str) -> Resolved | None:
     """The class an exported dictionary-transform name stands for, read from source; else ``None``."""
-    module = _exported_names().get(name) if _NAME.fullmatch(name) else None
+    module, original = _exports().get(name, (None, None)) if _NAME.fullmatch(name) else (None, None)
     if module is None or not module.endswith("dictionary"):
         return None
-    found = _resolve_in(module, name)
+    found = _resolve_in(module, original)
     return Resolved(name, *found) if found else None
 
 
