@@ -152,7 +152,7 @@ def test_sigkill_halfway_then_resume(crashtest, cases, tmp_path, write_config):
         record = json.loads(done[name])
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(record["outputs"])
     json.loads((out / "manifest.json").read_text())  # the killed run's manifest is still valid JSON
-    half_written = out / ".manifest.json.k9x2.tmp" / "manifest.json"  # what a kill inside an atomic write leaves
+    half_written = out / ".manifest.json.k9x2ab_q.tmp" / "manifest.json"  # what a kill inside an atomic write leaves (mkdtemp: 8 characters)
     half_written.parent.mkdir()
     half_written.write_text('{"half": ')
 
