@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from tests.conftest import REPO, write_nifti
 from voxpipe.config import validate_text
 from voxpipe.errors import ConfigError
 from voxpipe.monai_adapter import signature_of
+
+from tests.conftest import REPO, write_nifti
 
 CONFIG = """\
 version: 1
