@@ -23,7 +23,7 @@ def render_list(registry: Registry) -> str:
             lines.append(f"  {spec.id:<{width}}{spec.summary}  [{spec.distribution}]")
         lines.append("")
     lines.append("Transforms from MONAI:")
-    lines.append(f"  {'monai.<Name>':<{width}}any monai.transforms dictionary transform, e.g. monai.ScaleIntensityRanged  [monai]")
+    lines.append(f"  {'monai.<Name>':<{width}}a reviewed monai.transforms dictionary transform (docs/configs.md), e.g. monai.ScaleIntensityRanged  [monai]")
     lines.append("")
     if registry.trainers:
         lines.append("Trainers (voxpipe train, `training.task`):")
