@@ -250,7 +250,7 @@ def test_seg_from_sources_without_optional_attributes(tmp_path, drop, identity):
     volume = seg.get_volume(combine_segments=True)
     assert int(volume.array.sum()) == int(label.sum()) > 0
     if "FrameOfReferenceUID" in drop or "SliceThickness" in drop:
-        assert any("write.dicom_seg: derived" in w for w in case["warnings"])
+        assert any(w.startswith("write.dicom_seg: ") and "derived from the loaded series" in w for w in case["warnings"])
     if DCIODVFY:
         emptied = {"StudyID"} if identity == "deidentified" else set()  # the Basic Profile empties StudyID
         allowed = tuple(f"needed to build DICOMDIR - {re.sub(r'(?<=[a-z])(?=[A-Z])', ' ', keyword)}"
@@ -277,3 +277,35 @@ def test_seg_tolerates_slices_whose_orientation_differs_in_the_last_digits(tmp_p
     ds.save_as(paths[2])
     _, path = _write_seg(tmp_path, "source")
     assert pydicom.dcmread(path).NumberOfFrames >= 1
+
+
+@pytest.mark.parametrize("identity", ["source", "deidentified"])
+def test_seg_from_sources_with_values_that_fail_their_vr(cli, tmp_path, identity):
+    """A malformed PatientBirthDate (and its family: PN parts, DA, TM, DT, CS, DS with markers) made highdicom fail,
+    quoting the value. The SEG is written with those attributes left empty, the warning names only keywords, and
+    no marker is in any output or message."""
+    from tests.test_case_errors import MALFORMED, MARK, _set_raw
+
+    paths = write_series(tmp_path / "in", ct_like_volume((4, 16, 16), seed=8), SeriesSpec())
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for keyword, text in MALFORMED.items():
+            _set_raw(ds, keyword, text)
+        ds.save_as(path)
+    config = tmp_path / "seg.yaml"
+    config.write_text(CONFIG.format(loader="load.dicom", identity=identity))
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    [seg_path] = (tmp_path / "out").glob("case-*/segmentation.dcm")
+    seg = pydicom.dcmread(seg_path)
+    assert seg.PatientBirthDate == "" and seg.StudyTime == "" and seg.PatientSex == ""
+    # a PACS copy keeps the name, and highdicom records the source's acquisition equipment (institution included)
+    kept = {MALFORMED["PatientName"][:10], MALFORMED["InstitutionName"][:10]} if identity == "source" else set()
+    blobs = [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()] + [result.stdout.encode(), result.stderr.encode()]
+    markers = [value[:10].encode() for value in MALFORMED.values() if value[:10] not in kept]
+    assert not [m for b in blobs for m in markers if m.lower() in b.lower()]
+    others = [b for b in blobs if b != seg_path.read_bytes()]
+    assert not [b for b in others if MARK.lower().encode() in b.lower()], "messages, manifest and report quote nothing"
+    if identity == "source":
+        assert str(seg.PatientName) == MALFORMED["PatientName"]  # a name has no grammar: the PACS copy keeps it
+        assert "PatientBirthDate" in result.stderr + (tmp_path / "out" / "manifest.json").read_text()

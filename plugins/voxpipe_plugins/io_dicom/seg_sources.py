@@ -38,6 +38,7 @@ def complete(datasets: list[Dataset], affine, warnings: list[str]) -> list[Datas
     first_iop = datasets[0].get("ImageOrientationPatient")
     frame_uid = next((str(ds.FrameOfReferenceUID) for ds in datasets if _valid_uid(ds.get("FrameOfReferenceUID"))), None)
     for ds in datasets:
+        derived |= _drop_invalid(ds)
         for keyword in TYPE2:
             if keyword not in ds:
                 setattr(ds, keyword, "")
@@ -61,9 +62,28 @@ def complete(datasets: list[Dataset], affine, warnings: list[str]) -> list[Datas
         if "SharedFunctionalGroupsSequence" in ds:
             derived |= _complete_shared_measures(ds, spacing)
     if derived:
-        warnings.append("write.dicom_seg: derived " + ", ".join(sorted(derived)) + " (missing or invalid in the source) "
-                        "from the loaded series")
+        warnings.append("write.dicom_seg: " + ", ".join(sorted(derived)) + " missing or not valid for its VR in the source: "
+                        "derived from the loaded series, or left empty")
     return datasets
+
+
+def _drop_invalid(ds: Dataset) -> set[str]:
+    """Top-level values that fail their VR (a name in PatientBirthDate, text in StudyTime, a sex other than M, F, O):
+    highdicom would refuse them, quoting the value. They go; type 2 ones come back empty. Returns their keywords."""
+    from voxpipe_plugins.deid.vr import GRAMMAR_VRS, valid
+
+    dropped = set()
+    for tag in list(ds.keys()):
+        if tag.group == 0x0002:
+            continue
+        elem = ds[tag]
+        bad = elem.VR in GRAMMAR_VRS and not valid(elem.VR, elem.value)
+        if elem.keyword == "PatientSex" and str(elem.value or "").strip() not in ("", "M", "F", "O"):
+            bad = True
+        if bad:
+            del ds[tag]
+            dropped.add(elem.keyword or "a private attribute")
+    return dropped
 
 
 def _complete_shared_measures(ds: Dataset, spacing: float) -> set[str]:
