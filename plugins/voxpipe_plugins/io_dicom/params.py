@@ -61,8 +61,9 @@ class DicomSegParams(StageParams):
         "reference and referenced instances come from de-identified copies of the source headers, keyed with `key_file` "
         "and `deid` exactly as `deid.dicom` / `voxpipe deid` key them, so the SEG lines up with the source series "
         "de-identified with the same key and options (a source that `deid.dicom` already de-identified is used as it is). "
-        "`source`: the SEG keeps the source's patient and study identity and UIDs, for sending it back to the PACS it "
-        "came from; it then identifies the patient.")
+        "`source`: the SEG keeps the source's patient and study identity and UIDs (and, as highdicom records in any "
+        "derived object, the acquisition equipment: institution, station, device serial), for sending it back to the "
+        "PACS it came from; it then identifies the patient.")
     key_file: str | None = Field(None, description="`identity: deidentified`: the de-identification key, as for deid.dicom "
                                     "(relative to the config; must lie outside the output folder). Unset: "
                                     "`$VOXPIPE_DEID_KEY_FILE`, else ~/.config/voxpipe/deid.key.")
