@@ -17,9 +17,10 @@ DEMO_CONFIG = REPO / "configs" / "quickstart.yaml"  # the any-input pipeline; co
 
 @pytest.fixture(autouse=True)
 def isolated_key(tmp_path_factory, monkeypatch):
-    """Case-id keys go to a temporary file, never to the user's ~/.config."""
+    """Case-id and de-identification keys go to temporary files, never to the user's ~/.config."""
     key = tmp_path_factory.getbasetemp() / "id.key"
     monkeypatch.setenv("VOXPIPE_ID_KEY_FILE", str(key))
+    monkeypatch.setenv("VOXPIPE_DEID_KEY_FILE", str(tmp_path_factory.getbasetemp() / "deid.key"))
     for name in ("VOXPIPE_PLUGINS_ALLOW", "VOXPIPE_PLUGINS_BLOCK", "VOXPIPE_STRICT", "VOXPIPE_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     return key
