@@ -94,6 +94,17 @@ def test_every_pickle_beyond_tensors_is_refused_in_voxpipes_words(tmp_path, payl
     assert not marker.exists()
 
 
+def test_training_state_as_voxpipe_train_writes_it_loads(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    torch.save({"optimizer": optimizer.state_dict(), "scaler": {}, "history": json.dumps([{"epoch": 1}])}, tmp_path / "last.state.pt")
+    state = load_torch_file(tmp_path / "last.state.pt")
+    torch.optim.Adam(model.parameters()).load_state_dict(state["optimizer"])
+    assert json.loads(state["history"]) == [{"epoch": 1}]
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"PK\x03\x04" + b"\0" * 40, b"\x80\x02"])
 @pytest.mark.parametrize("name", ["w.pt", "w.safetensors"])
 def test_damaged_checkpoints_are_one_line_in_voxpipes_words(tmp_path, content, name):
