@@ -33,7 +33,17 @@ from voxpipe_plugins.io_dicom.headers import (
     SliceHeader,
 )
 
-RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+_JPEG = ("pillow", "pylibjpeg")  # Pillow (libjpeg-turbo) decodes as GDCM does; pylibjpeg for 12-bit
+_JPEG_LOSSLESS = ("pylibjpeg",)
+# Backends per compressed syntax, in order. GDCM is left out: on damaged data it throws a C++
+# exception that nothing catches and aborts the whole process. pylibjpeg-rle is left out: it panics.
+SAFE_PLUGINS: dict[str, tuple[str, ...]] = {
+    "1.2.840.10008.1.2.5": ("pydicom",),  # RLE: pydicom's numpy decoder
+    "1.2.840.10008.1.2.4.50": _JPEG, "1.2.840.10008.1.2.4.51": _JPEG,
+    "1.2.840.10008.1.2.4.57": _JPEG_LOSSLESS, "1.2.840.10008.1.2.4.70": _JPEG_LOSSLESS,
+    "1.2.840.10008.1.2.4.80": ("pylibjpeg", "pyjpegls"), "1.2.840.10008.1.2.4.81": ("pylibjpeg", "pyjpegls"),
+    "1.2.840.10008.1.2.4.90": ("pylibjpeg", "pillow"), "1.2.840.10008.1.2.4.91": ("pylibjpeg", "pillow"),
+}
 
 
 class PixelError(ValueError):
@@ -129,9 +139,7 @@ def decode_pixels(path: str | Path, header: SliceHeader | None = None):
         try:
             _check_inflation(Path(path), header)
             ds = pydicom.dcmread(path)
-            if str(ds.file_meta.get("TransferSyntaxUID", "")) == RLE_LOSSLESS:
-                ds.pixel_array_options(decoding_plugin="pydicom")  # numpy: no Rust panics on damaged frames
-            return ds, ds.pixel_array
+            return ds, _pixel_array(ds)
         except (KeyboardInterrupt, SystemExit):
             raise
         except PixelError:
@@ -141,7 +149,33 @@ def decode_pixels(path: str | Path, header: SliceHeader | None = None):
         except BaseException as exc:  # noqa: BLE001 - any decoder failure (a Rust panic too) is this file's problem
             from voxpipe.errors import one_line
 
-            raise PixelError(f"{name}: cannot decode{_syntax_name(ds)} pixel data ({one_line(exc)})") from None
+            detail = str(exc) if isinstance(exc, _BackendsFailed) else one_line(exc)
+            raise PixelError(f"{name}: cannot decode{_syntax_name(ds)} pixel data ({detail})") from None
+
+
+def _pixel_array(ds):
+    """Try the syntax's safe backends in order; the first one that decodes wins."""
+    plugins = SAFE_PLUGINS.get(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    if not plugins:
+        return ds.pixel_array
+    errors = []
+    for plugin in plugins:
+        try:
+            ds.pixel_array_options(decoding_plugin=plugin)
+            return ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - try the next backend; all failing is reported together
+            errors.append(exc)
+    raise _BackendsFailed("; ".join(dict.fromkeys(_reason(e) for e in errors)))  # often one shared reason
+
+
+class _BackendsFailed(Exception):
+    """Every backend tried failed; the message holds their reasons."""
+
+
+def _reason(exc: BaseException) -> str:
+    from voxpipe.errors import one_line
+
+    return one_line(exc).replace("RuntimeError: Unable to decode as exceptions were raised by all available plugins: ", "")
 
 
 def _syntax_name(ds) -> str:
