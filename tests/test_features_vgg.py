@@ -104,7 +104,7 @@ def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with path.open("wb") as handle:
         pickle.dump({"features.0.weight": Payload()}, handle, protocol=2)
-    with pytest.raises(WeightsError, match="cannot be read"):
+    with pytest.raises(WeightsError, match="refused: the checkpoint holds Python objects"):
         VGGExtractor(arch="vgg11", width=0.125, weights=str(path))
 
 

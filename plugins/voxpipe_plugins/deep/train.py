@@ -23,7 +23,9 @@ import torch
 from voxpipe.errors import ConfigError, VoxpipeError
 from voxpipe.stage import StageContext, build_stage
 from voxpipe_plugins.deep.infer import default_label_names, resolve
-from voxpipe_plugins.deep.weights import bound_args, describe, fit_weights, make_network, read_sidecar, read_state_dict, save_checkpoint
+from voxpipe_plugins.deep.weights import (
+    bound_args, describe, fit_weights, load_torch_file, make_network, read_sidecar, read_state_dict, save_checkpoint,
+)
 
 NIFTI = (".nii.gz", ".nii")
 DICOM = (".dcm",)
@@ -320,12 +322,16 @@ class SegmentationTrainer:
                 raise TrainingDataError(f"{last_path} was trained as {describe(info.get('network', '?'), info.get('args') or {})}, "
                                         f"the config asks for {describe(self.stage.network, self.stage.args)}; use another -o")
             fit_weights(model, read_state_dict(last_path), describe(self.stage.network, self.stage.args), last_path.name)
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            state = load_torch_file(state_path)
             optimizer.load_state_dict(state["optimizer"])
             if amp and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             history = json.loads(state["history"])
-            start_epoch, best, best_epoch = int(info["epoch"]) + 1, float(info["best_dice"]), int(info["best_epoch"])
+            try:
+                start_epoch, best, best_epoch = int(info["epoch"]) + 1, float(info["best_dice"]), int(info["best_epoch"])
+            except (KeyError, TypeError, ValueError):
+                raise TrainingDataError(f"{last_path.name}: its sidecar lacks the training state (epoch, best score); "
+                                "resume only from a folder `voxpipe train` wrote, or use another -o") from None
             _log(f"resuming after epoch {start_epoch - 1} (best Dice {best:.4f} at epoch {best_epoch})")
 
         if self.stage.output == "argmax":

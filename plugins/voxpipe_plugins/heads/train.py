@@ -20,7 +20,7 @@ import torch
 
 from voxpipe.stage import StageContext
 from voxpipe_plugins.deep.infer import resolve
-from voxpipe_plugins.deep.weights import fit_weights, read_sidecar, read_state_dict
+from voxpipe_plugins.deep.weights import fit_weights, load_torch_file, read_sidecar, read_state_dict
 from voxpipe_plugins.heads import checkpoint, curves
 from voxpipe_plugins.heads.dataset import HeadSetup, Loaded
 from voxpipe_plugins.heads.losses import MultiTaskLoss, probabilities
@@ -223,11 +223,15 @@ class HeadsTrainer:
             if info.get("architecture") != spec.as_dict():
                 raise TableError(f"{last_path} was trained as {info.get('architecture')}, the config asks for {spec.as_dict()}; use another -o")
             fit_weights(model, read_state_dict(last_path), f"{spec.arch} head", last_path.name)
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            state = load_torch_file(state_path)
             optimizer.load_state_dict(state["optimizer"])
             history = json.loads(state["history"])
-            start_epoch, best, best_epoch = int(info["epoch"]) + 1, float(info["best_val_loss"]), int(info["best_epoch"])
-            scale = (float(info["target_mean"]), float(info["target_std"]))
+            try:
+                start_epoch, best, best_epoch = int(info["epoch"]) + 1, float(info["best_val_loss"]), int(info["best_epoch"])
+                scale = (float(info["target_mean"]), float(info["target_std"]))
+            except (KeyError, TypeError, ValueError):
+                raise TableError(f"{last_path.name}: its sidecar lacks the training state (epoch, best score); "
+                                "resume only from a folder `voxpipe train` wrote, or use another -o") from None
             _log(f"resuming after epoch {start_epoch - 1} (best validation loss {best:.4f} at epoch {best_epoch})")
 
         def info(epoch: int) -> dict[str, Any]:
