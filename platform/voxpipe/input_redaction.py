@@ -49,15 +49,15 @@ def redact_inputs(text: str, roots: list[Path] | None = None) -> str:
     roots = list(_roots if roots is None else roots)
     if not roots or not text:
         return text
-    for form in _forms(roots):  # the root itself, however spelt
-        text = re.sub(r"(?<![\w.-])" + re.escape(form) + r"(?![^/\s'\"<>])", "<input>", text)
+    for form in _forms(roots):  # the root itself, however spelt; a short one (`-i in`) only as a path
+        after = r"(?![^/\s'\"<>])" if len(form) >= MIN_BARE else r"(?=/)"
+        text = re.sub(r"(?<![\w.-])" + re.escape(form) + after, "<input>", text)
     files, folders = _names(roots)  # then every name under it, also bare; they may hold spaces
     for name, placeholder in sorted([(n, "<input file>") for n in files] + [(n, "<input folder>") for n in folders],
                                     key=lambda item: len(item[0]), reverse=True):
         if name in text:
             text = re.sub(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])", placeholder, text)
     return _UNDER_INPUT.sub(_path_replacement, text)  # what is under <input> but not on disk (gone, or never there)
-    return text
 
 
 def debug_traceback() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import traceback
 import warnings
@@ -77,9 +78,12 @@ class Pipeline:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # library warnings may quote raw header values
                     case = stage.call(case)
-            except Exception as exc:  # noqa: BLE001 - one bad case never stops a run
+            except BaseException as exc:  # noqa: BLE001 - one bad case never stops a run
+                if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                    raise
+                # Anything else fails this case only: Rust decoders panic with a BaseException.
                 if os.environ.get("VOXPIPE_DEBUG"):
-                    traceback.print_exc()
+                    _print_debug_traceback(source)
                 result.timings.append((stage.planned.label, time.perf_counter() - start))
                 result.error = f"stage {stage.planned.index} ({stage.planned.label}): {redact(one_line(exc), source)}"
                 result.case = case
@@ -90,6 +94,21 @@ class Pipeline:
             result.timings.append((stage.planned.label, time.perf_counter() - start))
         result.case = case
         return result
+
+
+def _print_debug_traceback(source: CaseSource) -> None:
+    """``--debug`` in any process, workers included: input names redacted unless ``--show-phi``."""
+    import sys
+
+    from voxpipe.input_redaction import show_phi
+    from voxpipe.redaction import header_values, redact_values
+
+    text = traceback.format_exc()
+    if not show_phi():
+        text = redact_values(redact(text, source), header_values(source.paths))
+        text += "(input names and header values redacted; add --show-phi to see them)\n"
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def redact(message: str, source: CaseSource) -> str:
@@ -108,8 +127,8 @@ def redact(message: str, source: CaseSource) -> str:
         for text in (str(path.resolve()), str(path)):
             message = message.replace(text, replacement)
         folders = {str(path.resolve().parent), str(path.parent)} - {"", "."}
-        for folder in sorted(folders, key=len, reverse=True):
-            message = message.replace(folder + "/", "")
+        for folder in sorted(folders, key=len, reverse=True):  # as a path's start only: `in/` is not `main/`
+            message = re.sub(r"(?<![\w.-])" + re.escape(folder + "/"), "", message)
         if not keep_name and len(path.name) > 3:
             message = message.replace(path.name, replacement)
     return message

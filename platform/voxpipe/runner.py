@@ -262,10 +262,6 @@ def make_recipe(validated: ValidatedConfig, output_dir: Path, device: str, worke
     config.pop("training", None)
     config["device"] = device
     env = {k: v for k, v in os.environ.items() if k.startswith("VOXPIPE_")}
-    from voxpipe.input_redaction import show_phi
-
-    if not show_phi():  # a worker's --debug traceback would quote input paths unredacted (voxpipe.pipeline prints it)
-        env.pop("VOXPIPE_DEBUG", None)
     env[_ID_KEY_ENV] = str(_key_path())
     text = None
     try:
