@@ -10,6 +10,7 @@ negating x and y.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 
@@ -430,3 +431,40 @@ def test_corrupt_header_unreadable_file_and_huge_dimensions(cli, tmp_path, volum
     skipped = manifest["discovery"]["skipped_files"]
     assert sum(skipped.values()) == 2, skipped  # the corrupt file and the dangling link, counted with reasons
     assert "Traceback" not in result.stderr
+
+
+def test_each_part_of_a_split_series_is_selectable(tmp_path, volume):
+    """A SeriesInstanceUID split by matrix size names two series; each part's case id selects it alone."""
+    from voxpipe.cases import case_id, id_key
+    from voxpipe_plugins.io_dicom.loader import case_source, choose_one_hint, select_series
+
+    spec = SeriesSpec()
+    write_series(tmp_path / "a", volume, spec)
+    write_series(tmp_path / "b", volume[:, :12, :10], SeriesSpec(series_uid=spec.series_uid, origin=(0, 0, 100)))
+    found = discover_series(tmp_path)
+    key = id_key()
+    by_uid = select_series(found, spec.series_uid, key)
+    assert len(by_uid) == 2
+    hint = choose_one_hint(by_uid, key)
+    ids = [case_id(case_source(s), key) for s in found]
+    assert all(cid in hint for cid in ids) and "--series CASE_ID" in hint and spec.series_uid not in hint
+    assert "20x24x10" in hint and "10x12x10" in hint
+    for cid in ids:
+        [chosen] = select_series(found, cid, key)
+        assert case_id(case_source(chosen), key) == cid
+    assert select_series(found, "case-000000000000", key) == []
+
+
+@pytest.mark.xfail(strict=True, reason="needs Part B's change to io_dicom/commands.py (select_series, choose_one_hint); then drop this mark")
+def test_convert_selects_each_part_of_a_split_series(cli, tmp_path, volume):
+    spec = SeriesSpec()
+    write_series(tmp_path / "in" / "a", volume, spec)
+    write_series(tmp_path / "in" / "b", volume[:, :12, :10], SeriesSpec(series_uid=spec.series_uid, origin=(0, 0, 100)))
+    result = cli("convert", tmp_path / "in", tmp_path / "one.nii.gz", "--series", spec.series_uid)
+    assert result.exit_code == 2 and len(result.error_lines) == 1
+    ids = re.findall(r"case-[0-9a-f]{12}", result.stderr)
+    assert len(set(ids)) == 2 and "--series CASE_ID" in result.stderr
+    for n, cid in enumerate(sorted(set(ids))):
+        result = cli("convert", tmp_path / "in", tmp_path / f"{n}.nii.gz", "--series", cid)
+        assert result.exit_code == 0, result.stderr
+        assert (tmp_path / f"{n}.nii.gz").exists()

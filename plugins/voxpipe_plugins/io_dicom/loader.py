@@ -102,6 +102,30 @@ def case_source(series: Series) -> CaseSource:
     )
 
 
+def select_series(found: list[Series], wanted: str, key: bytes) -> list[Series]:
+    """The series ``wanted`` names: a case id (as ``voxpipe info`` and ``convert`` show) or a SeriesInstanceUID.
+
+    A SeriesInstanceUID can name several series once a mixed series is split (matrix sizes,
+    orientations, echoes...); each part keeps its own case id, which selects it alone.
+    """
+    from voxpipe.cases import case_id
+
+    by_id = [s for s in found if case_id(case_source(s), key) == wanted]
+    return by_id or [s for s in found if s.series_uid == wanted]
+
+
+def choose_one_hint(found: list[Series], key: bytes) -> str:
+    """What to pass to select one of ``found``: their case ids, with sizes to tell them apart."""
+    from voxpipe.cases import case_id
+
+    listed = ", ".join(f"{case_id(case_source(s), key)} ({s.first.get('Columns', '?')}x{s.first.get('Rows', '?')}x{s.slice_count}"
+                       f" {s.modality or '?'} {s.orientation})" for s in found[:12])
+    more = f" and {len(found) - 12} more" if len(found) > 12 else ""
+    split = len({s.series_uid for s in found}) == 1 and len(found) > 1
+    what = "one SeriesInstanceUID was split into these series (they differ in matrix size, orientation, echo or type)" if split else "they are"
+    return f"{what}: {listed}{more}; pass --series CASE_ID with one of these case ids"
+
+
 def options_from(params) -> DicomOptions:
     if params is None:
         return DicomOptions()
