@@ -29,9 +29,13 @@ from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec, record
 
 
+class Panic(BaseException):
+    """What a Rust extension raises when it panics (pyo3_runtime.PanicException is a BaseException)."""
+
+
 class ActParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["none", "segfault", "sleep", "enospc", "eio_once", "value_error"] = "none"
+    mode: Literal["none", "segfault", "sleep", "enospc", "eio_once", "value_error", "panic"] = "none"
     trigger: str = ""
     seconds: float = Field(0.0, ge=0)
     marker_dir: str = ""
@@ -62,7 +66,9 @@ class Act:
                 marker.write_text("x")
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
         elif self.mode == "value_error":
-            raise ValueError("deliberate failure")
+            raise ValueError(f"deliberate failure on {case['source'].path}")
+        elif self.mode == "panic":
+            raise Panic("index out of bounds")
         return case
 
 

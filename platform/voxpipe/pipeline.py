@@ -128,7 +128,7 @@ def redact(message: str, source: CaseSource) -> str:
             message = message.replace(text, replacement)
         folders = {str(path.resolve().parent), str(path.parent)} - {"", "."}
         for folder in sorted(folders, key=len, reverse=True):  # as a path's start only: `in/` is not `main/`
-            message = re.sub(r"(?<![\w.-])" + re.escape(folder + "/"), "", message)
+            message = re.sub(r"(?<![\w./-])" + re.escape(folder + "/"), "", message)
         if not keep_name and len(path.name) > 3:
             message = message.replace(path.name, replacement)
     return message
