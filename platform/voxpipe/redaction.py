@@ -31,7 +31,12 @@ def redact_pydicom_log() -> None:
         logger.addHandler(logging.NullHandler())
 
 
-_TECHNICAL_NAME = re.compile(r"^(?:[A-Za-z]{0,6}[_-]?)?[0-9][0-9._-]*(?:\.(?:dcm|dicom|ima|img))?$|^[0-9a-fA-F]{8,64}(?:\.dcm)?$")
+# Letters only from prefixes scanners and viewers write (IM_0001, MR.1.2.840..., CT000123): a free
+# prefix of letters would let SMITH01.dcm through.
+_SCANNER_PREFIXES = "IM|IMG|IMAGE|I|CT|MR|MRI|PT|PET|NM|US|XA|RF|CR|DX|MG|SC|OT|SEG|SR|RT|RTDOSE|RTSTRUCT|SLICE|FILE|DCM|EE|Z"
+_TECHNICAL_NAME = re.compile(
+    rf"^(?:(?i:{_SCANNER_PREFIXES})[_.-]?)?[0-9][0-9._-]*(?:\.(?i:dcm|dicom|ima|img))?$|^[0-9a-fA-F]{{8,64}}(?:\.(?i:dcm))?$"
+)
 
 
 def technical_name(name: str) -> bool:
