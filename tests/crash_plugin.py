@@ -35,7 +35,7 @@ class Panic(BaseException):
 
 class ActParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["none", "segfault", "sleep", "enospc", "eio_once", "value_error", "panic"] = "none"
+    mode: Literal["none", "segfault", "sleep", "enospc", "eio_once", "value_error", "panic", "redirect"] = "none"
     trigger: str = ""
     seconds: float = Field(0.0, ge=0)
     marker_dir: str = ""
@@ -69,6 +69,8 @@ class Act:
             raise ValueError(f"deliberate failure on {case['source'].path}")
         elif self.mode == "panic":
             raise Panic("index out of bounds")
+        elif self.mode == "redirect":
+            return dict(case, output_dir=Path(self.marker_dir))
         return case
 
 

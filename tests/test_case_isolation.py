@@ -83,3 +83,16 @@ def test_folder_redaction_matches_only_at_a_path_start(message, tmp_path, monkey
     source = CaseSource(identity="x", kind="nifti", paths=(Path("in") / path.name,))
     assert redact(message, source) == message
     assert redact(f"cannot read in/{path.name}", source) == "cannot read <input>"
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_stage_cannot_move_the_output_folder(cli, crashtest, cases, tmp_path, write_config, workers):  # noqa: F811
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = write_config(crash_plugin.config("redirect", trigger="c01", marker_dir=str(elsewhere)))
+    out = tmp_path / "out"
+    result = cli("run", config, "-i", cases, "-o", out, "--workers", workers)
+    assert result.exit_code == 1, result.stderr
+    failed = [c for c in manifest_of(out)["cases"] if c["status"] == "failed"]
+    assert len(failed) == 1 and "changed `output_dir`" in failed[0]["error"] and "stage 2 (crashtest.act)" in failed[0]["error"]
+    assert list(elsewhere.iterdir()) == []

@@ -91,9 +91,25 @@ class Pipeline:
             if not isinstance(case, dict):
                 result.error = f"stage {stage.planned.index} ({stage.planned.label}): returned {type(case).__name__}, expected the case dict"
                 return result
+            moved = _moved_runner_keys(case, case_id, source, Path(output_dir))
+            if moved:
+                result.error = (f"stage {stage.planned.index} ({stage.planned.label}): changed `{moved}`, which only the runner "
+                                "sets (writers put files in the case's own output folder)")
+                result.case = case
+                return result
             result.timings.append((stage.planned.label, time.perf_counter() - start))
         result.case = case
         return result
+
+
+def _moved_runner_keys(case: dict, case_id: str, source: CaseSource, output_dir: Path) -> str | None:
+    """The first runner-owned key a stage changed: a stage that points ``output_dir`` elsewhere
+    would have every later writer write outside ``-o``."""
+    for key, expected in (("case_id", case_id), ("source", source), ("output_dir", output_dir)):
+        value = case.get(key)
+        if value is not expected and value != expected:
+            return key
+    return None
 
 
 def _print_debug_traceback(source: CaseSource) -> None:
