@@ -455,7 +455,6 @@ def test_each_part_of_a_split_series_is_selectable(tmp_path, volume):
     assert select_series(found, "case-000000000000", key) == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs Part B's change to io_dicom/commands.py (select_series, choose_one_hint); then drop this mark")
 def test_convert_selects_each_part_of_a_split_series(cli, tmp_path, volume):
     spec = SeriesSpec()
     write_series(tmp_path / "in" / "a", volume, spec)

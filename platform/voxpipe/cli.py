@@ -367,7 +367,7 @@ def _dicom_options(irregular: str, dtype: str):
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--series", "series_uid", metavar="UID", help="Convert only the series with this SeriesInstanceUID.")
+@click.option("--series", "series_uid", metavar="ID", help="Convert only the series with this case id (see `voxpipe info`) or SeriesInstanceUID.")
 @click.option("--irregular", type=click.Choice(["refuse", "resample"]), default="refuse", show_default=True,
               help="Missing slices, uneven spacing or gantry tilt: fail the series, or interpolate onto a uniform grid.")
 @click.option("--dtype", type=click.Choice(["auto", "float32"]), default="auto", show_default=True,

@@ -23,8 +23,10 @@ from voxpipe_plugins.io_dicom.geometry import stack_geometry
 from voxpipe_plugins.io_dicom.loader import (
     DicomOptions,
     case_source,
+    choose_one_hint,
     discover_series,
     load_volume,
+    select_series,
 )
 from voxpipe_plugins.io_dicom.series import Series
 
@@ -57,9 +59,9 @@ def find_series(input_path: Path, options: DicomOptions, series_uid: str | None 
         warnings.simplefilter("ignore")
         series = discover_series(input_path, options.selection, skipped)
     if series_uid:
-        series = [s for s in series if s.series_uid == series_uid]
+        series = select_series(series, series_uid, id_key())
         if not series:
-            raise UsageError(f"no series with SeriesInstanceUID {series_uid} under {input_path}")
+            raise UsageError(f"no series with case id or SeriesInstanceUID {series_uid} under {input_path} (see `voxpipe info`)")
     if not series:
         passed = "; ".join(f"{n} {reason}" for reason, n in skipped.most_common()) or "no files"
         raise UsageError(f"no DICOM image series found under {input_path} ({passed})")
@@ -80,7 +82,7 @@ def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: s
     series, skipped = find_series(input_path, options, series_uid)
     single_file = output.name.lower().endswith((".nii", ".nii.gz"))
     if single_file and len(series) > 1:
-        raise UsageError(f"{len(series)} series found under {input_path}; pass --series UID (see `voxpipe info`) or give an output folder")
+        raise UsageError(f"{len(series)} series found under {input_path}; {choose_one_hint(series, id_key())}, or give an output folder")
     if not single_file:
         if output.exists() and not output.is_dir():
             raise UsageError(f"output {output} exists and is not a folder; give a .nii/.nii.gz file name or a folder")

@@ -159,7 +159,10 @@ def stack_layout(frames: list[Frame], options: DicomOptions) -> tuple[list[Frame
     first = frames[0]
     missing = [f for f in frames if f.position is None or f.orientation is None or f.pixel_spacing is None]
     if missing:
-        raise SeriesError(f"{missing[0].path.name}: missing ImagePositionPatient, ImageOrientationPatient or PixelSpacing while other slices have them")
+        absent = [name for name, attr in (("ImagePositionPatient", "position"), ("ImageOrientationPatient", "orientation"),
+                                          ("PixelSpacing", "pixel_spacing")) if getattr(missing[0], attr) is None]
+        where = "in every slice" if len(missing) == len(frames) else f"in {len(missing)} of {len(frames)} slices, first {missing[0].path.name}"
+        raise SeriesError(f"{' and '.join(absent)} missing {where}: the series' geometry is unknown")
     reference = np.asarray(first.orientation, float)
     for frame in frames:
         if np.max(np.abs(np.asarray(frame.orientation, float) - reference)) > ORIENTATION_TOLERANCE:

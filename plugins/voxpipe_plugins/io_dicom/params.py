@@ -42,7 +42,9 @@ class DicomOptionsParams(StageParams):
     spacing_tolerance: float = Field(0.05, gt=0, le=0.5, description="Allowed relative deviation of a slice step from the median step.")
     max_gib: float = Field(16.0, gt=0, le=1024, description="Refuse series whose declared size exceeds this many GiB, before allocating.")
     select: SeriesSelect = Field(default_factory=SeriesSelect, description="Series selection rules.")
-    workers: int = Field(0, ge=0, le=64, description="Processes for decoding compressed frames; 0 = one per CPU core (max 8).")
+    workers: int = Field(0, ge=0, le=64, description=(
+        "Processes for decoding compressed frames when loading in the main process (`--workers 0`, `convert`); "
+        "pipeline workers decode serially. 0 = one per CPU core (max 8)."))
 
 
 class DicomLoadParams(DicomOptionsParams):
