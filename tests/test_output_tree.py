@@ -430,3 +430,33 @@ def test_a_convert_killed_mid_write_leaves_nothing_after_the_rerun(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in out.glob("case-*_CT.nii.gz")]
     assert len(list(out.iterdir())) == 1
+
+
+# ----------------------------------------------------------------------------- the Python API keeps the command's rules
+
+
+def test_deidentify_tree_from_python_refuses_overlaps_and_listings_inside_the_output(tmp_path, monkeypatch, umask):
+    from voxpipe.errors import UsageError
+    from voxpipe_plugins.deid.engine import DeidOptions
+    from voxpipe_plugins.deid.tree import deidentify_tree
+
+    monkeypatch.chdir(tmp_path)
+    source = dicom_series(tmp_path / "in" / "series")
+    key = tmp_path / "keys" / "deid.key"
+    (tmp_path / "in-link").symlink_to(tmp_path / "in", target_is_directory=True)
+    for output in (tmp_path / "in" / "out", tmp_path / "in-link" / "out", Path("in") / "series" / ".." / "out"):
+        with pytest.raises(UsageError, match="inside the input"):
+            deidentify_tree(tmp_path / "in", output, key, DeidOptions())
+    out = tmp_path / "out"
+    for _, listing in _map_spellings(tmp_path, out):
+        with pytest.raises(UsageError, match="inside the output"):
+            deidentify_tree(source, out, key, DeidOptions(), listing=listing)
+    umask(0o000)
+    listing = tmp_path / "lists" / "list.tsv"
+    listing.parent.mkdir(mode=0o700)
+    listing.write_text("old\n")
+    listing.chmod(0o644)
+    summary = deidentify_tree(source, out, key, DeidOptions(), listing=listing)
+    assert summary.exit_code == 0
+    assert stat.S_IMODE(listing.stat().st_mode) == 0o600 and listing.read_text().startswith("source\tresult")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700

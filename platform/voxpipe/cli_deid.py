@@ -94,7 +94,7 @@ def _deidentify(input_path: Path, output: Path, key_file: Path, options, max_gib
 
     from voxpipe.atomic import clear_stale_temps, folder_lock
     from voxpipe.input_redaction import register_input
-    from voxpipe.private_files import check_link_file, link_file
+    from voxpipe.private_files import check_link_file
     from voxpipe.safe_paths import check_separate
     from voxpipe_plugins.deid.tree import deidentify_tree
 
@@ -108,8 +108,7 @@ def _deidentify(input_path: Path, output: Path, key_file: Path, options, max_gib
             stack.enter_context(folder_lock(output, "voxpipe deid"))
             for folder, _subdirs, _files in _walk_real(output):
                 clear_stale_temps(folder)
-        target = stack.enter_context(link_file(listing)) if listing is not None else None
-        return deidentify_tree(input_path, output, key_file, options, max_gib, target)
+        return deidentify_tree(input_path, output, key_file, options, max_gib, listing)  # the list is written whole, 0600, at the end
 
 
 def _walk_real(root: Path):

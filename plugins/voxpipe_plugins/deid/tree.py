@@ -10,16 +10,16 @@ output path / reason is written only where the user asks, outside OUTPUT, mode 0
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxpipe.atomic import dir_mode, write_json
+from voxpipe.atomic import make_dirs, write_json
 from voxpipe.cases import iter_files
 from voxpipe.errors import UsageError
 from voxpipe.limits import ResourceLimitError, max_bytes
-from voxpipe.safe_paths import UnsafePathError, inside
+from voxpipe.private_files import check_link_file, write_link_file
+from voxpipe.safe_paths import UnsafePathError, check_separate
 from voxpipe_plugins.deid.engine import AlreadyDeidentified, DeidError, Deidentifier, DeidOptions, Quarantined
 from voxpipe_plugins.deid.keys import fingerprint, load_or_create
 from voxpipe_plugins.deid.reading import DICOMDIR_CLASS, NotDicomFile, read_dicom
@@ -48,13 +48,12 @@ def deidentify_tree(input_path: Path, output: Path, key_file: Path, options: Dei
     input_path, output = Path(input_path), Path(output)
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist; pass a DICOM file or folder")
-    if inside(output, input_path) and input_path.is_dir() or inside(input_path, output):
-        raise UsageError("the output folder and the input overlap; choose an output folder outside the input (and vice versa)")
-    if listing is not None and inside(listing, output):
-        raise UsageError("the --list file is inside the output folder; it names input files, so keep it outside")
+    check_separate(input_path, output, "the input", "the output")  # the command's rules hold for the Python API too
+    if listing is not None:
+        check_link_file(listing, output, "--list")
     key, created = load_or_create(key_file, output)
     try:
-        output.mkdir(parents=True, exist_ok=True, mode=dir_mode())
+        make_dirs(output)
     except OSError as exc:
         raise UsageError(f"output folder {output} cannot be created ({exc.strerror}); choose another") from None
     engine = Deidentifier(key, options)
@@ -66,10 +65,7 @@ def deidentify_tree(input_path: Path, output: Path, key_file: Path, options: Dei
         lines.append(f"{path}\t{result}")
     write_json(output / REPORT, _report(summary, options, engine, key))
     if listing is not None:
-        listing.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(listing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
+        write_link_file(listing, "\n".join(lines) + "\n")
     return summary
 
 
