@@ -42,15 +42,20 @@ def _set_raw(ds, keyword: str, text: str) -> None:
     ds._dict[tag] = RawDataElement(tag, dictionary_VR(keyword), len(data), data, 0, False, True)
 
 
-@pytest.fixture
-def malformed_series(tmp_path) -> list[Path]:
-    paths = write_series(tmp_path / "in", ct_like_volume((3, 12, 12), seed=2), SeriesSpec())
+def write_malformed_series(folder: Path, shape: tuple[int, int, int], seed: int) -> list[Path]:
+    """A synthetic series whose headers carry every MALFORMED value, stored raw (as a broken scanner would)."""
+    paths = write_series(folder, ct_like_volume(shape, seed=seed), SeriesSpec())
     for path in paths:
         ds = pydicom.dcmread(path)
         for keyword, text in MALFORMED.items():
             _set_raw(ds, keyword, text)
         ds.save_as(path)
     return paths
+
+
+@pytest.fixture
+def malformed_series(tmp_path) -> list[Path]:
+    return write_malformed_series(tmp_path / "in", (3, 12, 12), seed=2)
 
 
 def _library_errors(paths: list[Path]) -> dict[str, BaseException]:

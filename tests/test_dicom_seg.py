@@ -284,14 +284,9 @@ def test_seg_from_sources_with_values_that_fail_their_vr(cli, tmp_path, identity
     """A malformed PatientBirthDate (and its family: PN parts, DA, TM, DT, CS, DS with markers) made highdicom fail,
     quoting the value. The SEG is written with those attributes left empty, the warning names only keywords, and
     no marker is in any output or message."""
-    from tests.test_case_errors import MALFORMED, MARK, _set_raw
+    from tests.test_case_errors import MALFORMED, MARK, write_malformed_series
 
-    paths = write_series(tmp_path / "in", ct_like_volume((4, 16, 16), seed=8), SeriesSpec())
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        for keyword, text in MALFORMED.items():
-            _set_raw(ds, keyword, text)
-        ds.save_as(path)
+    write_malformed_series(tmp_path / "in", (4, 16, 16), seed=8)
     config = tmp_path / "seg.yaml"
     config.write_text(CONFIG.format(loader="load.dicom", identity=identity))
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
