@@ -237,3 +237,28 @@ def test_a_really_full_disk(cli, sample_inputs, tiny_disk):
     assert {d: (out / d / "case.json").read_text() for d in done} == done
     assert manifest["config_hash"] == json.loads((out / "manifest.json").read_text())["config_hash"]
     assert_clean(out)
+
+
+def _voxpipe_imports(module: str) -> set[str]:
+    """Every ``voxpipe.*`` module a module imports, function-local imports included."""
+    import ast
+
+    tree = ast.parse((REPO / "platform" / "voxpipe" / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # from voxpipe import executors
+    return {name.removeprefix("voxpipe.") for name in found if name.startswith("voxpipe.")}
+
+
+def test_executor_imports_go_one_way():
+    """executors -> dask_executor -> fork_server/worker, never back (not even inside a function)."""
+    layers = ["executors", "dask_executor", "fork_server"]
+    for i, module in enumerate(layers):
+        imported = _voxpipe_imports(module)
+        above = set(layers[: i + 1])
+        assert not imported & above, f"voxpipe.{module} imports {sorted(imported & above)}: a circle between the executors"
+    assert "worker" not in _voxpipe_imports("fork_server") and not {"executors", "dask_executor"} & _voxpipe_imports("worker")

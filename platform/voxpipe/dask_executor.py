@@ -14,12 +14,13 @@ segfault) fails as that one case once the scheduler gives up on it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
-from voxpipe.errors import UsageError, VoxpipeError, one_line
+from voxpipe.errors import ConfigError, UsageError, VoxpipeError, one_line
 from voxpipe.worker import CaseOutcome, RunRecipe
 
 CONNECT_TIMEOUT_ENV = "VOXPIPE_DASK_CONNECT_TIMEOUT"  # seconds; default 10
@@ -45,9 +46,11 @@ def probe_worker(recipe: RunRecipe) -> str | None:
     try:
         registry = Registry.load(PluginSelection.from_env())
         validated = validate_recipe(recipe, registry)
-    except VoxpipeError as exc:
-        missing = [line for line in str(exc).splitlines() if "unknown stage" in line]
-        return "plugin not installed: " + (missing[0] if missing else str(exc).splitlines()[0])
+    except ConfigError as exc:
+        first = next(iter(exc.of_kind("unknown_stage") or exc.details), None)  # the missing stage, by kind
+        return f"plugin not installed: {first.text if first else exc}"
+    except VoxpipeError as exc:  # strict plugin loading on the worker
+        return "plugin not installed: " + str(exc).splitlines()[0]
     except Exception as exc:  # noqa: BLE001 - anything else is still the worker's problem, in one line
         return one_line(exc)
     if validated.hash != recipe.config_hash:
@@ -97,7 +100,7 @@ class DaskExecutor:
             import dask
 
             count = workers or 2
-            from voxpipe.executors import start_forkserver, worker_environment
+            from voxpipe.fork_server import start_forkserver, worker_environment
 
             start_forkserver(dask=True)  # already running when the runner started it; preloads torch, MONAI, Dask
 
@@ -143,7 +146,7 @@ class DaskExecutor:
         answers = self.client.run(probe_worker, self.recipe)
         bad = {address: reason for address, reason in answers.items() if reason}
         if bad:
-            address, reason = sorted(bad.items())[0]
+            address, reason = min(bad.items())
             more = f" (and {len(bad) - 1} more workers)" if len(bad) > 1 else ""
             raise UsageError(f"Dask worker {address}{more}: {reason}; install the same plugins on every worker (pip install ...)")
         per_host: dict[str, int] = {}
@@ -155,9 +158,9 @@ class DaskExecutor:
         self.threads = {address: max(1, (cores[address] or 1) // per_host.get(w.get("host", ""), 1)) for address, w in workers.items()}
 
     def run(self, tasks: Iterable[tuple], on_outcome, should_stop) -> None:
-        from distributed import as_completed
-
         import uuid
+
+        from distributed import as_completed
 
         futures = {}
         threads = min(self.threads.values()) if self.threads else 1
@@ -184,14 +187,8 @@ class DaskExecutor:
                         other.cancel()
 
     def close(self) -> None:
-        if self.client is not None:
-            try:
-                self.client.close()
-            except Exception:  # noqa: BLE001
-                pass
-        if self.cluster is not None:
-            try:
-                self.cluster.close()
-            except Exception:  # noqa: BLE001
-                pass
+        for part in (self.client, self.cluster):
+            if part is not None:
+                with contextlib.suppress(Exception):  # already closed or unreachable: nothing left to free
+                    part.close()
         self.client = self.cluster = None

@@ -8,114 +8,42 @@ Why a small pool of our own rather than :class:`concurrent.futures.ProcessPoolEx
 a worker that segfaults breaks a ``ProcessPoolExecutor`` for good, and a task cannot be
 stopped when it runs past its time. Here each worker is a process the parent watches:
 a crash fails that case only (with the signal named) and a fresh worker takes its place;
-a case past ``timeout`` has its worker killed. Workers are forked from a ``forkserver``
-that never runs any computation (fork-safe with torch's thread pools) and that preloads
-torch and MONAI once (:mod:`voxpipe.preload`), so a replacement worker starts in a fraction of a second.
+a case past ``timeout`` has its worker killed. Workers are forked from the fork server
+(:mod:`voxpipe.fork_server`), so a replacement worker starts in a fraction of a second.
+
+Imports go one way: this module -> :mod:`voxpipe.fork_server`, and (lazily, for a Dask
+spec) -> :mod:`voxpipe.dask_executor`, which imports only the fork server and the worker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-import os
 import signal
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Callable, Iterable, Iterator
 
 from voxpipe.errors import UsageError
+from voxpipe.fork_server import (
+    DASK_PRELOAD,
+    PRELOAD,
+    WORKER_ENV,
+    end_forkserver_at_exit,
+    forks_from_server,
+    start_forkserver,
+    threads_per_worker,
+    usable_cores,
+    worker_environment,
+)
 from voxpipe.worker import CaseOutcome, RunRecipe
 
 OnOutcome = Callable[[CaseOutcome], None]
 ShouldStop = Callable[[], bool]
-PRELOAD = ["voxpipe.preload"]  # importing it imports torch, MONAI and the worker (see that module)
-DASK_PRELOAD = [*PRELOAD, "voxpipe.preload_dask"]
-STARTUP_TIMEOUT = 600.0
 
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def threads_per_worker(workers: int) -> int:
-    """Split the usable cores evenly between workers (at least one thread each)."""
-    return max(1, usable_cores() // max(1, workers))
-
-
-WORKER_ENV = {"MPLBACKEND": "agg"}
-"""Defaults for worker processes (the user's own settings win). Workers never open windows,
-and naming matplotlib's backend spares it a search that costs ~0.2 s of MONAI's import."""
-
-
-@contextlib.contextmanager
-def worker_environment() -> Iterator[None]:
-    """Start worker processes (which copy the environment) inside this block; ours is restored after."""
-    added = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-
-
-def forks_from_server(executor: str, workers: int) -> bool:
-    """Whether a run's workers are forked from the fork server (local pool or ``dask-local``)."""
-    return (executor == "local" and workers > 0) or executor == "dask-local"
-
-
-def start_forkserver(dask: bool = False) -> None:
-    """Start the fork server now, so it imports torch and MONAI while the caller discovers cases.
-
-    Returns at once; workers requested later wait for the server to finish its imports. With
-    ``dask``, it also imports Dask's worker code (for ``dask-local``). Once running, later
-    calls change nothing.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(DASK_PRELOAD if dask else PRELOAD)
-    from multiprocessing import forkserver
-
-    with worker_environment():
-        forkserver.ensure_running()
-    _end_forkserver_at_exit()
-
-
-_ENDING_REGISTERED = False
-
-
-def _end_forkserver_at_exit() -> None:
-    """At exit, SIGKILL the fork server instead of letting it tear torch and MONAI down.
-
-    The server only ever imported modules: it never computes, and once the workers are
-    done it holds no files and no children. Left alone, it notices that we exited and
-    then spends ~1.2 s of CPU on Python's teardown, on a core that the next program (the
-    next run of a batch script) wants.
-    """
-    global _ENDING_REGISTERED
-    if _ENDING_REGISTERED:
-        return
-    _ENDING_REGISTERED = True
-    import atexit
-
-    atexit.register(_kill_forkserver)
-
-
-def _kill_forkserver() -> None:
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    pid = getattr(server, "_forkserver_pid", None)
-    if not pid:
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (OSError, ChildProcessError):  # already gone
-        pass
+# The fork server's names are re-exported while callers move to voxpipe.fork_server.
+__all__ = ["DASK_PRELOAD", "PRELOAD", "WORKER_ENV", "InlineExecutor", "LocalPool", "forks_from_server", "make_executor",
+           "start_forkserver", "threads_per_worker", "usable_cores", "worker_environment"]
 
 
 class InlineExecutor:
@@ -179,7 +107,7 @@ class LocalPool:
         process = self.context.Process(target=worker_main, args=(child, self.recipe, name, index), name=f"voxpipe-{name}", daemon=True)
         with worker_environment():  # in case the fork server starts only now
             process.start()
-        _end_forkserver_at_exit()
+        end_forkserver_at_exit()
         child.close()
         slot = _Slot(name, process, parent, index=index, started=time.monotonic())
         self.slots.append(slot)
@@ -333,7 +261,7 @@ def make_executor(spec: str, recipe: RunRecipe, workers: int, timeout: float | N
                 raise UsageError("--timeout needs worker processes: use --workers 1 or more (not 0)")
             return InlineExecutor(recipe, pipeline)
         return LocalPool(recipe, workers, timeout)
-    if spec == "dask-local" or spec.startswith("tcp://") or spec.startswith("tls://"):
+    if spec == "dask-local" or spec.startswith(("tcp://", "tls://")):
         from voxpipe.dask_executor import DaskExecutor
 
         return DaskExecutor(spec, recipe, workers, timeout)
