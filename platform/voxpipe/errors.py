@@ -8,6 +8,10 @@ reported as such.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 
 class VoxpipeError(Exception):
     """Base class for errors with a user-facing one-line message."""
@@ -26,15 +30,44 @@ class UsageError(VoxpipeError):
     """Bad command-line usage: missing paths, unwritable output, impossible device."""
 
 
+ProblemKind = Literal["invalid", "unknown_stage", "plugins_differ"]
+PROBLEM_KINDS: frozenset[str] = frozenset(get_args(ProblemKind))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem: a ``kind`` that code branches on, and the ``text`` a user reads.
+
+    Callers test ``kind`` (a worker without a plugin is ``unknown_stage``) instead of
+    searching the wording, so messages can be reworded without breaking anything.
+    """
+
+    kind: ProblemKind
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROBLEM_KINDS:
+            raise ValueError(f"unknown problem kind {self.kind!r}; one of {sorted(PROBLEM_KINDS)}")
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class ConfigError(VoxpipeError):
     """A pipeline config that cannot be read or does not validate.
 
-    Holds every problem found, one line each, so a user fixes them in one pass.
+    Holds every problem found, one line each, so a user fixes them in one pass. Each may be
+    a :class:`Problem` or plain text (kind ``invalid``), so callers can move one at a time.
     """
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
+    def __init__(self, problems: Iterable[Problem | str]) -> None:
+        self.details = [p if isinstance(p, Problem) else Problem("invalid", str(p)) for p in problems]
+        self.problems = [p.text for p in self.details]  # the lines, as before
         super().__init__("\n".join(self.problems))
+
+    def of_kind(self, kind: ProblemKind) -> list[Problem]:
+        """The problems of one kind, in the order found."""
+        return [p for p in self.details if p.kind == kind]
 
 
 class PluginError(VoxpipeError):
