@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from voxpipe.errors import PROBLEM_KINDS, ConfigError, Problem
 
 
