@@ -21,7 +21,6 @@ cases), and a ``--source-map`` (it names inputs) lies outside it
 
 from __future__ import annotations
 
-import datetime as _dt
 import errno
 import json
 import os
@@ -41,6 +40,7 @@ from voxpipe.cases import CaseSource, Discovery, case_id, id_key
 from voxpipe.config import ValidatedConfig
 from voxpipe.device import resolve_device
 from voxpipe.errors import ConfigError, UsageError, VoxpipeError
+from voxpipe.record_values import utc_now as _now
 from voxpipe.registry import Registry
 from voxpipe.worker import CASE_RECORD, STAGING, CaseOutcome, RunRecipe, disk_full_message
 
@@ -424,11 +424,3 @@ def _environment() -> dict:
         except PackageNotFoundError:
             pass
     return versions
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=str))
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

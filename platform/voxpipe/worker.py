@@ -17,7 +17,6 @@ header values, and this is the one place all executors share.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from voxpipe.errors import ConfigError, VoxpipeError, one_line
+from voxpipe.record_values import jsonable, utc_now
 from voxpipe.redaction import CaseRedactor
 
 CASE_RECORD = "case.json"
@@ -280,7 +280,7 @@ def _attempt(pipeline, source, cid: str, recipe: RunRecipe, holder: list) -> Cas
             fatal = disk_full_message(output_dir) if code in DISK_FULL_ERRNOS else None
             return CaseOutcome(cid, "failed", seconds, private(result.error), stages, warnings=warnings, fatal=fatal)
         outputs = sorted([p.name for p in staging.iterdir()] + [CASE_RECORD])
-        record = case_record(result, cid, recipe.config_hash, seconds, stages, outputs, warnings)
+        record = case_record(result, cid, recipe.config_hash, seconds, stages, outputs, warnings, private, staging)
         from voxpipe.atomic import publish_dir, write_json
 
         try:
@@ -307,8 +307,12 @@ def disk_full_message(output_dir: Path | None) -> str:
 
 
 def case_record(result, cid: str, config_hash: str, seconds: float, stages: list, outputs: list,
-                warnings: list[str] | None = None) -> dict:
-    """``case.json``: what each stage did, plus the numbers the report shows (``warnings`` as redacted)."""
+                warnings: list[str] | None = None, redact=str, folder: Path | None = None) -> dict:
+    """``case.json``: what each stage did, plus what the stages recorded for the report.
+
+    ``warnings`` come already redacted; ``redact`` makes the recorded report texts safe too,
+    and with ``folder`` (the staging folder) pictures that are not plain files in it are dropped.
+    """
     record = {
         "case_id": cid,
         "status": "ok",
@@ -316,92 +320,56 @@ def case_record(result, cid: str, config_hash: str, seconds: float, stages: list
         "kind": result.case["source"].kind,
         "seconds": round(seconds, 4),
         "stages": stages,
-        "history": _jsonable(result.case.get("history", [])),
+        "history": jsonable(result.case.get("history", [])),
         "warnings": warnings if warnings is not None else [str(w) for w in result.case.get("warnings", [])],
         "outputs": outputs,
-        "finished": _now(),
+        "finished": utc_now("microseconds"),
     }
-    metrics = case_metrics(result.case)
+    items = report_record(result.case, redact, folder)
+    if items["metrics"] or items["pictures"]:
+        record["report"] = items
+    metrics = case_metrics(result.case, items["metrics"])
     if metrics:
         record["metrics"] = metrics
     return record
 
 
-def case_metrics(case: dict) -> dict:
-    """Small numbers worth a column in the report: label volumes, head outputs, feature counts."""
-    metrics: dict[str, Any] = {}
-    try:
-        metrics.update(_label_volumes(case))
-    except Exception:  # noqa: BLE001 - metrics are a courtesy; they never fail a case
-        pass
+def report_record(case: dict, redact=str, folder: Path | None = None) -> dict:
+    """The report items stages recorded, as JSON, every text through ``redact``."""
+    from voxpipe.report_items import items_of, picture_file
+
+    items = items_of(case)
+    metrics = []
+    for metric in items["metrics"]:
+        entry = {k: (redact(v) if isinstance(v, str) else v) for k, v in metric.items()}
+        metrics.append(jsonable(entry))
+    pictures = []
+    for picture in items["pictures"]:
+        path = picture.get("path")
+        if not isinstance(path, str) or redact(path) != path:
+            continue  # a name the redactor would change quotes the input: left out, never shown
+        if folder is not None and picture_file(folder, path) is None:
+            continue  # never written, or a link: the report would refuse it anyway
+        pictures.append({"path": path, "caption": redact(str(picture.get("caption", "")))})
+    return {"metrics": metrics, "pictures": pictures}
+
+
+def case_metrics(case: dict, recorded: list[dict] | None = None) -> dict:
+    """Values only, for scripts: the recorded metrics by name, plus the case's head outputs and feature counts.
+
+    ``outputs`` and ``features`` are case keys of the data model (docs/architecture.md), not
+    any plugin's; every other number is what a stage recorded with ``report_metric``.
+    """
+    from voxpipe.report_items import items_of, metric_values
+
+    metrics: dict[str, Any] = metric_values(items_of(case)["metrics"] if recorded is None else recorded)
     outputs = case.get("outputs")
     if isinstance(outputs, dict) and outputs:
-        metrics["outputs"] = _jsonable(outputs)
+        metrics["outputs"] = jsonable(outputs)
     features = case.get("features")
     if isinstance(features, dict) and features:
         metrics["features"] = {name: int(getattr(v, "size", 0) or len(v)) for name, v in features.items()}
-        names = case.get("feature_names") or {}
-        picked = {}
-        for set_name, values in features.items():
-            for index, element in enumerate(names.get(set_name, [])[:200]):
-                if element in ("shape.volume_mm3", "firstorder.mean", "firstorder.std", "glcm.contrast", "firstorder.entropy"):
-                    picked[f"{set_name}:{element}"] = round(float(values[index]), 4)
-        if picked:
-            metrics["feature_values"] = picked
     return metrics
-
-
-def _label_volumes(case: dict) -> dict:
-    label = case.get("label")
-    if label is None:
-        return {}
-    import numpy as np
-
-    array = np.asarray(label.detach().cpu().numpy() if hasattr(label, "detach") else label)
-    if array.ndim < 3:
-        return {}
-    from voxpipe.label_counts import value_counts
-
-    values, counts = value_counts(array)
-    voxel_mm3 = 1.0
-    affine = getattr(label, "affine", None)
-    if affine is not None and array.ndim == 4:
-        a = np.asarray(affine.detach().cpu().numpy() if hasattr(affine, "detach") else affine, dtype=float)
-        voxel_mm3 = float(abs(np.linalg.det(a[:3, :3])))
-    names = _label_names(case)
-    volumes = {}
-    for value, count in zip(values.tolist(), counts.tolist()):
-        volumes[names.get(value, f"label {value}")] = round(count * voxel_mm3 / 1000.0, 3) if array.ndim == 4 else int(count)
-    key = "volumes_ml" if array.ndim == 4 else "areas_px"
-    return {key: volumes} if volumes else {}
-
-
-def _label_names(case: dict) -> dict[int, str]:
-    for key in ("label_names", "labels"):
-        table = case.get(key)
-        if isinstance(table, dict):
-            try:
-                return {int(k): str(v) for k, v in table.items()}
-            except (TypeError, ValueError):
-                continue
-    meta = getattr(case.get("label"), "meta", None) or {}
-    table = meta.get("label_names") if isinstance(meta, dict) else None
-    if isinstance(table, dict):
-        try:
-            return {int(k): str(v) for k, v in table.items()}
-        except (TypeError, ValueError):
-            pass
-    return {}
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=str))
-
-
-def _now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 # ----------------------------------------------------------------------------- local worker loop

@@ -19,8 +19,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from voxpipe.atomic import atomic_path
 from voxpipe.label_counts import label_values
+from voxpipe.report_items import report_picture
 from voxpipe.stage import record
 from voxpipe_plugins.common.tensors import affine_of, to_numpy
+from voxpipe_plugins.label.volumes import report_label_volumes
 from voxpipe_plugins.preview.render import PALETTE, _ras, display_planes, render
 
 BACKGROUND = (16, 16, 16)
@@ -138,4 +140,7 @@ class MontageWriter:
             picture.save(tmp, format="PNG")
         record(case, "write.montage", file=self.filename, size=list(picture.size), panels=len(panels),
                legend=[name for _, name in legend])
+        report_picture(case, self.filename)
+        if self.label_key:
+            report_label_volumes(case, self.label_key)
         return case

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from voxpipe.report_items import report_metric
 from voxpipe.stage import record
 from voxpipe_plugins.radiomics import discretise, firstorder, glcm, shape
 
 GROUPS = ("firstorder", "shape", "glcm")
+REPORTED = {"shape.volume_mm3": "mm³", "firstorder.mean": "", "firstorder.std": "", "glcm.contrast": "", "firstorder.entropy": "bits"}
+"""The features the run report shows (name -> unit; intensities are in the image's own units)."""
 
 
 class RadiomicsExtractor:
@@ -96,4 +99,8 @@ class RadiomicsExtractor:
         case.setdefault("feature_names", {})[self.name] = names
         record(case, "radiomics.extract", feature_set=self.name, count=len(names), voxels=int(roi.sum()),
                spacing_mm=[round(s, 4) for s in spacing], groups=self.groups, surface=self.surface, **summary)
+        for name, value in zip(names, vector.tolist()):
+            if name in REPORTED:
+                report_metric(case, f"feature_values.{self.name}:{name}", round(float(value), 4), unit=REPORTED[name],
+                              label=f"{self.name}:{name}")
         return case
