@@ -237,3 +237,49 @@ def test_registration_is_light(plugin_target):
     env = _env(Path(os.devnull), plugin_target)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+REPORT_CONFIG = f"""\
+version: 1
+name: invert-report
+device: cpu
+stages:
+  - use: load.auto
+  - use: {STAGE_ID}
+  - use: example.histogram
+  - use: write.nifti
+"""
+
+
+def test_a_third_party_stage_shows_a_metric_and_a_picture_in_the_report(plugin_target, key_file, tmp_path):
+    """`example.histogram` records a metric and a picture; case.json and report.html show both (no core change)."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    nib.save(nib.Nifti1Image(data, AFFINE), str(inputs / "volume.nii.gz"))
+    config = tmp_path / "report.yaml"
+    config.write_text(REPORT_CONFIG, encoding="utf-8")
+    out = tmp_path / "out"
+    result = voxpipe("run", str(config), "-i", str(inputs), "-o", str(out), key_file=key_file, plugin_dir=plugin_target)
+    assert result.returncode == 0, result.stderr
+
+    case = next(out.glob("case-*"))
+    record = json.loads((case / "case.json").read_text())
+    mean = float((data.max() + data.min() - data).mean())  # after example.invert
+    assert record["report"]["metrics"] == [{"name": "example.image_mean", "value": pytest.approx(mean), "unit": "", "label": "image mean"}]
+    assert record["report"]["pictures"] == [{"path": "histogram.png", "caption": "image intensity histogram"}]
+    assert record["metrics"]["example"]["image_mean"] == pytest.approx(mean)
+    assert (case / "histogram.png").is_file()
+
+    page = (out / "report.html").read_text()
+    assert "image mean" in page and f"{mean:.3g}" in page
+    figures = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"><figcaption>([^<]*)</figcaption>', page)
+    assert [(alt, caption) for _, alt, caption in figures] == [("image intensity histogram", "image intensity histogram")]
+    shown = Image.open(io.BytesIO(base64.b64decode(figures[0][0])))
+    assert shown.size == Image.open(case / "histogram.png").size  # the stage's own picture, not a fallback thumbnail

@@ -34,7 +34,7 @@ def report_metric(case: dict, name: str, value: float | str, unit: str = "", lab
 
     Args:
         case: the case dict the stage returns.
-        name: a stable key, e.g. ``volumes_ml.lungs``; a dotted name ``group.key`` appears in
+        name: a stable key, e.g. ``lesion.diameter_mm``; a dotted name ``group.key`` appears in
             ``case.json``'s ``metrics`` as ``metrics[group][key]``.
         value: an int, a finite float or a short string (NumPy scalars are converted).
         unit: shown after the name (``mL``, ``mm³``, ``HU``); empty for none.
@@ -56,7 +56,7 @@ def report_picture(case: dict, path: str | os.PathLike, caption: str = "") -> No
 
     Args:
         case: the case dict the stage returns.
-        path: relative to the case folder (``case["output_dir"]``), e.g. ``montage.png``;
+        path: relative to the case folder (``case["output_dir"]``), e.g. ``histogram.png``;
             never absolute, never through ``..``. The report also refuses links at read time.
         caption: shown under the thumbnail.
 
@@ -73,7 +73,7 @@ def picture_path(path: str | os.PathLike) -> str:
     text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text or _CONTROL.search(text) or "\\" in text or len(text) > MAX_TEXT:
         raise ReportItemError(f"report_picture: {_shown(path)} is not a file name inside the case folder; "
-                              "give a relative path such as `montage.png`")
+                              "give a relative path such as `histogram.png`")
     pure = PurePosixPath(text)
     if pure.is_absolute() or re.match(r"^[A-Za-z]:", text) or ".." in pure.parts:
         raise ReportItemError(f"report_picture: {_shown(text)} leaves the case folder; give a path relative to it, without `..`")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from voxpipe.stage import record
+from voxpipe.plugin import record
 
 
 class Invert:

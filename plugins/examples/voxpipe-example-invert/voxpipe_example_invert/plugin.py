@@ -1,8 +1,8 @@
-"""Registers `example.invert`.
+"""Registers `example.invert` and `example.histogram`.
 
 This module is imported whenever VoxPipe loads its registry (``voxpipe plugins``,
 ``voxpipe validate``, ``voxpipe run``), so it imports only pydantic and VoxPipe's public
-API -- never torch or MONAI. The implementation is named by a ``"module:attribute"``
+API (:mod:`voxpipe.plugin`, the author's kit) -- never torch or MONAI. The implementation is named by a ``"module:attribute"``
 string and imported only when a pipeline builds the stage.
 """
 
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from voxpipe.hookspecs import hookimpl
-from voxpipe.stage import StageKind, StageSpec
+from voxpipe.plugin import StageKind, StageSpec, hookimpl
 
 
 class InvertParams(BaseModel):
@@ -37,6 +36,18 @@ class InvertParams(BaseModel):
         return self
 
 
+class HistogramParams(BaseModel):
+    """Parameters of `example.histogram`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field("image", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                     description="Case key of the image.")
+    filename: str = Field("histogram.png", max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$",
+                          description="PNG file name inside the case folder.")
+    bins: int = Field(64, ge=4, le=256, description="Number of histogram bins.")
+
+
 @hookimpl
 def voxpipe_register_stages(register):
     register(StageSpec(
@@ -53,4 +64,16 @@ def voxpipe_register_stages(register):
         factory="voxpipe_example_invert.invert:Invert",
         reads=("{key}",),
         writes=("{key}",),
+    ))
+    register(StageSpec(
+        id="example.histogram",
+        kind=StageKind.WRITER,
+        summary="Write a PNG of the image's intensity histogram and show it, with the image's mean, in the run report.",
+        description=(
+            "Shows what a stage contributes to report.html: a picture (report_picture) and a metric (report_metric), "
+            "both also listed in case.json under `report`."
+        ),
+        params=HistogramParams,
+        factory="voxpipe_example_invert.histogram:Histogram",
+        reads=("{key}",),
     ))
