@@ -49,8 +49,8 @@ def test_usage_errors_keep_their_status(tmp_path):
 def test_a_command_that_never_loads_torch_keeps_all_of_its_output():
     result = voxpipe("--help")
     assert result.returncode == 0 and "torch" not in result.stderr
-    commands = result.stdout.split("Commands:")[1].split()
-    assert {"run", "validate", "plugins"} <= set(commands) and result.stdout.endswith("\n")
+    commands = result.stdout.split("Core commands:")[1].split()
+    assert {"run", "validate", "plugins", "train", "convert", "sample-data"} <= set(commands) and result.stdout.endswith("\n")
 
 
 def test_atexit_handlers_run_before_the_quick_exit(tmp_path):
@@ -76,6 +76,8 @@ def test_the_fork_server_does_not_outlive_the_run():
     (["run", "c.yaml", "--workers=2"], "local"),
     (["run", "c.yaml", "-w2"], "local"),
     (["--debug", "run", "c.yaml", "-w", "3"], "local"),
+    (["--block-plugin", "deep", "run", "c.yaml", "-w", "2"], "local"),  # a global option's value is not the command
+    (["--allow-plugin=io_nifti", "run", "c.yaml"], "local"),
     (["run", "c.yaml", "--executor", "dask-local", "--workers", "0"], "dask-local"),  # Dask's workers fork from it
     (["run", "c.yaml", "--executor=dask-local"], "dask-local"),
     (["run", "c.yaml", "--workers", "0"], None),  # cases run in this process

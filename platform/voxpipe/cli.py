@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from voxpipe import __version__
+from voxpipe.command_line import (
+    GLOBAL_VALUED,
+    options_part,
+    pull_globals,
+    split_command,
+)
+from voxpipe.commands_spec import CORE_COMMANDS
 from voxpipe.errors import VoxpipeError
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -25,35 +32,49 @@ EXIT_OK, EXIT_CASES_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 @dataclass
 class Settings:
+    """The global options of one invocation, and the registry they select (loaded once, on first use)."""
+
     debug: bool = False
     strict: bool = False
     allow: tuple[str, ...] = ()
     block: tuple[str, ...] = ()
+    _registry: object = field(default=None, repr=False)
 
-    def registry(self):
+    @classmethod
+    def from_args(cls, args: list[str]) -> Settings:
+        """Settings from the global options among ``args`` (wherever they stand)."""
+        values: dict[str, list[str]] = {name: [] for name in GLOBAL_VALUED}
+        for i, arg in enumerate(args):
+            name, eq, value = arg.partition("=")
+            if name in GLOBAL_VALUED:
+                values[name].append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
+        return cls(debug="--debug" in args, strict="--strict" in args,
+                   allow=tuple(values["--allow-plugin"]), block=tuple(values["--block-plugin"]))
+
+    def registry(self, strict: bool | None = None):
+        """The registry, loaded once per command; its problems are warned about once; ``--strict`` makes them an error."""
         from voxpipe.registry import PluginSelection, Registry, strict_from_env
 
-        registry = Registry.load(PluginSelection.from_env(self.allow, self.block), strict=self.strict or strict_from_env())
-        for problem in registry.problems:
-            click.echo(f"warning: {problem}", err=True)
-        return registry
+        if self._registry is None:
+            self._registry = Registry.load(PluginSelection.from_env(self.allow, self.block))
+            for problem in self._registry.problems:
+                click.echo(f"warning: {problem}", err=True)
+                if self.debug and problem.details:
+                    _echo_debug(problem.details)
+        if (self.strict or strict_from_env()) if strict is None else strict:
+            self._registry.raise_for_problems()
+        return self._registry
+
+
+def _echo_debug(text: str) -> None:
+    """A plugin's traceback under ``--debug``, redacted like every other one unless ``--show-phi``."""
+    from voxpipe.input_redaction import redact_inputs, show_phi
+
+    click.echo(text if show_phi() else redact_inputs(text) + "(input names redacted; add --show-phi to see them)", err=True, nl=False)
 
 
 def _debug_requested(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("VOXPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
-
-
-def _command_of(args: list[str]) -> str | None:
-    """The subcommand's name: the first word that is neither a global flag nor a global option's value."""
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in ("--allow-plugin", "--block-plugin"):
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return None
+    return "--debug" in options_part(argv) or os.environ.get("VOXPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,13 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     if debug:  # accepted anywhere on the line, not only before the command
-        args = ["--debug"] + [a for a in args if a != "--debug"]
         os.environ["VOXPIPE_DEBUG"] = "1"
     phi_setting = os.environ.get(redaction.SHOW_PHI_ENV)
-    if "--show-phi" in args:  # info's own option; anywhere else a global flag, accepted anywhere like --debug
+    if "--show-phi" in options_part(args):  # global, or a command's own (info): either way tracebacks may show input names
         os.environ[redaction.SHOW_PHI_ENV] = "1"
-        if _command_of(args) != "info":
-            args = ["--show-phi"] + [a for a in args if a != "--show-phi"]
     previous_umask, stderr = os.umask(private_umask()), sys.stderr
     if debug and not redaction.show_phi():  # tracebacks printed by code that is not ours are redacted too
         sys.stderr = redaction.RedactingStream(sys.stderr)
@@ -116,16 +134,72 @@ def _invoke(args: list[str], debug: bool) -> int:
     return result if isinstance(result, int) else EXIT_OK
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class PluginCommandGroup(click.Group):
+    """The ``voxpipe`` group: the core's commands, then each plugin's, resolved from the registry.
+
+    The global options are read from the whole line first (before or after the command,
+    unless the command has an option of that name, as ``info --show-phi``), so the registry
+    that resolves a command already honours ``--allow-plugin/--block-plugin/--strict``.
+    Listing commands (``voxpipe --help``) uses the specs' summaries and imports no command
+    module; a plugin command's module is imported only to run it or show its help.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        head, name, tail = split_command(args)
+        ctx.obj = Settings.from_args(options_part(args))
+        if name is not None:
+            command = self.get_command(ctx, name)
+            keep = {opt for param in (command.params if command else ()) for opt in (*param.opts, *param.secondary_opts)}
+            tail, pulled = pull_globals(tail, keep)
+            settings = Settings.from_args(head + pulled)
+            if (settings.allow, settings.block) == (ctx.obj.allow, ctx.obj.block):
+                settings._registry = ctx.obj._registry  # the same selection: keep the registry already loaded
+            ctx.obj = settings
+            args = head + pulled + [name] + tail
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*CORE_COMMANDS, *sorted(_settings(ctx).registry().commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        from voxpipe.commands_spec import load_command
+
+        spec = _settings(ctx).registry().command(cmd_name)
+        return load_command(spec) if spec is not None else None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        with formatter.section("Core commands"):
+            formatter.write_dl([(name, self.commands[name].get_short_help_str(limit)) for name in CORE_COMMANDS])
+        by_plugin: dict[tuple[str, str], list] = {}
+        for spec in sorted(_settings(ctx).registry().commands.values(), key=lambda s: s.name):
+            by_plugin.setdefault((spec.plugin, spec.distribution), []).append(spec)
+        for (plugin, distribution), specs in sorted(by_plugin.items()):
+            with formatter.section(f"Commands from plugin {plugin} ({distribution})"):
+                formatter.write_dl([(spec.name, spec.summary) for spec in specs])
+
+
+def _settings(ctx: click.Context) -> Settings:
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        root.obj = Settings()
+    return root.obj
+
+
+@click.group(cls=PluginCommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="voxpipe", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors (input names redacted unless --show-phi).")
 @click.option("--show-phi", is_flag=True, help="Let --debug tracebacks show input paths and file names (also VOXPIPE_SHOW_PHI=1).")
 @click.option("--strict", is_flag=True, help="Fail if any plugin cannot be loaded (also VOXPIPE_STRICT=1).")
 @click.option("--allow-plugin", "allow", multiple=True, metavar="NAME", help="Load only these plugins (repeat or comma-separate; also VOXPIPE_PLUGINS_ALLOW).")
-@click.option("--block-plugin", "block", multiple=True, metavar="NAME", help="Never load these plugins (also VOXPIPE_PLUGINS_BLOCK).")
+@click.option("--block-plugin", "block", multiple=True, metavar="NAME", help="Never load these plugins, nor their stages or commands (also VOXPIPE_PLUGINS_BLOCK).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], block: tuple[str, ...], show_phi: bool = False) -> None:
     """VoxPipe: configured medical imaging pipelines over DICOM, NIfTI and 2D images.
+
+    Global options may also follow the command (voxpipe run c.yaml --strict).
 
     \b
     Examples:
@@ -137,7 +211,7 @@ def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], b
       voxpipe info study/                      DICOM series under a folder
       voxpipe convert study/ nifti/            DICOM to NIfTI
     """
-    ctx.obj = Settings(debug=debug, strict=strict, allow=allow, block=block)
+    _settings(ctx)  # parse_args made it from the whole line
 
 
 def _overrides_option(function):
@@ -249,19 +323,22 @@ def _from_config(validated, section: str) -> Path | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:
-    """List the stages of every installed plugin, grouped by kind.
+    """List the stages, trainers and commands of every installed plugin, and any problems.
 
     \b
     Examples:
       voxpipe plugins
       voxpipe plugins show segment.otsu
+      voxpipe plugins check my_plugin
+      voxpipe plugins new my_plugin --dir ~/src
     """
     if ctx.invoked_subcommand is not None:
         return
     from voxpipe import cli_plugins
 
-    registry = ctx.obj.registry()
+    registry = ctx.obj.registry(strict=False)  # the listing (and --json) always comes out, problems inside it
     click.echo(cli_plugins.render_json(registry) if as_json else cli_plugins.render_list(registry))
+    ctx.obj.registry()  # then --strict fails the command
 
 
 @plugins.command("show")
@@ -272,6 +349,54 @@ def plugins_show(settings: Settings, stage_id: str) -> None:
     from voxpipe import cli_plugins
 
     click.echo(cli_plugins.render_stage(settings.registry(), stage_id))
+
+
+@plugins.command("check")
+@click.argument("name", required=False)
+@click.pass_obj
+def plugins_check(settings: Settings, name: str | None) -> int:
+    """Import every factory of plugin NAME (default: all), build each stage with its defaults and run it on a tiny case.
+
+    Prints one line per problem; exits 1 when there is any.
+
+    \b
+    Example:
+      voxpipe plugins check my_plugin
+    """
+    check_plugins = _author_tool("voxpipe.plugin_check", "check_plugins", "plugins check")
+    problems = check_plugins(settings.registry(strict=False), name)
+    for problem in problems:
+        click.echo(problem)
+    click.echo(f"{len(problems)} problem(s)" if problems else "no problems found", err=True)
+    return EXIT_CASES_FAILED if problems else EXIT_OK
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Folder to create the package in.")
+def plugins_new(name: str, directory: Path) -> None:
+    """Write a working plugin package NAME (a stage, a command, a test, pyproject.toml) to start from.
+
+    \b
+    Example:
+      voxpipe plugins new my_plugin --dir ~/src && pip install -e ~/src/my_plugin
+    """
+    write_plugin_package = _author_tool("voxpipe.plugin_template", "write_plugin_package", "plugins new")
+    path = write_plugin_package(name, directory)
+    click.echo(f"wrote {path}; install it with `pip install -e {path}` and run its test with `pytest {path}`")
+
+
+def _author_tool(module: str, function: str, command: str):
+    """A plugin-author helper, imported only when its command runs."""
+    import importlib
+
+    from voxpipe.errors import UsageError
+
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError):
+        raise UsageError(f"`voxpipe {command}` is not available in this installation ({module}.{function} is missing)") from None
 
 
 @cli.command()
@@ -311,146 +436,6 @@ def train(settings: Settings, config: Path, output_dir: Path, overrides: tuple[s
     for key, value in summary.items():
         click.echo(f"{key}: {value}", err=True)
     return EXIT_OK
-
-
-@cli.command()
-@click.option("--ref", "ref", type=click.Path(path_type=Path), help="Folder of reference label NIfTI files.")
-@click.option("--pred", "preds", multiple=True, metavar="[NAME=]FOLDER",
-              help="Predicted labels: a folder of NIfTI files, or a `voxpipe run` output; repeat to compare pipelines.")
-@click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path),
-              help="Instead: a feature store (`voxpipe features collect`); reports retrieval precision@k and mAP.")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="With --store: case_id,label CSV (default: the store's labels).")
-@click.option("-k", "ks", multiple=True, type=click.IntRange(1, 10000), help="With --store: precision@k for these k (default 1 and 5).")
-@click.option("--set", "sets", multiple=True, metavar="NAME", help="With --store: feature set(s) to use.")
-@click.option("--space", type=click.Choice(["raw", "isomap"]), default="isomap", show_default=True,
-              help="With --store: also score this space (raw is always scored).")
-@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write per_case.csv, summary.csv and evaluation.md here.")
-@click.option("--source-map", type=click.Path(dir_okay=False, path_type=Path),
-              help="The case id -> input TSV of `voxpipe run --source-map`, to match run outputs to references.")
-def evaluate(ref: Path | None, preds: tuple[str, ...], output_dir: Path | None, source_map: Path | None, store: Path | None,
-             labels: Path | None, ks: tuple[int, ...], sets: tuple[str, ...], space: str) -> int:
-    """Score predicted label maps against references: Dice, IoU, HD95 and ASSD (mm) per case and label.
-
-    Files are matched by name (without .nii/.nii.gz and suffixes like _label, _seg, _pred).
-    Several --pred give one side-by-side table (mean ± std per pipeline and label, then per case).
-
-    \b
-    Example:
-      voxpipe run configs/ct-lungs.yaml -i scans/ -o runs/classical --source-map private/map.tsv
-      voxpipe evaluate --ref labels/ --pred classical=runs/classical --pred unet=runs/unet \\
-          --source-map private/map.tsv -o eval/
-      voxpipe evaluate --store stores/radiomics --labels classes.csv -k 1 -k 5   # retrieval
-    """
-    if store is not None:
-        from voxpipe_plugins.match.commands import evaluate_retrieval
-
-        return evaluate_retrieval(store, labels, ks, output_dir, sets, space)
-    if ref is None or not preds:
-        raise VoxpipeError("evaluate needs --ref and --pred (segmentation) or --store (retrieval); see voxpipe evaluate --help")
-    from voxpipe_plugins.evaluate.compare import evaluate as run_evaluation, markdown, write_outputs
-
-    evaluation = run_evaluation(ref, preds, source_map)
-    click.echo(markdown(evaluation))
-    if output_dir is not None:
-        for path in write_outputs(evaluation, output_dir):
-            click.echo(f"wrote {path}", err=True)
-    return EXIT_OK
-
-
-def _dicom_options(irregular: str, dtype: str):
-    from voxpipe_plugins.io_dicom.loader import DicomOptions
-
-    return DicomOptions(dtype=dtype, irregular=irregular)
-
-
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(path_type=Path))
-@click.option("--series", "series_uid", metavar="ID", help="Convert only the series with this case id (see `voxpipe info`) or SeriesInstanceUID.")
-@click.option("--irregular", type=click.Choice(["refuse", "resample"]), default="refuse", show_default=True,
-              help="Missing slices, uneven spacing or gantry tilt: fail the series, or interpolate onto a uniform grid.")
-@click.option("--dtype", type=click.Choice(["auto", "float32"]), default="auto", show_default=True,
-              help="auto keeps exact integers when the rescale allows it.")
-def convert(input_path: Path, output: Path, series_uid: str | None, irregular: str, dtype: str) -> int:
-    """Convert DICOM series under INPUT to NIfTI, like dcm2niix.
-
-    OUTPUT is a .nii/.nii.gz file (one series: use --series when there are several) or a
-    folder that receives one file per series, named by its pseudonymous case id and
-    modality (never by patient or file names).
-
-    \b
-    Examples:
-      voxpipe convert study/ ct.nii.gz --series 1.2.840.113619.2.55.3
-      voxpipe convert study/ nifti/
-    """
-    from voxpipe_plugins.io_dicom.commands import convert as convert_series
-
-    results, skipped = convert_series(input_path, output, _dicom_options(irregular, dtype), series_uid)
-    for result in results:
-        status = f"-> {result.output}" if result.output else f"failed: {result.error}"
-        click.echo(f"{result.case_id}  {status}", err=True)
-        for warning in result.warnings:
-            click.echo(f"    warning: {warning}", err=True)
-    if skipped:
-        click.echo("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()), err=True)
-    return EXIT_CASES_FAILED if any(r.error for r in results) else EXIT_OK
-
-
-@cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--show-phi", is_flag=True, help="Also show patient name, ID, study date, series description and UID.")
-def info(path: Path, as_json: bool, show_phi: bool) -> None:
-    """List the DICOM series under PATH: modality, size, spacing, orientation, transfer syntax, warnings.
-
-    Reads headers only. Identifying attributes are hidden unless --show-phi is given.
-
-    \b
-    Example:
-      voxpipe info study/ --json
-    """
-    import json
-
-    from voxpipe_plugins.io_dicom.commands import describe, render_table
-
-    rows, skipped = describe(path, _dicom_options("refuse", "auto"), show_phi)
-    if as_json:
-        click.echo(json.dumps({"series": rows, "passed_over": dict(skipped)}, indent=2))
-    else:
-        click.echo(render_table(rows, skipped, show_phi))
-
-
-@cli.command("sample-data")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--ct-series", type=click.IntRange(1, 50), default=1, show_default=True,
-              help="How many synthetic thorax CT series (DICOM) to write; the demo uses 3.")
-def sample_data(directory: Path, ct_series: int = 1) -> None:
-    """Write small demo inputs to DIRECTORY: a real T1 MRI (from nibabel's test data),
-    a 3D phantom NIfTI, a 2D Shepp-Logan PNG and synthetic thorax CT series (one DICOM
-    file per slice). Nothing is downloaded.
-
-    \b
-    Example:
-      voxpipe sample-data demo-input/ --ct-series 3 && voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/
-    """
-    from voxpipe.sample_data import write_sample_data
-
-    for path in write_sample_data(directory, ct_series=ct_series):
-        click.echo(str(path))
-
-
-from voxpipe.cli_deid import deid as _deid_command  # noqa: E402 - registered after the group exists
-
-cli.add_command(_deid_command)
-
-from voxpipe_plugins.heads.commands import test_command as _test_command  # noqa: E402 - click only; torch loads inside
-
-cli.add_command(_test_command)
-
-from voxpipe_plugins.match.commands import add_commands as _add_match_commands  # noqa: E402 - click only
-
-_add_match_commands(cli)  # features collect|export, match, cluster, register, keypoints
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""Text and JSON renderings of the registry for ``voxpipe plugins``."""
+"""Text and JSON renderings of the registry for ``voxpipe plugins``: stages, trainers, commands, problems."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from voxpipe.registry import Registry
 from voxpipe.stage import StageSpec
 from voxpipe.suggest import did_you_mean
 
+_PROBLEM_TITLES = {"skipped": "Skipped", "conflict": "Conflict", "warning": "Warning"}
 _BOUND_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "min_length": "min length", "max_length": "max length"}
 
 
@@ -30,12 +31,17 @@ def render_list(registry: Registry) -> str:
         for task, trainer in sorted(registry.trainers.items()):
             lines.append(f"  {task:<{width}}{trainer.summary}  [{trainer.distribution}]")
         lines.append("")
+    if registry.commands:
+        lines.append("Commands (voxpipe NAME):")
+        for name, command in sorted(registry.commands.items()):
+            lines.append(f"  {name:<{width}}{command.summary}  [{command.plugin}]")
+        lines.append("")
     plugins = ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in registry.plugins) or "none"
     lines.append(f"Plugins: {plugins}")
     if registry.skipped_by_selection:
         lines.append(f"Not loaded (allow/block list): {', '.join(registry.skipped_by_selection)}")
     for problem in registry.problems:
-        lines.append(f"Skipped: {problem}")
+        lines.append(f"{_PROBLEM_TITLES.get(problem.kind, 'Problem')}: {problem}")
     lines.append("Details: voxpipe plugins show STAGE_ID")
     return "\n".join(lines)
 
@@ -47,8 +53,14 @@ def render_json(registry: Registry) -> str:
              "distribution": s.distribution, "version": s.version, "parameters": parameter_rows(s)}
             for s in sorted(registry.stages.values(), key=lambda s: s.id)
         ],
-        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "stages": list(p.stage_ids)} for p in registry.plugins],
-        "problems": [{"plugin": p.plugin, "distribution": p.distribution, "reason": p.reason} for p in registry.problems],
+        "trainers": [{"task": t.task, "summary": t.summary, "plugin": t.plugin, "distribution": t.distribution, "version": t.version}
+                     for t in sorted(registry.trainers.values(), key=lambda t: t.task)],
+        "commands": [{"name": c.name, "summary": c.summary, "plugin": c.plugin, "distribution": c.distribution, "version": c.version}
+                     for c in sorted(registry.commands.values(), key=lambda c: c.name)],
+        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "stages": list(p.stage_ids),
+                     "trainers": list(p.trainer_tasks), "commands": list(p.command_names)} for p in registry.plugins],
+        "problems": [{"kind": p.kind, "plugin": p.plugin, "distribution": p.distribution, "reason": p.reason, "message": str(p)}
+                     for p in registry.problems],
     }
     return json.dumps(data, indent=2)
 

@@ -50,13 +50,15 @@ def run() -> None:
 def forked_workers(args: list[str]) -> str | None:
     """``"local"`` or ``"dask-local"`` when ``args`` are a ``run`` that forks such workers, else None.
 
-    The defaults are click's: the local executor, one worker. Only global flags may come
-    before ``run``; anything this does not follow counts as no.
+    The defaults are click's: the local executor, one worker. The command is found as the
+    CLI finds it (global options and their values may come first); anything this does not
+    follow counts as no.
     """
-    position = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
-    if position is None or args[position] != "run":
+    from voxpipe.command_line import split_command
+
+    _head, command, rest = split_command(args)
+    if command != "run":
         return None
-    rest = args[position + 1:]
     if "-h" in rest or "--help" in rest:
         return None
     workers, executor = "1", "local"

@@ -9,21 +9,26 @@ A plugin is a module (or object) named by an entry point in the ``voxpipe`` grou
     [project.entry-points.voxpipe]
     my_plugin = "my_package.plugin"
 
-and implements hooks with the :data:`hookimpl` marker::
+and implements hooks with the :data:`hookimpl` marker (plugin authors import it, and the spec
+types, from :mod:`voxpipe.plugin`)::
 
-    from voxpipe.hookspecs import hookimpl
+    from voxpipe.plugin import hookimpl
 
     @hookimpl
     def voxpipe_register_stages(register):
         register(StageSpec(...))
+
+The entry point names a module (``my_package.plugin``), not a function in it: the hooks are
+the module's ``@hookimpl`` functions. There are three hooks: stages, trainers and commands.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 
+from voxpipe.commands_spec import CommandSpec
 from voxpipe.stage import StageSpec, TrainerSpec
 
 PROJECT_NAME = "voxpipe"
@@ -64,4 +69,24 @@ def voxpipe_register_trainers(register: Callable[[TrainerSpec], None]) -> None:
 
     Returns:
         Nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def voxpipe_register_commands(register: Callable[[CommandSpec], None]) -> None:
+    """Register ``voxpipe <name>`` commands, one :class:`~voxpipe.commands_spec.CommandSpec` each.
+
+    Called once per plugin when the registry loads, under the same rules as
+    :func:`voxpipe_register_stages`: cheap, no heavy imports (the spec's ``factory`` is a
+    ``"module:attribute"`` string naming a click command, imported only when the command
+    runs or its ``--help`` is shown; ``summary`` is what ``voxpipe --help`` lists). A name
+    that another plugin also registers, or that a core command has (run, validate, plugins,
+    train), is reported naming both and left out. Blocking the plugin removes its commands.
+
+    Args:
+        register: call it with each :class:`~voxpipe.commands_spec.CommandSpec`.
+
+    Returns:
+        Nothing; the return value is ignored (a hook that returns specs instead of calling
+        ``register`` is warned about).
     """

@@ -37,18 +37,28 @@ DEFERRED = {
 }
 
 
+OUR_DISTRIBUTION = "voxpipe"
+
+
 def builtin_plugins() -> list[str]:
     """The modules of VoxPipe's own plugins (their stage specs and parameter models).
 
-    Only these: they are ours and import nothing heavy. Third-party plugins load in each
-    worker, as in every other process, so that their import-time code never runs in the
-    fork server.
+    Only these: they are ours and import nothing heavy. "Ours" is decided by the
+    distribution that declares the entry point (``voxpipe``), not by a module-name prefix,
+    so the core names no plugin package. Third-party plugins load in each worker, as in
+    every other process, so that their import-time code never runs in the fork server.
     """
     from importlib.metadata import entry_points
 
     from voxpipe.hookspecs import ENTRY_POINT_GROUP
 
-    return [e.value.partition(":")[0] for e in entry_points(group=ENTRY_POINT_GROUP) if e.value.startswith("voxpipe_plugins.")]
+    return [e.value.partition(":")[0].strip() for e in entry_points(group=ENTRY_POINT_GROUP) if _distribution(e) == OUR_DISTRIBUTION]
+
+
+def _distribution(entry_point) -> str:
+    dist = getattr(entry_point, "dist", None)
+    name = (dist.metadata["Name"] or dist.name) if dist is not None else ""
+    return name.lower().replace("_", "-")
 
 
 def import_frozen(modules, deferred=None) -> None:

@@ -1,4 +1,4 @@
-"""Registers `deid.dicom`: the PS3.15 Annex E Basic Profile as a pipeline stage.
+"""Registers `deid.dicom`, the PS3.15 Annex E Basic Profile as a pipeline stage, and `voxpipe deid`.
 
 Light on purpose (pydantic + voxpipe only); pydicom and the engine are imported when the
 stage is built. docs/security.md describes every option and what is guaranteed.
@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
+from voxpipe.commands_spec import CommandSpec
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec
 from voxpipe_plugins.common.params import StageParams
@@ -100,4 +101,13 @@ def voxpipe_register_stages(register):
         factory="voxpipe_plugins.deid.stage:DeidStage",
         reads=(),
         writes=(),
+    ))
+
+
+@hookimpl
+def voxpipe_register_commands(register):
+    register(CommandSpec(
+        name="deid",
+        summary="De-identify every DICOM file under INPUT into OUTPUT (PS3.15 Annex E Basic Profile, keyed).",
+        factory="voxpipe_plugins.deid.commands:deid",
     ))

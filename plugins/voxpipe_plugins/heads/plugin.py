@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from voxpipe.commands_spec import CommandSpec
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec, TrainerSpec
 from voxpipe_plugins.common.params import CaseKey, FileName, StageParams
@@ -132,4 +133,13 @@ def voxpipe_register_trainers(register):
         "with a JSON sidecar, resume, learning-curve PNG, test metrics in metrics.json. `voxpipe test` re-scores a checkpoint.",
         params=HeadsTrainParams,
         factory="voxpipe_plugins.heads.train:HeadsTrainer",
+    ))
+
+
+@hookimpl
+def voxpipe_register_commands(register):
+    register(CommandSpec(
+        name="test",
+        summary="Score a trained head checkpoint on the split `voxpipe train` held out.",
+        factory="voxpipe_plugins.heads.commands:test_command",
     ))

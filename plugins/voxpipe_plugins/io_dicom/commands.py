@@ -1,4 +1,7 @@
-"""The work behind ``voxpipe convert`` (DICOM -> NIfTI) and ``voxpipe info`` (series table).
+"""``voxpipe convert`` (DICOM -> NIfTI) and ``voxpipe info`` (series table): the click commands and the work behind them.
+
+Both are registered by :mod:`voxpipe_plugins.io_dicom.plugin` through the commands hook,
+like any plugin's command, and this module is imported only when one of them runs.
 
 ``convert`` follows the rules of ``voxpipe run``: its output never overlaps the input, new
 folders are private, a series' error is redacted by the run's own function
@@ -8,12 +11,15 @@ convert left, under a lock on the output folder so no running convert loses its 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import click
 
 from voxpipe.cases import case_id, id_key
 from voxpipe.errors import UsageError, one_line
@@ -30,14 +36,12 @@ from voxpipe_plugins.io_dicom.loader import (
 )
 from voxpipe_plugins.io_dicom.series import Series
 
-SYNTAX_NAMES = {
-    "1.2.840.10008.1.2": "implicit LE", "1.2.840.10008.1.2.1": "explicit LE", "1.2.840.10008.1.2.2": "explicit BE",
-    "1.2.840.10008.1.2.1.99": "deflated", "1.2.840.10008.1.2.5": "RLE", "1.2.840.10008.1.2.4.50": "JPEG baseline",
-    "1.2.840.10008.1.2.4.51": "JPEG extended", "1.2.840.10008.1.2.4.57": "JPEG lossless",
-    "1.2.840.10008.1.2.4.70": "JPEG lossless SV1", "1.2.840.10008.1.2.4.80": "JPEG-LS lossless",
-    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless", "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless",
-    "1.2.840.10008.1.2.4.91": "JPEG 2000",
-}
+
+def syntax_name(uid: str) -> str:
+    """pydicom's name for a transfer syntax UID (the UID itself when pydicom does not know it)."""
+    from pydicom.uid import UID
+
+    return UID(uid).name if uid else "?"
 
 
 @dataclass
@@ -149,7 +153,7 @@ def describe(input_path: Path, options: DicomOptions, show_phi: bool = False) ->
             "slices": item.slice_count,
             "size": f"{first.get('Columns', '?')}x{first.get('Rows', '?')}x{item.slice_count}",
             "spacing": "",
-            "transfer_syntax": SYNTAX_NAMES.get(first.transfer_syntax, first.transfer_syntax),
+            "transfer_syntax": syntax_name(first.transfer_syntax),
             "warnings": [],
         }
         try:
@@ -202,3 +206,58 @@ def render_table(rows: list[dict], skipped: Counter, show_phi: bool) -> str:
     if not show_phi:
         lines.append("(identifying attributes hidden; --show-phi shows them)")
     return "\n".join(lines)
+
+
+def _options(irregular: str = "refuse", dtype: str = "auto") -> DicomOptions:
+    return DicomOptions(dtype=dtype, irregular=irregular)
+
+
+@click.command("convert")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--series", "series_uid", metavar="ID", help="Convert only the series with this case id (see `voxpipe info`) or SeriesInstanceUID.")
+@click.option("--irregular", type=click.Choice(["refuse", "resample"]), default="refuse", show_default=True,
+              help="Missing slices, uneven spacing or gantry tilt: fail the series, or interpolate onto a uniform grid.")
+@click.option("--dtype", type=click.Choice(["auto", "float32"]), default="auto", show_default=True,
+              help="auto keeps exact integers when the rescale allows it.")
+def convert_command(input_path: Path, output: Path, series_uid: str | None, irregular: str, dtype: str) -> int:
+    """Convert DICOM series under INPUT to NIfTI, like dcm2niix.
+
+    OUTPUT is a .nii/.nii.gz file (one series: use --series when there are several) or a
+    folder that receives one file per series, named by its pseudonymous case id and
+    modality (never by patient or file names).
+
+    \b
+    Examples:
+      voxpipe convert study/ ct.nii.gz --series 1.2.840.113619.2.55.3
+      voxpipe convert study/ nifti/
+    """
+    results, skipped = convert(input_path, output, _options(irregular, dtype), series_uid)
+    for result in results:
+        status = f"-> {result.output}" if result.output else f"failed: {result.error}"
+        click.echo(f"{result.case_id}  {status}", err=True)
+        for warning in result.warnings:
+            click.echo(f"    warning: {warning}", err=True)
+    if skipped:
+        click.echo("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()), err=True)
+    return 1 if any(r.error for r in results) else 0
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--show-phi", is_flag=True, help="Also show patient name, ID, study date, series description and UID.")
+def info_command(path: Path, as_json: bool, show_phi: bool) -> None:
+    """List the DICOM series under PATH: modality, size, spacing, orientation, transfer syntax, warnings.
+
+    Reads headers only. Identifying attributes are hidden unless --show-phi is given.
+
+    \b
+    Example:
+      voxpipe info study/ --json
+    """
+    rows, skipped = describe(path, _options(), show_phi)
+    if as_json:
+        click.echo(json.dumps({"series": rows, "passed_over": dict(skipped)}, indent=2))
+    else:
+        click.echo(render_table(rows, skipped, show_phi))

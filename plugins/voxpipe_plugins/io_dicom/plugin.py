@@ -1,7 +1,8 @@
-"""Registers `load.dicom` (and, once built, the DICOM writers)."""
+"""Registers `load.dicom`, `write.dicom_seg`, and the `voxpipe convert` and `voxpipe info` commands."""
 
 from __future__ import annotations
 
+from voxpipe.commands_spec import CommandSpec
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec
 from voxpipe_plugins.io_dicom.params import DicomLoadParams, DicomSegParams
@@ -47,4 +48,18 @@ def voxpipe_register_stages(register):
         params=DicomSegParams,
         factory="voxpipe_plugins.io_dicom.seg_writer:DicomSegWriter",
         reads=("{label_key}", "{image_key}"),
+    ))
+
+
+@hookimpl
+def voxpipe_register_commands(register):
+    register(CommandSpec(
+        name="convert",
+        summary="Convert DICOM series to NIfTI, like dcm2niix (files named by pseudonymous case id).",
+        factory="voxpipe_plugins.io_dicom.commands:convert_command",
+    ))
+    register(CommandSpec(
+        name="info",
+        summary="List the DICOM series under a folder: modality, size, spacing, orientation, transfer syntax.",
+        factory="voxpipe_plugins.io_dicom.commands:info_command",
     ))

@@ -1,9 +1,9 @@
-"""CLI commands for feature stores and image matching, registered on ``voxpipe`` by :func:`add_commands`.
+"""CLI commands for feature stores and image matching, registered through the commands hook by :mod:`.plugin`.
 
 ``features collect|export``, ``match``, ``cluster``, ``register``, ``keypoints``, and the
 retrieval mode of ``voxpipe evaluate`` (:func:`evaluate_retrieval`). This module is light
-(click only); each command imports its heavy code when it runs, so ``voxpipe --help``
-stays free of torch, scikit-learn and scikit-image.
+(click only) and imported only when one of them runs; each command imports its heavy
+code when it runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import click
-
 from voxpipe.errors import UsageError
 
 SPACE = click.Choice(["raw", "isomap"])
@@ -185,6 +184,7 @@ def cluster_command(store_path, method, n_clusters, linkage, labels, output_dir,
       voxpipe cluster --store stores/radiomics --method agglomerative --clusters 3 -o clusters/
     """
     from voxpipe.atomic import atomic_path, write_json
+
     from voxpipe_plugins.match.cluster import cluster
     from voxpipe_plugins.match.plot import scatter
 
@@ -219,6 +219,7 @@ def evaluate_retrieval(store_path: Path, labels: Path | None, ks: tuple[int, ...
                        space: str = "raw", metric: str = "euclidean") -> int:
     """``voxpipe evaluate --store``: leave-one-out precision@k and mAP over the labelled cases, raw and chosen space."""
     from voxpipe.atomic import write_json
+
     from voxpipe_plugins.match.retrieval import leave_one_out
     from voxpipe_plugins.match.space import distances, fit_space
 
@@ -287,8 +288,8 @@ def register_command(fixed: Path, moving: Path, output_dir: Path, method: str) -
       voxpipe register baseline.nii.gz followup.nii.gz -o reg/ --method mi
     """
     import numpy as np
-
     from voxpipe.atomic import write_json
+
     from voxpipe_plugins.io_nifti.writer import write_nifti
     from voxpipe_plugins.match.register import register, resample
 
@@ -334,9 +335,13 @@ def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, r
       voxpipe keypoints slice-a.png slice-b.png -o kp/ --detector sift
     """
     import numpy as np
-
     from voxpipe.atomic import atomic_path, write_json
-    from voxpipe_plugins.match.keypoints import match_images, plot_matches, warp_onto_fixed
+
+    from voxpipe_plugins.match.keypoints import (
+        match_images,
+        plot_matches,
+        warp_onto_fixed,
+    )
 
     a, b = _read_picture(fixed, "FIXED"), _read_picture(moving, "MOVING")
     result = match_images(a, b, detector, model, n_keypoints, ratio, residual)
@@ -351,8 +356,3 @@ def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, r
     click.echo(f"{detector}: {result.inliers} inliers of {result.matches} matches; rotation {result.rotation_deg:.2f} deg, "
                f"shift ({result.translation_px[0]:.1f}, {result.translation_px[1]:.1f}) px, scale {result.scale:.3f}")
 
-
-def add_commands(cli: click.Group) -> None:
-    """Attach this module's commands to the ``voxpipe`` group."""
-    for command in (features_group, match_command, cluster_command, register_command, keypoints_command):
-        cli.add_command(command)

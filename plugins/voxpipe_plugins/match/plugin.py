@@ -1,7 +1,8 @@
 """Registers `write.features` (feature files per case) and `match.nearest` (k most similar store cases).
 
-The commands that work on a whole store (collect, export, match, cluster, register,
-keypoints, retrieval evaluation) are in :mod:`voxpipe_plugins.match.commands`. Light on
+The commands that work on a whole store (features collect/export, match, cluster, register,
+keypoints) are in :mod:`voxpipe_plugins.match.commands`, registered here through the
+commands hook; `voxpipe evaluate --store` (retrieval) calls into it too. Light on
 purpose: NumPy and scikit-learn are imported when a stage is built.
 """
 
@@ -11,6 +12,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
+from voxpipe.commands_spec import CommandSpec
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec
 from voxpipe_plugins.common.params import CaseKey, StageParams
@@ -63,3 +65,18 @@ def voxpipe_register_stages(register):
         reads=("features",),
         writes=("outputs",),
     ))
+
+
+_COMMANDS = (
+    ("features", "Feature stores: collect run outputs into one (features collect), export them as tables.", "features_group"),
+    ("match", "The K store cases most similar to a query, with distances and labels.", "match_command"),
+    ("cluster", "Cluster a feature store's cases (k-means or agglomerative), with the silhouette score.", "cluster_command"),
+    ("register", "Rigidly register two NIfTI volumes (mutual information, cross-correlation or phase).", "register_command"),
+    ("keypoints", "Match two 2D images by ORB or SIFT keypoints and fit a transform with RANSAC.", "keypoints_command"),
+)
+
+
+@hookimpl
+def voxpipe_register_commands(register):
+    for name, summary, attribute in _COMMANDS:
+        register(CommandSpec(name=name, summary=summary, factory=f"voxpipe_plugins.match.commands:{attribute}"))

@@ -1,6 +1,7 @@
 """``voxpipe deid INPUT OUTPUT --key KEYFILE``: DICOM de-identification from the command line.
 
-Light at import (click only); pydicom and the engine load when the command runs. The
+Registered by :mod:`voxpipe_plugins.deid.plugin` through the commands hook, like any
+plugin's command. Light at import (click only); pydicom and the engine load when it runs. The
 options mirror the `deid.dicom` stage's parameters; docs/security.md explains each.
 OUTPUT follows the rules of ``voxpipe run``: never overlapping INPUT, private, locked while
 written, a killed run's temporary files cleared; ``--list`` follows ``--source-map``'s
@@ -96,6 +97,7 @@ def _deidentify(input_path: Path, output: Path, key_file: Path, options, max_gib
     from voxpipe.input_redaction import register_input
     from voxpipe.private_files import check_link_file
     from voxpipe.safe_paths import check_separate
+
     from voxpipe_plugins.deid.tree import deidentify_tree
 
     if input_path.exists():  # else deidentify_tree says so
