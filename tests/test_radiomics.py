@@ -302,3 +302,20 @@ def test_tiny_thin_or_constant_regions_give_finite_vectors(region):
     assert f["shape.surface_area_mm2"] > 0 and f["shape.volume_mm3"] > 0
     if region == "constant":
         assert f["firstorder.variance"] == 0 and f["glcm.contrast"] == 0 and f["glcm.correlation"] == 1
+
+
+def test_the_report_shows_the_stages_own_choice_of_features_with_units():
+    """radiomics.extract records its report metrics (the core names none); they equal the feature vector's values."""
+    mask, image = ellipsoid((6.0, 5.0, 4.0), (1.0, 1.0, 2.0))
+    features, case = run_stage(image, mask, (1.0, 1.0, 2.0))
+    metrics = {m["name"]: m for m in case["report"]["metrics"]}
+    assert set(metrics) == {f"feature_values.radiomics:{n}" for n in
+                            ("firstorder.mean", "firstorder.entropy", "shape.volume_mm3", "glcm.contrast")}
+    for name, metric in metrics.items():
+        element = name.split(":", 1)[1]
+        assert metric["value"] == pytest.approx(features[element], abs=1e-4)
+        assert metric["label"] == f"radiomics:{element}"
+    assert metrics["feature_values.radiomics:shape.volume_mm3"]["unit"] == "mm³"
+    assert "pictures" in case["report"] and case["report"]["pictures"] == []
+    only_glcm = run_stage(image, mask, (1.0, 1.0, 2.0), groups=["glcm"])[1]
+    assert [m["name"] for m in only_glcm["report"]["metrics"]] == ["feature_values.radiomics:glcm.contrast"]

@@ -9,7 +9,7 @@ from voxpipe.stage import record
 from voxpipe_plugins.radiomics import discretise, firstorder, glcm, shape
 
 GROUPS = ("firstorder", "shape", "glcm")
-REPORTED = {"shape.volume_mm3": "mm³", "firstorder.mean": "", "firstorder.std": "", "glcm.contrast": "", "firstorder.entropy": "bits"}
+REPORTED = {"shape.volume_mm3": "mm³", "firstorder.mean": "", "glcm.contrast": "", "firstorder.entropy": "bits"}
 """The features the run report shows (name -> unit; intensities are in the image's own units)."""
 
 
