@@ -7,21 +7,27 @@ import re
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from voxpipe.cases import CaseSource
+from voxpipe import contract
+from voxpipe.cases import CaseSource, Discovery
 from voxpipe.config import PlannedStage, ValidatedConfig
-from voxpipe.errors import ConfigError, StageError, one_line
+from voxpipe.errors import ConfigError, one_line
 from voxpipe.stage import StageContext, build_stage, import_object
-from voxpipe.cases import Discovery
 
 
 @dataclass
 class BuiltStage:
     planned: PlannedStage
     call: Callable[[dict], dict]
+    writes: tuple[str, ...] | None = None  # declared outputs, `{param}` templates resolved: checked after each case
+
+    def __post_init__(self) -> None:
+        if self.writes is None:
+            self.writes = tuple(getattr(self.planned, "writes", ()))
 
 
 @dataclass
@@ -74,11 +80,12 @@ class Pipeline:
         result = CaseResult(case)
         for stage in self.stages:
             start = time.perf_counter()
+            before = dict(case)  # shallow: what the stage changed is what the contract checks
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # library warnings may quote raw header values
                     case = stage.call(case)
-            except BaseException as exc:  # noqa: BLE001 - one bad case never stops a run
+            except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                     raise
                 # Anything else fails this case only: Rust decoders panic with a BaseException.
@@ -97,7 +104,12 @@ class Pipeline:
                                 "sets (writers put files in the case's own output folder)")
                 result.case = case
                 return result
+            broken = contract.violation(case, before, stage.writes)
             result.timings.append((stage.planned.label, time.perf_counter() - start))
+            if broken:
+                result.error = f"stage {stage.planned.index} ({stage.planned.label}): {redact(broken, source)}"
+                result.case = case
+                return result
         result.case = case
         return result
 
