@@ -133,10 +133,12 @@ class ValidatedConfig:
 
     @property
     def hash(self) -> str:
-        """sha256 of what determines the results: stages, their parameters and their versions.
+        """sha256 of what determines the results: stages, their parameters, versions and code.
 
         The device is left out (the same processing on CPU or GPU is the same result, up to
-        floating-point noise); a new version of a stage's distribution counts as a change.
+        floating-point noise); a new version of a stage's distribution counts as a change, and
+        so does an edit to the source of a plugin package the config uses (an editable
+        install changes without a new version; :mod:`voxpipe.plugin_code`).
         """
         resolved = self.resolved()
         resolved.pop("device", None)
@@ -144,6 +146,9 @@ class ValidatedConfig:
         resolved.pop("name", None)
         resolved["versions"] = [f"{s.spec.distribution} {s.spec.version}" for s in self.stages]
         resolved["files"] = self._content_digests()
+        from voxpipe.plugin_code import code_digests
+
+        resolved["code"] = code_digests(s.spec for s in self.stages)
         canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

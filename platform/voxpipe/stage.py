@@ -166,11 +166,14 @@ def build_stage(spec: StageSpec, params: Any, context: StageContext) -> Callable
 
 
 def record(case: dict, op: str, **details: Any) -> None:
-    """Append what a stage did to the case's history (written to ``case.json``).
+    """Add what a stage did to the case's history (written to ``case.json``).
 
-    Values should be small and JSON-friendly: thresholds, sigmas, chosen devices.
+    Copy-on-write: ``case["history"]`` becomes a new list, so after the documented
+    ``out = dict(case); record(out, ...)`` the input case's history is unchanged (a shallow
+    copy shares the list). Values should be small and JSON-friendly: thresholds, sigmas,
+    chosen devices.
     """
-    case.setdefault("history", []).append({"op": op, **details})
+    case["history"] = [*case.get("history", ()), {"op": op, **details}]
 
 
 def build_trainer(spec: TrainerSpec, params: Any, config: Any, context: StageContext):

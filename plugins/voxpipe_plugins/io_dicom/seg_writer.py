@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from voxpipe import __version__
 from voxpipe.atomic import atomic_path
+from voxpipe.image_checks import StageInputError
 from voxpipe.stage import StageContext, record
 
 
@@ -46,7 +47,7 @@ class DicomSegWriter:
 
         source = case.get("dicom")
         if not source:
-            raise ValueError("write.dicom_seg needs a case loaded from DICOM (load.dicom or load.auto on a DICOM series)")
+            raise StageInputError("write.dicom_seg needs a case loaded from DICOM (load.dicom or load.auto on a DICOM series)")
         label = case[self.label_key]
         image = case[self.image_key]
         self._check_grid(label, image, source)
@@ -132,6 +133,9 @@ class DicomSegWriter:
     def _check_grid(label, image, source: dict) -> None:
         expected_affine = np.asarray(source["affine"], dtype=np.float64)
         affine = getattr(label, "affine", None)
+        if affine is None or tuple(getattr(affine, "shape", ())) != (4, 4):
+            raise ValueError(f"write.dicom_seg: the label is a {type(label).__name__} without a 4x4 affine; SEG frames are "
+                             "placed by it (keep the image's affine: voxpipe.plugin.as_label)")
         shape = tuple(label.shape[1:])
         if shape != tuple(source["shape"]) or affine is None or not np.allclose(np.asarray(affine.cpu() if hasattr(affine, "cpu") else affine), expected_affine, atol=1e-3):
             raise ValueError(

@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from voxpipe.atomic import atomic_path
 from voxpipe.stage import record
+
 from voxpipe_plugins.io_nifti import header
 
 GZIP_LEVEL = 1  # zlib level 1 compresses medical volumes nearly as well as 6, several times faster
+
+
+class NoAffineError(ValueError):
+    """The data has no 4x4 affine: without one, the file's geometry would be made up."""
 
 
 def nifti_array(image, label_map: bool = False) -> np.ndarray:
@@ -45,7 +49,12 @@ def write_nifti(image, target: Path, affine: np.ndarray | None = None, meta: dic
     meta = meta if meta is not None else (getattr(image, "meta", {}) or {})
     if affine is None:
         raw = getattr(image, "affine", None)
-        affine = np.eye(4) if raw is None else np.asarray(raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64)
+        if raw is None:  # an identity affine would silently turn a 2 mm scan into 1 mm and change its orientation
+            raise NoAffineError(f"{type(image).__name__} has no affine; write a MetaTensor (voxpipe.plugin.as_image) "
+                                "or pass affine=")
+        affine = np.asarray(raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise NoAffineError(f"affine of shape {affine.shape}, expected 4x4")
     array = nifti_array(image, label_map=bool(meta.get("label_names")))
     with atomic_path(target) as tmp:
         header.write(tmp, array, affine, qform_code=int(meta.get("nifti_qform_code") or 1),
@@ -63,9 +72,14 @@ class NiftiWriter:
         out_dir = Path(case["output_dir"])
         written = []
         for key in self.keys:
+            if key not in case:
+                raise ValueError(f"write.nifti: the case has no `{key}`; an earlier stage must write it, or drop it from `keys`")
             image = case[key]
             target = out_dir / f"{key}{self.suffix}"
-            write_nifti(image, target)
+            try:
+                write_nifti(image, target)
+            except NoAffineError as exc:
+                raise NoAffineError(f"write.nifti: `{key}`: {exc}") from None
             written.append(target.name)
             names = (getattr(image, "meta", {}) or {}).get("label_names")
             if names:
