@@ -153,6 +153,24 @@ def test_tissue_classes_on_brain_phantom(method):
     assert not result[~phantom.truth["brain"]].any()
 
 
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (1000.0, -500.0), (1e-3, 7.0), (-1.0, 0.0)])
+def test_gmm_is_deterministic_free_of_units_and_ordered_by_mean(scale, offset):
+    """The same classes whatever the intensity units (a negative scale reverses their order), run after run."""
+    from voxpipe_plugins.segment.tissue import GMMSegmenter
+
+    phantom = brain_phantom(shape=(40, 48, 40), spacing=(3.0, 3.0, 3.0), noise=0.08)
+    brain = mt(phantom.truth["brain"].astype(np.float32), (3, 3, 3))
+    reference = lab(GMMSegmenter(classes=3, mask_key="brain")({"image": mt(phantom.image, (3, 3, 3)), "brain": brain}))
+    stage = GMMSegmenter(classes=3, mask_key="brain", max_samples=20_000)
+    image = mt(phantom.image * scale + offset, (3, 3, 3))
+    first, second = (stage({"image": image, "brain": brain}) for _ in range(2))
+    np.testing.assert_array_equal(lab(first), lab(second))
+    expected = reference if scale > 0 else np.where(reference > 0, 4 - reference, 0)
+    assert (lab(first) == expected).mean() > 0.995
+    fitted = first["history"][-1]
+    assert fitted["op"] == "segment.gmm" and fitted["means"] == sorted(fitted["means"]) and len(fitted["weights"]) == 3
+
+
 def test_segmenters_in_a_plain_monai_compose_2d():
     from monai.transforms import Compose
 

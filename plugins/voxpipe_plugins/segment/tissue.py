@@ -1,21 +1,37 @@
-"""Tissue classes from intensities inside a mask: k-means and a Gaussian mixture (NumPy only).
+"""Tissue classes from intensities inside a mask: 1D k-means and a Gaussian mixture.
 
 Both cluster the 1D intensities of the voxels in the mask (a brain mask for CSF/GM/WM on
-T1, the body for fat/soft tissue on CT). They are written here with NumPy rather than
-scikit-learn: in one dimension k-means is a few lines, and the mixture's EM is a few
-more, with no extra dependency. Models are fitted on at most ``max_samples`` voxels drawn
-with a fixed seed (deterministic) and then applied to every voxel in the mask. Classes
-are numbered 1..k by increasing mean intensity; 0 is outside the mask.
+T1, the body for fat/soft tissue on CT). The mixture is scikit-learn's
+:class:`~sklearn.mixture.GaussianMixture`, started from the k-means solution; k-means
+stays a few lines of NumPy, because in one dimension a sorted search beats scikit-learn's
+general ``KMeans`` (docs/benchmarks.md, "Tissue classes"). Models are fitted on at most
+``max_samples`` voxels drawn with a fixed seed (deterministic) and then applied to every
+voxel in the mask. Classes are numbered 1..k by increasing mean intensity; 0 is outside
+the mask.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
-
 from voxpipe.stage import record
-from voxpipe_plugins.segment.base import add_warning, default_names, intensity, mask_from_case, to_label
+
+from voxpipe_plugins.segment.base import (
+    add_warning,
+    default_names,
+    intensity,
+    mask_from_case,
+    to_label,
+)
+
+CHUNK = 1 << 20
+"""Voxels assigned at a time: the mixture holds k float64 columns per voxel."""
+
+TOLERANCE = 1e-5
+"""EM stops when the mean log-likelihood per voxel (free of units) gains less than this.
+Tighter walks on where classes overlap and the likelihood is flat (docs/benchmarks.md)."""
 
 
 def kmeans_1d(x: np.ndarray, k: int, iterations: int = 100) -> np.ndarray:
@@ -32,36 +48,31 @@ def kmeans_1d(x: np.ndarray, k: int, iterations: int = 100) -> np.ndarray:
     return np.sort(centres)
 
 
-def gmm_1d(x: np.ndarray, k: int, iterations: int = 200, tol: float = 1e-6):
-    """EM for a 1D Gaussian mixture, started from k-means; returns (weights, means, variances) sorted by mean."""
+def gmm_1d(x: np.ndarray, k: int, seed: int = 0):
+    """A 1D Gaussian mixture fitted by scikit-learn from the k-means solution.
+
+    Returns the fitted model and its components' order by increasing mean. Starting from
+    k-means (the weights, means and variances of its clusters) makes the fit deterministic
+    and independent of scikit-learn's random initialisation; variances are floored
+    relative to the data's spread, so the result does not depend on its units.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
     means = kmeans_1d(x, k)
-    edges = (means[1:] + means[:-1]) / 2
-    assign = np.searchsorted(edges, x)
+    assign = np.searchsorted((means[1:] + means[:-1]) / 2, x)
     spread = float(x.var()) or 1.0
     floor = 1e-6 * spread
-    variances = np.array([max(float(x[assign == c].var()) if np.sum(assign == c) > 1 else spread / k**2, floor) for c in range(k)])
-    weights = np.array([max(np.mean(assign == c), 1e-6) for c in range(k)])
-    previous = -np.inf
-    for _ in range(iterations):
-        log_p = _log_joint(x, weights, means, variances)
-        top = log_p.max(axis=1, keepdims=True)
-        log_norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
-        resp = np.exp(log_p - log_norm[:, None])
-        nk = resp.sum(axis=0) + 1e-12
-        weights = nk / len(x)
-        means = (resp * x[:, None]).sum(axis=0) / nk
-        variances = np.maximum((resp * (x[:, None] - means) ** 2).sum(axis=0) / nk, floor)
-        likelihood = float(log_norm.mean())
-        if likelihood - previous < tol * abs(likelihood):
-            break
-        previous = likelihood
-    order = np.argsort(means)
-    return weights[order], means[order], variances[order]
-
-
-def _log_joint(x: np.ndarray, weights, means, variances) -> np.ndarray:
-    return (np.log(weights) - 0.5 * np.log(2 * np.pi * variances)
-            - 0.5 * (x[:, None] - means) ** 2 / variances)
+    counts = np.bincount(assign, minlength=k)
+    variances = np.array([max(float(x[assign == c].var()) if counts[c] > 1 else spread / k**2, floor) for c in range(k)])
+    weights = np.maximum(counts / len(x), 1e-6)
+    model = GaussianMixture(k, covariance_type="spherical", tol=TOLERANCE, reg_covar=floor, max_iter=200,
+                            init_params="random_from_data", random_state=seed,  # unused: every parameter is given
+                            weights_init=weights / weights.sum(), means_init=means[:, None], precisions_init=1.0 / variances)
+    with warnings.catch_warnings():  # not converged in max_iter: the fit so far is kept, as EM always did
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x[:, None])
+    return model, np.argsort(model.means_[:, 0])
 
 
 class _TissueClasses:
@@ -120,10 +131,12 @@ class GMMSegmenter(_TissueClasses):
     STAGE = "segment.gmm"
 
     def fit_assign(self, sample, values):
-        weights, means, variances = gmm_1d(sample, self.classes)
+        model, order = gmm_1d(sample, self.classes, self.seed)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)  # component -> class by increasing mean
         assign = np.empty(values.shape, dtype=np.int64)
-        for start in range(0, values.size, 1 << 20):  # chunks: k columns of float64 per voxel
-            chunk = values[start:start + (1 << 20)]
-            assign[start:start + chunk.size] = np.argmax(_log_joint(chunk, weights, means, variances), axis=1)
-        return assign, {"weights": [round(float(w), 4) for w in weights], "means": [round(float(m), 4) for m in means],
-                        "stds": [round(float(np.sqrt(v)), 4) for v in variances]}
+        for start in range(0, values.size, CHUNK):
+            assign[start:start + CHUNK] = rank[model.predict(values[start:start + CHUNK, None])]
+        return assign, {"weights": [round(float(w), 4) for w in model.weights_[order]],
+                        "means": [round(float(m), 4) for m in model.means_[order, 0]],
+                        "stds": [round(float(np.sqrt(v)), 4) for v in model.covariances_[order]]}
