@@ -268,3 +268,30 @@ def test_a_contract_violation_fails_its_case_at_the_guilty_stage(cli, contractte
     done = sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(done) == 2 and all((p / "image.nii.gz").is_file() and (p / "label.nii.gz").is_file() for p in done)
     assert failed[0]["case_id"] not in {p.name for p in done}, "nothing is published for the broken case"
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+@pytest.mark.parametrize("make", [lambda im: im.numpy(), lambda im: im.as_tensor(), lambda im: im.numpy().tolist()])
+def test_write_nifti_refuses_data_without_an_affine(tmp_path, make):
+    """Before, an identity affine was written: a 2 mm scan became 1 mm, its orientation changed."""
+    from voxpipe_plugins.io_nifti.writer import NiftiWriter, NoAffineError
+
+    case = {"output_dir": tmp_path, "history": [], "image": make(image3d())}
+    with pytest.raises(NoAffineError, match=r"write.nifti: `image`: \w+ has no affine"):
+        NiftiWriter(keys=["image"])(case)
+    assert list(tmp_path.iterdir()) == [], "no partial file"
+    with pytest.raises(ValueError, match="the case has no `label`"):
+        NiftiWriter(keys=["label"])({"output_dir": tmp_path, "history": []})
+
+
+@pytest.mark.parametrize("make", [lambda lb: lb.numpy(), lambda lb: lb.as_tensor()])
+def test_write_dicom_seg_refuses_a_label_without_an_affine(make):
+    from voxpipe_plugins.io_dicom.seg_writer import DicomSegWriter
+
+    image = image3d()
+    source = {"affine": AFFINE, "shape": tuple(image.shape[1:])}
+    with pytest.raises(ValueError, match="without a 4x4 affine"):
+        DicomSegWriter._check_grid(make(label_of(image)), image, source)
+    DicomSegWriter._check_grid(label_of(image), image, source)  # the same label with its affine is fine
