@@ -17,7 +17,7 @@ from typing import Any
 CORE_COMMANDS = ("run", "validate", "plugins", "train")
 """The platform's own commands; no plugin may register these names."""
 
-COMMAND_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+COMMAND_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class CommandSpec:
     """A command a plugin adds to ``voxpipe``.
 
     Attributes:
-        name: the word after ``voxpipe`` (lower case, digits and hyphens: ``sample-data``).
+        name: the word after ``voxpipe`` (lower case, digits, ``_`` and ``-``: ``sample-data``).
         summary: one line for ``voxpipe --help``.
         factory: ``"module:attribute"`` of a :class:`click.Command` (or a group), imported
             only when the command runs or its ``--help`` is asked for; a click command
@@ -46,7 +46,7 @@ def checked_command(spec: object) -> CommandSpec:
     if not isinstance(spec, CommandSpec):
         raise TypeError(f"registered {type(spec).__name__} as a command, expected voxpipe.plugin.CommandSpec")
     if not (isinstance(spec.name, str) and COMMAND_NAME_PATTERN.match(spec.name)):
-        raise ValueError(f"command name {spec.name!r} must be lower case letters, digits and hyphens, like 'sample-data'")
+        raise ValueError(f"command name {spec.name!r} must be lower case letters, digits, '_' and '-', like 'sample-data'")
     if not (isinstance(spec.summary, str) and spec.summary.strip() and "\n" not in spec.summary.strip()):
         raise ValueError(f"command {spec.name}: summary must be one non-empty line")
     if isinstance(spec.factory, str):
