@@ -235,3 +235,14 @@ def test_a_contested_command_lookup_raises():
     registry.contested[("command", "info")] = "command `info` is registered by both ..."
     with pytest.raises(PluginError, match="registered by both"):
         registry.command("info")
+
+
+def test_plugins_new_and_check_are_wired(cli, tmp_path):
+    """`voxpipe plugins new|check` call the author's-kit functions (their own tests cover what they do)."""
+    made = cli("plugins", "new", "vp_tmpl", "--dir", tmp_path)
+    assert made.exit_code == 0, made.stderr
+    assert (tmp_path / "vp_tmpl").is_dir() and "pip install -e" in made.stdout
+    bad = cli("plugins", "new", "Bad Name", "--dir", tmp_path)
+    assert bad.exit_code == 2 and len(bad.error_lines) == 1 and "Traceback" not in bad.stderr
+    checked = cli("plugins", "check", "samples")
+    assert checked.exit_code == 0 and "no problems found" in checked.stderr, checked.stdout + checked.stderr

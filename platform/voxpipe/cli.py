@@ -364,9 +364,12 @@ def plugins_check(settings: Settings, name: str | None) -> int:
       voxpipe plugins check my_plugin
     """
     check_plugins = _author_tool("voxpipe.plugin_check", "check_plugins", "plugins check")
-    problems = check_plugins(settings.registry(strict=False), name)
+    notes: list[str] = []
+    problems = check_plugins(settings.registry(strict=False), name, notes)
     for problem in problems:
         click.echo(problem)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"{len(problems)} problem(s)" if problems else "no problems found", err=True)
     return EXIT_CASES_FAILED if problems else EXIT_OK
 
