@@ -86,6 +86,7 @@ def test_allow_and_block_apply_to_commands(plugin_dir, cli, args):
     command = add_command_plugin(plugin_dir)
     result = cli(*[a.replace("{cmd}", command) for a in args])
     assert result.exit_code == 2 and f"No such command '{command}'" in result.stderr
+    assert "Plugins not loaded (allow/block list): " in result.stderr and "vp_cmd" in result.stderr
     assert command not in cli(*[a for a in args if a not in ("{cmd}", "x")], "--help").stdout
 
 

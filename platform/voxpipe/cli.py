@@ -158,6 +158,15 @@ class PluginCommandGroup(click.Group):
             args = head + pulled + [name] + tail
         return super().parse_args(ctx, args)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:  # say when the command may belong to a plugin left out
+            registry = _settings(ctx)._registry
+            if registry is not None and registry.skipped_by_selection and "No such command" in exc.message:
+                exc.message += f" Plugins not loaded (allow/block list): {', '.join(registry.skipped_by_selection)}."
+            raise
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*CORE_COMMANDS, *sorted(_settings(ctx).registry().commands)]
 
