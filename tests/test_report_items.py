@@ -11,8 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from voxpipe.report_items import ReportItemError, items_of, metric_values, picture_path, report_metric, report_picture
+from voxpipe.report_items import (
+    ReportItemError,
+    items_of,
+    metric_values,
+    picture_path,
+    report_metric,
+    report_picture,
+)
 
 CID = "case-0123456789ab"
 SCRIPT = "<script>alert(1)</script>"
