@@ -1,6 +1,10 @@
 #!/usr/bin/env python
 """CLI startup benchmark: wall time of the light ``voxpipe`` commands vs. ``import click``.
 
+``voxpipe --help`` loads the plugin registry (commands are plugin contributions, listed from
+their specs' summaries without importing their modules), so it costs about what ``voxpipe
+plugins`` does; ``voxpipe info --help`` adds the import of one plugin command module.
+
 Every measurement is a fresh process (``subprocess.run``, stdout/stderr captured). The
 commands are run interleaved, round by round, so that drift in machine load affects all
 of them alike. ``python -c "import torch"`` and ``python -c "import monai"`` are timed a
@@ -61,6 +65,8 @@ def build_cases() -> list[Case]:
         Case('`python -c "import click"` (baseline)', [python, "-c", "import click"]),
         Case("`voxpipe --help`", [voxpipe, "--help"], goal=True),
         Case("`voxpipe plugins`", [voxpipe, "plugins"], goal=True),
+        # a plugin's command: the registry resolves it, then only its own module is imported
+        Case("`voxpipe info --help`", [voxpipe, "info", "--help"], goal=True),
         Case(f"`voxpipe validate {demo}`", [voxpipe, "validate", demo], goal=True),
         Case('`python -c "import torch"` (scale)', [python, "-c", "import torch"], heavy=True),
         Case('`python -c "import monai"` (scale)', [python, "-c", "import monai"], heavy=True),
