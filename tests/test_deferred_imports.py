@@ -192,3 +192,37 @@ def test_the_fork_server_preload_defers_and_monai_still_works(tmp_path):
     proc = subprocess.run([sys.executable, "-c", PRELOAD_CHECK], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "preload ok" in proc.stdout
+
+
+GMM_AFTER_PRELOAD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import voxpipe.preload
+    from voxpipe.deferred_imports import is_deferred
+
+    assert is_deferred(sys.modules["sklearn"]) and "sklearn.mixture" not in sys.modules
+    from voxpipe_plugins.segment.phantoms import brain_phantom
+    from voxpipe_plugins.segment.tissue import GMMSegmenter
+
+    phantom = brain_phantom(shape=(24, 28, 24), spacing=(4.0, 4.0, 4.0))
+    values = phantom.image[phantom.truth["brain"]].astype(np.float64)
+    assign, fitted = GMMSegmenter(classes=3).fit_assign(values, values)
+    assert not is_deferred(sys.modules["sklearn"]) and "sklearn.mixture" in sys.modules
+    print(" ".join(map(str, np.bincount(assign, minlength=3))), fitted["means"])
+""")
+
+
+def test_gmm_runs_in_a_preloaded_worker_as_in_a_plain_process(tmp_path):
+    """segment.gmm imports scikit-learn, which the fork server defers: the same fit either way."""
+    import os
+
+    answers = []
+    for eager in ("", "1"):
+        env = {k: v for k, v in os.environ.items() if k != deferred_imports.EAGER_ENV}
+        env.update(MPLBACKEND="agg", **({deferred_imports.EAGER_ENV: eager} if eager else {}))
+        code = GMM_AFTER_PRELOAD if not eager else GMM_AFTER_PRELOAD.replace("assert is_deferred", "assert not is_deferred", 1).replace(
+            ' and "sklearn.mixture" not in sys.modules', "", 1)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        answers.append(proc.stdout.strip())
+    assert answers[0] == answers[1] and answers[0]

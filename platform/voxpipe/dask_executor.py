@@ -118,7 +118,7 @@ class DaskExecutor:
                         "distributed.admin.system-monitor.interval": "5s",  # CPU/memory/network history (500 ms)
                         "distributed.worker.memory.monitor-interval": "1s",  # spill/pause/restart checks (100 ms)
                         "distributed.scheduler.work-stealing": False}  # rebalancing of equal, queued tasks
-            # Measured on the 2-core benchmark machine, 16 cases, 6 alternating runs: 11.1 s -> 9.5 s.
+            # What they save: docs/benchmarks.md, "Batch runs".
             with dask.config.set(settings), worker_environment():
                 self.cluster = LocalCluster(
                     n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",

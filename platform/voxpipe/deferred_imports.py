@@ -1,28 +1,23 @@
-"""Modules that load on first use instead of at import time.
+"""Modules that load on first use instead of at import time (fork server and its workers).
 
-Why: ``import monai`` imports every MONAI subpackage, and through MONAI's
-``optional_import`` a few heavy libraries that only a handful of MONAI functions use:
-``scipy.signal`` (which brings ``scipy.stats``; for the ultrasound confidence map and one
-signal transform), ``matplotlib.pyplot`` (Jupyter and plotting helpers),
-``skimage.morphology`` (``RemoveSmallObjects``) and two ``sklearn`` subpackages (an
-embedding metric). Measured in the fork server on the 2-core benchmark machine, they are
-~0.7 s of its ~2.8 s preload, paid at the start of every run, and a typical pipeline never
-calls them.
+Why: ``import monai`` imports, through MONAI's ``optional_import``, libraries that only a
+handful of MONAI functions use (``scipy.signal`` with ``scipy.stats``, ``sklearn``,
+``matplotlib.pyplot``, a few SciPy/scikit-image subpackages). Measured with
+``benchmarks/lazy_imports.py`` (2-core machine, three loaded runs, docs/benchmarks.md
+"Deferred imports"): the fork server's preload takes 1.7-3.3 s with this module, 3.1-5.5 s
+without; :class:`importlib.util.LazyLoader` keeps none of the 12 modules unloaded
+(``optional_import`` reads ``__file__`` and takes names with ``getattr``, and either loads
+a LazyLoader module at once), so it does no better than nothing. The cost: a worker whose
+pipeline needs one of them (``segment.gmm`` needs scikit-learn) imports it on its first
+case (+1.0-1.4 s there).
 
-:func:`defer` puts a module object for each such name into ``sys.modules`` whose code has
-not run yet. Importing it (``import scipy.signal``, ``optional_import(...)``) hands out that
-object; the first look-up of anything the module defines runs its code, in place, and from
-then on it is the ordinary module. Its ``__file__``, ``__spec__`` and ``__path__`` are there
-from the start, so asking *whether* it exists does not load it. A name imported from it
-with ``from m import name`` -- which MONAI does for a few functions (``hilbert``,
-``iirnotch``, ...) -- would load it at once, so :func:`defer` can also pre-place such names
-as stand-ins that load the module when called. Importing a submodule of a deferred package
-first loads the package (the :class:`_ParentFirst` finder), so a package's ``__init__``
-always runs before its children, as Python guarantees, and never twice.
-
-Only modules named here are affected, only in processes that import :mod:`voxpipe.preload`
-(the fork server and the workers forked from it), and ``VOXPIPE_EAGER_IMPORTS=1`` turns it
-off.
+:func:`defer` puts a module object for each name into ``sys.modules`` whose code has not
+run yet; its ``__file__``, ``__spec__`` and ``__path__`` are there from the start, so asking
+whether it exists does not load it. The first look-up of anything the module defines runs
+its code, in place. Names that MONAI takes with ``from m import name`` are pre-placed as
+stand-ins that load the module when called. Importing a submodule of a deferred package
+loads the package first (:class:`_ParentFirst`), so an ``__init__`` runs before its
+children and never twice. ``VOXPIPE_EAGER_IMPORTS=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -32,7 +27,7 @@ import importlib.util
 import sys
 import threading
 import types
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 EAGER_ENV = "VOXPIPE_EAGER_IMPORTS"
 
