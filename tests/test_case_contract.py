@@ -136,6 +136,8 @@ def test_label_values_without_names(base):
     assert message.startswith("`label` has values 7 with no name in meta['label_names']") and "named: 0, 1" in message
     label.meta["label_names"] = {"0": "background", "1": "object", "7": "seven"}  # string keys, as JSON gives
     assert after(base, ("label",), label=label) is None
+    boolean = as_label(base["image"].as_tensor() > 0.5, base["image"], {0: "background"})
+    assert after(base, ("label",), label=boolean).startswith("`label` has values 1 with no name")
     label.meta["label_names"] = ["background", "object"]
     assert "expected a mapping" in after(base, ("label",), label=label)
 
