@@ -129,7 +129,7 @@ def run(
         check_link_file(source_map, output_dir, "--source-map")
     if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
         raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
-    from voxpipe.executors import forks_from_server, start_forkserver
+    from voxpipe.fork_server import forks_from_server, start_forkserver
 
     if forks_from_server(executor, workers):
         start_forkserver(dask=executor == "dask-local")  # its imports overlap with ours (resolve_device, discovery)
@@ -256,7 +256,7 @@ def discover(validated: ValidatedConfig, root: Path) -> Discovery:
 
 def make_recipe(validated: ValidatedConfig, output_dir: Path, device: str, workers: int, retries: int) -> RunRecipe:
     """What workers need to rebuild this pipeline: the resolved config as data, not objects."""
-    from voxpipe.executors import threads_per_worker
+    from voxpipe.fork_server import threads_per_worker
 
     config = validated.resolved()
     config.pop("training", None)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxpipe.errors import ConfigError, VoxpipeError, one_line
+from voxpipe.errors import ConfigError, Problem, VoxpipeError, one_line
 from voxpipe.record_values import jsonable, utc_now
 from voxpipe.redaction import CaseRedactor
 
@@ -127,14 +127,13 @@ def build_pipeline(recipe: RunRecipe):
     try:
         validated = validate_recipe(recipe, registry)
     except ConfigError as exc:
-        missing = [p for p in exc.problems if "unknown stage" in p]
-        detail = missing[0] if missing else exc.problems[0]
-        raise ConfigError([f"worker on {_host()}: plugins differ from the submitting machine ({detail}); "
-                           "install the same plugins on every worker (pip install ...)"]) from None
+        detail = (exc.of_kind("unknown_stage") or exc.details)[0].text
+        raise ConfigError([Problem("plugins_differ", f"worker on {_host()}: plugins differ from the submitting machine ({detail}); "
+                                   "install the same plugins on every worker (pip install ...)")]) from None
     if validated.hash != recipe.config_hash:
         here = ", ".join(sorted({f"{s.spec.distribution} {s.spec.version}" for s in validated.stages}))
-        raise ConfigError([f"worker on {_host()}: plugin versions differ from the submitting machine (here: {here}); "
-                           "install the same versions on every worker"])
+        raise ConfigError([Problem("plugins_differ", f"worker on {_host()}: plugin versions differ from the submitting machine "
+                                   f"(here: {here}); install the same versions on every worker")])
     return Pipeline(validated, recipe.device)
 
 
