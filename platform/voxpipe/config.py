@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxpipe import safe_yaml
-from voxpipe.errors import ConfigError
+from voxpipe.errors import ConfigError, Problem
 from voxpipe.registry import Registry
 from voxpipe.stage import StageKind, StageSpec
 from voxpipe.suggest import did_you_mean
@@ -389,7 +389,7 @@ class _Checker:
         self.document = document
         self.registry = registry
         self.set_paths = set_paths
-        self.problems: list[str] = []
+        self.problems: list[str | Problem] = []
 
     def where(self, path: tuple) -> str:
         if any(path[: len(p)] == p for p in self.set_paths):
@@ -465,7 +465,7 @@ class _Checker:
             seen_ids[entry.id] = i + 1
         spec = self.registry.get(entry.use)
         if spec is None:
-            self.problems.append(f"{self.where(path + ('use',))}: {label}: {self._unknown_stage(entry.use)}")
+            self.problems.append(Problem("unknown_stage", f"{self.where(path + ('use',))}: {label}: {self._unknown_stage(entry.use)}"))
             return None
         try:
             params = spec.params.model_validate(entry.with_)

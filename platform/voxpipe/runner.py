@@ -360,8 +360,8 @@ def _check_previous_config(output_dir: Path, validated: ValidatedConfig, ids: li
     if other_hash:
         name = previous.get("pipeline") if isinstance(previous, dict) else None
         what = f"pipeline `{name}`, " if name else ""
-        raise UsageError(f"output folder {output_dir} holds results of a different config ({what}config hash {str(other_hash)[:12]}); "
-                         "rerun with --force to replace them, or choose another -o")
+        raise UsageError(f"output folder {output_dir} holds results of a different config or plugin code ({what}config hash "
+                         f"{str(other_hash)[:12]}); rerun with --force to replace them, or choose another -o")
 
 
 def _is_complete(case_dir: Path, config_hash: str) -> bool:

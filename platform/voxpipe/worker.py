@@ -132,8 +132,8 @@ def build_pipeline(recipe: RunRecipe):
                                    "install the same plugins on every worker (pip install ...)")]) from None
     if validated.hash != recipe.config_hash:
         here = ", ".join(sorted({f"{s.spec.distribution} {s.spec.version}" for s in validated.stages}))
-        raise ConfigError([Problem("plugins_differ", f"worker on {_host()}: plugin versions differ from the submitting machine "
-                                   f"(here: {here}); install the same versions on every worker")])
+        raise ConfigError([Problem("plugins_differ", f"worker on {_host()}: plugin versions or code differ from the submitting machine "
+                                   f"(here: {here}); install the same plugin versions and code on every worker")])
     return Pipeline(validated, recipe.device)
 
 
