@@ -146,7 +146,8 @@ class PluginCommandGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         head, name, tail = split_command(args)
-        ctx.obj = Settings.from_args(options_part(args))
+        ctx.obj = Settings.from_args(options_part(args))  # to find the command: its own options are not known yet
+        ctx.obj.strict = False  # so a --strict that turns out to be the command's own cannot fail the lookup
         if name is not None:
             command = self.get_command(ctx, name)
             keep = {opt for param in (command.params if command else ()) for opt in (*param.opts, *param.secondary_opts)}
