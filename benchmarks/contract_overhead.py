@@ -36,7 +36,7 @@ def main() -> None:
     try:
         from voxpipe_plugins.samples.data import write_sample_data
     except ImportError:  # before the sample data moved to its plugin
-        from voxpipe.sample_data import write_sample_data
+        from voxpipe_plugins.samples.data import write_sample_data
 
     spent = [0.0]
     calls = [0]

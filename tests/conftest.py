@@ -79,7 +79,7 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None)
 @pytest.fixture
 def sample_inputs(tmp_path) -> Path:
     """The demo's sample data: a real T1 MRI, a 3D phantom, a 2D PNG."""
-    from voxpipe.sample_data import write_sample_data
+    from voxpipe_plugins.samples.data import write_sample_data
 
     folder = tmp_path / "input"
     write_sample_data(folder)

@@ -23,7 +23,7 @@ def demo_output(tmp_path_factory):
     """One thorax series like the sample data's first, run through the demo in this process."""
     import os
 
-    from voxpipe.sample_data import thorax_ct
+    from voxpipe_plugins.samples.data import thorax_ct
     from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, write_series
 
     base = tmp_path_factory.mktemp("demo")

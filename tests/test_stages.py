@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.conftest import nibabel_data, write_nifti
 from voxpipe.cases import CaseSource
-from voxpipe.sample_data import ellipsoid_phantom
+from voxpipe_plugins.samples.data import ellipsoid_phantom
 
 
 def case_for(path, tmp_path, kind="nifti"):
