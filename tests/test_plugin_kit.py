@@ -250,7 +250,9 @@ def test_a_new_plugin_package_installs_and_passes_its_own_test(tmp_path):
 
 # ----------------------------------------------------------------------------- the config hash follows plugin code
 
-def test_an_edited_plugin_does_not_keep_stale_cases(cli, tmp_path, on_path, write_config):
+def test_an_edited_plugin_does_not_keep_stale_cases(cli, tmp_path, on_path, write_config, monkeypatch):
+    for loaded in [m for m in sys.modules if m.split(".")[0] == "voxpipe_crashtest"]:  # an earlier test's copy
+        monkeypatch.delitem(sys.modules, loaded)
     site = on_path(install(tmp_path / "site", "crashtest", crash_plugin.PLUGIN_SOURCE))
     from voxpipe.config import load_config
     from voxpipe.registry import Registry

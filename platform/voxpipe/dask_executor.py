@@ -21,18 +21,11 @@ import threading
 from collections.abc import Iterable
 
 from voxpipe.errors import ConfigError, UsageError, VoxpipeError, one_line
-from voxpipe.worker import CaseOutcome, RunRecipe
+from voxpipe.worker import CaseOutcome, RunRecipe, adopt_environment
 
 CONNECT_TIMEOUT_ENV = "VOXPIPE_DASK_CONNECT_TIMEOUT"  # seconds; default 10
 _PIPELINES: dict[str, object] = {}
 _LOCK = threading.Lock()
-
-
-def _adopt_settings(recipe: RunRecipe) -> None:
-    """Take the submitting side's plugin selection and file modes; keep the worker's other settings."""
-    for name in ("VOXPIPE_PLUGINS_ALLOW", "VOXPIPE_PLUGINS_BLOCK", "VOXPIPE_FILE_MODE", "VOXPIPE_DIR_MODE", "VOXPIPE_MAX_GIB"):
-        if name in recipe.env:
-            os.environ[name] = recipe.env[name]
 
 
 def probe_worker(recipe: RunRecipe) -> str | None:
@@ -42,7 +35,7 @@ def probe_worker(recipe: RunRecipe) -> str | None:
     from voxpipe.registry import PluginSelection, Registry
     from voxpipe.worker import validate_recipe
 
-    _adopt_settings(recipe)
+    adopt_environment(recipe, same_machine=False)
     try:
         registry = Registry.load(PluginSelection.from_env())
         validated = validate_recipe(recipe, registry)
@@ -67,7 +60,7 @@ def run_case_task(recipe: RunRecipe, source, cid: str, threads: int) -> CaseOutc
     with _LOCK:
         pipeline = _PIPELINES.get(recipe.config_hash)
         if pipeline is None:
-            _adopt_settings(recipe)
+            adopt_environment(recipe, same_machine=False)
             limit_threads(threads)
             try:
                 pipeline = build_pipeline(recipe)

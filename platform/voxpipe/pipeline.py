@@ -68,11 +68,7 @@ class Pipeline:
 
     def discover(self, root: Path) -> Discovery:
         """Cases under ``root`` as the loader sees them."""
-        discover = self.loader.spec.discover
-        if discover is None:
-            raise ConfigError([f"{self.config.source}: stage 1 ({self.loader.label}) cannot discover cases"])
-        function = import_object(discover) if isinstance(discover, str) else discover
-        return function(root, self.loader.params)
+        return discover(self.config, root)
 
     def run_case(self, source: CaseSource, case_id: str, output_dir: Path) -> CaseResult:
         """Run every stage on one case. Failures are caught and described in one line."""
@@ -112,6 +108,16 @@ class Pipeline:
                 return result
         result.case = case
         return result
+
+
+def discover(validated: ValidatedConfig, root: Path) -> Discovery:
+    """Cases under ``root`` as the config's loader sees them, without building (importing) any stage."""
+    loader = validated.stages[0]
+    function = loader.spec.discover
+    if function is None:
+        raise ConfigError([f"{validated.source}: stage 1 ({loader.label}) cannot discover cases"])
+    function = import_object(function) if isinstance(function, str) else function
+    return function(root, loader.params)
 
 
 def _moved_runner_keys(case: dict, case_id: str, source: CaseSource, output_dir: Path) -> str | None:

@@ -36,10 +36,10 @@ from typing import Callable
 
 from voxpipe import __version__
 from voxpipe.atomic import clear_stale_temps, dir_mode, file_mode, make_dirs, write_json
-from voxpipe.cases import CaseSource, Discovery, case_id, id_key
+from voxpipe.cases import CaseSource, case_id, id_key
 from voxpipe.config import ValidatedConfig
 from voxpipe.device import resolve_device
-from voxpipe.errors import ConfigError, UsageError, VoxpipeError
+from voxpipe.errors import UsageError, VoxpipeError
 from voxpipe.record_values import utc_now as _now
 from voxpipe.registry import Registry
 from voxpipe.worker import CASE_RECORD, STAGING, CaseOutcome, RunRecipe, disk_full_message
@@ -139,6 +139,8 @@ def run(
         from voxpipe.pipeline import Pipeline
 
         pipeline = Pipeline(validated, resolved_device)
+    from voxpipe.pipeline import discover
+
     discovery = discover(validated, input_path)
     if not discovery.cases:
         skipped = "; ".join(f"{n} {reason}" for reason, n in discovery.skipped.most_common()) or "no files"
@@ -240,18 +242,6 @@ def _write_report(output_dir: Path) -> Path | None:
 
         print(f"warning: report.html not written: {one_line(exc)}", file=sys.stderr)
         return None
-
-
-def discover(validated: ValidatedConfig, root: Path) -> Discovery:
-    """Cases under ``root`` as the loader sees them, without building (importing) any stage."""
-    from voxpipe.stage import import_object
-
-    loader = validated.stages[0]
-    function = loader.spec.discover
-    if function is None:
-        raise ConfigError([f"{validated.source}: stage 1 ({loader.label}) cannot discover cases"])
-    function = import_object(function) if isinstance(function, str) else function
-    return function(root, loader.params)
 
 
 def make_recipe(validated: ValidatedConfig, output_dir: Path, device: str, workers: int, retries: int) -> RunRecipe:

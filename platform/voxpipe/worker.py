@@ -188,8 +188,22 @@ def die_with_parent() -> None:
         pass
 
 
-def apply_recipe_environment(recipe: RunRecipe) -> None:
-    """Adopt the parent's VOXPIPE_* settings and import path (a forked server may predate them)."""
+# What a worker on another machine takes from the submitting side: what decides which plugins
+# run, how private outputs are and how much memory a case may take. Its other settings (key
+# files, paths) are that machine's own.
+SHARED_SETTINGS = ("VOXPIPE_PLUGINS_ALLOW", "VOXPIPE_PLUGINS_BLOCK", "VOXPIPE_FILE_MODE", "VOXPIPE_DIR_MODE", "VOXPIPE_MAX_GIB")
+
+
+def adopt_environment(recipe: RunRecipe, same_machine: bool) -> None:
+    """The one rule for what a worker adopts from the run that submitted it.
+
+    On the same machine (the local pool's forked workers) every VOXPIPE_* setting and the
+    import path are the parent's, since a fork server may predate them; on another machine
+    (Dask) only :data:`SHARED_SETTINGS`.
+    """
+    if not same_machine:
+        os.environ.update({name: recipe.env[name] for name in SHARED_SETTINGS if name in recipe.env})
+        return
     for name in [n for n in os.environ if n.startswith("VOXPIPE_")]:
         if name not in recipe.env:
             del os.environ[name]
@@ -397,7 +411,7 @@ def worker_main(conn, recipe: RunRecipe, name: str, index: int = 0) -> None:
     """
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    apply_recipe_environment(recipe)
+    adopt_environment(recipe, same_machine=True)
     try:
         limit_threads(recipe.threads)
         device = gpu_for_worker(recipe.device, index)
