@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxpipe-installed
 
-.PHONY: setup demo test bench bench-all clean
+.PHONY: setup demo test lint bench bench-all clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,13 @@ demo: setup
 	$(BIN)/voxpipe run configs/demo.yaml -i build/demo/input -o build/demo/output --workers 2
 	@echo "outputs: build/demo/output (one folder per CT case, manifest.json, report.html)"
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+# ruff (lint and format check; configured in pyproject.toml): part of `make test`, so of CI.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	$(BIN)/python benchmarks/cli_startup.py --write

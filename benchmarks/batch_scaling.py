@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import shutil
 import statistics
@@ -113,8 +112,13 @@ def timed_run(config: Path, inputs: Path, scratch: Path, *options: str) -> float
     shutil.rmtree(out)
     env = benchlib.child_env(VOXPIPE_ID_KEY_FILE=str(scratch / "id.key"))
     start = time.perf_counter()
-    proc = subprocess.run([*VOXPIPE, "run", str(config), "-i", str(inputs), "-o", str(out), "--no-report", *options],
-                          capture_output=True, text=True, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [*VOXPIPE, "run", str(config), "-i", str(inputs), "-o", str(out), "--no-report", *options],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({' '.join(options)}): {proc.stderr[-800:]}")
@@ -195,12 +199,23 @@ def main() -> None:
         one = scratch / "one"
         link_cases(inputs, one, 1)
         print("start-up: one case", file=sys.stderr)
-        startup = compare(config, one, scratch, {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"],
-                                                 "dask-local": ["--executor", "dask-local", "--workers", "2"]}, args.repeat)
+        startup = compare(
+            config,
+            one,
+            scratch,
+            {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"], "dask-local": ["--executor", "dask-local", "--workers", "2"]},
+            args.repeat,
+        )
         print("local pool: 1 vs 2 workers", file=sys.stderr)
         pool = compare(config, inputs, scratch, {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"]}, args.repeat)
         print("Dask LocalCluster vs local pool, 2 workers", file=sys.stderr)
-        dask = compare(config, inputs, scratch, {"local pool": ["--workers", "2"], "dask-local": ["--executor", "dask-local", "--workers", "2"]}, args.repeat)
+        dask = compare(
+            config,
+            inputs,
+            scratch,
+            {"local pool": ["--workers", "2"], "dask-local": ["--executor", "dask-local", "--workers", "2"]},
+            args.repeat,
+        )
 
         growth = {}
         counts = [4, 16] + ([] if args.skip_64 else [64])
@@ -211,8 +226,13 @@ def main() -> None:
             folder = scratch / f"n{count}"
             link_cases(inputs, folder, count)
             print(f"{count} cases, 1 vs 2 workers", file=sys.stderr)
-            growth[count] = compare(config, folder, scratch, {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"]},
-                                    max(1, args.repeat if count < 64 else 1))
+            growth[count] = compare(
+                config,
+                folder,
+                scratch,
+                {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"]},
+                max(1, args.repeat if count < 64 else 1),
+            )
         overhead = runner_overhead(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -233,8 +253,11 @@ def main() -> None:
         f"`python benchmarks/batch_scaling.py{' --write' if args.write else ''}{'' if args.repeat == 5 else f' --repeat {args.repeat}'}` "
         f"on {_dt.date.today().isoformat()}; {benchlib.machine()}.",
         f"Load average (1/5/15 min) before: {' / '.join(load_before)}, after: {' / '.join(load_after)}"
-        + (" -- **the machine was shared with other jobs: rerun on a quiet machine for the real ratios.**"
-           if float(load_before[0]) > 1.0 or float(load_after[0]) > 1.0 else "."),
+        + (
+            " -- **the machine was shared with other jobs: rerun on a quiet machine for the real ratios.**"
+            if float(load_before[0]) > 1.0 or float(load_after[0]) > 1.0
+            else "."
+        ),
         "",
         f"{args.cases} cases of {shape[0]}x{shape[1]}x{shape[2]} (float32 NIfTI), pipeline load -> Gaussian 1 mm -> threshold -> "
         "largest component -> fill holes -> closing 2 mm -> write label (the ct-body-mask recipe); each number is a whole `voxpipe run` in a fresh process (start-up included), "
@@ -251,7 +274,8 @@ def main() -> None:
         "",
         f"Runner overhead per case (discovery, ids, manifest, case.json, staging, atomic publish; in-process slope between "
         f"{overhead['cases']} tiny cases, stages' own time removed): **{overhead['per_case_ms']:.1f} ms** (goal < 50 ms; samples "
-        + ", ".join(f"{s:.1f}" for s in overhead["samples_ms"]) + ").",
+        + ", ".join(f"{s:.1f}" for s in overhead["samples_ms"])
+        + ").",
         "",
         "How the total grows with the number of cases, and the 2-worker speed-up with it (start-up is paid once per run):",
         "",
@@ -263,7 +287,8 @@ def main() -> None:
         lines.append(f"| {count} | {one:.1f} | {two:.1f} | {two / count:.2f} | {one / two:.2f}x |")
     lines += [
         "",
-        "Raw times (s): " + "; ".join(f"{k}: " + ", ".join(f"{x:.1f}" for x in v) for k, v in {**pool, **{f'dask {k}': v for k, v in dask.items()}}.items()),
+        "Raw times (s): "
+        + "; ".join(f"{k}: " + ", ".join(f"{x:.1f}" for x in v) for k, v in {**pool, **{f"dask {k}": v for k, v in dask.items()}}.items()),
         END,
     ]
     text = "\n".join(lines)

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import platform
-import re
 import resource
 import sys
 import tempfile
@@ -83,29 +80,43 @@ def run(shape: tuple[int, int, int], repeat: int) -> tuple[list[dict], dict]:
             total, timings, score = best
             rows.append({"recipe": recipe, "timings": timings, "total": total, "dice": score})
             print(f"{recipe}: {total:.2f} s, Dice {score:.4f}: " + ", ".join(f"{n} {t:.2f}" for n, t in timings), file=sys.stderr)
-    info = {"shape": shape, "build_s": build_s, "image_mb": image_bytes / 2**20,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "threads": torch.get_num_threads(), "numpy": np.__version__}
+    info = {
+        "shape": shape,
+        "build_s": build_s,
+        "image_mb": image_bytes / 2**20,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+    }
     return rows, info
 
 
 def render(rows: list[dict], info: dict, repeat: int, command: str) -> str:
     x, y, z = info["shape"]
-    lines = [BEGIN, "### Classical segmentation recipes", "",
-             f"The CT recipes in `configs/` on a synthetic thorax CT of {x}×{y}×{z} voxels "
-             f"({SPACING[0]}×{SPACING[1]}×{SPACING[2]} mm, float32, {info['image_mb']:.0f} MB; "
-             "`voxpipe_plugins.segment.phantoms.ct_phantom`), each stage timed as `voxpipe run` runs it "
-             f"(fastest of {repeat}, warm file cache). Dice is against the phantom's true region. "
-             "The uncompressed NIfTI is memory-mapped, so `load.auto` takes no time and the first stage "
-             "that reads the voxels pays for reading them.", "",
-             f"Measured {_dt.date.today().isoformat()} with `{command}` on {machine()}.", ""]
+    lines = [
+        BEGIN,
+        "### Classical segmentation recipes",
+        "",
+        f"The CT recipes in `configs/` on a synthetic thorax CT of {x}×{y}×{z} voxels "
+        f"({SPACING[0]}×{SPACING[1]}×{SPACING[2]} mm, float32, {info['image_mb']:.0f} MB; "
+        "`voxpipe_plugins.segment.phantoms.ct_phantom`), each stage timed as `voxpipe run` runs it "
+        f"(fastest of {repeat}, warm file cache). Dice is against the phantom's true region. "
+        "The uncompressed NIfTI is memory-mapped, so `load.auto` takes no time and the first stage "
+        "that reads the voxels pays for reading them.",
+        "",
+        f"Measured {_dt.date.today().isoformat()} with `{command}` on {machine()}.",
+        "",
+    ]
     lines += ["| recipe | stage | seconds |", "|---|---|---:|"]
     for row in rows:
         for name, seconds in row["timings"]:
             lines.append(f"| {row['recipe']} | {name} | {seconds:.2f} |")
         lines.append(f"| **{row['recipe']}** | **total** (Dice {row['dice']:.3f}) | **{row['total']:.2f}** |")
-    lines += ["", f"Peak resident memory of the process: {info['peak_rss_gb']:.1f} GB (all three recipes, "
-              "the phantom's truth masks included).", END]
+    lines += [
+        "",
+        f"Peak resident memory of the process: {info['peak_rss_gb']:.1f} GB (all three recipes, the phantom's truth masks included).",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -121,8 +132,12 @@ def main() -> None:
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     rows, info = run(shape, args.repeat)
-    command = "python benchmarks/classical_recipes.py" + ("" if args.shape == "512,512,300" else f" --shape {args.shape}") + \
-        (f" --repeat {args.repeat}" if args.repeat != 2 else "") + " --write"
+    command = (
+        "python benchmarks/classical_recipes.py"
+        + ("" if args.shape == "512,512,300" else f" --shape {args.shape}")
+        + (f" --repeat {args.repeat}" if args.repeat != 2 else "")
+        + " --write"
+    )
     text = render(rows, info, args.repeat, command)
     print(text)
     if args.write:

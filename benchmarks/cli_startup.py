@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -108,29 +106,27 @@ def table(cases: list[Case]) -> str:
     ]
     for case in cases:
         goal = ("met" if case.median <= GOAL_S else "**not met**") if case.goal else "–"
-        lines.append(
-            f"| {case.label} | {len(case.times)} | {case.median:.3f} | {case.best:.3f} | {case.median / baseline:.1f}× | {goal} |"
-        )
+        lines.append(f"| {case.label} | {len(case.times)} | {case.median:.3f} | {case.best:.3f} | {case.median / baseline:.1f}× | {goal} |")
     return "\n".join(lines)
 
 
 def section(cases: list[Case], repeat: int, heavy_repeat: int, warmup: int) -> str:
     today = _dt.date.today().isoformat()
     goal_cases = [c for c in cases if c.goal]
-    verdict = "; ".join(
-        f"{c.label}: {'met' if c.median <= GOAL_S else 'NOT met'} ({c.median:.3f} s)" for c in goal_cases
+    verdict = "; ".join(f"{c.label}: {'met' if c.median <= GOAL_S else 'NOT met'} ({c.median:.3f} s)" for c in goal_cases)
+    return "\n".join(
+        [
+            BEGIN,
+            f"Measured {today} with `python benchmarks/cli_startup.py --repeat {repeat} --heavy-repeat {heavy_repeat} --warmup {warmup}`.",
+            "",
+            f"Machine: {machine()}.",
+            "",
+            table(cases),
+            "",
+            f"Goal ≤ {GOAL_S} s (median wall time): {verdict}.",
+            END,
+        ]
     )
-    return "\n".join([
-        BEGIN,
-        f"Measured {today} with `python benchmarks/cli_startup.py --repeat {repeat} --heavy-repeat {heavy_repeat} --warmup {warmup}`.",
-        "",
-        f"Machine: {machine()}.",
-        "",
-        table(cases),
-        "",
-        f"Goal ≤ {GOAL_S} s (median wall time): {verdict}.",
-        END,
-    ])
 
 
 def write_doc(text: str) -> None:

@@ -33,6 +33,7 @@ def main() -> None:
     from voxpipe.cases import case_id, id_key
     from voxpipe.config import load_config
     from voxpipe.registry import Registry
+
     try:
         from voxpipe_plugins.samples.data import write_sample_data
     except ImportError:  # before the sample data moved to its plugin
@@ -72,9 +73,11 @@ def main() -> None:
                 ratios.append(spent[0] / total)
                 case_times.append(total)
                 contract_times.append(spent[0])
-    text = (f"{len(case_times)} demo cases (sample CT, 160x160x40), {calls[0]} checks per case: "
-            f"case {statistics.median(case_times):.2f} s, contract {1000 * statistics.median(contract_times):.2f} ms "
-            f"= {100 * statistics.median(ratios):.3f} % of the case (max {100 * max(ratios):.3f} %); goal <= 1 %.")
+    text = (
+        f"{len(case_times)} demo cases (sample CT, 160x160x40), {calls[0]} checks per case: "
+        f"case {statistics.median(case_times):.2f} s, contract {1000 * statistics.median(contract_times):.2f} ms "
+        f"= {100 * statistics.median(ratios):.3f} % of the case (max {100 * max(ratios):.3f} %); goal <= 1 %."
+    )
     print(f"{benchlib.machine()}\n{text}")
 
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -31,8 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- deep:begin -->", "<!-- deep:end -->"
 TINY = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [8, 16, 32], "strides": [2, 2]}
-CT_NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [16, 32, 64, 128], "strides": [2, 2, 2],
-          "num_res_units": 1}
+CT_NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}
 
 
 def machine() -> str:
@@ -55,8 +51,14 @@ def _stage(args: dict, roi, weights_dir: Path, model, overlap: float):
     from voxpipe_plugins.deep.infer import DeepSegmenter
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights_dir / "w.safetensors"))
-    return DeepSegmenter(network="UNet", args=args, weights="w.safetensors", roi_size=list(roi), overlap=overlap,
-                         context=StageContext(config_dir=weights_dir))
+    return DeepSegmenter(
+        network="UNet",
+        args=args,
+        weights="w.safetensors",
+        roi_size=list(roi),
+        overlap=overlap,
+        context=StageContext(config_dir=weights_dir),
+    )
 
 
 def _net(args: dict):
@@ -120,29 +122,54 @@ def ct(shape: list[int]) -> dict:
     out = stage({"image": image})
     total = time.perf_counter() - start
     windows = count_windows(tuple(shape), (96, 96, 96), 0.25)
-    return {"shape": shape, "windows": windows, "total_s": total, "per_window_s": total / windows, "peak_mb": vm_hwm_mb(),
-            "input_mb": image.numel() * 4 / 2**20, "label_dtype": str(out["label"].dtype), "threads": torch.get_num_threads()}
+    return {
+        "shape": shape,
+        "windows": windows,
+        "total_s": total,
+        "per_window_s": total / windows,
+        "peak_mb": vm_hwm_mb(),
+        "input_mb": image.numel() * 4 / 2**20,
+        "label_dtype": str(out["label"].dtype),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def section(over: dict | None, ct_result: dict | None, argv: str) -> str:
-    lines = [BEGIN, "### Deep segmentation inference (`segment.deep`)", "",
-             f"Measured {_dt.date.today().isoformat()} with `python benchmarks/deep_inference.py {argv}`.", "",
-             f"Machine: {machine()}.", ""]
+    lines = [
+        BEGIN,
+        "### Deep segmentation inference (`segment.deep`)",
+        "",
+        f"Measured {_dt.date.today().isoformat()} with `python benchmarks/deep_inference.py {argv}`.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+    ]
     if over:
         ratio = over["stage"] / over["bare"]
-        lines += ["Stage vs a bare `sliding_window_inference` + argmax: 128³ input, UNet channels (8, 16, 32), roi 64³, "
-                  f"overlap 0.25, Gaussian blending, CPU, median of {over['repeat']} interleaved runs after a warm-up.", "",
-                  "| | median (s) | ratio |", "|---|---:|---:|",
-                  f"| bare `sliding_window_inference` | {over['bare']:.3f} | 1.00× |",
-                  f"| `segment.deep` stage | {over['stage']:.3f} | {ratio:.2f}× |", "",
-                  f"Goal ≤ 1.05×: {'met' if ratio <= 1.05 else 'NOT met'} ({ratio:.3f}×).", ""]
+        lines += [
+            "Stage vs a bare `sliding_window_inference` + argmax: 128³ input, UNet channels (8, 16, 32), roi 64³, "
+            f"overlap 0.25, Gaussian blending, CPU, median of {over['repeat']} interleaved runs after a warm-up.",
+            "",
+            "| | median (s) | ratio |",
+            "|---|---:|---:|",
+            f"| bare `sliding_window_inference` | {over['bare']:.3f} | 1.00× |",
+            f"| `segment.deep` stage | {over['stage']:.3f} | {ratio:.2f}× |",
+            "",
+            f"Goal ≤ 1.05×: {'met' if ratio <= 1.05 else 'NOT met'} ({ratio:.3f}×).",
+            "",
+        ]
     if ct_result:
         c = ct_result
-        lines += [f"CT-sized volume {'×'.join(map(str, c['shape']))} (float32, {c['input_mb']:.0f} MB) through a 3D UNet "
-                  "(channels 16-32-64-128, one residual unit) on CPU, roi 96³, overlap 0.25, fresh process:", "",
-                  "| windows | total (s) | per window (s) | peak RSS (VmHWM) | goal < 4 GB |", "|---:|---:|---:|---:|:---:|",
-                  f"| {c['windows']} | {c['total_s']:.1f} | {c['per_window_s']:.2f} | {c['peak_mb'] / 1024:.2f} GB | "
-                  f"{'met' if c['peak_mb'] < 4096 else 'NOT met'} |", ""]
+        lines += [
+            f"CT-sized volume {'×'.join(map(str, c['shape']))} (float32, {c['input_mb']:.0f} MB) through a 3D UNet "
+            "(channels 16-32-64-128, one residual unit) on CPU, roi 96³, overlap 0.25, fresh process:",
+            "",
+            "| windows | total (s) | per window (s) | peak RSS (VmHWM) | goal < 4 GB |",
+            "|---:|---:|---:|---:|:---:|",
+            f"| {c['windows']} | {c['total_s']:.1f} | {c['per_window_s']:.2f} | {c['peak_mb'] / 1024:.2f} GB | "
+            f"{'met' if c['peak_mb'] < 4096 else 'NOT met'} |",
+            "",
+        ]
     lines.append(END)
     return "\n".join(lines)
 
@@ -169,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ct_from:
         ct_result = json.loads(args.ct_from.read_text())
     elif not args.skip_ct:
-        proc = subprocess.run([sys.executable, __file__, "--ct-only", "--ct-shape", *map(str, args.ct_shape)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--ct-only", "--ct-shape", *map(str, args.ct_shape)], capture_output=True, text=True, check=True
+        )
         ct_result = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"ct: {ct_result}", file=sys.stderr)
     shown = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write")

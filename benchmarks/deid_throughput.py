@@ -97,11 +97,15 @@ def run_once(tool: str, series: Path, key: Path) -> float:
     try:
         if tool == "voxpipe-cli":
             start = time.perf_counter()
-            subprocess.run([str(Path(sys.executable).parent / "voxpipe"), "deid", str(series), str(out), "--key", str(key)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [str(Path(sys.executable).parent / "voxpipe"), "deid", str(series), str(out), "--key", str(key)],
+                check=True,
+                capture_output=True,
+            )
             return time.perf_counter() - start
-        proc = subprocess.run([sys.executable, __file__, "--child", tool, str(series), str(out), str(key)],
-                              check=True, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", tool, str(series), str(out), str(key)], check=True, capture_output=True, text=True
+        )
         return json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)

@@ -35,9 +35,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import benchlib  # benchmarks/benchlib.py: machine description, doc-section writer
 import numpy as np
@@ -107,13 +107,29 @@ def build_methods(noisy: np.ndarray, cuda: bool) -> list[Method]:
     methods = [
         Method("scikit-image fast NLM (reference)", skimage_nlm(5), "patch 5³, distance 3 (7³), h 0.8σ, σ given; 1 thread", reference=True),
         Method("scikit-image fast NLM, patch 3", skimage_nlm(3), "patch 3³, distance 3 (7³), h 0.8σ, σ given; 1 thread"),
-        Method("VoxPipe `denoise.nlm` defaults (stage)", stage("cpu"), f"patch 3³, search 7³, h 0.8σ̂, σ estimated, patch-wise; torch, {threads} threads"),
-        Method("VoxPipe kernel, reference sizes", kernel(True), f"patch 5³, search 7³, h 0.8σ, σ given, patch-wise; torch, {threads} threads"),
-        Method("VoxPipe kernel, reference sizes, pixel-wise", kernel(False), f"patch 5³, search 7³, h 0.8σ, σ given, pixel-wise; torch, {threads} threads"),
-        Method("VoxPipe kernel, default sizes, pixel-wise", kernel(False, 1),
-               f"patch 3³, search 7³, h 0.8σ, σ given, pixel-wise; torch, {threads} threads"),
-        Method("VoxPipe kernel, default sizes, torch intra-op threads", kernel(True, 1, threads=1),
-               f"patch 3³, search 7³, h 0.8σ, σ given, patch-wise; one calling thread, torch's {threads} intra-op threads"),
+        Method(
+            "VoxPipe `denoise.nlm` defaults (stage)",
+            stage("cpu"),
+            f"patch 3³, search 7³, h 0.8σ̂, σ estimated, patch-wise; torch, {threads} threads",
+        ),
+        Method(
+            "VoxPipe kernel, reference sizes", kernel(True), f"patch 5³, search 7³, h 0.8σ, σ given, patch-wise; torch, {threads} threads"
+        ),
+        Method(
+            "VoxPipe kernel, reference sizes, pixel-wise",
+            kernel(False),
+            f"patch 5³, search 7³, h 0.8σ, σ given, pixel-wise; torch, {threads} threads",
+        ),
+        Method(
+            "VoxPipe kernel, default sizes, pixel-wise",
+            kernel(False, 1),
+            f"patch 3³, search 7³, h 0.8σ, σ given, pixel-wise; torch, {threads} threads",
+        ),
+        Method(
+            "VoxPipe kernel, default sizes, torch intra-op threads",
+            kernel(True, 1, threads=1),
+            f"patch 3³, search 7³, h 0.8σ, σ given, patch-wise; one calling thread, torch's {threads} intra-op threads",
+        ),
     ]
     if cuda:
         methods.append(Method("VoxPipe `denoise.nlm` defaults on CUDA", stage("cuda"), "as the CPU stage, on the GPU", device="cuda"))
@@ -168,31 +184,40 @@ def verdict(methods: list[Method], cuda: bool) -> str:
         speedup = reference.median / gpu.median
         text += f" GPU goal (≥ {GPU_GOAL:.0f}× faster than scikit-image): {'met' if speedup >= GPU_GOAL else 'NOT met'}: {speedup:.0f}×."
     else:
-        text += (f" GPU goal (≥ {GPU_GOAL:.0f}× faster than scikit-image): not measured, no CUDA device on this machine; "
-                 "the same code runs on CUDA (the CUDA-vs-CPU test in tests/test_denoise.py checks it agrees).")
+        text += (
+            f" GPU goal (≥ {GPU_GOAL:.0f}× faster than scikit-image): not measured, no CUDA device on this machine; "
+            "the same code runs on CUDA (the CUDA-vs-CPU test in tests/test_denoise.py checks it agrees)."
+        )
     return text
 
 
-def section(methods: list[Method], noisy_psnr: float, noisy_ssim: float, repeat: int, warmup: int, cuda: bool,
-            load: tuple[float, float]) -> str:
+def section(
+    methods: list[Method], noisy_psnr: float, noisy_ssim: float, repeat: int, warmup: int, cuda: bool, load: tuple[float, float]
+) -> str:
     import torch
 
     today = _dt.date.today().isoformat()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if cuda else ", no GPU"
-    busy = (f" 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (other work on the "
-            "machine shows as a gap between median and best)." if load[0] >= 0 else "")
-    return "\n".join([
-        BEGIN,
-        f"Measured {today} with `python benchmarks/denoise_nlm.py --repeat {repeat} --warmup {warmup}`: 3D Shepp-Logan "
-        f"phantom {SHAPE[0]}×{SHAPE[1]}×{SHAPE[2]}, Gaussian noise σ = {SIGMA}, all methods in one process, interleaved.",
-        "",
-        f"Machine: {machine()}{gpu}; torch {torch.__version__} ({torch.get_num_threads()} threads).{busy}",
-        "",
-        table(methods, noisy_psnr, noisy_ssim),
-        "",
-        verdict(methods, cuda),
-        END,
-    ])
+    busy = (
+        f" 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (other work on the "
+        "machine shows as a gap between median and best)."
+        if load[0] >= 0
+        else ""
+    )
+    return "\n".join(
+        [
+            BEGIN,
+            f"Measured {today} with `python benchmarks/denoise_nlm.py --repeat {repeat} --warmup {warmup}`: 3D Shepp-Logan "
+            f"phantom {SHAPE[0]}×{SHAPE[1]}×{SHAPE[2]}, Gaussian noise σ = {SIGMA}, all methods in one process, interleaved.",
+            "",
+            f"Machine: {machine()}{gpu}; torch {torch.__version__} ({torch.get_num_threads()} threads).{busy}",
+            "",
+            table(methods, noisy_psnr, noisy_ssim),
+            "",
+            verdict(methods, cuda),
+            END,
+        ]
+    )
 
 
 def write_doc(text: str) -> None:

@@ -179,7 +179,9 @@ def _implementations(step: str, shape: tuple[int, int, int]):
     calls = {
         "window": {
             "stage": lambda a: Window(preset="abdomen")(case(a)),
-            "monai": lambda a: ScaleIntensityRange(lower, lower + width, 0.0, 1.0, clip=True, dtype=torch.float32)(torch.from_numpy(a[None])),
+            "monai": lambda a: ScaleIntensityRange(lower, lower + width, 0.0, 1.0, clip=True, dtype=torch.float32)(
+                torch.from_numpy(a[None])
+            ),
             "torch": lambda a: torch.from_numpy(a[None]).sub(lower).div_(width).clamp_(0.0, 1.0),
         },
         "gaussian": {
@@ -244,7 +246,7 @@ def worker_timing(step: str, shape: tuple[int, int, int], repeat: int, max_forei
     runs: dict[str, list[dict]] = {name: [] for name in names}
     round_ = 0
     while round_ < repeat or (round_ < 7 and sum(r["seconds"] for rs in runs.values() for r in rs) < 5.0):
-        order = names[round_ % len(names):] + names[:round_ % len(names)]  # rotate: no implementation always first
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]  # rotate: no implementation always first
         for name in order:
             runs[name].append(_timed(calls[name], volume, max_foreign, retries))
         round_ += 1
@@ -314,7 +316,7 @@ def _spawn(args: list[str]) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"worker failed (rc {proc.returncode}): {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(lines[-1][len(MARKER):])
+    return json.loads(lines[-1][len(MARKER) :])
 
 
 def wait_for_quiet(limit: float, timeout: float) -> None:
@@ -329,25 +331,46 @@ def wait_for_quiet(limit: float, timeout: float) -> None:
             return
 
 
-def run(shape: tuple[int, int, int], repeat: int, steps: list[str], max_foreign: float, retries: int,
-        quiet_timeout: float) -> list[Result]:
+def run(shape: tuple[int, int, int], repeat: int, steps: list[str], max_foreign: float, retries: int, quiet_timeout: float) -> list[Result]:
     results = [Result(s, i, label) for s, i, label in MEASUREMENTS if s in steps]
     shape_arg = ",".join(map(str, shape))
     for step in steps:
         group = [r for r in results if r.step == step]
         wait_for_quiet(max_foreign, quiet_timeout)
-        timing = _spawn(["--worker", "timing", step, "--shape", shape_arg, "--repeat", str(repeat),
-                         "--max-foreign", str(max_foreign), "--retries", str(retries)])
+        timing = _spawn(
+            [
+                "--worker",
+                "timing",
+                step,
+                "--shape",
+                shape_arg,
+                "--repeat",
+                str(repeat),
+                "--max-foreign",
+                str(max_foreign),
+                "--retries",
+                str(retries),
+            ]
+        )
         for r in group:
             r.runs = timing[r.impl]
-            print(f"{shape_arg} {step}/{r.impl}: " + ", ".join(f"{x['seconds']:.3f}" for x in r.runs) + " s"
-                  + (f" ({sum(x['contended'] for x in r.runs)} contended)" if any(x["contended"] for x in r.runs) else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"{shape_arg} {step}/{r.impl}: "
+                + ", ".join(f"{x['seconds']:.3f}" for x in r.runs)
+                + " s"
+                + (f" ({sum(x['contended'] for x in r.runs)} contended)" if any(x["contended"] for x in r.runs) else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         for r in group:
             wait_for_quiet(max_foreign, quiet_timeout)
             r.memory = _spawn(["--worker", "memory", step, r.impl, "--shape", shape_arg])
-            print(f"{shape_arg} {step}/{r.impl}: fresh process {r.memory['seconds']:.3f} s, extra peak "
-                  f"{r.memory['extra_peak'] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
+            print(
+                f"{shape_arg} {step}/{r.impl}: fresh process {r.memory['seconds']:.3f} s, extra peak "
+                f"{r.memory['extra_peak'] / 2**20:.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
 
 
@@ -373,9 +396,11 @@ def machine() -> str:
 
 
 def table(results: list[Result]) -> tuple[str, list[str]]:
-    lines = ["| step | implementation | calls | median (s) | min (s) | CPU median (s) | vs direct | CPU vs direct "
-             "| fresh process (s) | extra peak (MiB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| step | implementation | calls | median (s) | min (s) | CPU median (s) | vs direct | CPU vs direct "
+        "| fresh process (s) | extra peak (MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     verdicts = []
     by_step: dict[str, list[Result]] = {}
     for r in results:
@@ -389,8 +414,10 @@ def table(results: list[Result]) -> tuple[str, list[str]]:
             contended = sum(run["contended"] for run in r.runs)
             calls = f"{len(r.runs)}" + (f" ({contended} busy)" if contended else "")
             hidden = " (≤)" if r.memory.get("hidden") else ""
-            lines.append(f"| {step} | {r.label} | {calls} | {r.median:.3f} | {r.best:.3f} | {r.cpu:.3f} | {wall} | {cpu} | "
-                         f"{r.memory['seconds']:.3f} | {r.memory['extra_peak'] / 2**20:.0f}{hidden} |")
+            lines.append(
+                f"| {step} | {r.label} | {calls} | {r.median:.3f} | {r.best:.3f} | {r.cpu:.3f} | {wall} | {cpu} | "
+                f"{r.memory['seconds']:.3f} | {r.memory['extra_peak'] / 2**20:.0f}{hidden} |"
+            )
         over = ours.median / direct.median - 1
         verdict = f"{step}: {over * 100:+.1f} % vs {direct.label.split(' (')[0]}"
         if len(references) > 1:
@@ -402,12 +429,20 @@ def table(results: list[Result]) -> tuple[str, list[str]]:
 
 
 def section(blocks: list[tuple[tuple[int, int, int], list[Result]]], argv_text: str) -> str:
-    out = [BEGIN, f"Measured {_dt.date.today().isoformat()} with `python benchmarks/enhance_pipeline.py {argv_text}`.", "",
-           f"Machine: {machine()}.", ""]
+    out = [
+        BEGIN,
+        f"Measured {_dt.date.today().isoformat()} with `python benchmarks/enhance_pipeline.py {argv_text}`.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+    ]
     for shape, results in blocks:
         nbytes = shape[0] * shape[1] * shape[2] * 4
-        out += [f"**{shape[2]} slices of {shape[0]}×{shape[1]}** (array 1×{shape[0]}×{shape[1]}×{shape[2]} float32, "
-                f"{nbytes / 2**20:.0f} MiB; {SPACING[0]}×{SPACING[1]}×{SPACING[2]} mm):", ""]
+        out += [
+            f"**{shape[2]} slices of {shape[0]}×{shape[1]}** (array 1×{shape[0]}×{shape[1]}×{shape[2]} float32, "
+            f"{nbytes / 2**20:.0f} MiB; {SPACING[0]}×{SPACING[1]}×{SPACING[2]} mm):",
+            "",
+        ]
         text, verdicts = table(results)
         out += [text, "", f"Stage vs direct (median time; goal ≤ {GOAL * 100:.0f} %): " + "; ".join(verdicts) + ".", ""]
     out.append(END)
@@ -427,16 +462,26 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", type=parse_shape, action="append",
-                        help="X,Y,Z of the volume; repeat for several sizes (default 512,512,300 and 256,256,150)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="rounds of alternating calls per step (default 5; short calls get up to 7 rounds)")
+    parser.add_argument(
+        "--shape",
+        type=parse_shape,
+        action="append",
+        help="X,Y,Z of the volume; repeat for several sizes (default 512,512,300 and 256,256,150)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="rounds of alternating calls per step (default 5; short calls get up to 7 rounds)"
+    )
     parser.add_argument("--steps", default="window,gaussian,clahe,chain", help="comma-separated subset to run")
-    parser.add_argument("--max-foreign", type=float, default=0.10,
-                        help="a call during which other processes used more than this share of the CPUs is repeated (default 0.10)")
+    parser.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.10,
+        help="a call during which other processes used more than this share of the CPUs is repeated (default 0.10)",
+    )
     parser.add_argument("--retries", type=int, default=2, help="repeats of a contended call before it is kept, flagged (default 2)")
-    parser.add_argument("--quiet-timeout", type=float, default=60,
-                        help="seconds to wait for a quiet machine before each process (default 60)")
+    parser.add_argument(
+        "--quiet-timeout", type=float, default=60, help="seconds to wait for a quiet machine before each process (default 60)"
+    )
     parser.add_argument("--write", action="store_true", help=f"replace the enhance section of {DOC.relative_to(REPO)}")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

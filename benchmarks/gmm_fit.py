@@ -61,8 +61,8 @@ def run_hand_gmm(sample, values):
     weights, means, variances = hand_gmm(sample, K)
     out = np.empty(values.shape, dtype=np.int64)
     for start in range(0, values.size, 1 << 20):
-        chunk = values[start:start + (1 << 20)]
-        out[start:start + chunk.size] = np.argmax(_log_joint(chunk, weights, means, variances), axis=1)
+        chunk = values[start : start + (1 << 20)]
+        out[start : start + chunk.size] = np.argmax(_log_joint(chunk, weights, means, variances), axis=1)
     return out
 
 
@@ -83,8 +83,12 @@ def run_sklearn_kmeans(sample, values):
 def methods() -> dict[str, Callable]:
     from voxpipe_plugins.segment.tissue import GMMSegmenter, KMeansSegmenter
 
-    return {"GMM, hand-written EM (before)": run_hand_gmm, "GMM, scikit-learn GaussianMixture (now)": run_stage(GMMSegmenter),
-            "k-means, NumPy 1D (kept)": run_stage(KMeansSegmenter), "k-means, scikit-learn KMeans": run_sklearn_kmeans}
+    return {
+        "GMM, hand-written EM (before)": run_hand_gmm,
+        "GMM, scikit-learn GaussianMixture (now)": run_stage(GMMSegmenter),
+        "k-means, NumPy 1D (kept)": run_stage(KMeansSegmenter),
+        "k-means, scikit-learn KMeans": run_sklearn_kmeans,
+    }
 
 
 def sample_of(values: np.ndarray) -> np.ndarray:
@@ -102,18 +106,25 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     import nibabel as nib
+
     from voxpipe_plugins.segment.phantoms import brain_phantom
 
     start = time.perf_counter()
     import sklearn.mixture  # noqa: F401 - timed: a worker's first GMM case pays it (sklearn is deferred in the fork server)
+
     sklearn_import = time.perf_counter() - start
 
     cases = []
     for shape, spacing, noise in [((64, 76, 60), 2.0, 0.04), ((64, 76, 60), 2.0, 0.10), ((160, 192, 160), 1.0, 0.06)]:
         phantom = brain_phantom(shape=shape, spacing=(spacing,) * 3, noise=noise)
         mask = phantom.truth["brain"]
-        cases.append((f"brain phantom {'x'.join(map(str, shape))}, noise {noise}", phantom.image[mask].astype(np.float64),
-                      phantom.truth["classes"][mask]))
+        cases.append(
+            (
+                f"brain phantom {'x'.join(map(str, shape))}, noise {noise}",
+                phantom.image[mask].astype(np.float64),
+                phantom.truth["classes"][mask],
+            )
+        )
     t1 = np.asanyarray(nib.load(Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii").dataobj).astype(np.float64)
     low, high = np.percentile(t1, (0.5, 99.5))  # as configs/brain-tissue.yaml scales it, and its head threshold
     scaled = np.clip((t1 - low) / (high - low), 0, 1)
@@ -134,19 +145,23 @@ def main() -> None:
             rows.append(f"| {title} | {values.size:,} | {name} | {statistics.median(times[name]) * 1000:.0f} | {scores or '-'} |")
         before, now = results["GMM, hand-written EM (before)"], results["GMM, scikit-learn GaussianMixture (now)"]
         agreement[title] = float((before == now).mean())
-    text = "\n".join([
-        BEGIN,
-        (f"Machine: {machine()}; median of {args.repeats} interleaved runs; fit on at most {MAX_SAMPLES:,} sampled voxels, "
-         "then every voxel in the mask assigned. Dice per class (CSF / GM / WM) against the phantom's truth."),
-        "",
-        "| case | voxels in mask | method | ms | Dice CSF / GM / WM |",
-        "|---|---:|---|---:|---|",
-        *rows,
-        "",
-        "Voxels the two mixtures label alike: " + "; ".join(f"{t}: {a:.2%}" for t, a in agreement.items()) + ".",
-        f"Importing `sklearn.mixture` (once per worker, on its first GMM case): {sklearn_import * 1000:.0f} ms.",
-        END,
-    ])
+    text = "\n".join(
+        [
+            BEGIN,
+            (
+                f"Machine: {machine()}; median of {args.repeats} interleaved runs; fit on at most {MAX_SAMPLES:,} sampled voxels, "
+                "then every voxel in the mask assigned. Dice per class (CSF / GM / WM) against the phantom's truth."
+            ),
+            "",
+            "| case | voxels in mask | method | ms | Dice CSF / GM / WM |",
+            "|---|---:|---|---:|---|",
+            *rows,
+            "",
+            "Voxels the two mixtures label alike: " + "; ".join(f"{t}: {a:.2%}" for t, a in agreement.items()) + ".",
+            f"Importing `sklearn.mixture` (once per worker, on its first GMM case): {sklearn_import * 1000:.0f} ms.",
+            END,
+        ]
+    )
     print(text)
     if args.write:
         write_section(BEGIN, END, text)

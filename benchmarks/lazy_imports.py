@@ -28,6 +28,7 @@ from benchlib import REPO, child_env, machine, write_section
 BEGIN, END = "<!-- lazy_imports:begin -->", "<!-- lazy_imports:end -->"
 VARIANTS = ("deferred_imports", "LazyLoader", "nothing")
 
+
 def lazyloader_defer(names) -> list[str]:
     """The textbook importlib.util.LazyLoader recipe, for each module the fork server defers."""
     import importlib.util
@@ -78,8 +79,14 @@ def main() -> None:
         for i in range(args.repeats):
             for variant in VARIANTS:
                 out = Path(scratch) / f"out-{variant}-{i}"
-                proc = subprocess.run([sys.executable, __file__, "--child", variant, str(quick), str(brain), str(out)],
-                                      check=True, capture_output=True, text=True, cwd=REPO, env=child_env())
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", variant, str(quick), str(brain), str(out)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    cwd=REPO,
+                    env=child_env(),
+                )
                 results[variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     load_after = os.getloadavg()
     rows = []
@@ -89,19 +96,27 @@ def main() -> None:
         def median(key: str, runs=runs) -> str:
             return f"{statistics.median(r[key] for r in runs):.2f}"
 
-        rows.append(f"| {variant} | {median('preload')} | {runs[0]['lazy_after']} of {runs[0]['deferred']} | "
-                    f"{median('quickstart')} | {median('brain')} | {median('preload_plus_brain')} |")
-    text = "\n".join([
-        BEGIN,
-        (f"`python benchmarks/lazy_imports.py --repeats {args.repeats}`; {machine()}; medians of {args.repeats} alternating fresh processes (s); "
-        f"load average (1/5/15 min) before {' / '.join(f'{x:.2f}' for x in load_before)}, after {' / '.join(f'{x:.2f}' for x in load_after)}."),
-        "",
-        ("| deferral | fork server preload | deferred modules still unloaded after it | first case, quickstart (fork to end) | "
-        "first case, brain-tissue GMM (fork to end) | preload + GMM first case |"),
-        "|---|---:|---:|---:|---:|---:|",
-        *rows,
-        END,
-    ])
+        rows.append(
+            f"| {variant} | {median('preload')} | {runs[0]['lazy_after']} of {runs[0]['deferred']} | "
+            f"{median('quickstart')} | {median('brain')} | {median('preload_plus_brain')} |"
+        )
+    text = "\n".join(
+        [
+            BEGIN,
+            (
+                f"`python benchmarks/lazy_imports.py --repeats {args.repeats}`; {machine()}; medians of {args.repeats} alternating fresh processes (s); "
+                f"load average (1/5/15 min) before {' / '.join(f'{x:.2f}' for x in load_before)}, after {' / '.join(f'{x:.2f}' for x in load_after)}."
+            ),
+            "",
+            (
+                "| deferral | fork server preload | deferred modules still unloaded after it | first case, quickstart (fork to end) | "
+                "first case, brain-tissue GMM (fork to end) | preload + GMM first case |"
+            ),
+            "|---|---:|---:|---:|---:|---:|",
+            *rows,
+            END,
+        ]
+    )
     print(text)
     if args.write:
         write_section(BEGIN, END, text)
@@ -111,6 +126,7 @@ def inputs(folder: Path) -> tuple[Path, Path]:
     """A small CT-like NIfTI for the quickstart pipeline, a brain phantom for the GMM recipe."""
     import nibabel as nib
     import numpy as np
+
     from voxpipe_plugins.segment.phantoms import brain_phantom, ct_phantom
 
     quick, brain = folder / "quick", folder / "brain"
@@ -133,8 +149,11 @@ def measure(variant: str, quick: str, brain: str, out: str) -> dict:
     if variant != "deferred_imports":
         os.environ["VOXPIPE_EAGER_IMPORTS"] = "1"  # voxpipe.preload's own deferral off
     source = (REPO / "platform" / "voxpipe" / "preload.py").read_text()
-    deferred = next(ast.literal_eval(node.value) for node in ast.parse(source).body
-                    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFERRED")
+    deferred = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFERRED"
+    )
     start = time.perf_counter()
     if variant == "LazyLoader":
         lazyloader_defer(deferred)

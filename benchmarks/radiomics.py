@@ -49,7 +49,7 @@ def alternate(functions: dict, repeat: int) -> dict[str, list[float]]:
     names = list(functions)
     out = {n: [] for n in names}
     for r in range(repeat):
-        for n in names[r % len(names):] + names[: r % len(names)]:
+        for n in names[r % len(names) :] + names[: r % len(names)]:
             out[n] += timed(functions[n], 1)
     return out
 
@@ -68,8 +68,13 @@ def glcm_2d(size: int, repeat: int) -> list[tuple]:
     order = [glcm.directions(2).index(o) for o in [(0, 1), (1, 1), (1, 0), (1, -1)]]
     for a, d in enumerate(order):
         assert np.array_equal(ours[d], ref[:, :, 0, a]), "matrices differ"
-    times = alternate({"voxpipe": lambda: glcm.glcm_matrices(levels, mask, 32),
-                       "skimage": lambda: graycomatrix(image, [1], angles, levels=32, symmetric=True)}, repeat)
+    times = alternate(
+        {
+            "voxpipe": lambda: glcm.glcm_matrices(levels, mask, 32),
+            "skimage": lambda: graycomatrix(image, [1], angles, levels=32, symmetric=True),
+        },
+        repeat,
+    )
     base = statistics.median(times["skimage"])
     return [(name, statistics.median(t), min(t), statistics.median(t) / base) for name, t in times.items()]
 
@@ -85,10 +90,14 @@ def stage_3d(shape: tuple[int, int, int], repeat: int) -> tuple[int, list[tuple]
     image = (100 + rng.normal(0, 30, shape)).astype(np.float32)
     spacing = (0.8, 0.8, 1.5)
     rows = []
-    for label, groups in (("whole stage", ["firstorder", "shape", "glcm"]), ("first-order only", ["firstorder"]),
-                          ("shape only", ["shape"]), ("GLCM only (13 directions)", ["glcm"])):
+    for label, groups in (
+        ("whole stage", ["firstorder", "shape", "glcm"]),
+        ("first-order only", ["firstorder"]),
+        ("shape only", ["shape"]),
+        ("GLCM only (13 directions)", ["glcm"]),
+    ):
         stage = RadiomicsExtractor(groups=groups)
-        t = timed(lambda: stage.compute(image, mask, spacing), repeat)
+        t = timed(lambda stage=stage: stage.compute(image, mask, spacing), repeat)
         rows.append((label, statistics.median(t), min(t)))
     return int(mask.sum()), rows
 

@@ -132,7 +132,7 @@ def training(steps: int) -> dict:
     step_ours(), step_plain()  # warm-up (allocator, Adam state)
     times = {"ours": [], "plain": []}
     for r in range(steps):
-        for name in (("ours", "plain") if r % 2 == 0 else ("plain", "ours")):
+        for name in ("ours", "plain") if r % 2 == 0 else ("plain", "ours"):
             times[name].append(timed(step_ours if name == "ours" else step_plain))
     return {name: summary(v) for name, v in times.items()}
 
@@ -155,35 +155,43 @@ def main() -> None:
     def rate(entry: dict, key: str) -> float:
         return n / entry[key]
 
-    rows = [("bare torch: `model.features(x).mean((2, 3))`, inference_mode, batch %d" % n, ext["bare"]),
-            ("`features.vgg`, the %d planes as one case (slices, batch %d)" % (n, n), ext["stage"]),
-            ("`features.vgg`, %d separate 2D cases (batch 1 each)" % n, ext["single"])]
-    ext_lines = [f"| {label} | {rate(e, 'wall'):.2f} | {rate(e, 'min'):.2f} | {rate(e, 'cpu'):.2f} | "
-                 f"{rate(e, 'wall') / rate(ext['bare'], 'wall'):.2f}× | {rate(e, 'cpu') / rate(ext['bare'], 'cpu'):.2f}× |"
-                 for label, e in rows]
-    tr_lines = [f"| {label} | {e['wall']:.3f} | {e['min']:.3f} | {e['cpu']:.3f} | {e['wall'] / tr['plain']['wall']:.2f}× | "
-                f"{e['cpu'] / tr['plain']['cpu']:.2f}× |"
-                for label, e in (("plain torch loop", tr["plain"]), ("heads trainer `train_step`", tr["ours"]))]
-    text = "\n".join([
-        BEGIN,
-        f"Measured {_dt.date.today().isoformat()} on {benchlib.machine(f'torch {torch.__version__}, {torch.get_num_threads()} threads')}; "
-        f"1-minute load average {before:.1f} before, {after:.1f} after (the machine was shared; medians of alternating "
-        "rounds; CPU time is this process's, all threads, and is less sensitive to other load than wall time).",
-        "",
-        f"**Extraction, VGG16 conv stack, {n} images of 224×224** ({args.repeat} rounds; identical vectors, checked):",
-        "",
-        "| implementation | images/s (median wall) | images/s (best) | images/s (median CPU) | vs bare (wall) | vs bare (CPU) |",
-        "|---|---:|---:|---:|---:|---:|",
-        *ext_lines,
-        "",
-        f"**Training step, VGG16_bn + classification and regression heads, batch 16 of 64×64, Adam, CE + MSE** "
-        f"({args.steps} steps each after a warm-up):",
-        "",
-        "| implementation | step s (median wall) | step s (best) | step s (median CPU) | vs plain (wall) | vs plain (CPU) |",
-        "|---|---:|---:|---:|---:|---:|",
-        *tr_lines,
-        END,
-    ])
+    rows = [
+        (f"bare torch: `model.features(x).mean((2, 3))`, inference_mode, batch {n}", ext["bare"]),
+        (f"`features.vgg`, the {n} planes as one case (slices, batch {n})", ext["stage"]),
+        (f"`features.vgg`, {n} separate 2D cases (batch 1 each)", ext["single"]),
+    ]
+    ext_lines = [
+        f"| {label} | {rate(e, 'wall'):.2f} | {rate(e, 'min'):.2f} | {rate(e, 'cpu'):.2f} | "
+        f"{rate(e, 'wall') / rate(ext['bare'], 'wall'):.2f}× | {rate(e, 'cpu') / rate(ext['bare'], 'cpu'):.2f}× |"
+        for label, e in rows
+    ]
+    tr_lines = [
+        f"| {label} | {e['wall']:.3f} | {e['min']:.3f} | {e['cpu']:.3f} | {e['wall'] / tr['plain']['wall']:.2f}× | "
+        f"{e['cpu'] / tr['plain']['cpu']:.2f}× |"
+        for label, e in (("plain torch loop", tr["plain"]), ("heads trainer `train_step`", tr["ours"]))
+    ]
+    text = "\n".join(
+        [
+            BEGIN,
+            f"Measured {_dt.date.today().isoformat()} on {benchlib.machine(f'torch {torch.__version__}, {torch.get_num_threads()} threads')}; "
+            f"1-minute load average {before:.1f} before, {after:.1f} after (the machine was shared; medians of alternating "
+            "rounds; CPU time is this process's, all threads, and is less sensitive to other load than wall time).",
+            "",
+            f"**Extraction, VGG16 conv stack, {n} images of 224×224** ({args.repeat} rounds; identical vectors, checked):",
+            "",
+            "| implementation | images/s (median wall) | images/s (best) | images/s (median CPU) | vs bare (wall) | vs bare (CPU) |",
+            "|---|---:|---:|---:|---:|---:|",
+            *ext_lines,
+            "",
+            f"**Training step, VGG16_bn + classification and regression heads, batch 16 of 64×64, Adam, CE + MSE** "
+            f"({args.steps} steps each after a warm-up):",
+            "",
+            "| implementation | step s (median wall) | step s (best) | step s (median CPU) | vs plain (wall) | vs plain (CPU) |",
+            "|---|---:|---:|---:|---:|---:|",
+            *tr_lines,
+            END,
+        ]
+    )
     print(text)
     if args.write:
         benchlib.write_section(BEGIN, END, text)

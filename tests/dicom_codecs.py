@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom import uid as U
+
 from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
 
 CODECS: dict[str, str] = {

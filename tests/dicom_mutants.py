@@ -50,11 +50,11 @@ def mutant_bytes(base: Path, kind: str, rng: random.Random) -> bytes:
             position = rng.randrange(value, len(raw))
             raw[position] ^= 1 << rng.randrange(8)
     elif kind == "truncate":
-        del raw[rng.randrange(value, len(raw) - 1):]
+        del raw[rng.randrange(value, len(raw) - 1) :]
     elif kind == "offset_table":
         bot_length = struct.unpack_from("<I", raw, value + 4)[0]
         garbage = struct.pack("<II", rng.randrange(2**32), rng.randrange(2**32))
-        raw[value + 4:value + 8 + bot_length] = struct.pack("<I", len(garbage)) + garbage
+        raw[value + 4 : value + 8 + bot_length] = struct.pack("<I", len(garbage)) + garbage
     elif kind == "fragment_length":
         fragments = _fragments(raw, value)
         at = rng.choice(fragments[1:] or fragments)
@@ -74,7 +74,7 @@ def mutant_bytes(base: Path, kind: str, rng: random.Random) -> bytes:
 def _fragments(raw: bytearray, value: int) -> list[int]:
     """Offsets of the items (offset table first) of encapsulated Pixel Data starting at ``value``."""
     found, position = [], value
-    while position + 8 <= len(raw) and raw[position:position + 4] == ITEM:
+    while position + 8 <= len(raw) and raw[position : position + 4] == ITEM:
         found.append(position)
         position += 8 + struct.unpack_from("<I", raw, position + 4)[0]
     return found or [value]
@@ -88,7 +88,7 @@ def _damage_deflated(raw: bytearray, kind: str, rng: random.Random) -> bytes:
             position = rng.randrange(stream, len(raw))
             raw[position] ^= 1 << rng.randrange(8)
     else:
-        del raw[rng.randrange(stream + 1, len(raw) - 1):]
+        del raw[rng.randrange(stream + 1, len(raw) - 1) :]
     return bytes(raw)
 
 

@@ -63,9 +63,16 @@ def peak_of(setup: str, call: str, env: dict[str, str] | None = None, warmups: i
     import os
 
     script = _SCRIPT.format(setup=textwrap.dedent(setup), call=textwrap.indent(textwrap.dedent(call), "    "), warmups=warmups)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("PEAK-MEMORY ")]
     assert lines, f"probe failed (exit {done.returncode}): {done.stderr[-2000:]}"
-    result = json.loads(lines[-1][len("PEAK-MEMORY "):])
+    result = json.loads(lines[-1][len("PEAK-MEMORY ") :])
     return result["delta"], result["error"]

@@ -19,7 +19,9 @@ def test_load_pipeline_and_run_one_file(sample_inputs, tmp_path):
 
 def test_config_as_dict_and_run(sample_inputs, tmp_path):
     config = {
-        "version": 1, "name": "nb", "device": "cpu",
+        "version": 1,
+        "name": "nb",
+        "device": "cpu",
         "stages": [{"use": "load.auto"}, {"use": "segment.otsu"}, {"use": "write.nifti", "with": {"keys": ["label"]}}],
     }
     summary = voxpipe.run(config, sample_inputs, tmp_path / "out")

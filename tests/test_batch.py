@@ -92,7 +92,9 @@ def test_transient_io_errors_are_retried_and_others_are_not(cli, crashtest, case
     assert result.exit_code == 0, result.stderr
     assert all(c["attempts"] == 2 for c in manifest_of(out)["cases"]), "each case failed once with EIO, then succeeded"
     out2 = tmp_path / "out2"
-    result = cli("run", write_config(crash_plugin.config("value_error", trigger="c00"), "v.yaml"), "-i", cases, "-o", out2, "--workers", "1")
+    result = cli(
+        "run", write_config(crash_plugin.config("value_error", trigger="c00"), "v.yaml"), "-i", cases, "-o", out2, "--workers", "1"
+    )
     bad = [c for c in manifest_of(out2)["cases"] if c["status"] == "failed"]
     assert result.exit_code == 1 and len(bad) == 1 and "attempts" not in bad[0] and "deliberate failure" in bad[0]["error"]
 
@@ -105,7 +107,11 @@ def test_full_disk_stops_the_run_and_loses_nothing(cli, crashtest, cases, tmp_pa
     out = tmp_path / "out"
     result = cli("run", config, "-i", cases, "-o", out, "--workers", "1")
     assert result.exit_code == 2, result.stderr
-    assert len(result.error_lines) == 1 and "output disk is full" in result.error_lines[0] and "rerun the same command" in result.error_lines[0]
+    assert (
+        len(result.error_lines) == 1
+        and "output disk is full" in result.error_lines[0]
+        and "rerun the same command" in result.error_lines[0]
+    )
     assert "Traceback" not in result.stderr
     manifest = manifest_of(out)
     assert manifest["summary"]["ok"] == 2 and manifest["not_run"] == 3 and manifest["finished"] is None
@@ -152,7 +158,9 @@ def test_sigkill_halfway_then_resume(crashtest, cases, tmp_path, write_config):
         record = json.loads(done[name])
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(record["outputs"])
     json.loads((out / "manifest.json").read_text())  # the killed run's manifest is still valid JSON
-    half_written = out / ".manifest.json.k9x2ab_q.tmp" / "manifest.json"  # what a kill inside an atomic write leaves (mkdtemp: 8 characters)
+    half_written = (
+        out / ".manifest.json.k9x2ab_q.tmp" / "manifest.json"
+    )  # what a kill inside an atomic write leaves (mkdtemp: 8 characters)
     half_written.parent.mkdir()
     half_written.write_text('{"half": ')
 
@@ -174,8 +182,12 @@ def test_progress_lines_eta_and_summary_table():
     stream = io.StringIO()
     progress = Progress(stream, live=False)
     progress.start(3, 1)
-    outcomes = [CaseOutcome("case-aaaaaaaaaaaa", "skipped"), CaseOutcome("case-bbbbbbbbbbbb", "ok", 1.5),
-                CaseOutcome("case-cccccccccccc", "failed", 0.5, "stage 2 (x.y): broke"), CaseOutcome("case-dddddddddddd", "ok", 1.0)]
+    outcomes = [
+        CaseOutcome("case-aaaaaaaaaaaa", "skipped"),
+        CaseOutcome("case-bbbbbbbbbbbb", "ok", 1.5),
+        CaseOutcome("case-cccccccccccc", "failed", 0.5, "stage 2 (x.y): broke"),
+        CaseOutcome("case-dddddddddddd", "ok", 1.0),
+    ]
     for i, outcome in enumerate(outcomes, 1):
         progress.case(i, 4, outcome)
     progress.finish(RunSummary(Path("."), outcomes))

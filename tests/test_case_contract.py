@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from voxpipe.contract import violation
-from voxpipe.metatensors import as_image, as_label, make_metatensor
 
 from tests import crash_plugin
+from voxpipe.contract import violation
+from voxpipe.metatensors import as_image, as_label, make_metatensor
 
 AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])
 
@@ -48,12 +48,15 @@ def base() -> dict:
 # ----------------------------------------------------------------------------- images
 
 
-@pytest.mark.parametrize("make, shown", [
-    (lambda im: im.numpy(), "numpy.ndarray"),
-    (lambda im: im.as_tensor(), "torch.Tensor"),
-    (lambda im: im.numpy().tolist(), "list"),
-    (lambda im: None, "NoneType"),
-])
+@pytest.mark.parametrize(
+    "make, shown",
+    [
+        (lambda im: im.numpy(), "numpy.ndarray"),
+        (lambda im: im.as_tensor(), "torch.Tensor"),
+        (lambda im: im.numpy().tolist(), "list"),
+        (lambda im: None, "NoneType"),
+    ],
+)
 def test_an_image_that_is_not_a_metatensor_is_named(base, make, shown):
     message = after(base, ("image",), image=make(base["image"]))
     assert message.startswith(f"`image` is a {shown}, expected a MetaTensor with an affine")
@@ -103,10 +106,13 @@ def test_a_good_label_passes(base):
     assert after(base, ("label",), label=unnamed) is None, "a label without a table is fine"
 
 
-@pytest.mark.parametrize("make", [
-    lambda lb: lb[0],  # MetaTensor without the channel axis
-    lambda lb: lb.numpy()[0],  # NumPy without the channel axis: named as NumPy first
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lb: lb[0],  # MetaTensor without the channel axis
+        lambda lb: lb.numpy()[0],  # NumPy without the channel axis: named as NumPy first
+    ],
+)
 def test_a_label_without_a_channel_axis(base, make):
     message = after(base, ("label",), label=make(label_of(base["image"])))
     assert "channel" in message or "numpy.ndarray" in message

@@ -12,12 +12,12 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import pydicom
 import pytest
-
-pydicom = pytest.importorskip("pydicom")
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
+
 from voxpipe.errors import MAX_LINE, one_line
 from voxpipe.redaction import VALUE_WITHHELD, CaseRedactor, redact_quoted
 from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
@@ -81,11 +81,23 @@ def _library_errors(paths: list[Path]) -> dict[str, BaseException]:
     catch("pydicom DS", lambda: pydicom.valuerep.DSfloat(str(raw["SliceThickness"].value).strip()))
     catch("python float", lambda: float(MALFORMED["SliceThickness"]))
     catch("highdicom sex", lambda: hd.PatientSexValues(MALFORMED["PatientSex"]))
-    catch("highdicom SEG", lambda: hd.seg.Segmentation(
-        source_images=[pydicom.dcmread(p, stop_before_pixels=True) for p in paths], pixel_array=np.ones((3, 12, 12), np.uint8),
-        segmentation_type="BINARY", segment_descriptions=[], series_instance_uid=hd.UID(), series_number=1,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="x", manufacturer_model_name="x", software_versions="1",
-        device_serial_number="1"))
+    catch(
+        "highdicom SEG",
+        lambda: hd.seg.Segmentation(
+            source_images=[pydicom.dcmread(p, stop_before_pixels=True) for p in paths],
+            pixel_array=np.ones((3, 12, 12), np.uint8),
+            segmentation_type="BINARY",
+            segment_descriptions=[],
+            series_instance_uid=hd.UID(),
+            series_number=1,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="x",
+            manufacturer_model_name="x",
+            software_versions="1",
+            device_serial_number="1",
+        ),
+    )
     catch("monai", lambda: _monai_fails_on(paths[0]))
     return found
 
@@ -161,29 +173,35 @@ def test_every_malformed_value_is_withheld_even_unquoted(tmp_path, malformed_ser
     assert redact("stage 3 (segment.otsu): label map is empty") == "stage 3 (segment.otsu): label map is empty"
 
 
-@pytest.mark.parametrize("text", [
-    "Unable to convert 'Doe^Jane' to 'DA' object",
-    "Unable to convert non-conformant value '1970-13-45' to 'TM' object",
-    "Invalid value for VR DA: 'Doe^Jane'",
-    "could not convert string to float: 'Doe Jane'",
-    "invalid literal for int() with base 10: b'Doe'",
-    "time data '19700102' does not match format '%Y%m%d'",
-    "'Doe Jane' is not a valid PatientSexValues",
-    'Value "Doe^Jane" for PN exceeds the maximum length',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Unable to convert 'Doe^Jane' to 'DA' object",
+        "Unable to convert non-conformant value '1970-13-45' to 'TM' object",
+        "Invalid value for VR DA: 'Doe^Jane'",
+        "could not convert string to float: 'Doe Jane'",
+        "invalid literal for int() with base 10: b'Doe'",
+        "time data '19700102' does not match format '%Y%m%d'",
+        "'Doe Jane' is not a valid PatientSexValues",
+        'Value "Doe^Jane" for PN exceeds the maximum length',
+    ],
+)
 def test_quoted_values_in_library_message_shapes_are_withheld(text):
     redacted = redact_quoted(text)
     assert "Doe" not in redacted and "Jane" not in redacted and "19700102" not in redacted and "1970-13-45" not in redacted
     assert VALUE_WITHHELD in redacted
 
 
-@pytest.mark.parametrize("text", [
-    "'FileDataset' object has no attribute 'SliceThickness'",
-    "expected 'label' of shape '(1, 64, 64, 32)' and dtype 'float32', got 'uint8'",
-    "unknown transfer syntax '1.2.840.10008.1.2.4.50'",
-    "the case's label doesn't fit",
-    "value for VR 'DS' in <input file 3>",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "'FileDataset' object has no attribute 'SliceThickness'",
+        "expected 'label' of shape '(1, 64, 64, 32)' and dtype 'float32', got 'uint8'",
+        "unknown transfer syntax '1.2.840.10008.1.2.4.50'",
+        "the case's label doesn't fit",
+        "value for VR 'DS' in <input file 3>",
+    ],
+)
 def test_quoted_names_that_are_not_values_are_kept(text):
     assert redact_quoted(text) == text
 
@@ -239,7 +257,10 @@ def test_multi_line_library_texts_become_one_line(tmp_path):
         assert "\n" not in line and "\r" not in line and "Traceback" not in line and len(line) <= MAX_LINE, (name, line)
         assert line.startswith(type(exc).__name__), (name, line)
     assert "could not" in one_line(texts["monai"]) or "cannot" in one_line(texts["monai"])
-    assert one_line(texts["wrapped traceback"]) == "RuntimeError: applying transform failed [ValueError: invalid literal for int() with base 10: 'bad ']"
+    assert (
+        one_line(texts["wrapped traceback"])
+        == "RuntimeError: applying transform failed [ValueError: invalid literal for int() with base 10: 'bad ']"
+    )
     assert one_line(texts["chained"]) == "RuntimeError: outer [ValueError: outer cause; KeyError: 'inner']"
     assert one_line(texts["torch"]).endswith("[ValueError: bad item second line]") or "bad item" in one_line(texts["torch"])
     assert one_line(texts["huge"]).endswith("[KeyError: 'image']")
@@ -324,8 +345,7 @@ def quotetest(tmp_path, monkeypatch):
 def test_run_outputs_carry_no_value_a_library_error_quoted(cli, tmp_path, malformed_series, write_config, quotetest, mode):
     """End to end, through the worker processes: stderr, manifest.json, report.html carry no marker, and the
     case error is one line that says which stage failed and that a value was withheld."""
-    config = write_config(f"version: 1\nname: e\nstages:\n  - use: load.dicom\n  - use: quotetest.library\n"
-                          f"    with: {{mode: {mode}}}\n")
+    config = write_config(f"version: 1\nname: e\nstages:\n  - use: load.dicom\n  - use: quotetest.library\n    with: {{mode: {mode}}}\n")
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
     assert result.exit_code == 1, result.stderr
     assert "stage 2 (quotetest.library)" in result.stderr

@@ -36,14 +36,18 @@ def test_a_panic_fails_one_case_and_the_batch_goes_on(cli, crashtest, cases, tmp
 
 
 def _debug_run(tmp_path: Path, site: Path, *extra: str) -> subprocess.CompletedProcess:
-    inputs = crash_plugin.write_cases(tmp_path / "in", [f"{MARKER}_c00", "c01"])
+    crash_plugin.write_cases(tmp_path / "in", [f"{MARKER}_c00", "c01"])
     config = tmp_path / "pipeline.yaml"
     config.write_text(crash_plugin.config("value_error", trigger="c00"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])))
     env.pop("VOXPIPE_SHOW_PHI", None)
     return subprocess.run(
         [sys.executable, "-m", "voxpipe", "--debug", *extra, "run", "pipeline.yaml", "-i", "in", "-o", "out", "--workers", "1"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -67,10 +71,13 @@ def test_show_phi_shows_the_input_in_a_debug_traceback(tmp_path, crashtest):  # 
     assert MARKER in proc.stderr
 
 
-@pytest.mark.parametrize("message", [
-    "File \"/work/main/platform/voxpipe/pipeline.py\", line 80",
-    "see /opt/domain/in.txt and main/in/x",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        'File "/work/main/platform/voxpipe/pipeline.py", line 80',
+        "see /opt/domain/in.txt and main/in/x",
+    ],
+)
 def test_folder_redaction_matches_only_at_a_path_start(message, tmp_path, monkeypatch):
     from voxpipe.cases import CaseSource
     from voxpipe.pipeline import redact

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
 from tests.peak_memory import peak_of
 from voxpipe_plugins.deep.weights import WeightsError, load_torch_file, read_state_dict
+
+torch = pytest.importorskip("torch")
 
 BUDGET = 64 * 2**20
 TORCH_ADVICE = ("weights_only", "torch.load", "Re-running", "trusted source", "add_safe_globals", "safe_globals", "pytorch.org")
@@ -67,8 +67,7 @@ def _evil(tmp_path: Path, payload: str, layout: str, name: str) -> tuple[Path, P
     if payload in RAW_PICKLES:
         path.write_bytes(RAW_PICKLES[payload])
     else:
-        torch.save({"weight": torch.zeros(2), "payload": PAYLOADS[payload](marker)}, path,
-                   _use_new_zipfile_serialization=layout == "zip")
+        torch.save({"weight": torch.zeros(2), "payload": PAYLOADS[payload](marker)}, path, _use_new_zipfile_serialization=layout == "zip")
     return path, marker
 
 
@@ -117,17 +116,22 @@ def test_damaged_checkpoints_are_one_line_in_voxpipes_words(tmp_path, content, n
 
 def test_a_refused_payload_costs_little_memory(tmp_path):
     path, marker = _evil(tmp_path, "os.system", "zip", "evil.pt")
-    delta, error = peak_of(f"from pathlib import Path\nfrom voxpipe_plugins.deep.weights import read_state_dict\npath = Path({str(path)!r})",
-                           "read_state_dict(path)", warmups=1)
+    delta, error = peak_of(
+        f"from pathlib import Path\nfrom voxpipe_plugins.deep.weights import read_state_dict\npath = Path({str(path)!r})",
+        "read_state_dict(path)",
+        warmups=1,
+    )
     assert error and error[0] == "WeightsError" and "refused" in error[1]
     assert delta < BUDGET and not marker.exists()
 
 
 def test_segment_deep_run_refuses_a_pickle_in_one_line(tmp_path, write_config, cli, sample_inputs):
     path, marker = _evil(tmp_path, "os.system", "zip", "evil.pt")
-    config = write_config("version: 1\nname: x\ndevice: cpu\nstages:\n  - use: load.nifti\n  - use: segment.deep\n    with:\n"
-                          "      network: UNet\n      args: {spatial_dims: 3, in_channels: 1, out_channels: 2, channels: [4, 8], strides: [2]}\n"
-                          f"      roi_size: [16, 16, 16]\n      weights: {path}\n")
+    config = write_config(
+        "version: 1\nname: x\ndevice: cpu\nstages:\n  - use: load.nifti\n  - use: segment.deep\n    with:\n"
+        "      network: UNet\n      args: {spatial_dims: 3, in_channels: 1, out_channels: 2, channels: [4, 8], strides: [2]}\n"
+        f"      roi_size: [16, 16, 16]\n      weights: {path}\n"
+    )
     result = cli("run", config, "-i", sample_inputs, "-o", tmp_path / "out")
     text = result.stdout + result.stderr
     assert result.exit_code != 0 and "refused" in text and "Traceback" not in text
@@ -141,12 +145,32 @@ def _head(tmp_path: Path, rnn: str | None = None) -> Path:
 
     spec = HeadArchitecture(arch="vgg11", width=0.125, in_channels=1, logits=2, rnn=rnn, rnn_hidden=8)
     path = tmp_path / "best.safetensors"
-    info = {"architecture": spec.as_dict(), "stage": "head.vgg_rnn" if rnn else "head.vgg", "classes": ["absent", "lesion"],
-            "target_mean": 1.5, "target_std": 0.5, "target_name": "size", "classification_loss": "ce",
-            "input": {"mode": "slices" if rnn else "2d", "slice_axis": 2, "in_channels": 1, "intensity": "minmax",
-                      "normalise": False, "size": None},
-            "epoch": 3, "best_val_loss": float("inf"), "best_epoch": 0, "seed": 0, "split": {"train": 6, "val": 2, "test": 2},
-            "config": "x.yaml", "task": "heads", "notes": [], "saved": "2026-01-01T00:00:00"}
+    info = {
+        "architecture": spec.as_dict(),
+        "stage": "head.vgg_rnn" if rnn else "head.vgg",
+        "classes": ["absent", "lesion"],
+        "target_mean": 1.5,
+        "target_std": 0.5,
+        "target_name": "size",
+        "classification_loss": "ce",
+        "input": {
+            "mode": "slices" if rnn else "2d",
+            "slice_axis": 2,
+            "in_channels": 1,
+            "intensity": "minmax",
+            "normalise": False,
+            "size": None,
+        },
+        "epoch": 3,
+        "best_val_loss": float("inf"),
+        "best_epoch": 0,
+        "seed": 0,
+        "split": {"train": 6, "val": 2, "test": 2},
+        "config": "x.yaml",
+        "task": "heads",
+        "notes": [],
+        "saved": "2026-01-01T00:00:00",
+    }
     checkpoint.save(build_model(spec), path, info)
     return path
 
@@ -165,6 +189,7 @@ def _set(*keys_and_value):
         for key in keys[:-1]:
             data = data[key]
         data[keys[-1]] = value
+
     return change
 
 
@@ -173,6 +198,7 @@ def _drop(*keys):
         for key in keys[:-1]:
             data = data[key]
         del data[keys[-1]]
+
     return change
 
 
@@ -190,8 +216,11 @@ BAD_ARCHITECTURE = {  # field: values a config could not hold either
     "bidirectional": [1, "yes"],
 }
 BAD_SIDECARS = {
-    **{f"architecture.{field} = {value!r}": _set("architecture", field, value)
-       for field, values in BAD_ARCHITECTURE.items() for value in values},
+    **{
+        f"architecture.{field} = {value!r}": _set("architecture", field, value)
+        for field, values in BAD_ARCHITECTURE.items()
+        for value in values
+    },
     "architecture.extra key": _set("architecture", "evil", 1),
     "architecture missing": _drop("architecture"),
     "architecture as a list": _set("architecture", [1, 2]),
@@ -244,9 +273,22 @@ def test_every_bad_head_sidecar_is_refused_before_building(head_dir, tmp_path, c
     assert len(text) < 400 and not built
 
 
-@pytest.mark.parametrize("content", [b"[1, 2]", b'"x"', b"7", b"null", b"{not json", b"\xff\xfe", b"[" * 100000 + b"]" * 100000,
-                                     b'{"architecture": {"logits": NaN}}', b'{"architecture": {"logits": 1e400}}',
-                                     b'{"target_std": Infinity, "architecture": {}}', b'{"a": 1, "a": 2, "architecture": {}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[1, 2]",
+        b'"x"',
+        b"7",
+        b"null",
+        b"{not json",
+        b"\xff\xfe",
+        b"[" * 100000 + b"]" * 100000,
+        b'{"architecture": {"logits": NaN}}',
+        b'{"architecture": {"logits": 1e400}}',
+        b'{"target_std": Infinity, "architecture": {}}',
+        b'{"a": 1, "a": 2, "architecture": {}}',
+    ],
+)
 def test_sidecars_that_are_not_a_plain_object_are_refused(head_dir, tmp_path, content):
     import shutil
 
@@ -284,8 +326,11 @@ def test_the_4000000_logits_sidecar_costs_little_memory(tmp_path):
     path = _head(tmp_path)
     _edit(path, _set("architecture", "logits", 4000000))
     _edit(path, _set("args", "logits", 4000000))
-    delta, error = peak_of(f"from pathlib import Path\nfrom voxpipe_plugins.heads import checkpoint\npath = Path({str(path)!r})",
-                           "checkpoint.load(path)", warmups=1)
+    delta, error = peak_of(
+        f"from pathlib import Path\nfrom voxpipe_plugins.heads import checkpoint\npath = Path({str(path)!r})",
+        "checkpoint.load(path)",
+        warmups=1,
+    )
     assert error and error[0] == "WeightsError" and "architecture.logits" in error[1], error
     assert delta < BUDGET, f"{delta / 2**20:.0f} MiB"
 
@@ -293,8 +338,10 @@ def test_the_4000000_logits_sidecar_costs_little_memory(tmp_path):
 def test_head_stage_refuses_a_bad_sidecar_in_one_line(tmp_path, cli, write_config, sample_inputs):
     path = _head(tmp_path)
     _edit(path, _set("input", "size", [100000, 100000]))
-    config = write_config("version: 1\nname: x\ndevice: cpu\nstages:\n  - use: load.image2d\n  - use: head.vgg\n    with:\n"
-                          f"      arch: vgg11\n      width: 0.125\n      in_channels: 1\n      weights: {path}\n")
+    config = write_config(
+        "version: 1\nname: x\ndevice: cpu\nstages:\n  - use: load.image2d\n  - use: head.vgg\n    with:\n"
+        f"      arch: vgg11\n      width: 0.125\n      in_channels: 1\n      weights: {path}\n"
+    )
     result = cli("run", config, "-i", sample_inputs, "-o", tmp_path / "out")
     text = result.stdout + result.stderr
     assert result.exit_code != 0 and "input.size" in text and "Traceback" not in text
@@ -333,8 +380,9 @@ def test_every_bad_segment_deep_sidecar_is_refused_before_building(tmp_path, cas
     built = []
     monkeypatch.setattr(infer, "make_network", lambda *a: built.append(a))
     with pytest.raises(WeightsError) as caught:
-        infer.DeepSegmenter(network="UNet", args=DEEP_ARGS, roi_size=[16, 16, 16], weights="w.safetensors",
-                            context=StageContext(config_dir=tmp_path))
+        infer.DeepSegmenter(
+            network="UNet", args=DEEP_ARGS, roi_size=[16, 16, 16], weights="w.safetensors", context=StageContext(config_dir=tmp_path)
+        )
     text = str(caught.value)
     assert text.startswith("checkpoint sidecar w.json: refused before building the network: `") and "\n" not in text, text
     assert len(text) < 400 and not built
@@ -349,10 +397,24 @@ def test_segment_deep_sidecar_label_names_still_apply(tmp_path):
 
     model = UNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in DEEP_ARGS.items()})
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    (tmp_path / "w.json").write_text(json.dumps({"network": "UNet", "args": DEEP_ARGS, "epoch": 2, "best_dice": -1.0,
-                                                 "val_dice": None, "label_names": {"0": "background", "1": "liver"},
-                                                 "roi_size": [16, 16, 16], "output": "argmax", "config": "/x/y.yaml",
-                                                 "task": "segmentation", "saved": "2026-01-01T00:00:00"}))
-    stage = DeepSegmenter(network="UNet", args=DEEP_ARGS, roi_size=[16, 16, 16], weights="w.safetensors",
-                          context=StageContext(config_dir=tmp_path))
+    (tmp_path / "w.json").write_text(
+        json.dumps(
+            {
+                "network": "UNet",
+                "args": DEEP_ARGS,
+                "epoch": 2,
+                "best_dice": -1.0,
+                "val_dice": None,
+                "label_names": {"0": "background", "1": "liver"},
+                "roi_size": [16, 16, 16],
+                "output": "argmax",
+                "config": "/x/y.yaml",
+                "task": "segmentation",
+                "saved": "2026-01-01T00:00:00",
+            }
+        )
+    )
+    stage = DeepSegmenter(
+        network="UNet", args=DEEP_ARGS, roi_size=[16, 16, 16], weights="w.safetensors", context=StageContext(config_dir=tmp_path)
+    )
     assert stage.label_names == {0: "background", 1: "liver"}

@@ -49,7 +49,9 @@ def test_validate_ok_and_error(cli, tmp_path):
     bad.write_text("version: 1\nname: x\nstages:\n  - use: load.auto\n  - use: segment.otsu\n    with: {nbins: 2}\n")
     result = cli("validate", bad)
     assert result.exit_code == 2
-    assert result.error_lines == [f"error: {bad}:6: stage 2 (segment.otsu): field `nbins`: Input should be greater than or equal to 8, got 2"]
+    assert result.error_lines == [
+        f"error: {bad}:6: stage 2 (segment.otsu): field `nbins`: Input should be greater than or equal to 8, got 2"
+    ]
 
 
 def test_usage_errors_exit_2(cli):

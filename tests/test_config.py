@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from voxpipe.config import load_config, validate_text
 from voxpipe.errors import ConfigError
 
@@ -65,8 +66,8 @@ def test_all_problems_reported_at_once(registry):
     text = GOOD.replace("1.5", "-2").replace("segment.otsu", "segment.otzu").replace("name: t", "name: t\ncolour: red")
     lines = problems(text, registry)
     assert len(lines) == 3, lines
-    assert any("unknown field `colour`" in l for l in lines)
-    assert any("segment.otzu" in l and "did you mean `segment.otsu`" in l for l in lines)
+    assert any("unknown field `colour`" in line for line in lines)
+    assert any("segment.otzu" in line and "did you mean `segment.otsu`" in line for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -80,8 +81,10 @@ def test_all_problems_reported_at_once(registry):
         ("- just\n- a list\n", "expected a mapping"),
         ("version: 1\nname: t\ndevice: gpu\nstages: [{use: load.auto}]\n", "field `device`"),
         ("version: 1\nname: t\nstages: [{use: segment.otsu}]\n", "the first stage must be a loader"),
-        ("version: 1\nname: t\nstages: [{use: load.auto}, {use: write.nifti, with: {keys: [label]}}]\n",
-         "reads `label`, which no earlier stage writes"),
+        (
+            "version: 1\nname: t\nstages: [{use: load.auto}, {use: write.nifti, with: {keys: [label]}}]\n",
+            "reads `label`, which no earlier stage writes",
+        ),
         ("version: 1\nname: t\nstages: [{use: load.auto, id: a}, {use: segment.otsu, id: a}]\n", "id `a` is already used"),
         ("version: 1\nname: t\nstages: [{use: load.auto, wiht: {}}]\n", "unknown field `wiht`; did you mean `with`?"),
     ],
@@ -142,6 +145,7 @@ def test_hash_ignores_device_and_name(registry):
 
 
 # ----------------------------------------------------------------------------- YAML that recurses or explodes (issue 14 §6)
+
 
 def _laughs(levels: int = 9) -> str:
     lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]

@@ -18,7 +18,16 @@ def test_shipped_config_validates(registry, path):
 
 def test_there_are_recipes():
     names = {p.stem for p in CONFIGS}
-    assert {"demo", "ct-body-mask", "ct-lungs", "ct-bone", "brain-tissue", "ct-denoise-window", "mr-denoise-normalise", "unet-train"} <= names
+    assert {
+        "demo",
+        "ct-body-mask",
+        "ct-lungs",
+        "ct-bone",
+        "brain-tissue",
+        "ct-denoise-window",
+        "mr-denoise-normalise",
+        "unet-train",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

@@ -39,8 +39,9 @@ def cluster():
     """Two worker processes, loopback only, no dashboard; shut down after the module."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=40) as local:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40
+    ) as local:
         yield local
 
 
@@ -64,7 +65,9 @@ def test_dask_cluster_gives_the_same_outputs_and_resumes(cli, cluster, cases, tm
     assert [d.name for d in case_dirs(local)] == [d.name for d in case_dirs(dask)] and len(case_dirs(dask)) == 4
     for a, b in zip(case_dirs(local), case_dirs(dask)):
         assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-        np.testing.assert_array_equal(np.asanyarray(nib.load(a / "label.nii.gz").dataobj), np.asanyarray(nib.load(b / "label.nii.gz").dataobj))
+        np.testing.assert_array_equal(
+            np.asanyarray(nib.load(a / "label.nii.gz").dataobj), np.asanyarray(nib.load(b / "label.nii.gz").dataobj)
+        )
     ml, md = (json.loads((o / "manifest.json").read_text()) for o in (local, dask))
     assert ml["summary"] == md["summary"] == {"cases": 4, "ok": 4, "failed": 0, "skipped": 0}
     assert ml["config_hash"] == md["config_hash"] and md["executor"]["kind"].startswith("tcp://")
@@ -110,6 +113,8 @@ def test_worker_without_the_plugin_is_named(cli, cluster, cases, tmp_path, monke
 
 
 def test_timeout_on_dask_is_refused_clearly(cli, cluster, cases, tmp_path, write_config):
-    result = cli("run", write_config(CONFIG), "-i", cases, "-o", tmp_path / "out", "--executor", cluster.scheduler_address, "--timeout", "5")
+    result = cli(
+        "run", write_config(CONFIG), "-i", cases, "-o", tmp_path / "out", "--executor", cluster.scheduler_address, "--timeout", "5"
+    )
     assert result.exit_code == 2 and "--timeout works with the local executor only" in result.error_lines[0]
     assert os.environ.get("VOXPIPE_DASK_CONNECT_TIMEOUT") is None

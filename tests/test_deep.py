@@ -63,22 +63,35 @@ def bare(model, img, roi=(16, 16, 16), overlap=0.25):
 # ------------------------------------------------------------------ validation (no torch)
 
 
-@pytest.mark.parametrize("with_, expected", [
-    ("network: Unet\nroi_size: [16, 16, 16]", "network `Unet` is not in the allowlist; did you mean `UNet`?"),
-    ("network: ResNet\nroi_size: [16, 16, 16]", "not in the allowlist"),
-    ("network: UNet\nargs: {spatial_dims: 3, in_channel: 1, out_channels: 2, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
-     "UNet has no argument `in_channel`; did you mean `in_channels`?"),
-    ("network: UNet\nargs: {spatial_dims: 3, in_channels: 1, out_channels: 2, channels: '4,8', strides: [2]}\nroi_size: [16, 16, 16]",
-     "UNet argument `channels` must be a list of integers, got '4,8'"),
-    ("network: UNet\nargs: {spatial_dims: 3, in_channels: 1.5, out_channels: 2, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
-     "UNet argument `in_channels` must be an integer"),
-    ("network: UNet\nargs: {spatial_dims: 3, in_channels: 1, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
-     "UNet needs argument `out_channels`"),
-    ("network: UNet\nargs: {spatial_dims: 2, in_channels: 1, out_channels: 2, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
-     "roi_size has 3 values but the network is 2D"),
-    ("network: UNet\nroi_size: [16, 16, 16]\nflip_axes: [0, 4]", "flip_axes must be distinct spatial axes"),
-    ("network: UNet\nroi_size: [16, 16, 16]\nmode: linear", "mode"),
-])
+@pytest.mark.parametrize(
+    "with_, expected",
+    [
+        ("network: Unet\nroi_size: [16, 16, 16]", "network `Unet` is not in the allowlist; did you mean `UNet`?"),
+        ("network: ResNet\nroi_size: [16, 16, 16]", "not in the allowlist"),
+        (
+            "network: UNet\nargs: {spatial_dims: 3, in_channel: 1, out_channels: 2, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
+            "UNet has no argument `in_channel`; did you mean `in_channels`?",
+        ),
+        (
+            "network: UNet\nargs: {spatial_dims: 3, in_channels: 1, out_channels: 2, channels: '4,8', strides: [2]}\nroi_size: [16, 16, 16]",
+            "UNet argument `channels` must be a list of integers, got '4,8'",
+        ),
+        (
+            "network: UNet\nargs: {spatial_dims: 3, in_channels: 1.5, out_channels: 2, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
+            "UNet argument `in_channels` must be an integer",
+        ),
+        (
+            "network: UNet\nargs: {spatial_dims: 3, in_channels: 1, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
+            "UNet needs argument `out_channels`",
+        ),
+        (
+            "network: UNet\nargs: {spatial_dims: 2, in_channels: 1, out_channels: 2, channels: [4, 8], strides: [2]}\nroi_size: [16, 16, 16]",
+            "roi_size has 3 values but the network is 2D",
+        ),
+        ("network: UNet\nroi_size: [16, 16, 16]\nflip_axes: [0, 4]", "flip_axes must be distinct spatial axes"),
+        ("network: UNet\nroi_size: [16, 16, 16]\nmode: linear", "mode"),
+    ],
+)
 def test_validate_rejects_bad_networks_and_arguments(write_config, cli, with_, expected):
     result = cli("validate", write_config(config_text(with_)))
     assert result.exit_code == 2
@@ -87,8 +100,10 @@ def test_validate_rejects_bad_networks_and_arguments(write_config, cli, with_, e
 
 
 def test_validate_accepts_a_good_config_and_the_shipped_one(write_config, cli):
-    text = config_text("network: SegResNet\nargs: {spatial_dims: 3, in_channels: 1, out_channels: 2, init_filters: 8}\n"
-                       "roi_size: [32, 32, 32]\nweights: w.safetensors")
+    text = config_text(
+        "network: SegResNet\nargs: {spatial_dims: 3, in_channels: 1, out_channels: 2, init_filters: 8}\n"
+        "roi_size: [32, 32, 32]\nweights: w.safetensors"
+    )
     assert cli("validate", write_config(text)).exit_code == 0
     assert cli("validate", Path(__file__).parents[1] / "configs" / "unet-train.yaml").exit_code == 0
 
@@ -97,8 +112,10 @@ def test_registration_is_light():
     import subprocess
     import sys
 
-    code = ("import sys; from voxpipe.registry import Registry; r = Registry.load(); assert 'segment.deep' in r.stages; "
-            "assert 'segmentation' in r.trainers; print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    code = (
+        "import sys; from voxpipe.registry import Registry; r = Registry.load(); assert 'segment.deep' in r.stages; "
+        "assert 'segmentation' in r.trainers; print(sorted(m for m in ('torch', 'monai') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -246,8 +263,9 @@ def test_build_stage_through_the_registry(tmp_path, weights, registry):
     from voxpipe.stage import StageContext, build_stage
 
     spec = registry.stages["segment.deep"]
-    params = spec.params.model_validate({"network": "UNet", "args": ARGS, "roi_size": [16, 16, 16], "weights": weights,
-                                         "device": "cpu", "sw_device": "cpu"})
+    params = spec.params.model_validate(
+        {"network": "UNet", "args": ARGS, "roi_size": [16, 16, 16], "weights": weights, "device": "cpu", "sw_device": "cpu"}
+    )
     built = build_stage(spec, params, StageContext(device="cpu", config_dir=tmp_path))
     assert str(built.device) == "cpu" and str(built.sw_device) == "cpu"
     from voxpipe_plugins.deep.weights import bound_args

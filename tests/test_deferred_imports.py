@@ -36,7 +36,9 @@ def toy(tmp_path, monkeypatch, request):
     (root / "child.py").write_text(record + "from . import value as parent_value\n")
     (root / "other.py").write_text(record + "answer = 'other'\n")
     (root / "broken.py").write_text(record + "raise RuntimeError('broken on purpose')\n")
-    (root / "lazy.py").write_text(record + "def __getattr__(name):\n    if name == 'made':\n        return 'on demand'\n    raise AttributeError(name)\n")
+    (root / "lazy.py").write_text(
+        record + "def __getattr__(name):\n    if name == 'made':\n        return 'on demand'\n    raise AttributeError(name)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     RUNS.clear()
     yield name
@@ -111,7 +113,7 @@ def test_a_module_whose_code_fails_is_removed_like_a_failed_import(toy):
     defer([f"{toy}.broken"])
     broken = sys.modules[f"{toy}.broken"]
     with pytest.raises(RuntimeError, match="broken on purpose"):
-        broken.anything
+        _ = broken.anything
     assert f"{toy}.broken" not in sys.modules and "broken" not in vars(sys.modules[toy])
     with pytest.raises(RuntimeError, match="broken on purpose"):
         importlib.import_module(f"{toy}.broken")  # an ordinary import now, failing the same way
@@ -220,8 +222,13 @@ def test_gmm_runs_in_a_preloaded_worker_as_in_a_plain_process(tmp_path):
     for eager in ("", "1"):
         env = {k: v for k, v in os.environ.items() if k != deferred_imports.EAGER_ENV}
         env.update(MPLBACKEND="agg", **({deferred_imports.EAGER_ENV: eager} if eager else {}))
-        code = GMM_AFTER_PRELOAD if not eager else GMM_AFTER_PRELOAD.replace("assert is_deferred", "assert not is_deferred", 1).replace(
-            ' and "sklearn.mixture" not in sys.modules', "", 1)
+        code = (
+            GMM_AFTER_PRELOAD
+            if not eager
+            else GMM_AFTER_PRELOAD.replace("assert is_deferred", "assert not is_deferred", 1).replace(
+                ' and "sklearn.mixture" not in sys.modules', "", 1
+            )
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         answers.append(proc.stdout.strip())

@@ -17,7 +17,11 @@ from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from voxpipe_plugins.deid.engine import (  # noqa: E402
-    AlreadyDeidentified, DeidError, Deidentifier, DeidOptions, Quarantined,
+    AlreadyDeidentified,
+    Deidentifier,
+    DeidError,
+    DeidOptions,
+    Quarantined,
 )
 from voxpipe_plugins.deid.pseudonyms import Pseudonyms, shift_date  # noqa: E402
 from voxpipe_plugins.deid.table import BASIC_ACTIONS, OPTION_COLUMNS, load_table  # noqa: E402
@@ -49,11 +53,39 @@ def test_table_has_every_row_mapped_to_an_action():
 
 def _value_for(vr: str):
     return {
-        "PN": f"{MARK}^NAME", "LO": MARK, "SH": MARK, "LT": MARK, "ST": MARK, "UT": MARK, "UC": MARK, "CS": MARK,
-        "AE": MARK, "UR": f"http://{MARK.lower()}.example", "DA": "20200101", "DT": "20200101120000", "TM": "120000",
-        "UI": "1.2.826.0.1.3680043.2.1143.4242", "IS": "7", "DS": "7.5", "AS": "045Y", "US": 7, "SS": 7, "UL": 7, "SL": 7,
-        "FL": 7.5, "FD": 7.5, "AT": 0x00100010, "OB": MARK.encode(), "OW": MARK.encode(), "UN": MARK.encode(),
-        "OF": b"\0" * 8, "OD": b"\0" * 8, "OL": b"\0" * 8, "OV": b"\0" * 8, "SV": 7, "UV": 7,
+        "PN": f"{MARK}^NAME",
+        "LO": MARK,
+        "SH": MARK,
+        "LT": MARK,
+        "ST": MARK,
+        "UT": MARK,
+        "UC": MARK,
+        "CS": MARK,
+        "AE": MARK,
+        "UR": f"http://{MARK.lower()}.example",
+        "DA": "20200101",
+        "DT": "20200101120000",
+        "TM": "120000",
+        "UI": "1.2.826.0.1.3680043.2.1143.4242",
+        "IS": "7",
+        "DS": "7.5",
+        "AS": "045Y",
+        "US": 7,
+        "SS": 7,
+        "UL": 7,
+        "SL": 7,
+        "FL": 7.5,
+        "FD": 7.5,
+        "AT": 0x00100010,
+        "OB": MARK.encode(),
+        "OW": MARK.encode(),
+        "UN": MARK.encode(),
+        "OF": b"\0" * 8,
+        "OD": b"\0" * 8,
+        "OL": b"\0" * 8,
+        "OV": b"\0" * 8,
+        "SV": 7,
+        "UV": 7,
     }[vr]
 
 
@@ -136,9 +168,15 @@ def _small_ct(**extra) -> Dataset:
 
 
 def test_unlisted_public_attributes_are_judged_by_vr():
-    ds = _small_ct(Manufacturer="ACME", ContrastBolusRoute="said by Jane Doe", KVP="120", BodyPartExamined="CHEST",
-                   ReferencedSOPClassUID=CTImageStorage, DateOfLastCalibration="20180101",
-                   TimeOfLastCalibration="101010")
+    ds = _small_ct(
+        Manufacturer="ACME",
+        ContrastBolusRoute="said by Jane Doe",
+        KVP="120",
+        BodyPartExamined="CHEST",
+        ReferencedSOPClassUID=CTImageStorage,
+        DateOfLastCalibration="20180101",
+        TimeOfLastCalibration="101010",
+    )
     ds.add_new(0x00181016, "LO", "Jane's scanner shop")  # Secondary Capture Device Manufacturer: free text
     ds.add_new(0x00209161 - 0x0100, "UI", "1.2.3.4.5.6")  # (0020,9061)? an unlisted UI that is no registered UID
     Deidentifier(KEY, DeidOptions(retain_long_dates="modified")).apply(ds)
@@ -190,8 +228,9 @@ def test_rerun_on_own_output_is_refused_never_shifted_twice():
     with pytest.raises(AlreadyDeidentified):
         Deidentifier(KEY, DeidOptions()).apply(ds)
     assert ds.StudyDate == once
-    other_tool = _small_ct(PatientIdentityRemoved="YES", LongitudinalTemporalInformationModified="MODIFIED",
-                           DeidentificationMethod="another tool")
+    other_tool = _small_ct(
+        PatientIdentityRemoved="YES", LongitudinalTemporalInformationModified="MODIFIED", DeidentificationMethod="another tool"
+    )
     Deidentifier(KEY, DeidOptions()).apply(other_tool)
     assert other_tool.StudyDate == "20190314", "dates another tool already modified are not shifted again"
 
@@ -255,12 +294,25 @@ def test_sequences_at_any_depth_and_the_depth_cap():
 
 
 def test_retain_and_clean_options():
-    ds = _small_ct(PatientSex="F", PatientAge="049Y", DeviceSerialNumber="SN1", InstitutionName="St Elsewhere",
-                   SeriesDescription="AXIAL Doe 20190314 MRN123", StationName="CT01")
+    ds = _small_ct(
+        PatientSex="F",
+        PatientAge="049Y",
+        DeviceSerialNumber="SN1",
+        InstitutionName="St Elsewhere",
+        SeriesDescription="AXIAL Doe 20190314 MRN123",
+        StationName="CT01",
+    )
     uid = ds.StudyInstanceUID
-    Deidentifier(KEY, DeidOptions(retain_patient_chars=True, retain_device=True, retain_institution=True, retain_uids=True,
-                                  clean_descriptors=True)).apply(ds)
-    assert (ds.PatientSex, ds.PatientAge, ds.DeviceSerialNumber, ds.InstitutionName, ds.StationName) == ("F", "049Y", "SN1", "St Elsewhere", "CT01")
+    Deidentifier(
+        KEY, DeidOptions(retain_patient_chars=True, retain_device=True, retain_institution=True, retain_uids=True, clean_descriptors=True)
+    ).apply(ds)
+    assert (ds.PatientSex, ds.PatientAge, ds.DeviceSerialNumber, ds.InstitutionName, ds.StationName) == (
+        "F",
+        "049Y",
+        "SN1",
+        "St Elsewhere",
+        "CT01",
+    )
     assert ds.StudyInstanceUID == uid
     assert ds.SeriesDescription == "AXIAL", ds.SeriesDescription
     plain = _small_ct(PatientSex="F", PatientAge="049Y", SeriesDescription="AXIAL Doe")
@@ -280,13 +332,16 @@ def _image(modality="US", flag=None, sop="1.2.840.10008.5.1.4.1.1.6.1") -> Datas
     return ds
 
 
-@pytest.mark.parametrize("modality,flag,sop,refused", [
-    ("US", None, "1.2.840.10008.5.1.4.1.1.6.1", True),
-    ("OT", None, "1.2.840.10008.5.1.4.1.1.7", True),
-    ("CT", "YES", CTImageStorage, True),
-    ("US", "NO", "1.2.840.10008.5.1.4.1.1.6.1", False),
-    ("CT", None, CTImageStorage, False),
-])
+@pytest.mark.parametrize(
+    "modality,flag,sop,refused",
+    [
+        ("US", None, "1.2.840.10008.5.1.4.1.1.6.1", True),
+        ("OT", None, "1.2.840.10008.5.1.4.1.1.7", True),
+        ("CT", "YES", CTImageStorage, True),
+        ("US", "NO", "1.2.840.10008.5.1.4.1.1.6.1", False),
+        ("CT", None, CTImageStorage, False),
+    ],
+)
 def test_burned_in_annotation_is_quarantined_with_a_reason(modality, flag, sop, refused):
     ds = _image(modality, flag, sop)
     if refused:
@@ -371,8 +426,10 @@ def test_deid_command_refuses_a_key_inside_the_output_and_its_own_output(cli, tm
 
 
 def test_deid_stage_options_are_validated(cli, write_config):
-    config = write_config("version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: deid.dicom\n"
-                          "    with: {safe_private: ['0018,ACME,10'], folder: ../../x, blank_regions: [[5, 0, 1, 4]]}\n")
+    config = write_config(
+        "version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: deid.dicom\n"
+        "    with: {safe_private: ['0018,ACME,10'], folder: ../../x, blank_regions: [[5, 0, 1, 4]]}\n"
+    )
     result = cli("validate", config)
     assert result.exit_code == 2 and len(result.error_lines) == 3, result.stderr
 
@@ -442,8 +499,10 @@ def test_stage_after_a_dicom_writer_deidentifies_its_output_in_place(cli, tmp_pa
 
     write_series(tmp_path / "in", ct_like_volume(shape=(6, 32, 32)), SeriesSpec(patient_name="Doe^Jane"))
     # identity: source, because deid.dicom comes after the writer and de-identifies its output in place
-    config = write_config(f"version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: segment.otsu\n  - use: write.dicom_seg\n"
-                          f"    with: {{identity: source}}\n  - use: deid.dicom\n    with: {{key_file: {tmp_path / 'k.key'}}}\n")
+    config = write_config(
+        f"version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: segment.otsu\n  - use: write.dicom_seg\n"
+        f"    with: {{identity: source}}\n  - use: deid.dicom\n    with: {{key_file: {tmp_path / 'k.key'}}}\n"
+    )
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
     assert result.exit_code == 0, result.stderr
     case = next((tmp_path / "out").glob("case-*"))
@@ -472,8 +531,14 @@ OPTION_SETS = {
     "basic": DeidOptions(retain_long_dates="off"),
     "modified dates": DeidOptions(),
     "full dates": DeidOptions(retain_long_dates="full"),
-    "retain everything": DeidOptions(retain_long_dates="full", retain_patient_chars=True, retain_device=True,
-                                     retain_institution=True, retain_uids=True, clean_descriptors=True),
+    "retain everything": DeidOptions(
+        retain_long_dates="full",
+        retain_patient_chars=True,
+        retain_device=True,
+        retain_institution=True,
+        retain_uids=True,
+        clean_descriptors=True,
+    ),
 }
 
 
@@ -490,8 +555,16 @@ def _vr_dataset(vr: str, value: str) -> tuple[Dataset, list[int]]:
 
     ds = Dataset()
     ds.PatientID = "P1"
-    tags = [tag for tag, entry in DicomDictionary.items() if entry[0] == vr and entry[3] != "Retired" and tag >> 16 not in (0x0002,)
-            and (tag >> 16) % 2 == 0 and tag not in (0x00100020,) and "xx" not in f"{tag:08x}"]
+    tags = [
+        tag
+        for tag, entry in DicomDictionary.items()
+        if entry[0] == vr
+        and entry[3] != "Retired"
+        and tag >> 16 not in (0x0002,)
+        and (tag >> 16) % 2 == 0
+        and tag not in (0x00100020,)
+        and "xx" not in f"{tag:08x}"
+    ]
     for tag in tags:
         ds._dict[pydicom.tag.Tag(tag)] = _raw(tag, vr, value)
     return ds, tags

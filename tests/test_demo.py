@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -23,8 +22,8 @@ def demo_output(tmp_path_factory):
     """One thorax series like the sample data's first, run through the demo in this process."""
     import os
 
-    from voxpipe_plugins.samples.data import thorax_ct
     from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, write_series
+    from voxpipe_plugins.samples.data import thorax_ct
 
     base = tmp_path_factory.mktemp("demo")
     volume, spacing = thorax_ct(0, shape=SHAPE, scale=SCALE)  # the sample series' anatomy on a coarser grid (faster)
@@ -41,8 +40,17 @@ def test_demo_runs_the_whole_chain(demo_output):
     assert summary.exit_code == 0 and summary.count("ok") == 1, [o.error for o in summary.outcomes]
     case = out / summary.outcomes[0].case_id
     names = {p.name for p in case.iterdir()}
-    assert {"image.nii.gz", "label.nii.gz", "label.labels.json", "segmentation.dcm", "montage.png", "preview.png",
-            "features.npz", "features.json", "case.json"} <= names
+    assert {
+        "image.nii.gz",
+        "label.nii.gz",
+        "label.labels.json",
+        "segmentation.dcm",
+        "montage.png",
+        "preview.png",
+        "features.npz",
+        "features.json",
+        "case.json",
+    } <= names
     assert json.loads((case / "label.labels.json").read_text()) == {"0": "background", "1": "lungs", "2": "body"}
     assert (out / "report.html").is_file() and (out / "manifest.json").is_file()
     stages = [s["stage"] for s in json.loads((out / "manifest.json").read_text())["cases"][0]["stages"]]

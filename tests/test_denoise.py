@@ -49,7 +49,7 @@ def _unit(array: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) / (hi - lo), 0, 1).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def phantom2d(size: int = 256) -> np.ndarray:
     from skimage.data import shepp_logan_phantom
     from skimage.transform import resize
@@ -57,15 +57,14 @@ def phantom2d(size: int = 256) -> np.ndarray:
     return resize(shepp_logan_phantom(), (size, size), anti_aliasing=True).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def images() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (clean array in [0, 1], 4x4 affine with the real spacing)."""
     import nibabel as nib
     import pydicom
     from pydicom.data import get_testdata_file
 
-    out = {"phantom2d": (phantom2d(), np.eye(4)),
-           "stacked3d": (np.repeat(phantom2d(128)[:, :, None], 12, axis=2), np.eye(4))}
+    out = {"phantom2d": (phantom2d(), np.eye(4)), "stacked3d": (np.repeat(phantom2d(128)[:, :, None], 12, axis=2), np.eye(4))}
     for name in ("CT_small", "MR_small"):
         ds = pydicom.dcmread(get_testdata_file(f"{name}.dcm", download=False))
         row, col = (float(v) for v in ds.PixelSpacing)
@@ -110,7 +109,7 @@ def build(stage: str, **params):
     return build_stage(spec, spec.params.model_validate(params), StageContext(device="cpu"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registry():
     from voxpipe.registry import Registry
 
@@ -129,7 +128,8 @@ NOISE_SIGMA = {"anatomical": 0.12}
 so the added noise must dominate for the original to serve as the clean reference."""
 
 
-def denoise(stage: str, array: np.ndarray, affine=np.eye(4), **params) -> tuple[np.ndarray, dict]:
+def denoise(stage: str, array: np.ndarray, affine=None, **params) -> tuple[np.ndarray, dict]:
+    affine = np.eye(4) if affine is None else affine
     case = build(stage, **params)({"image": make_metatensor(array[None], affine), "history": []})
     return case["image"][0].numpy(), case["history"][-1]
 
@@ -287,8 +287,12 @@ def test_tiling_does_not_change_the_result():
     whole = nlm(x, 0.1, 0.08, (1, 1, 1), (2, 3, 1), tile_voxels=None)
     tiled = nlm(x, 0.1, 0.08, (1, 1, 1), (2, 3, 1), tile_voxels=2000)
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
-    torch.testing.assert_close(bilateral(x, 0.2, (1, 1, 2), (2, 2, 3), tile_voxels=1500),
-                               bilateral(x, 0.2, (1, 1, 2), (2, 2, 3), tile_voxels=None), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        bilateral(x, 0.2, (1, 1, 2), (2, 2, 3), tile_voxels=1500),
+        bilateral(x, 0.2, (1, 1, 2), (2, 2, 3), tile_voxels=None),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_torch_bilateral_is_the_textbook_filter():
@@ -305,7 +309,7 @@ def test_torch_bilateral_is_the_textbook_filter():
     expected = np.zeros_like(img)
     for i in range(img.shape[0]):
         for j in range(img.shape[1]):
-            window = padded[i:i + 2 * r[0] + 1, j:j + 2 * r[1] + 1]
+            window = padded[i : i + 2 * r[0] + 1, j : j + 2 * r[1] + 1]
             a, b = np.meshgrid(np.arange(-r[0], r[0] + 1), np.arange(-r[1], r[1] + 1), indexing="ij")
             w = np.exp(-0.5 * ((a / ss[0]) ** 2 + (b / ss[1]) ** 2)) * np.exp(-0.5 * ((window - img[i, j]) / sc) ** 2)
             expected[i, j] = (w * window).sum() / w.sum()
@@ -513,16 +517,19 @@ def test_sizes_under_half_a_voxel_and_impossible_backends_are_refused():
             denoise(stage, volume, coarse if stage != "bilateral" or "backend" not in params else np.eye(4), **params)
 
 
-@pytest.mark.parametrize("stage,params,field", [
-    ("nlm", {"h_factor": 0}, "h_factor"),
-    ("nlm", {"backend": "cuda"}, "backend"),
-    ("nlm", {"noise": "rician", "backend": "skimage"}, "rician"),
-    ("nlm", {"patch_radius": 1}, "patch_radius"),
-    ("median", {"radius_mm": -1}, "radius_mm"),
-    ("bilateral", {"sigma_color": 0}, "sigma_color"),
-    ("tv", {"max_iter": 0}, "max_iter"),
-    ("wavelet", {"wavelet": "db99"}, "wavelet"),
-])
+@pytest.mark.parametrize(
+    "stage,params,field",
+    [
+        ("nlm", {"h_factor": 0}, "h_factor"),
+        ("nlm", {"backend": "cuda"}, "backend"),
+        ("nlm", {"noise": "rician", "backend": "skimage"}, "rician"),
+        ("nlm", {"patch_radius": 1}, "patch_radius"),
+        ("median", {"radius_mm": -1}, "radius_mm"),
+        ("bilateral", {"sigma_color": 0}, "sigma_color"),
+        ("tv", {"max_iter": 0}, "max_iter"),
+        ("wavelet", {"wavelet": "db99"}, "wavelet"),
+    ],
+)
 def test_parameter_models_reject_bad_values(registry, stage, params, field):
     with pytest.raises(pydantic.ValidationError, match=field):
         registry.stages[f"denoise.{stage}"].params.model_validate(params)

@@ -16,6 +16,8 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
+
+from tests.dicom_codecs import CODECS, LOSSLESS, write_coded_series, write_decoded_twin
 from voxpipe.cases import case_id, id_key
 from voxpipe_plugins.io_dicom.loader import (
     DicomOptions,
@@ -23,8 +25,6 @@ from voxpipe_plugins.io_dicom.loader import (
     discover_series,
     load_volume,
 )
-
-from tests.dicom_codecs import CODECS, LOSSLESS, write_coded_series, write_decoded_twin
 
 SLICES = 8  # the old pool started at 8 files
 CONFIG = """\
@@ -63,9 +63,11 @@ def _case_ids(expected: dict) -> dict[str, str]:
     return ids
 
 
-@pytest.mark.parametrize("executor", [["--workers", "0"], ["--workers", "1"], ["--workers", "2"],
-                                      ["--executor", "dask-local", "--workers", "2"]],
-                         ids=["workers0", "workers1", "workers2", "dask-local"])
+@pytest.mark.parametrize(
+    "executor",
+    [["--workers", "0"], ["--workers", "1"], ["--workers", "2"], ["--executor", "dask-local", "--workers", "2"]],
+    ids=["workers0", "workers1", "workers2", "dask-local"],
+)
 def test_every_compressed_syntax_runs_in_every_executor(cli, tmp_path, write_config, coded, executor):
     folder, expected = coded
     out = tmp_path / "out"

@@ -20,11 +20,11 @@ import warnings
 from pathlib import Path
 
 import pytest
-from voxpipe.cases import case_id, id_key
-from voxpipe_plugins.io_dicom.loader import case_source, discover_series
 
 from tests.dicom_codecs import CODECS, write_coded_series
 from tests.dicom_mutants import mutant_bytes, write_mutants
+from voxpipe.cases import case_id, id_key
+from voxpipe_plugins.io_dicom.loader import case_source, discover_series
 
 PER_CODEC = 30
 VOXPIPE = [sys.executable, "-m", "voxpipe.cli"]
@@ -74,7 +74,7 @@ def test_convert_survives_every_mutant_and_converts_every_good_series(corpus, tm
     assert set(good) <= converted
     assert all(line.startswith("case-") for line in failed)
     passed_over = [line for line in lines if line.startswith("passed over: ")]
-    counted = sum(int(part.split()[0]) for part in passed_over[0][len("passed over: "):].split(", ")) if passed_over else 0
+    counted = sum(int(part.split()[0]) for part in passed_over[0][len("passed over: ") :].split(", ")) if passed_over else 0
     assert len(converted) + len(failed) + counted == len(mutants) + len(good)  # every file accounted for
     assert len(failed) >= len(mutants) // 3  # the damage is real: many are refused
     print(f"\nconvert: {len(mutants)} mutants, {len(converted) - len(good)} decoded, {len(failed)} failed cleanly, {counted} passed over")
@@ -129,6 +129,7 @@ def test_a_rust_decoder_panic_becomes_a_pixel_error(tmp_path, monkeypatch):
     """pylibjpeg-rle panics on some damaged frames (PanicException derives from BaseException)."""
     pytest.importorskip("rle")
     import pydicom
+
     from voxpipe_plugins.io_dicom import pixels
 
     paths, _ = write_coded_series(tmp_path / "rle", "rle", slices=1, size=64)

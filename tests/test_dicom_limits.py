@@ -29,6 +29,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+
 from voxpipe_plugins.io_dicom import headers as H
 from voxpipe_plugins.io_dicom.loader import DicomOptions, discover_series, load_volume
 from voxpipe_plugins.io_dicom.series import read_headers
@@ -64,11 +65,11 @@ def _deflated(path: Path, ds, before_pixels: int = 0, after_pixels: int = 0) -> 
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.save_as(plain, enforce_file_format=True)
     raw = plain.getvalue()
-    body = raw[144 + struct.unpack_from("<I", raw, 140)[0]:]
+    body = raw[144 + struct.unpack_from("<I", raw, 140)[0] :]
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     coded = io.BytesIO()
     pydicom.dcmwrite(coded, ds, implicit_vr=False, little_endian=True, force_encoding=True)
-    meta = coded.getvalue()[:144 + struct.unpack_from("<I", coded.getvalue(), 140)[0]]
+    meta = coded.getvalue()[: 144 + struct.unpack_from("<I", coded.getvalue(), 140)[0]]
     pixels_at = body.rfind(PIXEL_TAG)
     deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +77,13 @@ def _deflated(path: Path, ds, before_pixels: int = 0, after_pixels: int = 0) -> 
         handle.write(meta)
         handle.write(deflater.compress(body[:pixels_at]))
         if before_pixels:
-            handle.write(deflater.compress(struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"BOMB"
-                                           + struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, before_pixels)))
+            handle.write(
+                deflater.compress(
+                    struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4)
+                    + b"BOMB"
+                    + struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, before_pixels)
+                )
+            )
             _zeros(handle, deflater, before_pixels)
         handle.write(deflater.compress(body[pixels_at:]))
         if after_pixels:
@@ -90,7 +96,7 @@ def _deflated(path: Path, ds, before_pixels: int = 0, after_pixels: int = 0) -> 
 def _zeros(handle, deflater, count: int) -> None:
     block = bytes(1 << 22)
     for start in range(0, count, len(block)):
-        handle.write(deflater.compress(block[:min(len(block), count - start)]))
+        handle.write(deflater.compress(block[: min(len(block), count - start)]))
 
 
 def test_deflated_series_still_loads(tmp_path):
@@ -131,8 +137,10 @@ def test_deflated_pixel_bomb_is_refused_before_pydicom_inflates_it(tmp_path, mon
 
 # --- nesting -----------------------------------------------------------------------------------
 
+
 def _nested(depth: int, defined: bool, implicit: bool) -> bytes:
     """A private sequence (0009,1001) nested ``depth`` levels deep."""
+
     def sq(value: bytes) -> bytes:
         length = len(value) if defined else 0xFFFFFFFF
         head = struct.pack("<HHI", 0x0009, 0x1001, length) if implicit else struct.pack("<HH2sHI", 0x0009, 0x1001, b"SQ", 0, length)
@@ -189,12 +197,12 @@ def test_deep_nesting_in_a_deflated_file(tmp_path):
     plain = tmp_path / "plain.dcm"
     ds.save_as(plain, enforce_file_format=True)
     raw = plain.read_bytes()  # pydicom cannot re-encode a 1000-deep data set: the deflated file is built by hand
-    body_plain = raw[144 + struct.unpack_from("<I", raw, 140)[0]:]
-    body = body_plain[:body_plain.rfind(PIXEL_TAG)] + _nested(1000, False, False) + body_plain[body_plain.rfind(PIXEL_TAG):]
+    body_plain = raw[144 + struct.unpack_from("<I", raw, 140)[0] :]
+    body = body_plain[: body_plain.rfind(PIXEL_TAG)] + _nested(1000, False, False) + body_plain[body_plain.rfind(PIXEL_TAG) :]
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     coded = io.BytesIO()
     pydicom.dcmwrite(coded, ds, implicit_vr=False, little_endian=True, force_encoding=True)
-    meta = coded.getvalue()[:144 + struct.unpack_from("<I", coded.getvalue(), 140)[0]]
+    meta = coded.getvalue()[: 144 + struct.unpack_from("<I", coded.getvalue(), 140)[0]]
     deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     path = tmp_path / "in" / "IM0001.dcm"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -207,10 +207,24 @@ def test_fast_header_agrees_with_pydicom(path: Path):
 
 
 COMMON_FAST = [
-    "CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
-    "MR_small_implicit.dcm", "MR_small_padded.dcm", "JPEG2000.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm",
-    "JPGExtended.dcm", "rtdose.dcm", "rtdose_rle.dcm", "SC_rgb_rle_2frame.dcm", "examples_rgb_color.dcm",
-    "SC_ybr_full_422_uncompressed.dcm", "examples_jpeg2k.dcm", "JPEGLSNearLossless_16.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_padded.dcm",
+    "JPEG2000.dcm",
+    "693_J2KI.dcm",
+    "J2K_pixelrep_mismatch.dcm",
+    "JPGExtended.dcm",
+    "rtdose.dcm",
+    "rtdose_rle.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "examples_rgb_color.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",
+    "examples_jpeg2k.dcm",
+    "JPEGLSNearLossless_16.dcm",
 ]
 
 
@@ -253,10 +267,10 @@ def test_pixel_offset_points_at_the_pixel_bytes():
         if header.pixel_offset + header.pixel_length > len(raw):  # MR_truncated: the file ends inside Pixel Data
             with pytest.raises(PixelError, match="truncated"):
                 load([path])
-            assert raw[header.pixel_offset:] == value, path.name
+            assert raw[header.pixel_offset :] == value, path.name
             continue
         assert header.pixel_length == len(value), path.name
-        assert raw[header.pixel_offset:header.pixel_offset + len(value)] == value, path.name
+        assert raw[header.pixel_offset : header.pixel_offset + len(value)] == value, path.name
         bits = int(ds.get("BitsAllocated", 0) or 0)
         if int(ds.get("SamplesPerPixel", 1)) != 1 or bits not in (8, 16, 32):
             continue
@@ -279,8 +293,15 @@ def test_pixel_offset_points_at_the_pixel_bytes():
 
 # --------------------------------------------------------------------------- 2. compressed twins
 
-MR_TWINS = ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_implicit.dcm",
-            "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_padded.dcm"]
+MR_TWINS = [
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "MR_small_padded.dcm",
+]
 
 
 @pytest.fixture(scope="module")
@@ -309,10 +330,23 @@ def test_lossless_twins_equal_mr_small_exactly(name, mr_small):
 DECODED_BY_BACKENDS = [
     "image_dfl.dcm",  # deflated
     "JPGExtended.dcm",  # JPEG extended 12-bit
-    "SC_rgb_jpeg.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_jpeg_lossy_gdcm.dcm",
-    "SC_rgb_jpeg_app14_dcmd.dcm", "SC_rgb_jpeg_dcmd.dcm", "SC_jpeg_no_color_transform.dcm", "SC_rgb_small_odd_jpeg.dcm",
-    "JPEGLSNearLossless_08.dcm", "JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm", "SC_rgb_jls_lossy_sample.dcm",
-    "JPEG2000.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "GDCMJ2K_TextGBR.dcm", "examples_jpeg2k.dcm",
+    "SC_rgb_jpeg.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "SC_rgb_jpeg_gdcm.dcm",
+    "SC_rgb_jpeg_lossy_gdcm.dcm",
+    "SC_rgb_jpeg_app14_dcmd.dcm",
+    "SC_rgb_jpeg_dcmd.dcm",
+    "SC_jpeg_no_color_transform.dcm",
+    "SC_rgb_small_odd_jpeg.dcm",
+    "JPEGLSNearLossless_08.dcm",
+    "JPEGLSNearLossless_16.dcm",
+    "SC_rgb_jls_lossy_line.dcm",
+    "SC_rgb_jls_lossy_sample.dcm",
+    "JPEG2000.dcm",
+    "693_J2KI.dcm",
+    "J2K_pixelrep_mismatch.dcm",
+    "GDCMJ2K_TextGBR.dcm",
+    "examples_jpeg2k.dcm",
 ]
 
 
@@ -473,9 +507,20 @@ def test_single_frame_rtdose_is_scaled_to_gray():
 
 # --------------------------------------------------------------------------- 5. colour and 2D
 
-COLOUR = ["SC_rgb.dcm", "SC_rgb_rle.dcm", "SC_rgb_rle_2frame.dcm", "SC_rgb_rle_16bit_2frame.dcm", "SC_rgb_rle_32bit_2frame.dcm",
-          "SC_rgb_small_odd.dcm", "SC_rgb_small_odd_big_endian.dcm", "ExplVR_BigEnd.dcm", "examples_rgb_color.dcm",
-          "SC_ybr_full_422_uncompressed.dcm", "SC_rgb_dcmtk_+eb+cr.dcm", "examples_ybr_color.dcm"]
+COLOUR = [
+    "SC_rgb.dcm",
+    "SC_rgb_rle.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "SC_rgb_rle_16bit_2frame.dcm",
+    "SC_rgb_rle_32bit_2frame.dcm",
+    "SC_rgb_small_odd.dcm",
+    "SC_rgb_small_odd_big_endian.dcm",
+    "ExplVR_BigEnd.dcm",
+    "examples_rgb_color.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",
+    "SC_rgb_dcmtk_+eb+cr.dcm",
+    "examples_ybr_color.dcm",
+]
 
 
 @pytest.mark.parametrize("name", COLOUR)

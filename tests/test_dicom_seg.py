@@ -57,7 +57,10 @@ def test_seg_references_source_and_reads_back(cli, tmp_path, loader):
     assert seg.FrameOfReferenceUID == spec.frame_uid and seg.StudyInstanceUID == spec.study_uid
     sources = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in paths}
     label = np.asanyarray(nib.load(folder / "label.nii.gz").dataobj)  # (i, j, k) in sorted order
-    headers = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in paths), key=lambda d: np.dot(np.asarray(d.ImagePositionPatient, float), np.cross(spec.row_dir, spec.col_dir)))
+    headers = sorted(
+        (pydicom.dcmread(p, stop_before_pixels=True) for p in paths),
+        key=lambda d: np.dot(np.asarray(d.ImagePositionPatient, float), np.cross(spec.row_dir, spec.col_dir)),
+    )
     uids = [d.SOPInstanceUID for d in headers]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True)
     np.testing.assert_array_equal(pixels, label.transpose(2, 1, 0))
@@ -80,8 +83,9 @@ def test_seg_from_enhanced_multiframe(cli, tmp_path):
     seg = hd.seg.segread(folder / "segmentation.dcm")
     label = np.asanyarray(nib.load(folder / "label.nii.gz").dataobj).transpose(2, 1, 0)  # sorted by position
     source_uid = pydicom.dcmread(tmp_path / "in" / "enhanced.dcm", stop_before_pixels=True).SOPInstanceUID
-    stored = seg.get_pixels_by_source_frame(source_sop_instance_uid=source_uid, source_frame_numbers=[f + 1 for f in range(6)],
-                                            combine_segments=True, skip_overlap_checks=True)
+    stored = seg.get_pixels_by_source_frame(
+        source_sop_instance_uid=source_uid, source_frame_numbers=[f + 1 for f in range(6)], combine_segments=True, skip_overlap_checks=True
+    )
     np.testing.assert_array_equal(stored, label[order])  # stored frame f holds the slice at sorted position order[f]
 
 
@@ -94,7 +98,9 @@ def test_seg_refuses_non_dicom_and_resampled_grids(cli, tmp_path):
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
     assert result.exit_code == 1 and "needs a case loaded from DICOM" in result.stderr
     write_series(tmp_path / "dcm", ct_like_volume((8, 24, 24)), SeriesSpec())
-    resampled = CONFIG.format(loader="load.dicom", identity="source").replace("  - use: segment.otsu", "  - use: monai.Spacingd\n    with: {keys: [image], pixdim: [1.5, 1.5, 3.0]}\n  - use: segment.otsu")
+    resampled = CONFIG.format(loader="load.dicom", identity="source").replace(
+        "  - use: segment.otsu", "  - use: monai.Spacingd\n    with: {keys: [image], pixdim: [1.5, 1.5, 3.0]}\n  - use: segment.otsu"
+    )
     config.write_text(resampled)
     result = cli("run", config, "-i", tmp_path / "dcm", "-o", tmp_path / "out2")
     assert result.exit_code == 1 and "does not match the source series grid" in result.stderr
@@ -122,7 +128,9 @@ def test_seg_passes_the_dicom3tools_iod_validator(cli, tmp_path, identity):
     """David Clunie's dciodvfy checks the SEG against the standard's IOD and module tables
     (what viewers such as 3D Slicer rely on): no errors and no warnings, single- and multi-frame sources."""
     write_series(tmp_path / "in" / "axial", ct_like_volume((8, 32, 28), seed=3), SeriesSpec(spacing=(0.8, 0.6, 2.0)))
-    write_enhanced(tmp_path / "in" / "enhanced" / "mf.dcm", ct_like_volume((6, 24, 24), seed=4), SeriesSpec(), frame_order=[3, 0, 5, 1, 4, 2])
+    write_enhanced(
+        tmp_path / "in" / "enhanced" / "mf.dcm", ct_like_volume((6, 24, 24), seed=4), SeriesSpec(), frame_order=[3, 0, 5, 1, 4, 2]
+    )
     config = tmp_path / "seg.yaml"
     config.write_text(CONFIG.format(loader="load.dicom", identity=identity))
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
@@ -151,8 +159,10 @@ def _references(seg) -> list[str]:
 def test_default_seg_is_deidentified_and_keyed_like_deid_dicom(cli, tmp_path, deid_key):
     """Without deid.dicom, the default SEG carries no identity and the same pseudonyms as the deid.dicom route:
     patient ID, shifted study date, study / frame of reference UIDs and referenced instances, under one key."""
-    spec = SeriesSpec(patient_name="Doe^Jane", extra={"PatientID": "MRN-4711", "AccessionNumber": "ACC-99",
-                                                      "InstitutionName": "St Example", "StudyID": "S-17"})
+    spec = SeriesSpec(
+        patient_name="Doe^Jane",
+        extra={"PatientID": "MRN-4711", "AccessionNumber": "ACC-99", "InstitutionName": "St Example", "StudyID": "S-17"},
+    )
     paths = write_series(tmp_path / "in", ct_like_volume((6, 24, 24), seed=5), spec)
     plain = _seg_of(cli, tmp_path, "  - use: segment.otsu\n  - use: write.dicom_seg\n", tmp_path / "in", "plain")
     routed = _seg_of(cli, tmp_path, "  - use: deid.dicom\n  - use: segment.otsu\n  - use: write.dicom_seg\n", tmp_path / "in", "routed")
@@ -163,8 +173,18 @@ def test_default_seg_is_deidentified_and_keyed_like_deid_dicom(cli, tmp_path, de
         assert seg.StudyInstanceUID.startswith("2.25.") and seg.StudyInstanceUID != spec.study_uid
         assert seg.FrameOfReferenceUID.startswith("2.25.") and seg.StudyDate != source.StudyDate
         blob = seg.to_json()
-        for value in ("Doe", "MRN-4711", "ACC-99", "St Example", "S-17", spec.study_uid, spec.frame_uid, spec.series_uid,
-                      source.SOPInstanceUID, source.StudyDate):
+        for value in (
+            "Doe",
+            "MRN-4711",
+            "ACC-99",
+            "St Example",
+            "S-17",
+            spec.study_uid,
+            spec.frame_uid,
+            spec.series_uid,
+            source.SOPInstanceUID,
+            source.StudyDate,
+        ):
             assert value not in blob, value
     for keyword in ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "StudyDate", "StudyTime"):
         assert plain.get(keyword) == routed.get(keyword), keyword
@@ -187,18 +207,41 @@ def test_seg_source_identity_keeps_patient_and_study(cli, tmp_path):
 
 def test_seg_refuses_a_key_inside_the_output(cli, tmp_path, write_config):
     write_series(tmp_path / "in", ct_like_volume((4, 16, 16)), SeriesSpec())
-    config = write_config(f"version: 1\nname: k\nstages:\n  - use: load.dicom\n  - use: segment.otsu\n"
-                          f"  - use: write.dicom_seg\n    with: {{key_file: {tmp_path / 'out' / 'deid.key'}}}\n")
+    config = write_config(
+        f"version: 1\nname: k\nstages:\n  - use: load.dicom\n  - use: segment.otsu\n"
+        f"  - use: write.dicom_seg\n    with: {{key_file: {tmp_path / 'out' / 'deid.key'}}}\n"
+    )
     result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
     assert result.exit_code != 0 and "inside the output folder" in result.stderr
     assert not list((tmp_path / "out").rglob("*.dcm")) and not (tmp_path / "out" / "deid.key").exists()
 
 
 # --- sources without optional attributes --------------------------------------------------------
-OPTIONAL = ("SliceThickness", "SpacingBetweenSlices", "InstanceNumber", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-            "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "SeriesNumber",
-            "Manufacturer", "FrameOfReferenceUID", "PositionReferenceIndicator", "SeriesDate", "ContentDate", "ImageType",
-            "SeriesDescription", "PatientPosition", "RescaleType", "AcquisitionNumber")
+OPTIONAL = (
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "InstanceNumber",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "SeriesNumber",
+    "Manufacturer",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "SeriesDate",
+    "ContentDate",
+    "ImageType",
+    "SeriesDescription",
+    "PatientPosition",
+    "RescaleType",
+    "AcquisitionNumber",
+)
 
 
 def _series_without(root: Path, drop: tuple[str, ...], enhanced: bool = False) -> list[Path]:
@@ -253,8 +296,9 @@ def test_seg_from_sources_without_optional_attributes(tmp_path, drop, identity):
         assert any(w.startswith("write.dicom_seg: ") and "derived from the loaded series" in w for w in case["warnings"])
     if DCIODVFY:
         emptied = {"StudyID"} if identity == "deidentified" else set()  # the Basic Profile empties StudyID
-        allowed = tuple(f"needed to build DICOMDIR - {re.sub(r'(?<=[a-z])(?=[A-Z])', ' ', keyword)}"
-                        for keyword in set(drop) | emptied)  # empty in the SEG because empty in its source
+        allowed = tuple(
+            f"needed to build DICOMDIR - {re.sub(r'(?<=[a-z])(?=[A-Z])', ' ', keyword)}" for keyword in set(drop) | emptied
+        )  # empty in the SEG because empty in its source
         assert not dciodvfy_problems(path, allowed)
 
 

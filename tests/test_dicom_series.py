@@ -58,7 +58,9 @@ def test_shuffled_names_and_reversed_instance_numbers(tmp_path, volume):
     np.testing.assert_array_equal(loaded.array[0], as_ijk(volume))
     assert loaded.array.dtype == np.int16
     normal = np.cross(spec.row_dir, spec.col_dir)
-    np.testing.assert_allclose(loaded.affine, ras_affine(spec.row_dir, spec.col_dir, spec.spacing[:2], normal * spec.spacing[2], spec.origin), atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.affine, ras_affine(spec.row_dir, spec.col_dir, spec.spacing[:2], normal * spec.spacing[2], spec.origin), atol=1e-5
+    )
 
 
 def test_matches_simpleitk(tmp_path, volume):
@@ -167,8 +169,15 @@ def test_duplicates_localizers_dicomdir_and_stray_files(tmp_path, volume):
     spec = SeriesSpec()
     paths = write_series(tmp_path / "study", volume, spec)
     shutil.copy(paths[0], tmp_path / "study" / "copy-of-a-slice.dcm")
-    localizer = SeriesSpec(series_uid=spec.series_uid, study_uid=spec.study_uid, frame_uid=spec.frame_uid,
-                           image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), row_dir=(0, 1, 0), col_dir=(0, 0, -1), shuffle_names=False)
+    localizer = SeriesSpec(
+        series_uid=spec.series_uid,
+        study_uid=spec.study_uid,
+        frame_uid=spec.frame_uid,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+        row_dir=(0, 1, 0),
+        col_dir=(0, 0, -1),
+        shuffle_names=False,
+    )
     write_series(tmp_path / "study" / "scout", volume[:1], localizer)
     from pydicom.data import get_testdata_file
 
@@ -252,7 +261,9 @@ def test_gantry_tilt_refused_or_resampled_to_true_positions(tmp_path):
     loaded = load_one(tmp_path, DicomOptions(irregular="resample"))
     where = np.unravel_index(np.argmax(loaded.array[0]), loaded.array[0].shape)
     world = loaded.affine @ np.array([*where, 1.0])
-    true_lps = np.asarray(spec.origin) + 10 * np.asarray(spec.row_dir) + 20 * np.asarray(spec.col_dir) + spec.position(6) - np.asarray(spec.origin)
+    true_lps = (
+        np.asarray(spec.origin) + 10 * np.asarray(spec.row_dir) + 20 * np.asarray(spec.col_dir) + spec.position(6) - np.asarray(spec.origin)
+    )
     np.testing.assert_allclose(world[:3], [-true_lps[0], -true_lps[1], true_lps[2]], atol=1.5)
     np.testing.assert_allclose(loaded.affine[:3, 2], [0, 0, np.cos(tilt) * 2.0], atol=1e-4), "resampled grid is orthogonal"
 
@@ -314,7 +325,11 @@ def test_lossless_syntaxes_give_exact_values(tmp_path, syntax):
 )
 def test_series_selection(tmp_path, volume, selection, expected):
     write_series(tmp_path / "ct", volume, SeriesSpec(modality="CT", series_description="Axial 2.5mm"))
-    write_series(tmp_path / "mr", np.concatenate([volume, volume]), SeriesSpec(modality="MR", series_description="sag T2", row_dir=(0, 1, 0), col_dir=(0, 0, -1)))
+    write_series(
+        tmp_path / "mr",
+        np.concatenate([volume, volume]),
+        SeriesSpec(modality="MR", series_description="sag T2", row_dir=(0, 1, 0), col_dir=(0, 0, -1)),
+    )
     from collections import Counter
 
     skipped = Counter()
@@ -341,7 +356,7 @@ stages:
 
 def test_run_over_a_study_with_bad_files(cli, tmp_path, volume):
     """A good series, a truncated one, one with short Pixel Data: the good one finishes, the others fail clearly."""
-    good = write_series(tmp_path / "in" / "Doe^John" / "good", volume, SeriesSpec(seed=1))
+    write_series(tmp_path / "in" / "Doe^John" / "good", volume, SeriesSpec(seed=1))
     truncated = write_series(tmp_path / "in" / "Doe^John" / "trunc", volume, SeriesSpec(seed=2))
     data = truncated[3].read_bytes()
     truncated[3].write_bytes(data[: len(data) - 200])

@@ -31,13 +31,30 @@ def blocks() -> list[tuple[str, str]]:
 
 def test_the_page_has_a_whole_plugin():
     files = {FILE.match(text).group(1) for _, text in blocks() if FILE.match(text)}
-    assert {"voxpipe-acme/pyproject.toml", "voxpipe-acme/voxpipe_acme/plugin.py", "voxpipe-acme/voxpipe_acme/stages.py",
-            "voxpipe-acme/voxpipe_acme/commands.py", "voxpipe-acme/voxpipe_acme/train.py",
-            "voxpipe-acme/tests/test_acme.py"} <= files
+    assert {
+        "voxpipe-acme/pyproject.toml",
+        "voxpipe-acme/voxpipe_acme/plugin.py",
+        "voxpipe-acme/voxpipe_acme/stages.py",
+        "voxpipe-acme/voxpipe_acme/commands.py",
+        "voxpipe-acme/voxpipe_acme/train.py",
+        "voxpipe-acme/tests/test_acme.py",
+    } <= files
     text = DOC.read_text()
-    for topic in ("voxpipe_register_stages", "voxpipe_register_trainers", "voxpipe_register_commands", "case contract",
-                  "report_metric", "report_picture", "as_image", "as_label", "spacing", "label_names", "run_stage",
-                  "plugins check", "plugins new"):
+    for topic in (
+        "voxpipe_register_stages",
+        "voxpipe_register_trainers",
+        "voxpipe_register_commands",
+        "case contract",
+        "report_metric",
+        "report_picture",
+        "as_image",
+        "as_label",
+        "spacing",
+        "label_names",
+        "run_stage",
+        "plugins check",
+        "plugins new",
+    ):
         assert topic in text, topic
 
 
@@ -49,11 +66,27 @@ def workspace(tmp_path):
         if found:
             path = tmp_path / found.group(1)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text[found.end():])
+            path.write_text(text[found.end() :])
     site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                          "--target", str(site), str(tmp_path / "voxpipe-acme")], capture_output=True, text=True,
-                         timeout=300, check=False)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(tmp_path / "voxpipe-acme"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert pip.returncode == 0, pip.stderr
     shims = tmp_path / "bin"
     shims.mkdir()
@@ -62,8 +95,11 @@ def workspace(tmp_path):
         shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {target} "$@"\n')
         shim.chmod(0o755)
     write_nifti(tmp_path / "in" / "volume.nii.gz", (600.0 * (np.random.default_rng(0).random((12, 12, 6)) > 0.5)).astype(np.float32))
-    env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")]))}
+    env = {
+        **os.environ,
+        "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])),
+    }
     return tmp_path, env
 
 

@@ -18,8 +18,16 @@ from tests.conftest import nibabel_data, write_nifti
 from voxpipe_plugins.common.checks import StageInputError
 from voxpipe_plugins.common.tensors import make_metatensor
 
-ENHANCE_IDS = ["enhance.clahe", "enhance.gamma", "enhance.histeq", "enhance.normalize", "enhance.reorient",
-               "enhance.resample", "enhance.unsharp", "enhance.window"]
+ENHANCE_IDS = [
+    "enhance.clahe",
+    "enhance.gamma",
+    "enhance.histeq",
+    "enhance.normalize",
+    "enhance.reorient",
+    "enhance.resample",
+    "enhance.unsharp",
+    "enhance.window",
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -88,7 +96,7 @@ def world_centroid(image) -> np.ndarray:
 def all_stages():
     from voxpipe_plugins.enhance.clahe import Clahe
     from voxpipe_plugins.enhance.gamma import Gamma
-    from voxpipe_plugins.enhance.geometry import Resample, Reorient
+    from voxpipe_plugins.enhance.geometry import Reorient, Resample
     from voxpipe_plugins.enhance.histeq import HistogramEqualize
     from voxpipe_plugins.enhance.normalize import Normalize
     from voxpipe_plugins.enhance.unsharp import Unsharp
@@ -125,8 +133,7 @@ def test_stages_registered_with_docs(registry, cli):
 
 
 def test_parameter_models_reject_bad_values():
-    from voxpipe_plugins.enhance.plugin import (ClaheParams, GammaParams, NormalizeParams, ReorientParams,
-                                                ResampleParams, WindowParams)
+    from voxpipe_plugins.enhance.plugin import ClaheParams, GammaParams, NormalizeParams, ReorientParams, ResampleParams, WindowParams
 
     WindowParams(preset="lung")
     WindowParams(level=40, width=80)
@@ -167,8 +174,14 @@ def test_parameter_models_reject_bad_values():
 # --------------------------------------------------------------------------- window
 
 PRESETS = {  # (level, width) in HU, as documented in docs/enhancement.md
-    "brain": (40, 80), "subdural": (75, 215), "stroke": (40, 40), "lung": (-600, 1500),
-    "mediastinum": (50, 350), "abdomen": (40, 400), "liver": (30, 150), "bone": (400, 1800),
+    "brain": (40, 80),
+    "subdural": (75, 215),
+    "stroke": (40, 40),
+    "lung": (-600, 1500),
+    "mediastinum": (50, 350),
+    "abdomen": (40, 400),
+    "liver": (30, 150),
+    "bone": (400, 1800),
 }
 
 
@@ -183,9 +196,18 @@ def test_window_maps_known_hu_exactly():
     np.testing.assert_array_equal(result["image"].numpy().ravel(), np.asarray(expected, dtype=np.float32))
     assert result["image"].dtype == torch.float32
     assert torch.equal(result["image"].affine, image.affine)
-    assert result["history"][-1] == {"op": "enhance.window", "preset": "brain", "level": 40.0, "width": 80.0,
-                                     "function": "linear_exact", "lower": 0.0, "upper": 80.0, "out_min": 0.0,
-                                     "out_max": 1.0, "input_range": [-1000.0, 3000.0]}
+    assert result["history"][-1] == {
+        "op": "enhance.window",
+        "preset": "brain",
+        "level": 40.0,
+        "width": 80.0,
+        "function": "linear_exact",
+        "lower": 0.0,
+        "upper": 80.0,
+        "out_min": 0.0,
+        "out_max": 1.0,
+        "input_range": [-1000.0, 3000.0],
+    }
     # an 8-bit display range, from int16 input (CT as stored)
     display = Window(level=40, width=80, out_min=0, out_max=255)(case_of(make_metatensor(hu.astype(np.int16), affine)))
     np.testing.assert_allclose(display["image"].numpy().ravel(), np.asarray(expected) * 255, atol=1e-5)
@@ -197,8 +219,10 @@ def test_window_presets(preset):
     from voxpipe_plugins.enhance.window import Window
 
     level, width = PRESETS[preset]
-    hu = np.array([level - width, level - width / 2, level - width / 4, level, level + width / 4,
-                   level + width / 2, level + width, -1024, 3071], dtype=np.float32)
+    hu = np.array(
+        [level - width, level - width / 2, level - width / 4, level, level + width / 4, level + width / 2, level + width, -1024, 3071],
+        dtype=np.float32,
+    )
     out = Window(preset=preset)(case_of(meta(hu.reshape(9, 1))))["image"].numpy().ravel()
     expected = np.clip((hu - (level - width / 2)) / width, 0, 1)
     np.testing.assert_allclose(out[:7], [0, 0, 0.25, 0.5, 0.75, 1, 1], atol=1e-6)
@@ -240,8 +264,9 @@ def test_zscore_inside_label_mask_gives_stated_mean_and_std():
     assert torch.equal(result["image"].affine, image.affine)
     # another target, a label value, a threshold, and the outside filled
     labels = meta(np.where(inside, 2, 1).astype(np.uint8), image.affine)
-    shifted = Normalize(mask_key="label", mask_labels=[2], target_mean=100, target_std=15, fill_outside=0.0)(
-        case_of(image, label=labels))["image"][0].numpy()
+    shifted = Normalize(mask_key="label", mask_labels=[2], target_mean=100, target_std=15, fill_outside=0.0)(case_of(image, label=labels))[
+        "image"
+    ][0].numpy()
     assert abs(shifted[inside].mean() - 100) < 1e-4 * 100 and abs(shifted[inside].std() - 15) < 1e-4 * 15
     assert np.all(shifted[~inside] == 0)
     body = data > 100
@@ -304,8 +329,9 @@ def test_histeq_flattens_histogram_and_torch_path_agrees():
 
     np.testing.assert_allclose(ours, equalize_hist(cam, nbins=256), atol=1e-5)
     mask = cam > 100
-    np.testing.assert_allclose(equalize_torch(torch.from_numpy(cam), 128, torch.from_numpy(mask)).numpy(),
-                               equalize_hist(cam, nbins=128, mask=mask), atol=1e-5)
+    np.testing.assert_allclose(
+        equalize_torch(torch.from_numpy(cam), 128, torch.from_numpy(mask)).numpy(), equalize_hist(cam, nbins=128, mask=mask), atol=1e-5
+    )
 
 
 def test_clahe_raises_local_contrast_2d_real_images():
@@ -552,9 +578,19 @@ def test_config_runs_through_cli_and_api(cli, write_config, tmp_path):
     (case_dir,) = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("case-")]
     record = json.loads((case_dir / "case.json").read_text())
     ops = [h["op"] for h in record["history"]]
-    assert ops == ["load.nifti", "enhance.reorient", "enhance.resample", "enhance.window", "denoise.gaussian",
-                   "enhance.unsharp", "enhance.clahe", "enhance.gamma", "enhance.histeq", "enhance.normalize",
-                   "write.nifti"]
+    assert ops == [
+        "load.nifti",
+        "enhance.reorient",
+        "enhance.resample",
+        "enhance.window",
+        "denoise.gaussian",
+        "enhance.unsharp",
+        "enhance.clahe",
+        "enhance.gamma",
+        "enhance.histeq",
+        "enhance.normalize",
+        "write.nifti",
+    ]
     written = nib.load(case_dir / "image.nii.gz")
     assert nib.aff2axcodes(written.affine) == ("R", "A", "S")
     np.testing.assert_allclose(written.header.get_zooms()[:3], (2.0, 2.0, 2.0), atol=1e-5)

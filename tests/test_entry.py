@@ -25,8 +25,14 @@ stages:
 
 
 def voxpipe(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "voxpipe", *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "voxpipe", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env or dict(os.environ),
+        timeout=300,
+    )
 
 
 def test_a_run_that_loaded_torch_keeps_its_status_output_and_files(sample_inputs, write_config, tmp_path):
@@ -55,43 +61,50 @@ def test_a_command_that_never_loads_torch_keeps_all_of_its_output():
 
 def test_atexit_handlers_run_before_the_quick_exit(tmp_path):
     marker = tmp_path / "atexit-ran"
-    code = ("import atexit, sys, torch; from pathlib import Path; from voxpipe import entry; "
-            f"atexit.register(Path({str(marker)!r}).write_text, 'yes'); print('bye'); entry.leave(3)")
+    code = (
+        "import atexit, sys, torch; from pathlib import Path; from voxpipe import entry; "
+        f"atexit.register(Path({str(marker)!r}).write_text, 'yes'); print('bye'); entry.leave(3)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and result.stdout == "bye\n" and marker.read_text() == "yes"
 
 
 def test_the_fork_server_does_not_outlive_the_run():
     """Left alone it would finish importing torch, notice we exited, then spend ~1.2 s tearing it down."""
-    code = ("import voxpipe.executors as e; e.start_forkserver(); from multiprocessing import forkserver; "
-            "print(forkserver._forkserver._forkserver_pid, flush=True)")
+    code = (
+        "import voxpipe.executors as e; e.start_forkserver(); from multiprocessing import forkserver; "
+        "print(forkserver._forkserver._forkserver_pid, flush=True)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     pid = int(result.stdout.strip())
     assert result.returncode == 0 and not os.path.exists(f"/proc/{pid}")
 
 
-@pytest.mark.parametrize("args, kind", [
-    (["run", "c.yaml", "-i", "in", "-o", "out"], "local"),  # the default: one local worker
-    (["run", "c.yaml", "--workers", "2"], "local"),
-    (["run", "c.yaml", "--workers=2"], "local"),
-    (["run", "c.yaml", "-w2"], "local"),
-    (["--debug", "run", "c.yaml", "-w", "3"], "local"),
-    (["--block-plugin", "deep", "run", "c.yaml", "-w", "2"], "local"),  # a global option's value is not the command
-    (["--allow-plugin=io_nifti", "run", "c.yaml"], "local"),
-    (["run", "c.yaml", "--executor", "dask-local", "--workers", "0"], "dask-local"),  # Dask's workers fork from it
-    (["run", "c.yaml", "--executor=dask-local"], "dask-local"),
-    (["run", "c.yaml", "--workers", "0"], None),  # cases run in this process
-    (["run", "c.yaml", "-w", "0"], None),
-    (["run", "c.yaml", "--executor", "tcp://scheduler:8786"], None),  # the workers are elsewhere
-    (["run", "c.yaml", "--executor=tcp://scheduler:8786"], None),
-    (["run", "--help"], None),
-    (["run", "c.yaml", "-h"], None),
-    (["validate", "c.yaml"], None),
-    (["train", "c.yaml"], None),
-    ([], None),
-    (["--version"], None),
-    (["run", "c.yaml", "--workers", "many"], None),  # click will say what is wrong; no guess
-])
+@pytest.mark.parametrize(
+    "args, kind",
+    [
+        (["run", "c.yaml", "-i", "in", "-o", "out"], "local"),  # the default: one local worker
+        (["run", "c.yaml", "--workers", "2"], "local"),
+        (["run", "c.yaml", "--workers=2"], "local"),
+        (["run", "c.yaml", "-w2"], "local"),
+        (["--debug", "run", "c.yaml", "-w", "3"], "local"),
+        (["--block-plugin", "deep", "run", "c.yaml", "-w", "2"], "local"),  # a global option's value is not the command
+        (["--allow-plugin=io_nifti", "run", "c.yaml"], "local"),
+        (["run", "c.yaml", "--executor", "dask-local", "--workers", "0"], "dask-local"),  # Dask's workers fork from it
+        (["run", "c.yaml", "--executor=dask-local"], "dask-local"),
+        (["run", "c.yaml", "--workers", "0"], None),  # cases run in this process
+        (["run", "c.yaml", "-w", "0"], None),
+        (["run", "c.yaml", "--executor", "tcp://scheduler:8786"], None),  # the workers are elsewhere
+        (["run", "c.yaml", "--executor=tcp://scheduler:8786"], None),
+        (["run", "--help"], None),
+        (["run", "c.yaml", "-h"], None),
+        (["validate", "c.yaml"], None),
+        (["train", "c.yaml"], None),
+        ([], None),
+        (["--version"], None),
+        (["run", "c.yaml", "--workers", "many"], None),  # click will say what is wrong; no guess
+    ],
+)
 def test_the_fork_server_starts_early_only_for_runs_that_fork_workers(args, kind):
     from voxpipe.entry import forked_workers
 

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import REPO, write_nifti
+
 from voxpipe_plugins.evaluate.metrics import mean_std, score_label
 
 

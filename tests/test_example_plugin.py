@@ -26,12 +26,14 @@ STAGE_ID = "example.invert"
 ENTRY_POINT = "example_invert"
 DISTRIBUTION = "voxpipe-example-invert"
 
-AFFINE = np.array([
-    [0.0, -1.5, 0.0, 30.0],
-    [2.0, 0.0, 0.0, -40.0],
-    [0.0, 0.0, 3.0, 12.5],
-    [0.0, 0.0, 0.0, 1.0],
-])
+AFFINE = np.array(
+    [
+        [0.0, -1.5, 0.0, 30.0],
+        [2.0, 0.0, 0.0, -40.0],
+        [0.0, 0.0, 3.0, 12.5],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
 
 CONFIG = f"""\
 version: 1
@@ -52,9 +54,23 @@ def plugin_target(tmp_path_factory) -> Path:
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "dist"))
     target = base / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
     assert (target / "voxpipe_example_invert" / "plugin.py").is_file()
@@ -77,12 +93,12 @@ def _env(key_file: Path, plugin_dir: Path | None) -> dict[str, str]:
     return env
 
 
-def voxpipe(*args: str, key_file: Path, plugin_dir: Path | None, cwd: Path | None = None,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def voxpipe(
+    *args: str, key_file: Path, plugin_dir: Path | None, cwd: Path | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = _env(key_file, plugin_dir)
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "voxpipe", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "voxpipe", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -109,8 +125,7 @@ def test_plugins_json_reports_the_example(plugin_target, key_file):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     stage = next(s for s in data["stages"] if s["id"] == STAGE_ID)
-    assert (stage["kind"], stage["plugin"], stage["distribution"], stage["version"]) == (
-        "transform", ENTRY_POINT, DISTRIBUTION, "0.1.0")
+    assert (stage["kind"], stage["plugin"], stage["distribution"], stage["version"]) == ("transform", ENTRY_POINT, DISTRIBUTION, "0.1.0")
     assert {p["name"] for p in stage["parameters"]} == {"key", "low", "high"}
 
 
@@ -154,13 +169,15 @@ def test_pipeline_inverts_and_keeps_affine(plugin_target, key_file, tmp_path):
 
 def test_bounds_are_validated(plugin_target, key_file, tmp_path):
     config = _write_config(tmp_path)
-    result = voxpipe("validate", str(config), "--set", f"{STAGE_ID}.low=5", "--set", f"{STAGE_ID}.high=1",
-                     key_file=key_file, plugin_dir=plugin_target)
+    result = voxpipe(
+        "validate", str(config), "--set", f"{STAGE_ID}.low=5", "--set", f"{STAGE_ID}.high=1", key_file=key_file, plugin_dir=plugin_target
+    )
     assert result.returncode == 2
     errors = _error_lines(result.stderr)
     assert len(errors) == 1 and STAGE_ID in errors[0] and "low" in errors[0], result.stderr
-    result = voxpipe("validate", str(config), "--set", f"{STAGE_ID}.low=-5", "--set", f"{STAGE_ID}.high=5",
-                     key_file=key_file, plugin_dir=plugin_target)
+    result = voxpipe(
+        "validate", str(config), "--set", f"{STAGE_ID}.low=-5", "--set", f"{STAGE_ID}.high=5", key_file=key_file, plugin_dir=plugin_target
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -181,8 +198,7 @@ def test_blocked_plugin_is_unknown(plugin_target, key_file, tmp_path):
     errors = _error_lines(result.stderr)
     assert len(errors) == 1 and STAGE_ID in errors[0], result.stderr
 
-    listing = voxpipe("plugins", key_file=key_file, plugin_dir=plugin_target,
-                      extra_env={"VOXPIPE_PLUGINS_BLOCK": ENTRY_POINT})
+    listing = voxpipe("plugins", key_file=key_file, plugin_dir=plugin_target, extra_env={"VOXPIPE_PLUGINS_BLOCK": ENTRY_POINT})
     assert listing.returncode == 0, listing.stderr
     assert STAGE_ID not in listing.stdout
     assert f"Not loaded (allow/block list): {ENTRY_POINT}" in listing.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +21,72 @@ TORCHVISION_CONVS = {
     "vgg11_bn": [(0, 64), (4, 128), (8, 256), (11, 256), (15, 512), (18, 512), (22, 512), (25, 512)],
     "vgg13": [(0, 64), (2, 64), (5, 128), (7, 128), (10, 256), (12, 256), (15, 512), (17, 512), (20, 512), (22, 512)],
     "vgg13_bn": [(0, 64), (3, 64), (7, 128), (10, 128), (14, 256), (17, 256), (21, 512), (24, 512), (28, 512), (31, 512)],
-    "vgg16": [(0, 64), (2, 64), (5, 128), (7, 128), (10, 256), (12, 256), (14, 256), (17, 512), (19, 512), (21, 512),
-              (24, 512), (26, 512), (28, 512)],
-    "vgg16_bn": [(0, 64), (3, 64), (7, 128), (10, 128), (14, 256), (17, 256), (20, 256), (24, 512), (27, 512), (30, 512),
-                 (34, 512), (37, 512), (40, 512)],
-    "vgg19": [(0, 64), (2, 64), (5, 128), (7, 128), (10, 256), (12, 256), (14, 256), (16, 256), (19, 512), (21, 512),
-              (23, 512), (25, 512), (28, 512), (30, 512), (32, 512), (34, 512)],
-    "vgg19_bn": [(0, 64), (3, 64), (7, 128), (10, 128), (14, 256), (17, 256), (20, 256), (23, 256), (27, 512), (30, 512),
-                 (33, 512), (36, 512), (40, 512), (43, 512), (46, 512), (49, 512)],
+    "vgg16": [
+        (0, 64),
+        (2, 64),
+        (5, 128),
+        (7, 128),
+        (10, 256),
+        (12, 256),
+        (14, 256),
+        (17, 512),
+        (19, 512),
+        (21, 512),
+        (24, 512),
+        (26, 512),
+        (28, 512),
+    ],
+    "vgg16_bn": [
+        (0, 64),
+        (3, 64),
+        (7, 128),
+        (10, 128),
+        (14, 256),
+        (17, 256),
+        (20, 256),
+        (24, 512),
+        (27, 512),
+        (30, 512),
+        (34, 512),
+        (37, 512),
+        (40, 512),
+    ],
+    "vgg19": [
+        (0, 64),
+        (2, 64),
+        (5, 128),
+        (7, 128),
+        (10, 256),
+        (12, 256),
+        (14, 256),
+        (16, 256),
+        (19, 512),
+        (21, 512),
+        (23, 512),
+        (25, 512),
+        (28, 512),
+        (30, 512),
+        (32, 512),
+        (34, 512),
+    ],
+    "vgg19_bn": [
+        (0, 64),
+        (3, 64),
+        (7, 128),
+        (10, 128),
+        (14, 256),
+        (17, 256),
+        (20, 256),
+        (23, 256),
+        (27, 512),
+        (30, 512),
+        (33, 512),
+        (36, 512),
+        (40, 512),
+        (43, 512),
+        (46, 512),
+        (49, 512),
+    ],
 }
 
 
@@ -45,8 +102,16 @@ def torchvision_table(arch: str) -> dict[str, tuple[int, ...]]:
                 table[f"features.{index + 1}.{name}"] = (out,)
             table[f"features.{index + 1}.num_batches_tracked"] = ()
         channels = out
-    table.update({"classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,), "classifier.3.weight": (4096, 4096),
-                  "classifier.3.bias": (4096,), "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)})
+    table.update(
+        {
+            "classifier.0.weight": (4096, 25088),
+            "classifier.0.bias": (4096,),
+            "classifier.3.weight": (4096, 4096),
+            "classifier.3.bias": (4096,),
+            "classifier.6.weight": (1000, 4096),
+            "classifier.6.bias": (1000,),
+        }
+    )
     return table
 
 
@@ -223,8 +288,10 @@ def test_bad_weights_through_the_cli_is_one_line(tmp_path, cli):
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "in" / "a.png")
     torch.save(tiny("vgg11").state_dict(), tmp_path / "w.pth")
-    (tmp_path / "c.yaml").write_text("version: 1\nname: f\ndevice: cpu\nstages:\n  - use: load.image2d\n"
-                                     "  - use: features.vgg\n    with: {arch: vgg13, width: 0.125, weights: w.pth}\n")
+    (tmp_path / "c.yaml").write_text(
+        "version: 1\nname: f\ndevice: cpu\nstages:\n  - use: load.image2d\n"
+        "  - use: features.vgg\n    with: {arch: vgg13, width: 0.125, weights: w.pth}\n"
+    )
     result = cli("run", tmp_path / "c.yaml", "-i", tmp_path / "in", "-o", tmp_path / "out")
     assert result.exit_code == 2
     assert len(result.error_lines) == 1 and "w.pth does not fit vgg13" in result.error_lines[0]
@@ -240,7 +307,6 @@ def test_cuda_amp_features_close_to_cpu():
 
 
 def test_stages_and_trainer_are_registered(registry):
-    for stage_id, kind in (("features.vgg", "extractor"), ("head.vgg", "head"), ("head.vgg_rnn", "head"),
-                           ("write.predictions", "writer")):
+    for stage_id, kind in (("features.vgg", "extractor"), ("head.vgg", "head"), ("head.vgg_rnn", "head"), ("write.predictions", "writer")):
         assert registry.stages[stage_id].kind.value == kind
     assert "heads" in registry.trainers

@@ -143,13 +143,16 @@ def small_table(folder: Path, rows: list[dict]) -> Path:
 GOOD = [{"image": f"img/{i % 4}.png", "class": "ab"[i % 2], "target": i, "patient": f"p{i}"} for i in range(8)]
 
 
-@pytest.mark.parametrize("change,expected", [
-    ({3: {"image": "img/missing.png"}}, "t.csv row 5: image img/missing.png does not exist"),
-    ({2: {"class": ""}}, "t.csv row 4: empty `class`"),
-    ({6: {"target": "nan"}}, "t.csv row 8: `target` is nan; regression targets must be finite numbers"),
-    ({1: {"target": "big"}}, "t.csv row 3: `target` is 'big', not a number"),
-    ({7: {"class": "c"}}, "class 'c' has one sample (row 9)"),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({3: {"image": "img/missing.png"}}, "t.csv row 5: image img/missing.png does not exist"),
+        ({2: {"class": ""}}, "t.csv row 4: empty `class`"),
+        ({6: {"target": "nan"}}, "t.csv row 8: `target` is nan; regression targets must be finite numbers"),
+        ({1: {"target": "big"}}, "t.csv row 3: `target` is 'big', not a number"),
+        ({7: {"class": "c"}}, "class 'c' has one sample (row 9)"),
+    ],
+)
 def test_bad_tables_name_the_row_and_write_nothing(tmp_path, cli, change, expected):
     rows = [dict(r, **change.get(i, {})) for i, r in enumerate(GOOD)]
     small_table(tmp_path, rows)

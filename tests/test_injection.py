@@ -17,13 +17,16 @@ PAYLOADS = {
     "python_object_new": HEADER + 'stages: !!python/object/new:subprocess.Popen [["touch", "{marker}"]]\n',
     "python_name": HEADER + "stages:\n  - use: !!python/name:os.system\n",
     "custom_tag": HEADER + 'stages:\n  - use: !shell "touch {marker}"\n',
-    "bundle_expression": HEADER + "stages:\n  - use: load.auto\n  - use: denoise.gaussian\n    with: {{sigma_mm: \"$__import__('os').system('touch {marker}')\"}}\n",
+    "bundle_expression": HEADER
+    + "stages:\n  - use: load.auto\n  - use: denoise.gaussian\n    with: {{sigma_mm: \"$__import__('os').system('touch {marker}')\"}}\n",
     "target_key": HEADER + "stages:\n  - use: load.auto\n  - _target_: os.system\n    command: touch {marker}\n",
     "dotted_import_use": HEADER + "stages:\n  - use: load.auto\n  - use: os.system\n    with: {{command: touch {marker}}}\n",
-    "entry_point_string": HEADER + "stages:\n  - use: load.auto\n  - use: monai.ScaleIntensityd\n    with: {{keys: [image], dtype: 'os:system'}}\n",
-    "monai_lambda": HEADER + "stages:\n  - use: load.auto\n  - use: monai.Lambdad\n    with: {{keys: [image], func: \"lambda x: __import__('os').system('touch {marker}')\"}}\n",
+    "entry_point_string": HEADER
+    + "stages:\n  - use: load.auto\n  - use: monai.ScaleIntensityd\n    with: {{keys: [image], dtype: 'os:system'}}\n",
+    "monai_lambda": HEADER
+    + "stages:\n  - use: load.auto\n  - use: monai.Lambdad\n    with: {{keys: [image], func: \"lambda x: __import__('os').system('touch {marker}')\"}}\n",
     "monai_submodule_path": HEADER + "stages:\n  - use: load.auto\n  - use: monai.transforms.utils.os.system\n",
-    "monai_bundle_reference": HEADER + "stages:\n  - use: load.auto\n  - use: monai.ScaleIntensityd\n    with: {{keys: \"$@image\"}}\n",
+    "monai_bundle_reference": HEADER + 'stages:\n  - use: load.auto\n  - use: monai.ScaleIntensityd\n    with: {{keys: "$@image"}}\n',
 }
 
 
@@ -108,16 +111,32 @@ def _name_variants() -> list[str]:
     """Every way to spell a refused MONAI transform that we could think of, for every alias."""
     from voxpipe import monai_adapter, monai_allowlist
 
-    refused = [n for n, mod in monai_adapter._exported_names().items()
-               if mod.endswith("dictionary") and monai_adapter.resolve(n) and not monai_adapter.resolve(n).allowed]
+    refused = [
+        n
+        for n, mod in monai_adapter._exported_names().items()
+        if mod.endswith("dictionary") and monai_adapter.resolve(n) and not monai_adapter.resolve(n).allowed
+    ]
     variants: set[str] = set()
     for name in refused:
         module = monai_adapter.resolve(name).module
         variants |= {
-            f"monai.{name}", f"monai.{name.lower()}", f"monai.{name.upper()}", f"monai.{name.swapcase()}",
-            f"monai.transforms.{name}", f"monai.transforms.{module}.{name}", f"monai.{module}.{name}",
-            f"monai.{name}.__init__", f"monai.{name}.__call__", f"monai.{name}.", f"monai..{name}", f"monai.{name} ",
-            f"monai./{name}", f"monai:{name}", f"MONAI.{name}", f"monai.{name}\u200b", f"monai.\u200b{name}",
+            f"monai.{name}",
+            f"monai.{name.lower()}",
+            f"monai.{name.upper()}",
+            f"monai.{name.swapcase()}",
+            f"monai.transforms.{name}",
+            f"monai.transforms.{module}.{name}",
+            f"monai.{module}.{name}",
+            f"monai.{name}.__init__",
+            f"monai.{name}.__call__",
+            f"monai.{name}.",
+            f"monai..{name}",
+            f"monai.{name} ",
+            f"monai./{name}",
+            f"monai:{name}",
+            f"MONAI.{name}",
+            f"monai.{name}\u200b",
+            f"monai.\u200b{name}",
             "monai." + "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in name),  # fullwidth
             "monai." + name.replace("a", "\u0430").replace("e", "\u0435").replace("o", "\u043e"),  # Cyrillic look-alikes
             f"monai.{name[0]}\u0301{name[1:]}",  # combining accent
@@ -133,8 +152,10 @@ def test_every_spelling_of_a_refused_transform_is_refused(registry, tmp_path):
     marker = tmp_path / "MARKER"
     variants = _name_variants()
     for use in variants:
-        text = (f"version: 1\nname: evil\nstages:\n  - use: load.auto\n  - use: {json.dumps(use)}\n"
-                f"    with: {{keys: [image], reader: os.system, output_dir: /tmp, cmd: 'touch {marker}'}}\n")
+        text = (
+            f"version: 1\nname: evil\nstages:\n  - use: load.auto\n  - use: {json.dumps(use)}\n"
+            f"    with: {{keys: [image], reader: os.system, output_dir: /tmp, cmd: 'touch {marker}'}}\n"
+        )
         with pytest.raises(ConfigError) as info:
             validate_text(text, registry, source="evil.yaml")
         [line] = info.value.problems
@@ -143,15 +164,28 @@ def test_every_spelling_of_a_refused_transform_is_refused(registry, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("use", ["monai.SaveImageD", "monai.SaveImageDict", "monai.saveimaged", "monai.SaveClassificationD",
-                                 "monai.WriteFileMappingDict", "monai.DataStatsD", "monai.LambdaDict", "monai.InvertD"])
+@pytest.mark.parametrize(
+    "use",
+    [
+        "monai.SaveImageD",
+        "monai.SaveImageDict",
+        "monai.saveimaged",
+        "monai.SaveClassificationD",
+        "monai.WriteFileMappingDict",
+        "monai.DataStatsD",
+        "monai.LambdaDict",
+        "monai.InvertD",
+    ],
+)
 def test_writers_and_loggers_never_run(cli, tmp_path, sample_inputs, use):
     """`monai.SaveImageD` with `output_dir` once wrote outside `-o` and the run reported ok."""
     elsewhere = tmp_path / "elsewhere"
     config = tmp_path / "w.yaml"
-    config.write_text(f"version: 1\nname: w\nstages:\n  - use: load.auto\n  - use: {use}\n"
-                      f"    with: {{keys: [image], output_dir: '{elsewhere}', mapping_file_path: '{elsewhere}/m.json'}}\n"
-                      "  - use: write.nifti\n")
+    config.write_text(
+        f"version: 1\nname: w\nstages:\n  - use: load.auto\n  - use: {use}\n"
+        f"    with: {{keys: [image], output_dir: '{elsewhere}', mapping_file_path: '{elsewhere}/m.json'}}\n"
+        "  - use: write.nifti\n"
+    )
     result = cli("run", config, "-i", sample_inputs, "-o", tmp_path / "out", "--workers", "0")
     assert result.exit_code == 2, result
     assert len(result.error_lines) == 1 and "not allowed" in result.error_lines[0]

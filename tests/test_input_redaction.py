@@ -101,8 +101,22 @@ def test_run_in_a_worker_with_debug_names_no_input(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     corpus = broken_series(tmp_path / "in", "Doe^Jane PHIMK02BX", "PHIMK01AX_{k}.dcm")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "platform"), str(repo / "plugins")])}
-    command = [sys.executable, "-c", "from voxpipe.entry import run; run()", "--debug", "run", str(DEMO_CONFIG), "-i", str(corpus),
-               "-o", str(tmp_path / "out"), "-w", "1", "--set", "device=cpu"]
+    command = [
+        sys.executable,
+        "-c",
+        "from voxpipe.entry import run; run()",
+        "--debug",
+        "run",
+        str(DEMO_CONFIG),
+        "-i",
+        str(corpus),
+        "-o",
+        str(tmp_path / "out"),
+        "-w",
+        "1",
+        "--set",
+        "device=cpu",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1, result.stderr
     assert MARK not in result.stdout + result.stderr + everything_written(tmp_path / "out"), result.stderr

@@ -62,7 +62,9 @@ def test_label_volumes_in_ml_with_names_and_areas_in_pixels():
     case: dict = {"label": label}
     report_label_volumes(case)
     assert [(m["name"], m["unit"], m["label"]) for m in case["report"]["metrics"]] == [
-        ("volumes_ml.lungs", "mL", "lungs"), ("volumes_ml.label 2", "mL", "label 2")]
+        ("volumes_ml.lungs", "mL", "lungs"),
+        ("volumes_ml.label 2", "mL", "label 2"),
+    ]
 
 
 def test_preview_and_montage_record_their_picture_and_the_label_volumes(tmp_path):
@@ -73,9 +75,13 @@ def test_preview_and_montage_record_their_picture_and_the_label_volumes(tmp_path
     from voxpipe_plugins.preview.render import PreviewWriter
 
     image = MetaTensor(torch.rand(1, 12, 10, 6), affine=torch.eye(4, dtype=torch.float64))
-    label = MetaTensor((torch.arange(12)[None, :, None, None] < 4).expand(1, 12, 10, 6).to(torch.uint8), affine=torch.eye(4, dtype=torch.float64))
+    label = MetaTensor(
+        (torch.arange(12)[None, :, None, None] < 4).expand(1, 12, 10, 6).to(torch.uint8), affine=torch.eye(4, dtype=torch.float64)
+    )
     for writer, name in ((PreviewWriter(), "preview.png"), (MontageWriter(filename="m.png"), "m.png")):
         case = writer({"image": image, "label": label, "output_dir": tmp_path})
         assert case["report"]["pictures"] == [{"path": name, "caption": ""}] and (tmp_path / name).is_file()
         assert [(m["name"], m["value"]) for m in case["report"]["metrics"]] == [("volumes_ml.label 1", 0.24)]
-    assert "report" not in PreviewWriter(label_key=None, filename="n.png")({"image": image, "output_dir": tmp_path}).get("report", {}).get("metrics", {})
+    assert "report" not in PreviewWriter(label_key=None, filename="n.png")({"image": image, "output_dir": tmp_path}).get("report", {}).get(
+        "metrics", {}
+    )

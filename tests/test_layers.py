@@ -131,8 +131,10 @@ def test_no_init_in_platform() -> None:
     assert not (CORE / "__init__.py").exists()
 
 
-@pytest.mark.skipif(shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
-                    reason="import-linter is not installed (pip install -e .[test])")
+@pytest.mark.skipif(
+    shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
+    reason="import-linter is not installed (pip install -e .[test])",
+)
 def test_import_linter_contract_holds(tmp_path: Path) -> None:
     lint = str(Path(sys.executable).parent / "lint-imports")
     result = subprocess.run([lint, "--no-cache"], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -140,8 +142,10 @@ def test_import_linter_contract_holds(tmp_path: Path) -> None:
     assert "The core (voxpipe) imports no plugin" in result.stdout and "KEPT" in result.stdout
 
 
-@pytest.mark.skipif(shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
-                    reason="import-linter is not installed (pip install -e .[test])")
+@pytest.mark.skipif(
+    shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
+    reason="import-linter is not installed (pip install -e .[test])",
+)
 def test_import_linter_catches_a_planted_import(tmp_path: Path) -> None:
     """The contract is live: a copy of the core with one function-local plugin import breaks it."""
     core, plugins = tmp_path / "platform", tmp_path / "plugins"
@@ -170,6 +174,8 @@ print("@@" + json.dumps(sorted(m for m in sys.modules if m == "voxpipe_plugins" 
 def test_the_core_runs_without_importing_a_plugin(args: list[str], tmp_path: Path) -> None:
     """With every plugin blocked, the core's own commands import nothing from the plugin package."""
     env = dict(os.environ, VOXPIPE_PLUGINS_ALLOW="no-such-plugin", VOXPIPE_ID_KEY_FILE=str(tmp_path / "id.key"))
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     line = next(line for line in result.stdout.splitlines() if line.startswith("@@"))
     assert json.loads(line[2:]) == [], f"`voxpipe {' '.join(args)}` imported plugin modules: {line}"

@@ -51,11 +51,15 @@ def _probe(args: list[str], tmp_path: Path, preamble: str = "") -> tuple[dict, s
     env.pop("VOXPIPE_DEBUG", None)
     proc = subprocess.run(
         [sys.executable, "-c", preamble + PROBE, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     assert proc.returncode == 0 and lines, f"probe failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[-1][len(MARKER):]), proc
+    return json.loads(lines[-1][len(MARKER) :]), proc
 
 
 @pytest.mark.parametrize("args", list(COMMANDS.values()), ids=list(COMMANDS))
@@ -76,8 +80,15 @@ def test_probe_detects_a_heavy_import(tmp_path: Path) -> None:
     assert report["imported"]["nibabel"] is True
 
 
-@pytest.mark.parametrize("module", ["voxpipe_plugins.io_auto.loader", "voxpipe_plugins.io_nifti.reader",
-                                    "voxpipe_plugins.io_image.reader", "voxpipe_plugins.io_dicom.loader"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "voxpipe_plugins.io_auto.loader",
+        "voxpipe_plugins.io_nifti.reader",
+        "voxpipe_plugins.io_image.reader",
+        "voxpipe_plugins.io_dicom.loader",
+    ],
+)
 def test_loader_discovery_does_not_import_torch(module: str) -> None:
     """`voxpipe run`'s parent process only discovers cases (workers build the stages): importing a
     loader's discovery module must not cost it a torch + MONAI import (seconds on 2 cores)."""

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import REPO, write_nifti
+
 from voxpipe.errors import UsageError
 from voxpipe_plugins.match import store as stores
 from voxpipe_plugins.match.cluster import cluster
@@ -77,7 +77,7 @@ def test_isomap_unrolls_a_swiss_roll_and_keeps_its_neighbours():
     def overlap(coords, k=10):
         d_true = distances(intrinsic, intrinsic)
         d = distances(coords, coords)
-        shared = [len(set(np.argsort(d[i])[1:k + 1]) & set(np.argsort(d_true[i])[1:k + 1])) / k for i in range(len(coords))]
+        shared = [len(set(np.argsort(d[i])[1 : k + 1]) & set(np.argsort(d_true[i])[1 : k + 1])) / k for i in range(len(coords))]
         return float(np.mean(shared))
 
     assert overlap(iso) > 0.6
@@ -134,9 +134,14 @@ def test_cli_collect_refusal_writes_nothing(tmp_path, cli):
 def test_writer_and_store_keep_names_provenance_and_refuse_nan(tmp_path):
     folder = tmp_path / "run" / "case-x1"
     folder.mkdir(parents=True)
-    case = {"case_id": "case-x1", "output_dir": folder, "features": {"radiomics": np.arange(3, dtype=np.float32)},
-            "feature_names": {"radiomics": ["a", "b", "c"]}, "outputs": {"class": 1},
-            "history": [{"op": "radiomics.extract", "feature_set": "radiomics", "levels": 32}]}
+    case = {
+        "case_id": "case-x1",
+        "output_dir": folder,
+        "features": {"radiomics": np.arange(3, dtype=np.float32)},
+        "feature_names": {"radiomics": ["a", "b", "c"]},
+        "outputs": {"class": 1},
+        "history": [{"op": "radiomics.extract", "feature_set": "radiomics", "levels": 32}],
+    }
     FeatureWriter()(case)
     (folder / "case.json").write_text(json.dumps({"config_hash": "abc123"}))
     info = json.loads((folder / "features.json").read_text())
@@ -229,8 +234,19 @@ def test_radiomics_config_end_to_end_retrieves_shape_classes(tmp_path, cli):
         kind = "sphere" if i % 2 else "cube"
         write_nifti(inputs / f"{kind}{i:02d}.nii.gz", blob_volume(kind, rng.uniform(10, 16), i))
     write_nifti(inputs / "blank.nii.gz", np.zeros((16, 16, 16), np.float32))  # nothing to segment: that case fails alone
-    run = cli("run", REPO / "configs" / "radiomics.yaml", "-i", inputs, "-o", tmp_path / "out", "--workers", "0",
-              "--no-report", "--source-map", tmp_path / "map.tsv")
+    run = cli(
+        "run",
+        REPO / "configs" / "radiomics.yaml",
+        "-i",
+        inputs,
+        "-o",
+        tmp_path / "out",
+        "--workers",
+        "0",
+        "--no-report",
+        "--source-map",
+        tmp_path / "map.tsv",
+    )
     assert run.exit_code == 1, run.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["summary"]["ok"] == 12 and manifest["summary"]["failed"] == 1
@@ -266,6 +282,7 @@ def test_radiomics_config_end_to_end_retrieves_shape_classes(tmp_path, cli):
     parquet = cli("features", "export", tmp_path / "store", tmp_path / "f.parquet")
     try:
         import pyarrow  # noqa: F401
+
         assert parquet.exit_code == 0
     except ImportError:
         assert parquet.exit_code == 2 and "pyarrow" in parquet.error_lines[0]

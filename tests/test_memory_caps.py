@@ -96,7 +96,7 @@ def test_not_a_nifti_is_one_line_without_the_path(tmp_path, payload, suffix):
 
 def test_corrupt_gzip_data_after_the_header_is_one_line(tmp_path):
     whole = bytearray(_write(tmp_path / "x.nii.gz", _header(SHAPE, np.int16) + FULL).read_bytes())
-    whole[len(whole) // 2:len(whole) // 2 + 40] = b"\xff" * 40
+    whole[len(whole) // 2 : len(whole) // 2 + 40] = b"\xff" * 40
     path = tmp_path / f"{SECRET}.nii.gz"
     path.write_bytes(bytes(whole))
     with pytest.raises((NiftiReadError, TruncatedError)) as caught:
@@ -109,7 +109,7 @@ def test_complete_files_still_read_in_every_gzip_layout(tmp_path):
     payload = _header(SHAPE, np.int16, vox_offset=368) + FULL
     members = tmp_path / "members.nii.gz"
     with open(members, "wb") as handle:
-        handle.writelines(gzip.compress(payload[start:start + 700]) for start in range(0, len(payload), 700))
+        handle.writelines(gzip.compress(payload[start : start + 700]) for start in range(0, len(payload), 700))
         handle.write(b"\0" * 64)
     plain = _write(tmp_path / "plain.nii", payload)
     for path in (members, plain):
@@ -141,8 +141,11 @@ def test_a_gzip_stream_longer_than_declared_is_read_only_as_far_as_declared(tmp_
         stream.write(_header(SHAPE, np.int16) + FULL)
         for _ in range(64):
             stream.write(bytes(1 << 22))  # 256 MiB of zeros nobody declared
-    delta, error = peak_of(f"from voxpipe_plugins.io_nifti.reader import read_nifti\npath = {str(path)!r}",
-                           "assert read_nifti(path, 'keep').shape == (1, 8, 9, 10)", warmups=1)
+    delta, error = peak_of(
+        f"from voxpipe_plugins.io_nifti.reader import read_nifti\npath = {str(path)!r}",
+        "assert read_nifti(path, 'keep').shape == (1, 8, 9, 10)",
+        warmups=1,
+    )
     assert error is None and delta < BUDGET
 
 
@@ -152,9 +155,12 @@ def test_the_67_byte_3_gib_nifti_costs_no_memory(tmp_path, suffix):
     path = _write(tmp_path / f"lie{suffix}", _header((1024, 1024, 768)))
     assert path.stat().st_size < 400
     warm = _write(tmp_path / f"warm{suffix}", _header((2, 2, 2)) + bytes(32))
-    delta, error = peak_of(f"from voxpipe_plugins.io_nifti.reader import read_nifti\nfrom pathlib import Path\n"
-                           f"paths = iter([Path({str(warm)!r}), Path({str(path)!r})])",
-                           "read_nifti(next(paths))", warmups=1)
+    delta, error = peak_of(
+        f"from voxpipe_plugins.io_nifti.reader import read_nifti\nfrom pathlib import Path\n"
+        f"paths = iter([Path({str(warm)!r}), Path({str(path)!r})])",
+        "read_nifti(next(paths))",
+        warmups=1,
+    )
     assert error and error[0] == "TruncatedError" and "3221225472 bytes" in error[1], error
     assert delta < BUDGET, f"{delta / 2**20:.0f} MiB"
 
@@ -165,8 +171,7 @@ def test_a_partly_present_nifti_costs_what_it_holds_not_what_it_declares(tmp_pat
     with gzip.open(path, "wb", compresslevel=1) as stream:
         stream.write(_header((512, 512, 256)))
         stream.write(np.random.default_rng(0).bytes(8 << 20))
-    delta, error = peak_of(f"from voxpipe_plugins.io_nifti.reader import read_nifti\npath = {str(path)!r}",
-                           "read_nifti(path, 'keep')")
+    delta, error = peak_of(f"from voxpipe_plugins.io_nifti.reader import read_nifti\npath = {str(path)!r}", "read_nifti(path, 'keep')")
     assert error and error[0] == "TruncatedError" and "holds 8 MiB" in error[1], error
     assert delta < BUDGET, f"{delta / 2**20:.0f} MiB"
 
@@ -215,7 +220,9 @@ def test_inflate_pieces_never_passes_its_limit_and_reads_every_member(tmp_path):
 
 def test_check_present_message():
     check_present("x", 10, 10)
-    with pytest.raises(TruncatedError, match=r"x is truncated: its header declares 3 GiB \(3221225472 bytes\) of data, the file holds 0 bytes"):
+    with pytest.raises(
+        TruncatedError, match=r"x is truncated: its header declares 3 GiB \(3221225472 bytes\) of data, the file holds 0 bytes"
+    ):
         check_present("x", 3 * 2**30, -352)
 
 
@@ -236,7 +243,7 @@ def _forged(fmt: str, width: int, height: int, path: Path) -> Path:
     data = bytearray(path.read_bytes())
     if fmt == "JPEG":
         at = data.index(b"\xff\xc0") + 5
-        data[at:at + 4] = struct.pack(">HH", height, width)
+        data[at : at + 4] = struct.pack(">HH", height, width)
     elif fmt == "BMP":
         data[18:26] = struct.pack("<ii", width, height)
     elif fmt == "TIFF":
@@ -247,7 +254,7 @@ def _forged(fmt: str, width: int, height: int, path: Path) -> Path:
             tag, kind = struct.unpack_from("<HH", data, at)
             if tag in (256, 257):
                 value = width if tag == 256 else height
-                data[at + 8:at + 12] = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+                data[at + 8 : at + 12] = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
     path.write_bytes(bytes(data))
     return path
 
@@ -319,8 +326,12 @@ def big_png(tmp_path_factory) -> Path:
     deflater = zlib.compressobj(9)
     row = b"\0" + b"\x40" * (12000 * 3)
     body = b"".join(deflater.compress(row) for _ in range(12000)) + deflater.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
-                     + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+        + _png_chunk(b"IDAT", body)
+        + _png_chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -328,9 +339,13 @@ def test_the_410_kb_png_bomb_is_refused_before_decoding(big_png, tmp_path):
     assert big_png.stat().st_size < 2**20
     warm = tmp_path / "warm.png"
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(warm)
-    delta, error = peak_of(f"from voxpipe_plugins.io_image.reader import read_image2d\nfrom pathlib import Path\n"
-                           f"paths = iter([Path({str(warm)!r}), Path({str(big_png)!r})])",
-                           "read_image2d(next(paths))", env={"VOXPIPE_MAX_GIB": "0.5"}, warmups=1)
+    delta, error = peak_of(
+        f"from voxpipe_plugins.io_image.reader import read_image2d\nfrom pathlib import Path\n"
+        f"paths = iter([Path({str(warm)!r}), Path({str(big_png)!r})])",
+        "read_image2d(next(paths))",
+        env={"VOXPIPE_MAX_GIB": "0.5"},
+        warmups=1,
+    )
     assert error and error[0] == "ResourceLimitError" and "above the 0.5 GiB cap" in error[1], error
     assert delta < BUDGET, f"{delta / 2**20:.0f} MiB"
 

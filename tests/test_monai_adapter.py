@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+from tests.conftest import REPO, write_nifti
 from voxpipe.config import validate_text
 from voxpipe.errors import ConfigError
 from voxpipe.monai_adapter import signature_of
-
-from tests.conftest import REPO, write_nifti
 
 CONFIG = """\
 version: 1
@@ -138,8 +138,13 @@ def fake_monai(tmp_path, monkeypatch):
     for name, text in FAKE_MONAI.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    caches = [monai_adapter._module_tree, monai_adapter._exports, monai_adapter.resolve,
-              monai_adapter._bound_in_blocks, monai_adapter.spec_for]
+    caches = [
+        monai_adapter._module_tree,
+        monai_adapter._exports,
+        monai_adapter.resolve,
+        monai_adapter._bound_in_blocks,
+        monai_adapter.spec_for,
+    ]
     for cache in caches:
         cache.cache_clear()
     monkeypatch.setattr(monai_adapter, "_monai_root", lambda: tmp_path)

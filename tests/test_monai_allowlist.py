@@ -21,6 +21,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from pydantic import ValidationError
+
 from voxpipe import monai_adapter
 from voxpipe import monai_allowlist as allowlist
 from voxpipe.config import validate_text
@@ -31,19 +32,63 @@ CANARY = "tests.monai_canary"  # importing it, or calling its `fire`, is what mu
 
 # Values for required arguments (and the few that MONAI needs together) so each allowed transform can be built.
 SAMPLE = {
-    "keys": ["image"], "a_min": 0.0, "a_max": 100.0, "angle": 0.1, "applied_labels": [1], "b_min": 0.0, "b_max": 1.0,
-    "device": "cpu", "distort_steps": [[1.0, 1.0]] * 3, "factor": 0.1, "factors": 0.1, "gamma": 1.0, "holes": 1,
-    "indices": [0, 1, 2, 3], "k": 4, "kernel": "mean", "key_dst": "image", "key_prefix": "stats", "label_key": "label",
-    "loc": [0, 1, 1, 1], "lower": 1.0, "upper": 99.0, "magnitude_range": [1.0, 2.0], "name": "both", "num_cells": 1,
-    "offset": 1.0, "offsets": 1.0, "ops": ["mean"], "order": 1, "orig_labels": [1], "target_labels": [2],
-    "patch_size": [4, 4, 4], "pixdim": [1.0, 1.0, 1.0], "radius": 1, "rand_size": [4, 4, 4], "refer_keys": ["image"],
-    "repeats": 1, "roi_scale": 0.5, "roi_size": [4, 4, 4], "select_labels": [1], "sigma": 1.0, "sigma_range": [1.0, 2.0],
-    "source_key": "image", "spacing": [1.0, 1.0], "spatial_border": 1, "spatial_dims": [0], "spatial_size": [8, 8, 8],
-    "threshold": 0.5, "window_length": 3, "zoom": 1.5,
+    "keys": ["image"],
+    "a_min": 0.0,
+    "a_max": 100.0,
+    "angle": 0.1,
+    "applied_labels": [1],
+    "b_min": 0.0,
+    "b_max": 1.0,
+    "device": "cpu",
+    "distort_steps": [[1.0, 1.0]] * 3,
+    "factor": 0.1,
+    "factors": 0.1,
+    "gamma": 1.0,
+    "holes": 1,
+    "indices": [0, 1, 2, 3],
+    "k": 4,
+    "kernel": "mean",
+    "key_dst": "image",
+    "key_prefix": "stats",
+    "label_key": "label",
+    "loc": [0, 1, 1, 1],
+    "lower": 1.0,
+    "upper": 99.0,
+    "magnitude_range": [1.0, 2.0],
+    "name": "both",
+    "num_cells": 1,
+    "offset": 1.0,
+    "offsets": 1.0,
+    "ops": ["mean"],
+    "order": 1,
+    "orig_labels": [1],
+    "target_labels": [2],
+    "patch_size": [4, 4, 4],
+    "pixdim": [1.0, 1.0, 1.0],
+    "radius": 1,
+    "rand_size": [4, 4, 4],
+    "refer_keys": ["image"],
+    "repeats": 1,
+    "roi_scale": 0.5,
+    "roi_size": [4, 4, 4],
+    "select_labels": [1],
+    "sigma": 1.0,
+    "sigma_range": [1.0, 2.0],
+    "source_key": "image",
+    "spacing": [1.0, 1.0],
+    "spatial_border": 1,
+    "spatial_dims": [0],
+    "spatial_size": [8, 8, 8],
+    "threshold": 0.5,
+    "window_length": 3,
+    "zoom": 1.5,
 }
 EXTRA = {
-    "SpatialCropd": {"roi_center": [4, 4, 4], "roi_size": [4, 4, 4]}, "Orientationd": {"axcodes": "RAS"},
-    "ConcatItemsd": {"keys": ["image", "label"]}, "ImageFilterd": {"kernel_size": 3}, "RandImageFilterd": {"kernel_size": 3},
+    "SpatialCropd": {"roi_center": [4, 4, 4], "roi_size": [4, 4, 4]},
+    "Orientationd": {"axcodes": "RAS"},
+    "ConcatItemsd": {"keys": ["image", "label"]},
+    "ImageFilterd": {"kernel_size": 3},
+    "RandImageFilterd": {"kernel_size": 3},
 }
 
 
@@ -139,8 +184,9 @@ def test_every_alias_gets_the_verdict_of_its_class(registry, obj):
 def test_reviewed_arguments_match_the_real_signature(cls_name):
     """The allow-list is not stale, and what it leaves out has a default (so leaving it out works)."""
     obj = ALLOWED_OBJECTS[cls_name]
-    real = {p.name: p for p in list(inspect.signature(obj.__init__).parameters.values())[1:]
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    real = {
+        p.name: p for p in list(inspect.signature(obj.__init__).parameters.values())[1:] if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
     reviewed = allowlist.reviewed_arguments(cls_name)
     assert reviewed <= set(real), f"reviewed but gone: {reviewed - set(real)}"
     for name, parameter in real.items():
@@ -242,13 +288,15 @@ def test_build_checks_the_real_class_object(monkeypatch):
     with pytest.raises(ValueError, match="not the reviewed MONAI class"):  # a refused class named as if allowed
         monai_adapter.build("LoadImaged", "io.dictionary", "LoadImaged", keys=["image"])
     with pytest.raises(ValueError, match="cannot be set from a config"):  # an argument the model would have refused
-        monai_adapter.build("ScaleIntensityRanged", "intensity.dictionary", "ScaleIntensityRanged",
-                            keys=["image"], a_min=0.0, a_max=1.0, lazy=True)
+        monai_adapter.build(
+            "ScaleIntensityRanged", "intensity.dictionary", "ScaleIntensityRanged", keys=["image"], a_min=0.0, a_max=1.0, lazy=True
+        )
 
 
 def test_dtype_names_become_dtype_objects():
-    scale = monai_adapter.build("ScaleIntensityRanged", "intensity.dictionary", "ScaleIntensityRanged",
-                                keys=["image"], a_min=0.0, a_max=100.0, dtype="float64")
+    scale = monai_adapter.build(
+        "ScaleIntensityRanged", "intensity.dictionary", "ScaleIntensityRanged", keys=["image"], a_min=0.0, a_max=100.0, dtype="float64"
+    )
     assert scale(_case())["image"].dtype == torch.float64
     sobel = monai_adapter.build("SobelGradientsd", "post.dictionary", "SobelGradientsd", keys=["image"], dtype="float64")
     assert sobel.transform.kernel_diff.dtype == torch.float64  # annotated torch.dtype only: a torch dtype, not numpy's

@@ -71,7 +71,13 @@ def test_convert_and_info_do_not_import_torch(tmp_path):
         "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
         "print('LOADED', sorted(m for m in ('torch', 'monai') if m in sys.modules))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={**__import__("os").environ, "VOXPIPE_ID_KEY_FILE": str(tmp_path / "k")})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**__import__("os").environ, "VOXPIPE_ID_KEY_FILE": str(tmp_path / "k")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout
     assert nib.load(tmp_path / "o.nii").shape == (16, 16, 4)
@@ -81,7 +87,11 @@ def random_affine(rng, flip: bool, shear: bool):
     angles = rng.uniform(-np.pi, np.pi, 3)
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
-    rotation = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    rotation = (
+        np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    )
     linear = rotation * rng.uniform(0.3, 3.0, 3)
     if flip:
         linear[:, 0] *= -1

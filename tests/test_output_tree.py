@@ -148,8 +148,9 @@ def test_input_listing_is_never_written_through_a_link(cli, tmp_path, command):
     link = tmp_path / "map.tsv"
     link.symlink_to(victim)
     if command == "run":
-        result = cli("run", DEMO_CONFIG, "-i", source, "-o", tmp_path / "out", "-w", "0", "--no-report", "--set", "device=cpu",
-                     "--source-map", link)
+        result = cli(
+            "run", DEMO_CONFIG, "-i", source, "-o", tmp_path / "out", "-w", "0", "--no-report", "--set", "device=cpu", "--source-map", link
+        )
     else:
         result = cli("deid", source, tmp_path / "out", "--key", tmp_path / "k.key", "--list", link)
     assert result.exit_code == 2 and len(result.error_lines) == 1 and "symbolic link" in result.error_lines[0], result.stderr
@@ -166,8 +167,21 @@ def test_input_listing_replaces_an_existing_wider_file_with_a_private_one(cli, t
     os.chmod(target, 0o644)
     umask(mask)
     if command == "run":
-        result = cli("run", DEMO_CONFIG, "-i", source, "-o", tmp_path / "out", "-w", "0", "--no-report", "--set", "device=cpu",
-                     "--source-map", target)
+        result = cli(
+            "run",
+            DEMO_CONFIG,
+            "-i",
+            source,
+            "-o",
+            tmp_path / "out",
+            "-w",
+            "0",
+            "--no-report",
+            "--set",
+            "device=cpu",
+            "--source-map",
+            target,
+        )
     else:
         result = cli("deid", source, tmp_path / "out", "--key", tmp_path / "k.key", "--list", target)
     assert result.exit_code == 0, result.stderr
@@ -180,8 +194,9 @@ def test_input_listing_in_a_new_folder_gets_private_folders(cli, tmp_path, umask
     source = dicom_series(tmp_path / "data" / "series")
     umask(0o000)
     target = tmp_path / "a" / "b" / "map.tsv"
-    result = cli("run", DEMO_CONFIG, "-i", source, "-o", tmp_path / "out", "-w", "0", "--no-report", "--set", "device=cpu",
-                 "--source-map", target)
+    result = cli(
+        "run", DEMO_CONFIG, "-i", source, "-o", tmp_path / "out", "-w", "0", "--no-report", "--set", "device=cpu", "--source-map", target
+    )
     assert result.exit_code == 0, result.stderr
     for folder in (tmp_path / "a", tmp_path / "a" / "b"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
@@ -223,7 +238,9 @@ def test_run_convert_and_deid_create_only_private_folders_and_files(cli, tmp_pat
     assert convert.exit_code == 0, convert.stderr
     single = cli("convert", tmp_path / "in" / "dicom", base / "b" / "one.nii.gz")
     assert single.exit_code == 0, single.stderr
-    deid = cli("deid", tmp_path / "in" / "dicom", base / "c" / "deid", "--key", tmp_path / "keys" / "k.key", "--list", base / "d" / "list.tsv")
+    deid = cli(
+        "deid", tmp_path / "in" / "dicom", base / "c" / "deid", "--key", tmp_path / "keys" / "k.key", "--list", base / "d" / "list.tsv"
+    )
     assert deid.exit_code == 0, deid.stderr
     count = _assert_private(base)
     assert count > 12  # run: case folders, NIfTI, previews, manifest, report; convert; deid's study/series tree
@@ -303,6 +320,7 @@ training:
 def test_train_and_test_create_only_private_outputs(cli, tmp_path, umask, mask):
     """The trainers write with torch.save and open(): the command's umask keeps them private too."""
     import torch
+
     from voxpipe_plugins.heads.synthetic import write_dataset
 
     write_dataset(tmp_path / "data", count=24, size=32, seed=0)
@@ -361,8 +379,11 @@ def test_convert_rerun_clears_its_own_stale_temporaries_and_nothing_else(cli, tm
     dicom_series(tmp_path / "in")
     out = tmp_path / "out"
     assert cli("convert", tmp_path / "in", out).exit_code == 0
-    stale = [_plant_stale(out, "case-0123456789ab_CT.nii.gz"), _plant_stale(out, "case-00000000beef_MR.nii.gz", "abcdefgh"),
-             out / ".case-00000000cafe_CT.nii.gz.q1w2e3r4.tmp"]
+    stale = [
+        _plant_stale(out, "case-0123456789ab_CT.nii.gz"),
+        _plant_stale(out, "case-00000000beef_MR.nii.gz", "abcdefgh"),
+        out / ".case-00000000cafe_CT.nii.gz.q1w2e3r4.tmp",
+    ]
     stale[2].mkdir()  # killed before the writer created its file
     decoys = _plant_decoys(out)
     result = cli("convert", tmp_path / "in", out)

@@ -61,8 +61,12 @@ def test_the_corpus_really_carries_the_markers(corpus):
 def test_no_marker_after_voxpipe_deid(corpus, tmp_path):
     root, markers = corpus
     out = tmp_path / "deid-out"
-    proc = subprocess.run([sys.executable, "-m", "voxpipe", "deid", str(root), str(out), "--key", str(tmp_path / "deid.key")],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxpipe", "deid", str(root), str(out), "--key", str(tmp_path / "deid.key")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "de-identified 8 files in 2 series" in proc.stdout and "quarantined: 1" in proc.stdout
     written = list(out.rglob("*.dcm"))
@@ -126,8 +130,12 @@ def test_no_marker_after_voxpipe_run_with_deid(corpus, tmp_path, cli, caplog):
         out = tmp_path / f"run-{name}"
         # a real process (and its case workers): every byte they print is searched
         workers = [] if name == "dicom" else ["--workers", "0"]  # the DICOM run goes through a case worker
-        result = subprocess.run([sys.executable, "-m", "voxpipe", "run", str(config), "-i", str(root), "-o", str(out),
-                                 "--device", "cpu", *workers], capture_output=True, text=True, cwd=REPO)
+        result = subprocess.run(
+            [sys.executable, "-m", "voxpipe", "run", str(config), "-i", str(root), "-o", str(out), "--device", "cpu", *workers],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         assert result.returncode in (0, 1), result.stderr  # the secondary capture is quarantined: that case fails
         assert "Traceback" not in result.stderr
         blobs += _blobs(out) + [(f"{name} stdout", result.stdout.encode()), (f"{name} stderr", result.stderr.encode())]
@@ -198,8 +206,14 @@ def _run(config: Path, root: Path, out: Path, env_key: Path) -> subprocess.Compl
     import os
 
     env = dict(os.environ, VOXPIPE_DEID_KEY_FILE=str(env_key))
-    return subprocess.run([sys.executable, "-m", "voxpipe", "run", str(config), "-i", str(root), "-o", str(out), "--device", "cpu"],
-                          check=False, capture_output=True, text=True, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "voxpipe", "run", str(config), "-i", str(root), "-o", str(out), "--device", "cpu"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
 
 
 def test_no_marker_after_a_demo_style_run_without_deid(corpus, tmp_path):
@@ -226,8 +240,16 @@ def test_no_marker_after_a_demo_style_run_without_deid(corpus, tmp_path):
 
 EQUIPMENT = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber")
 """The source's acquisition equipment, which highdicom records in a derived object's Contributing Equipment Sequence."""
-PATIENT_STUDY_MODULE = ("PatientName", "PatientID", "PatientComments", "AccessionNumber", "ReferringPhysicianName", "StudyID",
-                        "StudyDescription", "AdmittingDiagnosesDescription")
+PATIENT_STUDY_MODULE = (
+    "PatientName",
+    "PatientID",
+    "PatientComments",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+    "StudyDescription",
+    "AdmittingDiagnosesDescription",
+)
 """The corpus attributes in the Patient, General Study and Patient Study modules: what a SEG for the PACS must keep."""
 
 
@@ -241,21 +263,31 @@ def test_identity_source_keeps_every_patient_and_study_marker(corpus, tmp_path):
     out = tmp_path / "out"
     result = _run(config, root, out, tmp_path / "keys" / "deid.key")
     assert result.returncode == 0, result.stdout + result.stderr
-    sources = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: pydicom.dcmread(p, stop_before_pixels=True)
-               for p in sorted(root.rglob("*_0_0.dcm")) + sorted(root.rglob("*_1_0.dcm"))}
+    sources = {
+        pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID: pydicom.dcmread(p, stop_before_pixels=True)
+        for p in sorted(root.rglob("*_0_0.dcm")) + sorted(root.rglob("*_1_0.dcm"))
+    }
     segs = [pydicom.dcmread(p) for p in sorted(out.glob("case-*/segmentation.dcm"))]
     volumes = [s for s in segs if s.ReferencedSeriesSequence[0].SeriesInstanceUID in sources]
     assert len(volumes) == 2
     expected = set()
     for seg in volumes:
         source = sources[seg.ReferencedSeriesSequence[0].SeriesInstanceUID]
-        for keyword in PATIENT_STUDY_MODULE + ("PatientBirthDate", "PatientSex", "PatientAge", "StudyDate", "StudyTime",
-                                               "StudyInstanceUID", "FrameOfReferenceUID"):
+        for keyword in PATIENT_STUDY_MODULE + (
+            "PatientBirthDate",
+            "PatientSex",
+            "PatientAge",
+            "StudyDate",
+            "StudyTime",
+            "StudyInstanceUID",
+            "FrameOfReferenceUID",
+        ):
             assert seg.get(keyword) == source.get(keyword), keyword
         in_module = {str(v) for k in PATIENT_STUDY_MODULE for v in str(source.get(k)).split("^")}
         expected |= {m for m in markers.all if m in in_module or m[:16] in in_module}
         equipment = {str(source.get(k)) for k in EQUIPMENT}
         found = {m for m in markers.all if m.encode() in seg.to_json().encode() or m[:16].encode() in seg.to_json().encode()}
-        assert found - {m for m in markers.all if m in equipment or m[:16] in equipment} == \
-            {m for m in markers.all if m in in_module or m[:16] in in_module}, sorted(found)
+        assert found - {m for m in markers.all if m in equipment or m[:16] in equipment} == {
+            m for m in markers.all if m in in_module or m[:16] in in_module
+        }, sorted(found)
     assert len(expected) == len(PATIENT_STUDY_MODULE) + 1  # the name holds two markers

@@ -16,7 +16,9 @@ from voxpipe.registry import PluginSelection, Registry
 
 plugin_dir = test_registry.plugin_dir  # the fixture: fake distributions on sys.path, forgotten afterwards
 
-COMMAND_PLUGIN = GOOD_PLUGIN + """
+COMMAND_PLUGIN = (
+    GOOD_PLUGIN
+    + """
 import click
 from voxpipe.commands_spec import CommandSpec
 
@@ -24,6 +26,7 @@ from voxpipe.commands_spec import CommandSpec
 def voxpipe_register_commands(register):
     register(CommandSpec(name="{module}-hello", summary="Say hello from {module}.", factory="{module}_cmd:hello"))
 """
+)
 
 COMMAND_MODULE = """
 import click
@@ -40,8 +43,16 @@ def hello(who, shout, own_debug):
 
 # Which family each built-in command comes from (all from the `voxpipe` distribution).
 BUILTIN_COMMANDS = {
-    "convert": "io_dicom", "info": "io_dicom", "deid": "deid", "evaluate": "evaluate", "test": "heads",
-    "features": "match", "match": "match", "cluster": "match", "register": "match", "keypoints": "match",
+    "convert": "io_dicom",
+    "info": "io_dicom",
+    "deid": "deid",
+    "evaluate": "evaluate",
+    "test": "heads",
+    "features": "match",
+    "match": "match",
+    "cluster": "match",
+    "register": "match",
+    "keypoints": "match",
     "sample-data": "samples",
 }
 
@@ -62,7 +73,13 @@ def test_a_third_party_command_runs_and_is_listed(plugin_dir, cli):
     assert help_text.index("Core commands:") < help_text.index("Commands from plugin io_dicom") < help_text.index("vp_cmd (vp-cmd)")
     assert f"{command}" in cli("plugins").stdout
     listed = json.loads(cli("plugins", "--json").stdout)["commands"]
-    assert {"name": command, "summary": "Say hello from vp_cmd.", "plugin": "vp_cmd", "distribution": "vp-cmd", "version": "1.2.3"} in listed
+    assert {
+        "name": command,
+        "summary": "Say hello from vp_cmd.",
+        "plugin": "vp_cmd",
+        "distribution": "vp-cmd",
+        "version": "1.2.3",
+    } in listed
     assert "Greet WHO." in cli(command, "--help").stdout
 
 
@@ -75,13 +92,16 @@ def test_listing_commands_imports_no_command_module(plugin_dir, cli):
     assert cli("vp_cmd-hello", "--help").exit_code == 0 and "vp_cmd_cmd" in sys.modules
 
 
-@pytest.mark.parametrize("args", [
-    ["--block-plugin", "vp_cmd", "{cmd}", "x"],
-    ["{cmd}", "x", "--block-plugin", "vp_cmd"],
-    ["{cmd}", "x", "--block-plugin=vp_cmd"],
-    ["--allow-plugin", "io_nifti", "{cmd}", "x"],
-    ["{cmd}", "--allow-plugin=io_nifti,segment", "x"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--block-plugin", "vp_cmd", "{cmd}", "x"],
+        ["{cmd}", "x", "--block-plugin", "vp_cmd"],
+        ["{cmd}", "x", "--block-plugin=vp_cmd"],
+        ["--allow-plugin", "io_nifti", "{cmd}", "x"],
+        ["{cmd}", "--allow-plugin=io_nifti,segment", "x"],
+    ],
+)
 def test_allow_and_block_apply_to_commands(plugin_dir, cli, args):
     command = add_command_plugin(plugin_dir)
     result = cli(*[a.replace("{cmd}", command) for a in args])
@@ -128,10 +148,12 @@ def test_two_plugins_claiming_one_command_name_both_named(plugin_dir, cli):
     (plugin_dir / "vp_other_cmd.py").write_text(COMMAND_MODULE)
     result = cli("vp_cmd-hello", "x")
     assert result.exit_code == 2
-    assert result.error_lines == [(
-        "error: command `vp_cmd-hello` is registered by both plugin `vp_cmd` (vp-cmd 1.2.3) and plugin `vp_other` (vp-other 1.2.3); "
-        "neither is used: block one with --block-plugin NAME or VOXPIPE_PLUGINS_BLOCK"
-    )]
+    assert result.error_lines == [
+        (
+            "error: command `vp_cmd-hello` is registered by both plugin `vp_cmd` (vp-cmd 1.2.3) and plugin `vp_other` (vp-other 1.2.3); "
+            "neither is used: block one with --block-plugin NAME or VOXPIPE_PLUGINS_BLOCK"
+        )
+    ]
     assert cli("--block-plugin", "vp_other", "vp_cmd-hello", "x").stdout.strip() == "hello x"
     assert cli("plugins").exit_code == 0  # everything else still works
 
@@ -148,12 +170,15 @@ def test_a_plugin_command_named_like_a_core_one_is_refused(plugin_dir, cli, core
     assert help_text.exit_code == 0 and "Greet WHO" not in help_text.stdout  # the core's command, never the plugin's
 
 
-@pytest.mark.parametrize("factory, says", [
-    ("vp_bad_cmd:missing", "cannot be loaded: AttributeError"),
-    ("vp_nowhere_cmd:hello", "cannot be loaded: ModuleNotFoundError"),
-    ("vp_bad_cmd:NOT_A_COMMAND", "is a int, not a click command"),
-    ("vp_bad_cmd:hello", "cannot be loaded: RuntimeError: import-time failure"),
-])
+@pytest.mark.parametrize(
+    "factory, says",
+    [
+        ("vp_bad_cmd:missing", "cannot be loaded: AttributeError"),
+        ("vp_nowhere_cmd:hello", "cannot be loaded: ModuleNotFoundError"),
+        ("vp_bad_cmd:NOT_A_COMMAND", "is a int, not a click command"),
+        ("vp_bad_cmd:hello", "cannot be loaded: RuntimeError: import-time failure"),
+    ],
+)
 def test_a_broken_command_factory_is_one_line_naming_the_plugin(plugin_dir, cli, factory, says):
     body = COMMAND_PLUGIN.replace('factory="{module}_cmd:hello"', f'factory="{factory}"')
     make_dist(plugin_dir, "vp-bad", "vp_bad", body)
@@ -169,25 +194,35 @@ def test_a_broken_command_factory_is_one_line_naming_the_plugin(plugin_dir, cli,
         assert "Traceback" in debug.stderr and "vp_bad_cmd.py" in debug.stderr  # the plugin's own frame
 
 
-@pytest.mark.parametrize("spec, says", [
-    ('CommandSpec(name="Hello", summary="s", factory="m:a")', "command name 'Hello' must be lower case"),
-    ('CommandSpec(name="hello world", summary="s", factory="m:a")', "must be lower case"),
-    ('CommandSpec(name="hello", summary="", factory="m:a")', "summary must be one non-empty line"),
-    ('CommandSpec(name="hello", summary="two\\nlines", factory="m:a")', "summary must be one non-empty line"),
-    ('CommandSpec(name="hello", summary="s", factory="no_colon")', "must be 'module:attribute'"),
-    ('CommandSpec(name="hello", summary="s", factory=print)', "factory must be a 'module:attribute' string or a click command"),
-    ('dict(name="hello")', "registered dict as a command, expected voxpipe.plugin.CommandSpec"),
-])
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ('CommandSpec(name="Hello", summary="s", factory="m:a")', "command name 'Hello' must be lower case"),
+        ('CommandSpec(name="hello world", summary="s", factory="m:a")', "must be lower case"),
+        ('CommandSpec(name="hello", summary="", factory="m:a")', "summary must be one non-empty line"),
+        ('CommandSpec(name="hello", summary="two\\nlines", factory="m:a")', "summary must be one non-empty line"),
+        ('CommandSpec(name="hello", summary="s", factory="no_colon")', "must be 'module:attribute'"),
+        ('CommandSpec(name="hello", summary="s", factory=print)', "factory must be a 'module:attribute' string or a click command"),
+        ('dict(name="hello")', "registered dict as a command, expected voxpipe.plugin.CommandSpec"),
+    ],
+)
 def test_a_malformed_command_spec_skips_the_plugin(plugin_dir, spec, says):
-    body = GOOD_PLUGIN + f"""
+    body = (
+        GOOD_PLUGIN
+        + f"""
 from voxpipe.commands_spec import CommandSpec
 
 @hookimpl
 def voxpipe_register_commands(register):
     register({spec})
 """
-    make_dist(plugin_dir, "vp-malformed", "vp_malformed", body.replace("{", "{{").replace("}", "}}")
-              .replace("{{module}}", "{module}").replace("{{stage_id}}", "{stage_id}"))
+    )
+    make_dist(
+        plugin_dir,
+        "vp-malformed",
+        "vp_malformed",
+        body.replace("{", "{{").replace("}", "}}").replace("{{module}}", "{module}").replace("{{stage_id}}", "{stage_id}"),
+    )
     registry = Registry.load()
     [problem] = registry.problems
     assert problem.kind == "skipped" and problem.plugin == "vp_malformed" and says in problem.reason, problem.reason

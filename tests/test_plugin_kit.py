@@ -27,8 +27,10 @@ def test_every_public_name_resolves_and_registering_stays_light():
     assert len(set(kit.__all__)) == len(kit.__all__)
     for name in kit.__all__:
         assert getattr(kit, name) is not None, name
-    code = ("import sys; from voxpipe.plugin import hookimpl, StageSpec, StageKind, TrainerSpec, CommandSpec, StageParams, record; "
-            "print(sorted(m for m in ('torch', 'monai', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys; from voxpipe.plugin import hookimpl, StageSpec, StageKind, TrainerSpec, CommandSpec, StageParams, record; "
+        "print(sorted(m for m in ('torch', 'monai', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
 
@@ -92,6 +94,7 @@ def test_run_stage_runs_builtins_on_a_synthetic_case_of_their_kind(tmp_path, reg
 
 def test_run_stage_fails_a_stage_that_breaks_the_contract(tmp_path):
     from pydantic import BaseModel, ConfigDict
+
     from voxpipe.plugin import StageKind, StageSpec, run_stage
     from voxpipe.plugin_testing import ContractViolation
 
@@ -110,7 +113,7 @@ def test_run_stage_fails_a_stage_that_breaks_the_contract(tmp_path):
 
 # ----------------------------------------------------------------------------- plugins check
 
-KIT_PLUGIN = '''
+KIT_PLUGIN = """
 from pydantic import BaseModel, ConfigDict, Field
 from voxpipe.plugin import StageKind, StageSpec, hookimpl
 
@@ -150,7 +153,7 @@ def voxpipe_register_stages(register):
         register(StageSpec(id=f"kittest.{name}", kind=StageKind.TRANSFORM, summary=name, params=NoParams,
                            factory=factory, reads=("image",), writes=("image",)))
     register(StageSpec(id="kittest.needs", kind=StageKind.TRANSFORM, summary="needs", params=Needs, factory=Good))
-'''
+"""
 
 
 def install(folder: Path, name: str, source: str, module: str = "plugin") -> Path:
@@ -233,22 +236,40 @@ def test_a_new_plugin_package_installs_and_passes_its_own_test(tmp_path):
 
     source = write_plugin_package("kitnew", tmp_path)
     site = tmp_path / "site"
-    pip = subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                          "--target", str(site), str(source)], capture_output=True, text=True, timeout=300, check=False)
+    pip = subprocess.run(
+        [PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert pip.returncode == 0, pip.stderr
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "VOXPIPE_PLUGINS_ALLOW": "kitnew,io_auto,io_nifti,io_image"}
-    check = ("from voxpipe.registry import Registry; from voxpipe.plugin_check import check_plugins; r = Registry.load(strict=True); "
-             "print(r.stages['kitnew.scale'].distribution, sorted(getattr(r, 'commands', {}))); print(check_plugins(r, 'kitnew'))")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "VOXPIPE_PLUGINS_ALLOW": "kitnew,io_auto,io_nifti,io_image",
+    }
+    check = (
+        "from voxpipe.registry import Registry; from voxpipe.plugin_check import check_plugins; r = Registry.load(strict=True); "
+        "print(r.stages['kitnew.scale'].distribution, sorted(getattr(r, 'commands', {}))); print(check_plugins(r, 'kitnew'))"
+    )
     out = subprocess.run([PYTHON, "-c", check], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["voxpipe-kitnew ['kitnew-hello']", "[]"], out.stdout
-    tests = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    tests = subprocess.run(
+        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
     assert tests.returncode == 0 and "3 passed" in tests.stdout, tests.stdout + tests.stderr
 
 
 # ----------------------------------------------------------------------------- the config hash follows plugin code
+
 
 def test_an_edited_plugin_does_not_keep_stale_cases(cli, tmp_path, on_path, write_config, monkeypatch):
     for loaded in [m for m in sys.modules if m.split(".")[0] == "voxpipe_crashtest"]:  # an earlier test's copy
@@ -258,7 +279,10 @@ def test_an_edited_plugin_does_not_keep_stale_cases(cli, tmp_path, on_path, writ
     from voxpipe.registry import Registry
 
     config = write_config(crash_plugin.config("none"))
-    hash_of = lambda: load_config(config, Registry.load()).hash
+
+    def hash_of() -> str:
+        return load_config(config, Registry.load()).hash
+
     first = hash_of()
     assert hash_of() == first, "unchanged code, same hash"
     cases = crash_plugin.write_cases(tmp_path / "input", ["c00", "c01"])
@@ -285,8 +309,10 @@ def test_an_edited_plugin_does_not_keep_stale_cases(cli, tmp_path, on_path, writ
 
 
 def test_the_core_and_builtins_hash_the_same_in_two_processes(tmp_path):
-    code = ("from voxpipe.config import load_config; from voxpipe.registry import Registry; "
-            f"print(load_config({str(REPO / 'configs' / 'demo.yaml')!r}, Registry.load()).hash)")
+    code = (
+        "from voxpipe.config import load_config; from voxpipe.registry import Registry; "
+        f"print(load_config({str(REPO / 'configs' / 'demo.yaml')!r}, Registry.load()).hash)"
+    )
     runs = {subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True, cwd=cwd).stdout for cwd in (REPO, tmp_path)}
     assert len(runs) == 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from voxpipe.errors import PROBLEM_KINDS, ConfigError, Problem
 
 
@@ -22,17 +23,27 @@ def test_a_misspelt_kind_is_refused(kind):
         Problem(kind, "text")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("problems, expected", [
-    # the missing stage is found by its kind, wherever it is and whatever its wording
-    ([Problem("invalid", "c.yaml: version: unsupported"), Problem("unknown_stage", "c.yaml: stage 2 (crashtest.act): not here")],
-     "plugin not installed: c.yaml: stage 2 (crashtest.act): not here"),
-    ([Problem("unknown_stage", "c.yaml: stage 4: Stufe `q.r` unbekannt")], "plugin not installed: c.yaml: stage 4: Stufe `q.r` unbekannt"),
-    # a problem whose text merely mentions "unknown stage" is not one
-    ([Problem("invalid", "c.yaml: field `name`: 'unknown stage' is not allowed"), Problem("unknown_stage", "c.yaml: stage 3: gone")],
-     "plugin not installed: c.yaml: stage 3: gone"),
-    (["c.yaml: stage 1: only text"], "plugin not installed: c.yaml: stage 1: only text"),
-    ([], "plugin not installed: "),
-])
+@pytest.mark.parametrize(
+    "problems, expected",
+    [
+        # the missing stage is found by its kind, wherever it is and whatever its wording
+        (
+            [Problem("invalid", "c.yaml: version: unsupported"), Problem("unknown_stage", "c.yaml: stage 2 (crashtest.act): not here")],
+            "plugin not installed: c.yaml: stage 2 (crashtest.act): not here",
+        ),
+        (
+            [Problem("unknown_stage", "c.yaml: stage 4: Stufe `q.r` unbekannt")],
+            "plugin not installed: c.yaml: stage 4: Stufe `q.r` unbekannt",
+        ),
+        # a problem whose text merely mentions "unknown stage" is not one
+        (
+            [Problem("invalid", "c.yaml: field `name`: 'unknown stage' is not allowed"), Problem("unknown_stage", "c.yaml: stage 3: gone")],
+            "plugin not installed: c.yaml: stage 3: gone",
+        ),
+        (["c.yaml: stage 1: only text"], "plugin not installed: c.yaml: stage 1: only text"),
+        ([], "plugin not installed: "),
+    ],
+)
 def test_dask_probe_names_the_missing_stage_by_kind(monkeypatch, tmp_path, problems, expected):
     from voxpipe import dask_executor, registry, worker
 

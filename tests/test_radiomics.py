@@ -34,8 +34,12 @@ def run_stage(image, mask, spacing, **params):
     affine = np.diag(list(spacing) + [1.0] * (4 - len(spacing)))
     if len(spacing) == 2:
         affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
-    case = {"image": make_metatensor(image[None], affine), "label": make_metatensor(mask[None].astype(np.uint8), affine),
-            "history": [], "features": {"other": np.ones(3, np.float32)}}
+    case = {
+        "image": make_metatensor(image[None], affine),
+        "label": make_metatensor(mask[None].astype(np.uint8), affine),
+        "history": [],
+        "features": {"other": np.ones(3, np.float32)},
+    }
     stage = RadiomicsExtractor(**RadiomicsParams(**params).model_dump())
     case = stage(case)
     return dict(zip(case["feature_names"]["radiomics"], case["features"]["radiomics"].tolist())), case
@@ -112,11 +116,23 @@ def test_first_order_equals_numpy_on_masked_voxels():
     m, sd = x.mean(), x.std()
     p10, p25, p75, p90 = np.percentile(x, [10, 25, 75, 90])
     expected = {
-        "mean": m, "variance": x.var(), "median": np.median(x), "minimum": x.min(), "maximum": x.max(),
-        "p10": p10, "p90": p90, "iqr": p75 - p25, "range": np.ptp(x),
-        "skewness": np.mean((x - m) ** 3) / sd**3, "kurtosis": np.mean((x - m) ** 4) / sd**4 - 3,
-        "mad": np.mean(np.abs(x - m)), "medad": np.mean(np.abs(x - np.median(x))), "cov": sd / m,
-        "energy": np.sum(x**2), "rms": np.sqrt(np.mean(x**2)), "qcod": (p75 - p25) / (p75 + p25),
+        "mean": m,
+        "variance": x.var(),
+        "median": np.median(x),
+        "minimum": x.min(),
+        "maximum": x.max(),
+        "p10": p10,
+        "p90": p90,
+        "iqr": p75 - p25,
+        "range": np.ptp(x),
+        "skewness": np.mean((x - m) ** 3) / sd**3,
+        "kurtosis": np.mean((x - m) ** 4) / sd**4 - 3,
+        "mad": np.mean(np.abs(x - m)),
+        "medad": np.mean(np.abs(x - np.median(x))),
+        "cov": sd / m,
+        "energy": np.sum(x**2),
+        "rms": np.sqrt(np.mean(x**2)),
+        "qcod": (p75 - p25) / (p75 + p25),
     }
     for name, value in expected.items():
         assert f[f"firstorder.{name}"] == pytest.approx(value, rel=1e-5), name
@@ -141,32 +157,79 @@ HARALICK_0_DEG = np.array([[4, 2, 1, 0], [2, 4, 0, 0], [1, 0, 6, 1], [0, 0, 1, 2
 
 # The IBSI 1 digital phantom (github.com/theibsi/data_sets, ibsi_1_digital_phantom): 4 slices of
 # 5 x 4 voxels of 2 mm, grey levels 1-9, six voxels outside the ROI. Indexed [slice, row, column].
-IBSI_PHANTOM = np.array([
-    [[4, 4, 1, 1], [4, 4, 1, 1], [6, 6, 6, 6], [4, 1, 1, 1], [1, 1, 1, 1]],
-    [[4, 1, 1, 1], [1, 1, 1, 1], [6, 3, 9, 1], [4, 1, 1, 1], [1, 1, 1, 1]],
-    [[1, 1, 1, 1], [4, 1, 1, 1], [6, 6, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]],
-    [[1, 1, 1, 1], [4, 4, 4, 4], [4, 4, 4, 4], [1, 1, 1, 1], [1, 1, 1, 1]],
-], dtype=np.float32)
+IBSI_PHANTOM = np.array(
+    [
+        [[4, 4, 1, 1], [4, 4, 1, 1], [6, 6, 6, 6], [4, 1, 1, 1], [1, 1, 1, 1]],
+        [[4, 1, 1, 1], [1, 1, 1, 1], [6, 3, 9, 1], [4, 1, 1, 1], [1, 1, 1, 1]],
+        [[1, 1, 1, 1], [4, 1, 1, 1], [6, 6, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]],
+        [[1, 1, 1, 1], [4, 4, 4, 4], [4, 4, 4, 4], [1, 1, 1, 1], [1, 1, 1, 1]],
+    ],
+    dtype=np.float32,
+)
 IBSI_OUTSIDE = [(1, 0, 1), (1, 2, 2), (3, 3, 2), (3, 3, 3), (3, 4, 2), (3, 4, 3)]
 # IBSI reference manual benchmark values for the digital phantom (3 significant digits; GLCM as
 # "3D, averaged" / "3D, merged"); morphology with IBSI's binary mesh (`surface: mesh`).
-IBSI_FIRST_ORDER = {"mean": 2.15, "variance": 3.05, "skewness": 1.08, "kurtosis": -0.355, "median": 1, "minimum": 1,
-                    "p10": 1, "p90": 4, "maximum": 6, "iqr": 3, "range": 5, "mad": 1.55, "robust_mad": 1.11,
-                    "medad": 1.15, "cov": 0.812, "qcod": 0.6, "energy": 567, "rms": 2.77,
-                    "entropy": 1.27, "uniformity": 0.512}
-IBSI_SHAPE = {"volume_mm3": 556, "voxel_volume_mm3": 592, "surface_area_mm2": 388, "surface_to_volume_per_mm": 0.698,
-              "sphericity": 0.843, "max_3d_diameter_mm": 13.1, "major_axis_mm": 11.4, "minor_axis_mm": 9.31,
-              "least_axis_mm": 8.54, "elongation": 0.816, "flatness": 0.749}
+IBSI_FIRST_ORDER = {
+    "mean": 2.15,
+    "variance": 3.05,
+    "skewness": 1.08,
+    "kurtosis": -0.355,
+    "median": 1,
+    "minimum": 1,
+    "p10": 1,
+    "p90": 4,
+    "maximum": 6,
+    "iqr": 3,
+    "range": 5,
+    "mad": 1.55,
+    "robust_mad": 1.11,
+    "medad": 1.15,
+    "cov": 0.812,
+    "qcod": 0.6,
+    "energy": 567,
+    "rms": 2.77,
+    "entropy": 1.27,
+    "uniformity": 0.512,
+}
+IBSI_SHAPE = {
+    "volume_mm3": 556,
+    "voxel_volume_mm3": 592,
+    "surface_area_mm2": 388,
+    "surface_to_volume_per_mm": 0.698,
+    "sphericity": 0.843,
+    "max_3d_diameter_mm": 13.1,
+    "major_axis_mm": 11.4,
+    "minor_axis_mm": 9.31,
+    "least_axis_mm": 8.54,
+    "elongation": 0.816,
+    "flatness": 0.749,
+}
 IBSI_GLCM = {  # name: (3D averaged, 3D merged)
-    "joint_maximum": (0.503, 0.509), "joint_average": (2.14, 2.15), "joint_variance": (3.1, 3.13),
-    "joint_entropy": (2.4, 2.57), "difference_average": (1.43, 1.38), "difference_variance": (3.06, 3.21),
-    "difference_entropy": (1.56, 1.64), "sum_average": (4.29, 4.3), "sum_variance": (7.07, 7.41),
-    "sum_entropy": (1.92, 2.11), "angular_second_moment": (0.303, 0.291), "contrast": (5.32, 5.12),
-    "dissimilarity": (1.43, 1.38), "inverse_difference": (0.677, 0.688), "inverse_difference_normalised": (0.851, 0.856),
-    "inverse_difference_moment": (0.618, 0.631), "inverse_difference_moment_normalised": (0.898, 0.902),
-    "inverse_variance": (0.0604, 0.0574), "correlation": (0.157, 0.183), "autocorrelation": (5.06, 5.19),
-    "cluster_tendency": (7.07, 7.41), "cluster_shade": (16.6, 17.4), "cluster_prominence": (145, 147),
-    "information_correlation_1": (-0.157, -0.0288), "information_correlation_2": (0.52, 0.269),
+    "joint_maximum": (0.503, 0.509),
+    "joint_average": (2.14, 2.15),
+    "joint_variance": (3.1, 3.13),
+    "joint_entropy": (2.4, 2.57),
+    "difference_average": (1.43, 1.38),
+    "difference_variance": (3.06, 3.21),
+    "difference_entropy": (1.56, 1.64),
+    "sum_average": (4.29, 4.3),
+    "sum_variance": (7.07, 7.41),
+    "sum_entropy": (1.92, 2.11),
+    "angular_second_moment": (0.303, 0.291),
+    "contrast": (5.32, 5.12),
+    "dissimilarity": (1.43, 1.38),
+    "inverse_difference": (0.677, 0.688),
+    "inverse_difference_normalised": (0.851, 0.856),
+    "inverse_difference_moment": (0.618, 0.631),
+    "inverse_difference_moment_normalised": (0.898, 0.902),
+    "inverse_variance": (0.0604, 0.0574),
+    "correlation": (0.157, 0.183),
+    "autocorrelation": (5.06, 5.19),
+    "cluster_tendency": (7.07, 7.41),
+    "cluster_shade": (16.6, 17.4),
+    "cluster_prominence": (145, 147),
+    "information_correlation_1": (-0.157, -0.0288),
+    "information_correlation_2": (0.52, 0.269),
 }
 
 
@@ -309,8 +372,9 @@ def test_the_report_shows_the_stages_own_choice_of_features_with_units():
     mask, image = ellipsoid((6.0, 5.0, 4.0), (1.0, 1.0, 2.0))
     features, case = run_stage(image, mask, (1.0, 1.0, 2.0))
     metrics = {m["name"]: m for m in case["report"]["metrics"]}
-    assert set(metrics) == {f"feature_values.radiomics:{n}" for n in
-                            ("firstorder.mean", "firstorder.entropy", "shape.volume_mm3", "glcm.contrast")}
+    assert set(metrics) == {
+        f"feature_values.radiomics:{n}" for n in ("firstorder.mean", "firstorder.entropy", "shape.volume_mm3", "glcm.contrast")
+    }
     for name, metric in metrics.items():
         element = name.split(":", 1)[1]
         assert metric["value"] == pytest.approx(features[element], abs=1e-4)

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_nifti
 from scipy import ndimage
 
-from conftest import write_nifti
 from voxpipe_plugins.match import register as reg
 
 

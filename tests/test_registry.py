@@ -52,8 +52,16 @@ def plugin_dir(tmp_path, monkeypatch):
 
 
 def test_builtin_plugins_come_through_entry_points(registry):
-    assert {"load.auto", "load.nifti", "load.image2d", "write.nifti", "write.preview",
-            "intensity.scale", "denoise.gaussian", "segment.otsu"} <= set(registry.stages)
+    assert {
+        "load.auto",
+        "load.nifti",
+        "load.image2d",
+        "write.nifti",
+        "write.preview",
+        "intensity.scale",
+        "denoise.gaussian",
+        "segment.otsu",
+    } <= set(registry.stages)
     assert all(spec.distribution == "voxpipe" and spec.plugin for spec in registry.stages.values())
     assert not registry.problems
 
@@ -74,7 +82,7 @@ def test_third_party_plugin_is_discovered(plugin_dir):
         (GOOD_PLUGIN.replace('id="{stage_id}"', 'id="Bad Id"'), "is not a lower-case dotted name"),
         (GOOD_PLUGIN.replace("kind=StageKind.TRANSFORM", 'kind="wizard"'), "kind 'wizard' is not one of"),
         (GOOD_PLUGIN.replace('model_config = ConfigDict(extra="forbid")', "pass"), "extra='forbid'"),
-        (GOOD_PLUGIN.replace("register(StageSpec(", "register(dict(") , "expected voxpipe.stage.StageSpec"),
+        (GOOD_PLUGIN.replace("register(StageSpec(", "register(dict("), "expected voxpipe.stage.StageSpec"),
         (GOOD_PLUGIN.replace('summary="test stage"', 'summary=""'), "summary must be a non-empty line"),
         (GOOD_PLUGIN.replace('id="{stage_id}"', 'id="monai.foo"'), "reserved for MONAI"),
         (GOOD_PLUGIN.replace("def voxpipe_register_stages(register)", "def voxpipe_register_stages(reg)"), "cannot load"),
@@ -95,11 +103,14 @@ def test_broken_plugin_is_reported_and_skipped(plugin_dir, body, reason):
 
 
 def test_one_bad_spec_skips_the_whole_plugin(plugin_dir):
-    body = GOOD_PLUGIN + """
+    body = (
+        GOOD_PLUGIN
+        + """
 @hookimpl(specname="voxpipe_register_stages")
 def also(register):
     register("not a spec")
 """
+    )
     make_dist(plugin_dir, "vp-half", "vp_half", body)
     registry = Registry.load()
     assert "vp_half.stage" not in registry.stages
@@ -131,7 +142,9 @@ def test_duplicate_of_builtin_id_names_both(plugin_dir):
         registry.get("segment.otsu")
 
 
-TWO_STAGES_AND_A_COMMAND = GOOD_PLUGIN + """
+TWO_STAGES_AND_A_COMMAND = (
+    GOOD_PLUGIN
+    + """
 @hookimpl(specname="voxpipe_register_stages")
 def more(register):
     register(StageSpec(id="shared.second", kind=StageKind.TRANSFORM, summary="s", params=Params, factory="{module}:build"))
@@ -146,6 +159,7 @@ def voxpipe_register_trainers(register):
     from voxpipe.stage import TrainerSpec
     register(TrainerSpec(task="shared_task", summary="t", params=Params, factory="{module}:build"))
 """
+)
 
 
 def test_every_conflict_is_reported_at_once(plugin_dir):
@@ -166,22 +180,42 @@ def test_every_conflict_is_reported_at_once(plugin_dir):
     assert all(name in str(info.value) for name in conflicts)
 
 
-@pytest.mark.parametrize("hook, noun, twice", [
-    ("voxpipe_register_stages", "stage id", "StageSpec(id=\"vp_dup.stage\", kind=StageKind.TRANSFORM, summary=\"s\", params=Params, factory=\"x:y\")"),
-    ("voxpipe_register_trainers", "training task",
-     "__import__('voxpipe.stage').stage.TrainerSpec(task=\"dup\", summary=\"t\", params=Params, factory=\"x:y\")"),
-    ("voxpipe_register_commands", "command",
-     "__import__('voxpipe.commands_spec').commands_spec.CommandSpec(name=\"dup\", summary=\"c\", factory=\"x:y\")"),
-])
+@pytest.mark.parametrize(
+    "hook, noun, twice",
+    [
+        (
+            "voxpipe_register_stages",
+            "stage id",
+            'StageSpec(id="vp_dup.stage", kind=StageKind.TRANSFORM, summary="s", params=Params, factory="x:y")',
+        ),
+        (
+            "voxpipe_register_trainers",
+            "training task",
+            '__import__(\'voxpipe.stage\').stage.TrainerSpec(task="dup", summary="t", params=Params, factory="x:y")',
+        ),
+        (
+            "voxpipe_register_commands",
+            "command",
+            '__import__(\'voxpipe.commands_spec\').commands_spec.CommandSpec(name="dup", summary="c", factory="x:y")',
+        ),
+    ],
+)
 def test_a_plugin_registering_one_id_twice_is_told_so(plugin_dir, hook, noun, twice):
-    body = GOOD_PLUGIN + f"""
+    body = (
+        GOOD_PLUGIN
+        + f"""
 @hookimpl(specname="{hook}")
 def twice(register):
     register({twice})
     register({twice})
 """
-    make_dist(plugin_dir, "vp-dup", "vp_dup", body.replace("{", "{{").replace("}", "}}").replace("{{module}}", "{module}")
-              .replace("{{stage_id}}", "{stage_id}"))
+    )
+    make_dist(
+        plugin_dir,
+        "vp-dup",
+        "vp_dup",
+        body.replace("{", "{{").replace("}", "}}").replace("{{module}}", "{module}").replace("{{stage_id}}", "{stage_id}"),
+    )
     registry = Registry.load()
     [problem] = registry.problems
     assert problem.kind == "skipped" and problem.plugin == "vp_dup"
@@ -189,15 +223,28 @@ def twice(register):
     assert "block" not in str(problem), "a plugin cannot block itself out of its own duplicate"
 
 
-@pytest.mark.parametrize("body, entry_value, says", [
-    (GOOD_PLUGIN + "\ndef register_all():\n    pass\n", "vp_empty:register_all",
-     "entry point `vp_empty:register_all` names a function, not a module; point it at the module"),
-    (GOOD_PLUGIN.replace("register(StageSpec(", "return [StageSpec(").replace('writes=("image",)))', 'writes=("image",))]'), None,
-     "voxpipe_register_stages returned 1 item(s) instead of calling register(spec) for each"),
-    (GOOD_PLUGIN.replace("@hookimpl\n", ""), None, "voxpipe_register_stages lack the @hookimpl decorator"),
-    ("x = 1\n", None, "registers nothing: it has no @hookimpl functions"),
-    (GOOD_PLUGIN.replace("register(StageSpec(", "0 and register(StageSpec("), None, "registers nothing: its hooks never call register(spec)"),
-])
+@pytest.mark.parametrize(
+    "body, entry_value, says",
+    [
+        (
+            GOOD_PLUGIN + "\ndef register_all():\n    pass\n",
+            "vp_empty:register_all",
+            "entry point `vp_empty:register_all` names a function, not a module; point it at the module",
+        ),
+        (
+            GOOD_PLUGIN.replace("register(StageSpec(", "return [StageSpec(").replace('writes=("image",)))', 'writes=("image",))]'),
+            None,
+            "voxpipe_register_stages returned 1 item(s) instead of calling register(spec) for each",
+        ),
+        (GOOD_PLUGIN.replace("@hookimpl\n", ""), None, "voxpipe_register_stages lack the @hookimpl decorator"),
+        ("x = 1\n", None, "registers nothing: it has no @hookimpl functions"),
+        (
+            GOOD_PLUGIN.replace("register(StageSpec(", "0 and register(StageSpec("),
+            None,
+            "registers nothing: its hooks never call register(spec)",
+        ),
+    ],
+)
 def test_a_plugin_that_registers_nothing_is_warned_about(plugin_dir, cli, body, entry_value, says):
     make_dist(plugin_dir, "vp-empty", "vp_empty", body, entry_value=entry_value)
     registry = Registry.load()
@@ -239,10 +286,13 @@ def test_a_conflict_breaks_only_what_uses_it(plugin_dir, cli, tmp_path):
     assert "Traceback" not in bad.stderr
 
 
-HOOK_RAISES = GOOD_PLUGIN.replace("register(StageSpec(", "_helper(); register(StageSpec(") + """
+HOOK_RAISES = (
+    GOOD_PLUGIN.replace("register(StageSpec(", "_helper(); register(StageSpec(")
+    + """
 def _helper():
     raise RuntimeError("the plugin's own bug")
 """
+)
 
 
 def test_debug_shows_the_plugins_own_frames(plugin_dir, cli):

@@ -130,10 +130,23 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     shot = tmp_path / "shot.png"
     profile = tempfile.mkdtemp(dir=tmp_path)
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-         f"--screenshot={shot}", "--window-size=1200,1600", (out / "report.html").as_uri()],
-        capture_output=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
     )
     assert shot.is_file(), "Chromium wrote no screenshot"
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)

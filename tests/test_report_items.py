@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from voxpipe.report_items import (
     ReportItemError,
     items_of,
@@ -51,7 +52,11 @@ def test_recording_again_replaces_in_place_and_values_are_normalised():
     report_metric(case, "grade", "II")
     metrics = items_of(case)["metrics"]
     assert [(m["name"], m["value"], type(m["value"])) for m in metrics] == [
-        ("v.lungs", 3, int), ("v.body", 2.5, float), ("flag", 1, int), ("grade", "II", str)]
+        ("v.lungs", 3, int),
+        ("v.body", 2.5, float),
+        ("flag", 1, int),
+        ("grade", "II", str),
+    ]
     assert metrics[0]["label"] == "lungs" and "label" not in metrics[1]
     assert metric_values(metrics) == {"v": {"lungs": 3, "body": 2.5}, "flag": 1, "grade": "II"}
     report_picture(case, "p.png", "one")
@@ -59,8 +64,9 @@ def test_recording_again_replaces_in_place_and_values_are_normalised():
     assert items_of(case)["pictures"] == [{"path": "p.png", "caption": "two"}]
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), np.float64("nan"), {"a": 1}, [1, 2], None,
-                                   np.zeros(3), "x" * 201, "line\nbreak"])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), np.float64("nan"), {"a": 1}, [1, 2], None, np.zeros(3), "x" * 201, "line\nbreak"]
+)
 def test_metric_values_that_cannot_be_shown_are_refused(value):
     case: dict = {}
     with pytest.raises(ReportItemError):
@@ -74,11 +80,37 @@ def test_metric_names_must_be_short_text(name):
         report_metric({}, name, 1)
 
 
-@pytest.mark.parametrize("path", [
-    "/etc/passwd.png", "//host/share/x.png", "../x.png", "a/../../x.png", "sub/../x.png", "..", "../",
-    "..\\x.png", "sub\\x.png", "C:\\x.png", "C:x.png", "c:/x.png", "", ".", "./", "x.txt", "x.png.exe", "x", "x.svg",
-    "x\x00.png", "x\n.png", "sub/", "a" * 300 + ".png", None, 3, b"x.png",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd.png",
+        "//host/share/x.png",
+        "../x.png",
+        "a/../../x.png",
+        "sub/../x.png",
+        "..",
+        "../",
+        "..\\x.png",
+        "sub\\x.png",
+        "C:\\x.png",
+        "C:x.png",
+        "c:/x.png",
+        "",
+        ".",
+        "./",
+        "x.txt",
+        "x.png.exe",
+        "x",
+        "x.svg",
+        "x\x00.png",
+        "x\n.png",
+        "sub/",
+        "a" * 300 + ".png",
+        None,
+        3,
+        b"x.png",
+    ],
+)
 def test_picture_paths_outside_the_case_folder_or_not_pictures_are_refused(path):
     case: dict = {}
     with pytest.raises(ReportItemError):
@@ -86,8 +118,10 @@ def test_picture_paths_outside_the_case_folder_or_not_pictures_are_refused(path)
     assert "report" not in case
 
 
-@pytest.mark.parametrize(("path", "clean"), [("a.png", "a.png"), ("./a.png", "a.png"), ("sub/a.PNG", "sub/a.PNG"),
-                                             ("sub//b.jpg", "sub/b.jpg"), (Path("c.jpeg"), "c.jpeg")])
+@pytest.mark.parametrize(
+    ("path", "clean"),
+    [("a.png", "a.png"), ("./a.png", "a.png"), ("sub/a.PNG", "sub/a.PNG"), ("sub//b.jpg", "sub/b.jpg"), (Path("c.jpeg"), "c.jpeg")],
+)
 def test_relative_picture_paths_are_kept_clean(path, clean):
     assert picture_path(path) == clean
 
@@ -134,8 +168,19 @@ def test_the_core_names_no_plugin_output():
     root = Path(__file__).resolve().parents[1] / "platform" / "voxpipe"
     for name in ("worker.py", "report.py", "report_items.py", "runner.py", "templates/report.html.j2"):
         text = (root / name).read_text()
-        for word in ("voxpipe_plugins", "shape.volume", "glcm", "firstorder", "preview.png", "montage.png", "PREVIEW_NAMES",
-                     "volumes_ml", "areas_px", "feature_values", "radiomics"):
+        for word in (
+            "voxpipe_plugins",
+            "shape.volume",
+            "glcm",
+            "firstorder",
+            "preview.png",
+            "montage.png",
+            "PREVIEW_NAMES",
+            "volumes_ml",
+            "areas_px",
+            "feature_values",
+            "radiomics",
+        ):
             assert word not in text, f"{name} names {word!r}"
 
 
@@ -156,9 +201,15 @@ def _output(tmp_path: Path, report: dict, pipeline: str = "p") -> Path:
     out = tmp_path / "out"
     case = out / CID
     case.mkdir(parents=True)
-    (out / "manifest.json").write_text(json.dumps({
-        "pipeline": pipeline, "summary": {"cases": 1, "ok": 1},
-        "cases": [{"case_id": CID, "status": "ok", "seconds": 1.0, "stages": [{"stage": "s", "seconds": 0.5}]}]}))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "pipeline": pipeline,
+                "summary": {"cases": 1, "ok": 1},
+                "cases": [{"case_id": CID, "status": "ok", "seconds": 1.0, "stages": [{"stage": "s", "seconds": 0.5}]}],
+            }
+        )
+    )
     (case / "case.json").write_text(json.dumps({"case_id": CID, "status": "ok", "kind": "nifti", "report": report}))
     return out
 
@@ -204,9 +255,10 @@ def test_markup_in_any_recorded_text_is_shown_as_text(tmp_path, field):
 
 
 def test_recorded_metrics_and_pictures_are_shown_with_units(tmp_path):
-    report = {"metrics": [{"name": "volumes.a", "value": 12.3456, "unit": "mL", "label": "lungs"},
-                          {"name": "grade", "value": "II", "unit": ""}],
-              "pictures": [{"path": "sub/p.png", "caption": "a picture"}, {"path": "q.png", "caption": ""}]}
+    report = {
+        "metrics": [{"name": "volumes.a", "value": 12.3456, "unit": "mL", "label": "lungs"}, {"name": "grade", "value": "II", "unit": ""}],
+        "pictures": [{"path": "sub/p.png", "caption": "a picture"}, {"path": "q.png", "caption": ""}],
+    }
     out = _output(tmp_path, report)
     (out / CID / "sub").mkdir()
     (out / CID / "sub" / "p.png").write_bytes(_png())
@@ -224,8 +276,15 @@ def test_pictures_from_outside_the_case_folder_or_through_links_are_never_shown(
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "x.png").write_bytes(_png(colour=(1, 2, 3)))
-    path = {"absolute": str(secret / "x.png"), "dotdot": "../../secret/x.png", "link": "x.png", "linked_folder": "sub/x.png",
-            "folder": "dir.png", "not_a_picture": "x.png", "tampered_nested": "sub/../../../secret/x.png"}[how]
+    path = {
+        "absolute": str(secret / "x.png"),
+        "dotdot": "../../secret/x.png",
+        "link": "x.png",
+        "linked_folder": "sub/x.png",
+        "folder": "dir.png",
+        "not_a_picture": "x.png",
+        "tampered_nested": "sub/../../../secret/x.png",
+    }[how]
     out = _output(tmp_path, {"metrics": [], "pictures": [{"path": path, "caption": "c"}]})
     folder = out / CID
     if how == "link":

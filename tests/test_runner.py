@@ -37,7 +37,14 @@ def test_demo_run_writes_cases_and_manifest(cli, sample_inputs, tmp_path):
     assert manifest["device"] == "cpu" and manifest["finished"]
     assert manifest["plugins"]["used"] == {"voxpipe": manifest["voxpipe_version"]}
     for case in manifest["cases"]:
-        assert [s["stage"] for s in case["stages"]] == ["load.auto", "intensity.scale", "smooth", "segment.otsu", "write.nifti", "write.preview"]
+        assert [s["stage"] for s in case["stages"]] == [
+            "load.auto",
+            "intensity.scale",
+            "smooth",
+            "segment.otsu",
+            "write.nifti",
+            "write.preview",
+        ]
         assert all(s["seconds"] >= 0 for s in case["stages"])
     assert not (out / ".voxpipe").exists(), "staging area is removed after the run"
 
@@ -153,7 +160,10 @@ def test_python_dash_m_runs_the_demo(tmp_path, sample_inputs):
     env = dict(os.environ)
     proc = subprocess.run(
         [sys.executable, "-m", "voxpipe", "run", str(DEMO_CONFIG), "-i", str(sample_inputs), "-o", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=REPO, env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     assert len(case_dirs(tmp_path / "out")) == 4

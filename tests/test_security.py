@@ -27,7 +27,7 @@ MEMORY_BUDGET = 48 * 2**20  # generous: the refused inputs declare or inflate to
 
 def _peak(function) -> tuple[int, BaseException | None]:
     """Peak traced memory (bytes) of a call, after one warm-up call (imports are not the input's fault)."""
-    for attempt in range(2):
+    for _attempt in range(2):
         tracemalloc.start()
         caught = None
         try:
@@ -85,9 +85,11 @@ def test_weights_sha256_is_checked_before_parsing(tmp_path):
 
 
 def test_weights_sha256_in_configs_is_validated(cli, write_config):
-    config = write_config("version: 1\nname: x\nstages:\n  - use: load.nifti\n  - use: segment.deep\n    with:\n"
-                          "      network: UNet\n      args: {spatial_dims: 3, in_channels: 1, out_channels: 2, channels: [4, 8], strides: [2]}\n"
-                          "      roi_size: [16, 16, 16]\n      weights: w.safetensors\n      weights_sha256: not-a-digest\n")
+    config = write_config(
+        "version: 1\nname: x\nstages:\n  - use: load.nifti\n  - use: segment.deep\n    with:\n"
+        "      network: UNet\n      args: {spatial_dims: 3, in_channels: 1, out_channels: 2, channels: [4, 8], strides: [2]}\n"
+        "      roi_size: [16, 16, 16]\n      weights: w.safetensors\n      weights_sha256: not-a-digest\n"
+    )
     result = cli("validate", config)
     assert result.exit_code == 2 and "weights_sha256" in result.stderr
 
@@ -169,8 +171,9 @@ def test_run_refuses_a_planted_staging_link(cli, tmp_path, write_config):
 
 
 def test_config_file_names_cannot_traverse(cli, write_config):
-    config = write_config("version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: write.dicom_seg\n"
-                          "    with: {filename: ../../evil.dcm}\n")
+    config = write_config(
+        "version: 1\nname: x\nstages:\n  - use: load.dicom\n  - use: write.dicom_seg\n    with: {filename: ../../evil.dcm}\n"
+    )
     result = cli("validate", config)
     assert result.exit_code == 2 and "filename" in result.stderr
 
@@ -249,17 +252,25 @@ def _deflated_bomb(path: Path, inflated: int = 256 * 2**20) -> Path:
         raw = text.encode()
         return raw + (b"\0" if len(raw) % 2 else b"")
 
-    meta_body = (element(0x0002, 0x0001, b"OB", b"\0\1") + element(0x0002, 0x0002, b"UI", ui("1.2.840.10008.5.1.4.1.1.2"))
-                 + element(0x0002, 0x0003, b"UI", ui(generate_uid())) + element(0x0002, 0x0010, b"UI", ui("1.2.840.10008.1.2.1.99"))
-                 + element(0x0002, 0x0012, b"UI", ui("1.2.3.4")))
+    meta_body = (
+        element(0x0002, 0x0001, b"OB", b"\0\1")
+        + element(0x0002, 0x0002, b"UI", ui("1.2.840.10008.5.1.4.1.1.2"))
+        + element(0x0002, 0x0003, b"UI", ui(generate_uid()))
+        + element(0x0002, 0x0010, b"UI", ui("1.2.840.10008.1.2.1.99"))
+        + element(0x0002, 0x0012, b"UI", ui("1.2.3.4"))
+    )
     meta = element(0x0002, 0x0000, b"UL", struct.pack("<I", len(meta_body))) + meta_body
     deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(b"\0" * 128 + b"DICM" + meta)
-        handle.write(deflater.compress(element(0x0008, 0x0016, b"UI", ui("1.2.840.10008.5.1.4.1.1.2"))
-                                       + element(0x0009, 0x0010, b"LO", b"BOMB")
-                                       + struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, inflated)))
+        handle.write(
+            deflater.compress(
+                element(0x0008, 0x0016, b"UI", ui("1.2.840.10008.5.1.4.1.1.2"))
+                + element(0x0009, 0x0010, b"LO", b"BOMB")
+                + struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, inflated)
+            )
+        )
         zeros = bytes(1 << 22)
         for _ in range(inflated // len(zeros)):
             handle.write(deflater.compress(zeros))
@@ -283,7 +294,6 @@ def test_deflated_dicom_bomb_is_refused_within_a_small_memory_budget(tmp_path, m
 
 
 def test_oversized_dicom_declared_dimensions_are_refused_before_decoding(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -291,7 +301,11 @@ def test_oversized_dicom_declared_dimensions_are_refused_before_decoding(tmp_pat
 
     ds = Dataset()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = CTImageStorage, generate_uid(), ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = (
+        CTImageStorage,
+        generate_uid(),
+        ExplicitVRLittleEndian,
+    )
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CT"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, nibabel_data, write_nifti
+
 from voxpipe_plugins.common.tensors import make_metatensor
 from voxpipe_plugins.segment.phantoms import brain_phantom, ct_phantom, dice
 
@@ -40,7 +39,9 @@ def test_threshold_named_ranges_and_geometry(ct):
     from voxpipe_plugins.segment.threshold import ThresholdSegmenter
 
     image = make_metatensor(ct.image[None], ct.affine)
-    stage = ThresholdSegmenter(ranges=[{"name": "lung", "min": -1000, "max": -400}, {"name": "bone", "min": 500}, {"name": "soft", "min": -200, "max": 150}])
+    stage = ThresholdSegmenter(
+        ranges=[{"name": "lung", "min": -1000, "max": -400}, {"name": "bone", "min": 500}, {"name": "soft", "min": -200, "max": 150}]
+    )
     out = stage({"image": image, "history": []})
     label = out["label"]
     assert label.meta["label_names"] == {0: "background", 1: "lung", 2: "bone", 3: "soft"}
@@ -90,7 +91,9 @@ def test_region_grow_confidence_connected():
     organ = ball(shape, (24, 24, 12), 9)
     rng = np.random.default_rng(3)
     image = np.where(organ, 120.0, 40.0) + rng.normal(0, 8, shape)
-    out = RegionGrowSegmenter(seeds=[[24, 24, 12]], method="confidence", multiplier=2.5, iterations=5, initial_radius=2)({"image": mt(image)})
+    out = RegionGrowSegmenter(seeds=[[24, 24, 12]], method="confidence", multiplier=2.5, iterations=5, initial_radius=2)(
+        {"image": mt(image)}
+    )
     assert dice(lab(out), organ) > 0.9
     assert len(out["history"][-1]["intervals"]) >= 2
 
@@ -267,8 +270,16 @@ def test_empty_masks_warn_once_and_do_not_crash():
     from voxpipe_plugins.segment.threshold import ThresholdSegmenter
 
     image = mt(np.zeros((10, 10, 4)))
-    chain = Compose([ThresholdSegmenter(ranges=[{"name": "x", "min": 5}]), LargestComponent(), FillHoles(),
-                     Opening(radius_mm=1), Closing(radius_mm=1), Components(min_size=3)])
+    chain = Compose(
+        [
+            ThresholdSegmenter(ranges=[{"name": "x", "min": 5}]),
+            LargestComponent(),
+            FillHoles(),
+            Opening(radius_mm=1),
+            Closing(radius_mm=1),
+            Components(min_size=3),
+        ]
+    )
     out = chain({"image": image})
     assert not lab(out).any()
     assert len(out["warnings"]) == 1 and "empty" in out["warnings"][0]
@@ -374,8 +385,9 @@ def test_montage_has_three_panels_and_legend_colours(tmp_path, ct):
     from voxpipe_plugins.segment.threshold import ThresholdSegmenter
 
     image = make_metatensor(ct.image[None], ct.affine)
-    case = ThresholdSegmenter(ranges=[{"name": "lungs", "min": -1000, "max": -400}, {"name": "bone", "min": 250}],
-                              mask_key=None)({"image": image, "output_dir": tmp_path, "history": []})
+    case = ThresholdSegmenter(ranges=[{"name": "lungs", "min": -1000, "max": -400}, {"name": "bone", "min": 250}], mask_key=None)(
+        {"image": image, "output_dir": tmp_path, "history": []}
+    )
     MontageWriter(alpha=0.5)(case)
     picture = np.asarray(Image.open(tmp_path / "montage.png").convert("RGB"))
     colours = {tuple(c) for c in picture.reshape(-1, 3)}

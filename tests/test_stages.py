@@ -56,8 +56,9 @@ def test_nifti_writer_round_trip_and_clean_header(tmp_path):
     nib.save(img, str(tmp_path / "in.nii.gz"))
     case = case_for(tmp_path / "in.nii.gz", tmp_path)
     case["image"] = read_nifti(tmp_path / "in.nii.gz")
-    case["label"] = case["image"].__class__((case["image"] > 0.5).to(torch.uint8), affine=case["image"].affine,
-                                            meta={"label_names": {0: "background", 1: "foreground"}})
+    case["label"] = case["image"].__class__(
+        (case["image"] > 0.5).to(torch.uint8), affine=case["image"].affine, meta={"label_names": {0: "background", 1: "foreground"}}
+    )
     NiftiWriter(keys=["image", "label"])(case)
     written = nib.load(case["output_dir"] / "image.nii.gz")
     np.testing.assert_allclose(written.get_fdata(), data, rtol=1e-6)

@@ -166,8 +166,13 @@ def test_trains_from_dicom_series_and_refuses_misplaced_labels(tmp_path, cli):
 
     _dicom_dataset(tmp_path, 3)
     config = tmp_path / "unet.yaml"
-    config.write_text(CONFIG.replace("load.nifti", "load.dicom").replace("data: data", "data: pairs.csv")
-                      .replace("epochs: 30", "epochs: 2").replace("[32, 32, 32]", "[16, 16, 16]").replace("val_every: 5", "val_every: 1"))
+    config.write_text(
+        CONFIG.replace("load.nifti", "load.dicom")
+        .replace("data: data", "data: pairs.csv")
+        .replace("epochs: 30", "epochs: 2")
+        .replace("[32, 32, 32]", "[16, 16, 16]")
+        .replace("val_every: 5", "val_every: 1")
+    )
     result = cli("train", config, "-o", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
     info = json.loads((tmp_path / "run" / "last.json").read_text())

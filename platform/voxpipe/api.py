@@ -11,8 +11,9 @@ Example::
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -32,7 +33,9 @@ def load_registry(allow: tuple[str, ...] = (), block: tuple[str, ...] = (), stri
     return Registry.load(PluginSelection.from_env(allow, block), strict=strict)
 
 
-def validate(config: str | Path | Mapping[str, Any], overrides=(), device: str | None = None, registry: Registry | None = None) -> ValidatedConfig:
+def validate(
+    config: str | Path | Mapping[str, Any], overrides=(), device: str | None = None, registry: Registry | None = None
+) -> ValidatedConfig:
     """Validate a config file, or a config given as a dict."""
     registry = registry or load_registry()
     if isinstance(config, Mapping):
@@ -70,8 +73,20 @@ def load_pipeline(config, overrides=(), device: str | None = None, registry: Reg
     return NotebookPipeline(validated, resolve_device(validated.config.device), registry)
 
 
-def run(config, input_path, output_dir, overrides=(), device: str | None = None, force: bool = False, registry: Registry | None = None,
-        workers: int = 0, executor: str = "local", timeout: float | None = None, retries: int = 2, report: bool = True) -> RunSummary:
+def run(
+    config,
+    input_path,
+    output_dir,
+    overrides=(),
+    device: str | None = None,
+    force: bool = False,
+    registry: Registry | None = None,
+    workers: int = 0,
+    executor: str = "local",
+    timeout: float | None = None,
+    retries: int = 2,
+    report: bool = True,
+) -> RunSummary:
     """Run a pipeline over every case under ``input_path``; like ``voxpipe run``.
 
     ``workers=0`` (the default here) runs the cases in this process; ``workers=N`` uses N
@@ -79,5 +94,15 @@ def run(config, input_path, output_dir, overrides=(), device: str | None = None,
     """
     registry = registry or load_registry()
     validated = validate(config, overrides, device, registry)
-    return _run(validated, registry, Path(input_path), Path(output_dir), force=force, workers=workers, executor=executor,
-                timeout=timeout, retries=retries, report=report)
+    return _run(
+        validated,
+        registry,
+        Path(input_path),
+        Path(output_dir),
+        force=force,
+        workers=workers,
+        executor=executor,
+        timeout=timeout,
+        retries=retries,
+        report=report,
+    )

@@ -19,9 +19,10 @@ import hmac
 import os
 import secrets
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ID_KEY_ENV = "VOXPIPE_ID_KEY_FILE"
 

@@ -48,8 +48,9 @@ class Settings:
             name, eq, value = arg.partition("=")
             if name in GLOBAL_VALUED:
                 values[name].append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
-        return cls(debug="--debug" in args, strict="--strict" in args,
-                   allow=tuple(values["--allow-plugin"]), block=tuple(values["--block-plugin"]))
+        return cls(
+            debug="--debug" in args, strict="--strict" in args, allow=tuple(values["--allow-plugin"]), block=tuple(values["--block-plugin"])
+        )
 
     def registry(self, strict: bool | None = None):
         """The registry, loaded once per command; its problems are warned about once; ``--strict`` makes them an error."""
@@ -203,8 +204,20 @@ def _settings(ctx: click.Context) -> Settings:
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors (input names redacted unless --show-phi).")
 @click.option("--show-phi", is_flag=True, help="Let --debug tracebacks show input paths and file names (also VOXPIPE_SHOW_PHI=1).")
 @click.option("--strict", is_flag=True, help="Fail if any plugin cannot be loaded (also VOXPIPE_STRICT=1).")
-@click.option("--allow-plugin", "allow", multiple=True, metavar="NAME", help="Load only these plugins (repeat or comma-separate; also VOXPIPE_PLUGINS_ALLOW).")
-@click.option("--block-plugin", "block", multiple=True, metavar="NAME", help="Never load these plugins, nor their stages or commands (also VOXPIPE_PLUGINS_BLOCK).")
+@click.option(
+    "--allow-plugin",
+    "allow",
+    multiple=True,
+    metavar="NAME",
+    help="Load only these plugins (repeat or comma-separate; also VOXPIPE_PLUGINS_ALLOW).",
+)
+@click.option(
+    "--block-plugin",
+    "block",
+    multiple=True,
+    metavar="NAME",
+    help="Never load these plugins, nor their stages or commands (also VOXPIPE_PLUGINS_BLOCK).",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], block: tuple[str, ...], show_phi: bool = False) -> None:
     """VoxPipe: configured medical imaging pipelines over DICOM, NIfTI and 2D images.
@@ -226,7 +239,10 @@ def cli(ctx: click.Context, debug: bool, strict: bool, allow: tuple[str, ...], b
 
 def _overrides_option(function):
     return click.option(
-        "--set", "overrides", multiple=True, metavar="STAGE.FIELD=VALUE",
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="STAGE.FIELD=VALUE",
         help="Override a value: STAGE is a stage's `id`, its registry id, or its 1-based position "
         "(e.g. --set denoise.gaussian.sigma_mm=2, --set device=cpu).",
     )(function)
@@ -254,26 +270,68 @@ def validate(settings: Settings, config: Path, overrides: tuple[str, ...]) -> in
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), help="File or folder with the cases (default: the config's inputs.path).")
+@click.option(
+    "-i",
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    help="File or folder with the cases (default: the config's inputs.path).",
+)
 @click.option("-o", "--output", "output_dir", type=click.Path(path_type=Path), help="Output folder (default: the config's outputs.path).")
 @_overrides_option
 @click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device (auto picks CUDA when there is one).")
 @click.option("--force", is_flag=True, help="Redo cases whose outputs are already complete.")
-@click.option("--source-map", type=click.Path(dir_okay=False, path_type=Path), help="Write case id -> input path (TSV, mode 0600) here; keep it outside shared folders.")
-@click.option("-w", "--workers", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Worker processes (each case isolated; threads split between them); 0 runs in this process. "
-              "With --executor dask-local: the cluster's workers.")
-@click.option("--executor", default="local", show_default=True, metavar="local|dask-local|tcp://HOST:PORT",
-              help="Where cases run: local processes, a Dask LocalCluster started here, or an existing Dask scheduler.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Stop a case (and its worker) after this long and record it as failed.")
-@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Extra attempts for a case that failed with a transient I/O error (network shares).")
+@click.option(
+    "--source-map",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write case id -> input path (TSV, mode 0600) here; keep it outside shared folders.",
+)
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Worker processes (each case isolated; threads split between them); 0 runs in this process. "
+    "With --executor dask-local: the cluster's workers.",
+)
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    metavar="local|dask-local|tcp://HOST:PORT",
+    help="Where cases run: local processes, a Dask LocalCluster started here, or an existing Dask scheduler.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop a case (and its worker) after this long and record it as failed.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Extra attempts for a case that failed with a transient I/O error (network shares).",
+)
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/report.html.")
 @click.pass_obj
-def run(settings: Settings, config: Path, input_path: Path | None, output_dir: Path | None, overrides: tuple[str, ...],
-        device: str | None, force: bool, source_map: Path | None, workers: int = 1, executor: str = "local",
-        timeout: float | None = None, retries: int = 2, no_report: bool = False) -> int:
+def run(
+    settings: Settings,
+    config: Path,
+    input_path: Path | None,
+    output_dir: Path | None,
+    overrides: tuple[str, ...],
+    device: str | None,
+    force: bool,
+    source_map: Path | None,
+    workers: int = 1,
+    executor: str = "local",
+    timeout: float | None = None,
+    retries: int = 2,
+    no_report: bool = False,
+) -> int:
     """Run CONFIG on every case under INPUT, writing OUTPUT/<case-id>/ and OUTPUT/manifest.json.
 
     Case ids are pseudonymous. A failing case is reported and the run goes on; a rerun
@@ -301,14 +359,28 @@ def run(settings: Settings, config: Path, input_path: Path | None, output_dir: P
     output_dir = output_dir or _from_config(validated, "outputs")
     if input_path is None or output_dir is None:
         missing = "-i/--input" if input_path is None else "-o/--output"
-        raise UsageError(f"missing {missing}: give it on the command line or in the config's {'inputs' if input_path is None else 'outputs'}.path")
+        raise UsageError(
+            f"missing {missing}: give it on the command line or in the config's {'inputs' if input_path is None else 'outputs'}.path"
+        )
 
     from voxpipe.progress import Progress
 
     progress = Progress()
-    summary = run_pipeline(validated, registry, input_path, output_dir, force=force, on_case=progress.case, source_map=source_map,
-                           workers=workers, executor=executor, timeout=timeout, retries=retries, report=not no_report,
-                           on_start=progress.start)
+    summary = run_pipeline(
+        validated,
+        registry,
+        input_path,
+        output_dir,
+        force=force,
+        on_case=progress.case,
+        source_map=source_map,
+        workers=workers,
+        executor=executor,
+        timeout=timeout,
+        retries=retries,
+        report=not no_report,
+        on_start=progress.start,
+    )
     progress.finish(summary)
     if summary.skipped_files:
         passed = ", ".join(f"{count} {reason}" for reason, count in summary.skipped_files.most_common())
@@ -386,8 +458,14 @@ def plugins_check(settings: Settings, name: str | None) -> int:
 
 @plugins.command("new")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="Folder to create the package in.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to create the package in.",
+)
 def plugins_new(name: str, directory: Path) -> None:
     """Write a working plugin package NAME (a stage, a command, a test, pyproject.toml) to start from.
 
@@ -414,8 +492,14 @@ def _author_tool(module: str, function: str, command: str):
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for checkpoints, the learning curve and the training log.")
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for checkpoints, the learning curve and the training log.",
+)
 @_overrides_option
 @click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT.")
@@ -442,7 +526,9 @@ def train(settings: Settings, config: Path, output_dir: Path, overrides: tuple[s
         raise UsageError(f"{config} has no `training:` section; add one with `task:` ({tasks})")
     from voxpipe.device import resolve_device
 
-    context = StageContext(device=resolve_device(validated.config.device), config_dir=validated.config_dir, stage_id=f"train.{validated.trainer.task}")
+    context = StageContext(
+        device=resolve_device(validated.config.device), config_dir=validated.config_dir, stage_id=f"train.{validated.trainer.task}"
+    )
     trainer = build_trainer(validated.trainer, validated.training, validated, context)
     prepare_output(output_dir)
     summary = trainer.run(output_dir, resume=resume) or {}

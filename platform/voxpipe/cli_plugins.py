@@ -24,7 +24,9 @@ def render_list(registry: Registry) -> str:
             lines.append(f"  {spec.id:<{width}}{spec.summary}  [{spec.distribution}]")
         lines.append("")
     lines.append("Transforms from MONAI:")
-    lines.append(f"  {'monai.<Name>':<{width}}a reviewed monai.transforms dictionary transform (docs/configs.md), e.g. monai.ScaleIntensityRanged  [monai]")
+    lines.append(
+        f"  {'monai.<Name>':<{width}}a reviewed monai.transforms dictionary transform (docs/configs.md), e.g. monai.ScaleIntensityRanged  [monai]"
+    )
     lines.append("")
     if registry.trainers:
         lines.append("Trainers (voxpipe train, `training.task`):")
@@ -49,18 +51,40 @@ def render_list(registry: Registry) -> str:
 def render_json(registry: Registry) -> str:
     data = {
         "stages": [
-            {"id": s.id, "kind": s.kind.value, "summary": s.summary, "plugin": s.plugin,
-             "distribution": s.distribution, "version": s.version, "parameters": parameter_rows(s)}
+            {
+                "id": s.id,
+                "kind": s.kind.value,
+                "summary": s.summary,
+                "plugin": s.plugin,
+                "distribution": s.distribution,
+                "version": s.version,
+                "parameters": parameter_rows(s),
+            }
             for s in sorted(registry.stages.values(), key=lambda s: s.id)
         ],
-        "trainers": [{"task": t.task, "summary": t.summary, "plugin": t.plugin, "distribution": t.distribution, "version": t.version}
-                     for t in sorted(registry.trainers.values(), key=lambda t: t.task)],
-        "commands": [{"name": c.name, "summary": c.summary, "plugin": c.plugin, "distribution": c.distribution, "version": c.version}
-                     for c in sorted(registry.commands.values(), key=lambda c: c.name)],
-        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "stages": list(p.stage_ids),
-                     "trainers": list(p.trainer_tasks), "commands": list(p.command_names)} for p in registry.plugins],
-        "problems": [{"kind": p.kind, "plugin": p.plugin, "distribution": p.distribution, "reason": p.reason, "message": str(p)}
-                     for p in registry.problems],
+        "trainers": [
+            {"task": t.task, "summary": t.summary, "plugin": t.plugin, "distribution": t.distribution, "version": t.version}
+            for t in sorted(registry.trainers.values(), key=lambda t: t.task)
+        ],
+        "commands": [
+            {"name": c.name, "summary": c.summary, "plugin": c.plugin, "distribution": c.distribution, "version": c.version}
+            for c in sorted(registry.commands.values(), key=lambda c: c.name)
+        ],
+        "plugins": [
+            {
+                "name": p.name,
+                "distribution": p.distribution,
+                "version": p.version,
+                "stages": list(p.stage_ids),
+                "trainers": list(p.trainer_tasks),
+                "commands": list(p.command_names),
+            }
+            for p in registry.plugins
+        ],
+        "problems": [
+            {"kind": p.kind, "plugin": p.plugin, "distribution": p.distribution, "reason": p.reason, "message": str(p)}
+            for p in registry.problems
+        ],
     }
     return json.dumps(data, indent=2)
 
@@ -84,13 +108,15 @@ def parameter_rows(spec: StageSpec) -> list[dict[str, Any]]:
         else:
             default = "required"
         shown = (info.json_schema_extra or {}).get("shown", {}) if isinstance(info.json_schema_extra, dict) else {}
-        rows.append({
-            "name": info.alias or name,
-            "type": shown.get("type") or _type_name(info.annotation),
-            "default": shown.get("default") or default,
-            "bounds": ", ".join(bounds),
-            "description": info.description or "",
-        })
+        rows.append(
+            {
+                "name": info.alias or name,
+                "type": shown.get("type") or _type_name(info.annotation),
+                "default": shown.get("default") or default,
+                "bounds": ", ".join(bounds),
+                "description": info.description or "",
+            }
+        )
     return rows
 
 
@@ -109,7 +135,7 @@ def render_stage(registry: Registry, stage_id: str) -> str:
     lines = [f"{spec.id}  ({spec.kind.value})  from plugin `{spec.plugin}`, {spec.distribution} {spec.version}".rstrip(), spec.summary]
     description = textwrap.dedent(spec.description).strip()
     if description.startswith(spec.summary):
-        description = description[len(spec.summary):].strip()
+        description = description[len(spec.summary) :].strip()
     if description:
         lines.append("")
         for paragraph in description.split("\n\n"):

@@ -14,7 +14,7 @@ GLOBAL_VALUED = ("--allow-plugin", "--block-plugin")
 
 def options_part(args: list[str]) -> list[str]:
     """``args`` up to ``--`` (after it everything is an argument)."""
-    return args[:args.index("--")] if "--" in args else args
+    return args[: args.index("--")] if "--" in args else args
 
 
 def split_command(args: list[str]) -> tuple[list[str], str | None, list[str]]:
@@ -28,7 +28,7 @@ def split_command(args: list[str]) -> tuple[list[str], str | None, list[str]]:
         elif arg in GLOBAL_VALUED:
             skip = True
         elif not arg.startswith("-"):
-            return args[:i], arg, args[i + 1:]
+            return args[:i], arg, args[i + 1 :]
     return args, None, []
 
 
@@ -49,7 +49,7 @@ def pull_globals(args: list[str], keep: set[str]) -> tuple[list[str], list[str]]
             pulled.append(arg)
         elif name in GLOBAL_VALUED:
             take = 1 if "=" in arg else 2
-            pulled += args[i:i + take]
+            pulled += args[i : i + take]
             i += take
             continue
         else:

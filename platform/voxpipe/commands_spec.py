@@ -73,8 +73,11 @@ def load_command(spec: CommandSpec):
         command = import_object(spec.factory) if isinstance(spec.factory, str) else spec.factory
     except Exception as exc:
         text = " ".join(str(exc).split())
-        raise PluginError(f"command `{spec.name}` from {who} cannot be loaded: {type(exc).__name__}"
-                          + (f": {text}" if text else "") + " (rerun with --debug for the plugin's traceback)") from exc
+        raise PluginError(
+            f"command `{spec.name}` from {who} cannot be loaded: {type(exc).__name__}"
+            + (f": {text}" if text else "")
+            + " (rerun with --debug for the plugin's traceback)"
+        ) from exc
     if not isinstance(command, click.Command):
         raise PluginError(f"command `{spec.name}` from {who}: {spec.factory} is a {type(command).__name__}, not a click command")
     return command

@@ -79,7 +79,8 @@ class PipelineConfig(BaseModel):
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     stages: list[StageEntry] = Field(min_length=1, description="The stages, run in order on every case.")
     training: dict[str, Any] | None = Field(
-        default=None, description="For `voxpipe train`: `task` names a registered trainer; the other fields are its parameters.")
+        default=None, description="For `voxpipe train`: `task` names a registered trainer; the other fields are its parameters."
+    )
 
 
 @dataclass
@@ -428,13 +429,17 @@ class _Checker:
             return None, None
         path = ("training",)
         if not isinstance(section, dict) or not isinstance(section.get("task"), str):
-            self.problems.append(f"{self.where(path)}: training: expected a mapping with `task:` (one of {', '.join(sorted(self.registry.trainers)) or 'none installed'})")
+            self.problems.append(
+                f"{self.where(path)}: training: expected a mapping with `task:` (one of {', '.join(sorted(self.registry.trainers)) or 'none installed'})"
+            )
             return None, None
         task = section["task"]
         spec = self.registry.trainers.get(task)
         if spec is None:
             hint = did_you_mean(task, list(self.registry.trainers))
-            self.problems.append(f"{self.where(path + ('task',))}: training: unknown task `{task}`{hint or '; installed: ' + (', '.join(sorted(self.registry.trainers)) or 'none')}")
+            self.problems.append(
+                f"{self.where(path + ('task',))}: training: unknown task `{task}`{hint or '; installed: ' + (', '.join(sorted(self.registry.trainers)) or 'none')}"
+            )
             return None, None
         fields = {k: v for k, v in section.items() if k != "task"}
         try:
@@ -461,7 +466,9 @@ class _Checker:
             return None
         if entry.id is not None:
             if entry.id in seen_ids:
-                self.problems.append(f"{self.where(path + ('id',))}: {label}: id `{entry.id}` is already used by stage {seen_ids[entry.id]}")
+                self.problems.append(
+                    f"{self.where(path + ('id',))}: {label}: id `{entry.id}` is already used by stage {seen_ids[entry.id]}"
+                )
             seen_ids[entry.id] = i + 1
         spec = self.registry.get(entry.use)
         if spec is None:
@@ -472,9 +479,7 @@ class _Checker:
         except ValidationError as exc:
             for error in exc.errors():
                 loc = tuple(error["loc"])
-                self.problems.append(
-                    f"{self.where(path + ('with',) + loc)}: {label}: {self._describe(error, spec.params, loc)}"
-                )
+                self.problems.append(f"{self.where(path + ('with',) + loc)}: {label}: {self._describe(error, spec.params, loc)}")
             return None
         return PlannedStage(i + 1, entry.id or spec.id, spec, params)
 
@@ -517,7 +522,9 @@ class _Checker:
             return
         for stage in planned[1:]:
             if stage.spec.kind == StageKind.LOADER:
-                self.problems.append(f"{self.where(('stages', stage.index - 1))}: stage {stage.index} ({stage.spec.id}): only the first stage may be a loader")
+                self.problems.append(
+                    f"{self.where(('stages', stage.index - 1))}: stage {stage.index} ({stage.spec.id}): only the first stage may be a loader"
+                )
         available: set[str] = set()
         for stage in planned:
             for key in stage.reads:

@@ -37,8 +37,7 @@ def violation(case: dict, before: Mapping[str, Any], declared: Iterable[str]) ->
     declared = list(declared)
     for key in declared:
         if key not in case:
-            return (f"declares that it writes `{key}` but the case has no `{key}` "
-                    "(write it, or leave it out of StageSpec.writes)")
+            return f"declares that it writes `{key}` but the case has no `{key}` (write it, or leave it out of StageSpec.writes)"
     changed = [key for key, value in case.items() if before.get(key, _MISSING) is not value]
     checked = dict.fromkeys([*declared, *changed])
     for key in checked:
@@ -65,8 +64,7 @@ def _check_value(key: str, value: Any, case: dict) -> str | None:
 def _is_array(value: Any) -> bool:
     """A NumPy array or a torch tensor, without importing either when nothing has."""
     numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")
-    return bool((numpy is not None and isinstance(value, numpy.ndarray))
-                or (torch is not None and isinstance(value, torch.Tensor)))
+    return bool((numpy is not None and isinstance(value, numpy.ndarray)) or (torch is not None and isinstance(value, torch.Tensor)))
 
 
 def _type_name(value: Any) -> str:
@@ -79,14 +77,16 @@ def _check_image(key: str, value: Any) -> str | None:
     helper = "as_label" if key == LABEL_KEY else "as_image"
     metatensor = _metatensor_type()
     if metatensor is None or not isinstance(value, metatensor):
-        return (f"`{key}` is a {_type_name(value)}, expected a MetaTensor with an affine "
-                f"(wrap it with voxpipe.plugin.{helper})")
+        return f"`{key}` is a {_type_name(value)}, expected a MetaTensor with an affine (wrap it with voxpipe.plugin.{helper})"
     affine = value.affine
     if tuple(affine.shape) != (4, 4):
-        return f"`{key}` has a {'x'.join(map(str, affine.shape))} affine, expected 4x4 (keep the input's affine with voxpipe.plugin.{helper})"
+        return (
+            f"`{key}` has a {'x'.join(map(str, affine.shape))} affine, expected 4x4 (keep the input's affine with voxpipe.plugin.{helper})"
+        )
     if value.ndim not in (3, 4):
-        return (f"`{key}` has shape {tuple(value.shape)}, expected channel-first C,X,Y (2D) or C,X,Y,Z (3D) "
-                "(add the channel axis with x[None])")
+        return (
+            f"`{key}` has shape {tuple(value.shape)}, expected channel-first C,X,Y (2D) or C,X,Y,Z (3D) (add the channel axis with x[None])"
+        )
     return None
 
 
@@ -106,8 +106,10 @@ def _check_label(key: str, value: Any, case: dict) -> str | None:
     import torch
 
     if value.dtype.is_floating_point or value.dtype.is_complex:
-        return (f"`{key}` is a label map with dtype {str(value.dtype).removeprefix('torch.')}, expected an integer or bool "
-                "dtype (round or threshold it; voxpipe.plugin.as_label casts it)")
+        return (
+            f"`{key}` is a label map with dtype {str(value.dtype).removeprefix('torch.')}, expected an integer or bool "
+            "dtype (round or threshold it; voxpipe.plugin.as_label casts it)"
+        )
     problem = _check_grid(key, value, case)
     if problem:
         return problem
@@ -134,8 +136,10 @@ def _check_label(key: str, value: Any, case: dict) -> str | None:
     if not missing:
         return None
     shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
-    return (f"`{key}` has values {shown} with no name in meta['label_names'] (named: "
-            f"{', '.join(map(str, sorted(named))) or 'none'}); name every value or pass names= to voxpipe.plugin.as_label")
+    return (
+        f"`{key}` has values {shown} with no name in meta['label_names'] (named: "
+        f"{', '.join(map(str, sorted(named))) or 'none'}); name every value or pass names= to voxpipe.plugin.as_label"
+    )
 
 
 def _value_range(data: Any) -> tuple[int, int]:
@@ -158,9 +162,13 @@ def _check_grid(key: str, value: Any, case: dict, blame_image: bool = False) -> 
     if spatial == expected:
         return None
     if tuple(value.shape) == expected:
-        return (f"`{key}` has shape {tuple(value.shape)}, the image's spatial shape: a label is channel-first too "
-                "(add the channel axis with x[None], or use voxpipe.plugin.as_label)")
+        return (
+            f"`{key}` has shape {tuple(value.shape)}, the image's spatial shape: a label is channel-first too "
+            "(add the channel axis with x[None], or use voxpipe.plugin.as_label)"
+        )
     if blame_image:
-        return (f"`image` now has spatial shape {expected} but `{key}` keeps {spatial}; "
-                f"a label must lie on the image's grid (resample `{key}` with the image)")
+        return (
+            f"`image` now has spatial shape {expected} but `{key}` keeps {spatial}; "
+            f"a label must lie on the image's grid (resample `{key}` with the image)"
+        )
     return f"`{key}` has spatial shape {spatial}, the image {expected}; a label must lie on the image's grid"

@@ -82,8 +82,9 @@ class DaskExecutor:
 
     def __init__(self, spec: str, recipe: RunRecipe, workers: int, timeout: float | None) -> None:
         if timeout:
-            raise UsageError("--timeout works with the local executor only (Dask cannot stop a running task); "
-                             "drop --timeout or use --executor local")
+            raise UsageError(
+                "--timeout works with the local executor only (Dask cannot stop a running task); drop --timeout or use --executor local"
+            )
         self.spec, self.recipe, self.cluster, self.client = spec, recipe, None, None
         try:
             from distributed import Client, LocalCluster
@@ -97,25 +98,31 @@ class DaskExecutor:
 
             start_forkserver(dask=True)  # already running when the runner started it; preloads torch, MONAI, Dask
 
-            settings = {"distributed.scheduler.allowed-failures": 0,
-                        # Worker processes fork from VoxPipe's fork server, which has imported torch
-                        # and MONAI once (started by the runner), instead of each importing them;
-                        # forked, they also exit without Python's teardown (1.1-1.3 s with torch).
-                        "distributed.worker.multiprocessing-method": "forkserver",
-                        # Housekeeping tuned for interactive clusters wakes every process up many
-                        # times a second; on a workstation that CPU is taken from the cases. Our
-                        # cluster runs no dashboard, holds no task data (a case returns a small
-                        # record), and gets independent cases already in order:
-                        "distributed.worker.profile.enabled": False,  # stack samples every 10 ms, for a dashboard
-                        "distributed.admin.tick.interval": "1s",  # event-loop health checks (20 ms)
-                        "distributed.admin.system-monitor.interval": "5s",  # CPU/memory/network history (500 ms)
-                        "distributed.worker.memory.monitor-interval": "1s",  # spill/pause/restart checks (100 ms)
-                        "distributed.scheduler.work-stealing": False}  # rebalancing of equal, queued tasks
+            settings = {
+                "distributed.scheduler.allowed-failures": 0,
+                # Worker processes fork from VoxPipe's fork server, which has imported torch
+                # and MONAI once (started by the runner), instead of each importing them;
+                # forked, they also exit without Python's teardown (1.1-1.3 s with torch).
+                "distributed.worker.multiprocessing-method": "forkserver",
+                # Housekeeping tuned for interactive clusters wakes every process up many
+                # times a second; on a workstation that CPU is taken from the cases. Our
+                # cluster runs no dashboard, holds no task data (a case returns a small
+                # record), and gets independent cases already in order:
+                "distributed.worker.profile.enabled": False,  # stack samples every 10 ms, for a dashboard
+                "distributed.admin.tick.interval": "1s",  # event-loop health checks (20 ms)
+                "distributed.admin.system-monitor.interval": "5s",  # CPU/memory/network history (500 ms)
+                "distributed.worker.memory.monitor-interval": "1s",  # spill/pause/restart checks (100 ms)
+                "distributed.scheduler.work-stealing": False,
+            }  # rebalancing of equal, queued tasks
             # What they save: docs/benchmarks.md, "Batch runs".
             with dask.config.set(settings), worker_environment():
                 self.cluster = LocalCluster(
-                    n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,  # HTTP endpoint on loopback only
+                    n_workers=count,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
+                    silence_logs=logging.ERROR,  # HTTP endpoint on loopback only
                 )
             self.client = Client(self.cluster)
         else:
@@ -123,8 +130,10 @@ class DaskExecutor:
                 seconds = float(os.environ.get(CONNECT_TIMEOUT_ENV) or 10)
                 self.client = Client(spec, timeout=f"{seconds}s")
             except (OSError, TimeoutError):
-                raise UsageError(f"cannot reach the Dask scheduler at {spec} (no answer within {seconds:g} s); "
-                                 "check the address, or start one with `dask scheduler` and `dask worker`") from None
+                raise UsageError(
+                    f"cannot reach the Dask scheduler at {spec} (no answer within {seconds:g} s); "
+                    "check the address, or start one with `dask scheduler` and `dask worker`"
+                ) from None
         try:
             self._check_workers()
         except BaseException:
@@ -159,8 +168,9 @@ class DaskExecutor:
         threads = min(self.threads.values()) if self.threads else 1
         run_tag = uuid.uuid4().hex[:8]  # keys unique per run: a scheduler never hands back an older run's result
         for priority, (source, cid) in enumerate(tasks):
-            future = self.client.submit(run_case_task, self.recipe, source, cid, threads, key=f"voxpipe-{cid}-{run_tag}",
-                                        pure=False, priority=-priority, retries=0)
+            future = self.client.submit(
+                run_case_task, self.recipe, source, cid, threads, key=f"voxpipe-{cid}-{run_tag}", pure=False, priority=-priority, retries=0
+            )
             futures[future] = cid
         stopped = False
         for future in as_completed(list(futures)):
@@ -170,8 +180,12 @@ class DaskExecutor:
             try:
                 outcome = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker (a crash), CancelledError, communication loss
-                outcome = CaseOutcome(cid, "failed", 0.0, f"the Dask worker running this case died or was lost ({type(exc).__name__}); "
-                                      "the rest of the run went on")
+                outcome = CaseOutcome(
+                    cid,
+                    "failed",
+                    0.0,
+                    f"the Dask worker running this case died or was lost ({type(exc).__name__}); the rest of the run went on",
+                )
             on_outcome(outcome)
             if not stopped and should_stop():
                 stopped = True

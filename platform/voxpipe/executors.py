@@ -42,8 +42,19 @@ OnOutcome = Callable[[CaseOutcome], None]
 ShouldStop = Callable[[], bool]
 
 # The fork server's names are re-exported while callers move to voxpipe.fork_server.
-__all__ = ["DASK_PRELOAD", "PRELOAD", "WORKER_ENV", "InlineExecutor", "LocalPool", "forks_from_server", "make_executor",
-           "start_forkserver", "threads_per_worker", "usable_cores", "worker_environment"]
+__all__ = [
+    "DASK_PRELOAD",
+    "PRELOAD",
+    "WORKER_ENV",
+    "InlineExecutor",
+    "LocalPool",
+    "forks_from_server",
+    "make_executor",
+    "start_forkserver",
+    "threads_per_worker",
+    "usable_cores",
+    "worker_environment",
+]
 
 
 class InlineExecutor:
@@ -216,18 +227,36 @@ class LocalPool:
         self._stop(slot, kill=True)
         if task is None:
             if not slot.ready:
-                raise UsageError(f"a worker process exited while starting ({_describe_exit(code)}); rerun with --workers 0 --debug to see why")
+                raise UsageError(
+                    f"a worker process exited while starting ({_describe_exit(code)}); rerun with --workers 0 --debug to see why"
+                )
             self._replace_if_needed(pending, should_stop)
             return
         _clean_staging(self.recipe, task[1])
-        on_outcome(CaseOutcome(task[1], "failed", 0.0, f"the worker process crashed ({_describe_exit(code)}); the rest of the run went on", worker=slot.name))
+        on_outcome(
+            CaseOutcome(
+                task[1],
+                "failed",
+                0.0,
+                f"the worker process crashed ({_describe_exit(code)}); the rest of the run went on",
+                worker=slot.name,
+            )
+        )
         self._replace_if_needed(pending, should_stop)
 
     def _timed_out(self, slot: _Slot, pending: list, on_outcome: OnOutcome, should_stop: ShouldStop) -> None:
         task = slot.task
         self._stop(slot, kill=True)
         _clean_staging(self.recipe, task[1])
-        on_outcome(CaseOutcome(task[1], "failed", float(self.timeout or 0), f"timed out after {self.timeout:g} s (worker stopped); raise --timeout if this case is just large", worker=slot.name))
+        on_outcome(
+            CaseOutcome(
+                task[1],
+                "failed",
+                float(self.timeout or 0),
+                f"timed out after {self.timeout:g} s (worker stopped); raise --timeout if this case is just large",
+                worker=slot.name,
+            )
+        )
         self._replace_if_needed(pending, should_stop)
 
 

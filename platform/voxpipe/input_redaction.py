@@ -53,8 +53,9 @@ def redact_inputs(text: str, roots: list[Path] | None = None) -> str:
         after = r"(?![^/\s'\"<>])" if len(form) >= MIN_BARE else r"(?=/)"
         text = re.sub(r"(?<![\w.-])" + re.escape(form) + after, "<input>", text)
     files, folders = _names(roots)  # then every name under it, also bare; they may hold spaces
-    for name, placeholder in sorted([(n, "<input file>") for n in files] + [(n, "<input folder>") for n in folders],
-                                    key=lambda item: len(item[0]), reverse=True):
+    for name, placeholder in sorted(
+        [(n, "<input file>") for n in files] + [(n, "<input folder>") for n in folders], key=lambda item: len(item[0]), reverse=True
+    ):
         if name in text:
             text = re.sub(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])", placeholder, text)
     return _UNDER_INPUT.sub(_path_replacement, text)  # what is under <input> but not on disk (gone, or never there)
@@ -136,7 +137,10 @@ def _names(roots: list[Path]) -> tuple[set[str], set[str]]:
             seen += len(subdirs) + len(names)
             if seen > MAX_NAMES:
                 break
-    keep = lambda name: len(name) >= MIN_BARE and not technical_name(name)
+
+    def keep(name: str) -> bool:
+        return len(name) >= MIN_BARE and not technical_name(name)
+
     result = ({n for n in files if keep(n)}, {n for n in folders if keep(n)} - files)
     _names_cache[key] = result
     return result

@@ -39,7 +39,7 @@ def value_counts(array) -> tuple[np.ndarray, np.ndarray]:
     counts = np.zeros(top + 1, dtype=np.int64)
     signed = flat.dtype.kind in "if"
     for start in range(0, flat.size, CHUNK):
-        chunk = flat[start:start + CHUNK]
+        chunk = flat[start : start + CHUNK]
         if signed:
             chunk = chunk[chunk >= 1]
         if chunk.dtype.kind == "f":

@@ -49,8 +49,9 @@ def max_bytes(max_gib: float | None = None) -> int:
             max_gib = math.nan
         if not (math.isfinite(max_gib) and max_gib > 0):
             shown = text if len(text) <= 20 else text[:20] + "..."
-            raise ResourceLimitError(f"{MAX_GIB_ENV}={shown!r} is not a positive number of GiB; set it to e.g. 0.5 or 16, "
-                                     "or unset it for the 16 GiB default")
+            raise ResourceLimitError(
+                f"{MAX_GIB_ENV}={shown!r} is not a positive number of GiB; set it to e.g. 0.5 or 16, or unset it for the 16 GiB default"
+            )
     return int(max_gib * 2**30)
 
 
@@ -65,8 +66,10 @@ def size_text(n: int) -> str:
 def check_present(what: str, declared: int, present: int) -> None:
     """Refuse a file whose header declares more data bytes than the file holds (before allocating for them)."""
     if present < declared:
-        raise TruncatedError(f"{what} is truncated: its header declares {size_text(declared)} of data, the file holds "
-                             f"{size_text(max(present, 0))}; the file is damaged or incomplete: copy or export it again")
+        raise TruncatedError(
+            f"{what} is truncated: its header declares {size_text(declared)} of data, the file holds "
+            f"{size_text(max(present, 0))}; the file is damaged or incomplete: copy or export it again"
+        )
 
 
 def _gib(n: int) -> str:
@@ -84,8 +87,10 @@ def check_declared(what: str, shape: tuple[int, ...], bytes_per_item: float, cap
     size = int(total * bytes_per_item)
     if size > cap:
         dims = "x".join(str(int(n)) for n in shape)
-        raise ResourceLimitError(f"{what}: declares {dims} values ({_gib(size)}), above the {_gib(cap)} cap; "
-                                 f"raise max_gib (or {MAX_GIB_ENV}) if this is intended")
+        raise ResourceLimitError(
+            f"{what}: declares {dims} values ({_gib(size)}), above the {_gib(cap)} cap; "
+            f"raise max_gib (or {MAX_GIB_ENV}) if this is intended"
+        )
     return size
 
 
@@ -147,8 +152,10 @@ def inflated_size(stream, cap: int, what: str, raw_deflate: bool = False) -> int
     for piece in inflate_pieces(stream, cap + 1, raw_deflate):
         total += len(piece)
         if total > cap:
-            raise ResourceLimitError(f"{what}: compressed data inflates to more than the {_gib(cap)} cap (a decompression bomb?); "
-                                     f"raise max_gib (or {MAX_GIB_ENV}) if this is intended")
+            raise ResourceLimitError(
+                f"{what}: compressed data inflates to more than the {_gib(cap)} cap (a decompression bomb?); "
+                f"raise max_gib (or {MAX_GIB_ENV}) if this is intended"
+            )
     return total
 
 
@@ -158,5 +165,16 @@ def check_gzip_file(path: Path, cap: int, what: str) -> int:
         return inflated_size(handle, cap, what)
 
 
-__all__ = ["DEFAULT_MAX_GIB", "ResourceLimitError", "TruncatedError", "check_declared", "check_gzip_file", "check_present", "gzip",
-           "inflate_pieces", "inflated_size", "max_bytes", "size_text"]
+__all__ = [
+    "DEFAULT_MAX_GIB",
+    "ResourceLimitError",
+    "TruncatedError",
+    "check_declared",
+    "check_gzip_file",
+    "check_present",
+    "gzip",
+    "inflate_pieces",
+    "inflated_size",
+    "max_bytes",
+    "size_text",
+]

@@ -158,7 +158,7 @@ def _imported_module(node: ast.ImportFrom, module: str) -> str | None:
     """The module an ``import from`` in ``monai.transforms.<module>`` reads, relative to monai.transforms."""
     if node.level == 0:
         if node.module and node.module.startswith("monai.transforms."):
-            return node.module[len("monai.transforms."):]
+            return node.module[len("monai.transforms.") :]
         return None  # outside monai.transforms: not followed, so never allowed
     package = [] if module == "__init__" else module.split(".")[:-1]
     if node.level - 1 > len(package):
@@ -252,15 +252,17 @@ def dictionary_transform_names() -> list[str]:
 
 def why_not(stage_id: str) -> str:
     """One line saying why ``monai.<Name>`` is not a stage, and what to use instead."""
-    name = stage_id[len(PREFIX):]
+    name = stage_id[len(PREFIX) :]
     if not _NAME.fullmatch(name):
         last = name.replace("/", ".").rstrip(".").rsplit(".", 1)[-1]
         resolved = resolve(last) or _loosely(last)
         if resolved is not None and not resolved.allowed:
             return _refusal(stage_id, resolved)
         hint = f"; did you mean `monai.{resolved.export}`?" if resolved else ""
-        return (f"`{stage_id}` is not a MONAI transform name: write `monai.<Name>` with one class name "
-                f"exported by monai.transforms, e.g. `monai.ScaleIntensityRanged`{hint}")
+        return (
+            f"`{stage_id}` is not a MONAI transform name: write `monai.<Name>` with one class name "
+            f"exported by monai.transforms, e.g. `monai.ScaleIntensityRanged`{hint}"
+        )
     resolved = resolve(name)
     if resolved is None:
         loose = _loosely(name)
@@ -330,8 +332,11 @@ def _one_of(names: tuple[str, ...], numbers: bool, lists: bool, mappings: bool):
         return value is None or number or (isinstance(value, str) and value in names)
 
     def check(value: Any) -> Any:
-        ok = one(value) or (lists and isinstance(value, list) and all(map(one, value))) or (
-            mappings and isinstance(value, dict) and all(isinstance(k, str) and one(v) for k, v in value.items()))
+        ok = (
+            one(value)
+            or (lists and isinstance(value, list) and all(map(one, value)))
+            or (mappings and isinstance(value, dict) and all(isinstance(k, str) and one(v) for k, v in value.items()))
+        )
         if not ok:
             raise ValueError(f"expected one of {what}{shape}")
         return value
@@ -368,7 +373,7 @@ def spec_for(stage_id: str) -> StageSpec | None:
     """A :class:`StageSpec` for ``monai.<Name>``, or ``None`` if it is not an allowed dictionary transform."""
     from pydantic import ConfigDict, Field, create_model
 
-    resolved = resolve(stage_id[len(PREFIX):]) if stage_id.startswith(PREFIX) else None
+    resolved = resolve(stage_id[len(PREFIX) :]) if stage_id.startswith(PREFIX) else None
     if resolved is None or not resolved.allowed:
         return None
     signature = signature_of(resolved.export)
@@ -481,8 +486,12 @@ def build(export: str, module: str, cls_name: str, /, **arguments: Any):
     cls = getattr(monai.transforms, export, None)
     allowed = allowed_classes()
     expected = allowed.get(cls_name)
-    if (expected is None or cls is not expected or allowlist.ALLOWED[cls_name][0] != module
-            or not any(cls is obj for obj in allowed.values())):
+    if (
+        expected is None
+        or cls is not expected
+        or allowlist.ALLOWED[cls_name][0] != module
+        or not any(cls is obj for obj in allowed.values())
+    ):
         raise ValueError(f"monai.{export} is not the reviewed MONAI class `{cls_name}` at run time; refused")
     signature = signature_of(export)
     annotations = {a.name: a.annotation for a in (signature.arguments if signature else ())}

@@ -25,7 +25,10 @@ ALLOWED: dict[str, tuple[str, str]] = {
     "BoundingRectd": ("croppad.dictionary", "keys bbox_key_postfix allow_missing_keys"),
     "CenterScaleCropd": ("croppad.dictionary", "keys roi_scale allow_missing_keys"),
     "CenterSpatialCropd": ("croppad.dictionary", "keys roi_size allow_missing_keys"),
-    "CropForegroundd": ("croppad.dictionary", "keys source_key channel_indices margin allow_smaller k_divisible mode start_coord_key end_coord_key allow_missing_keys"),
+    "CropForegroundd": (
+        "croppad.dictionary",
+        "keys source_key channel_indices margin allow_smaller k_divisible mode start_coord_key end_coord_key allow_missing_keys",
+    ),
     "DivisiblePadd": ("croppad.dictionary", "keys k mode method allow_missing_keys"),
     "RandScaleCropd": ("croppad.dictionary", "keys roi_scale max_roi_scale random_center random_size allow_missing_keys"),
     "RandSpatialCropd": ("croppad.dictionary", "keys roi_size max_roi_size random_center random_size allow_missing_keys"),
@@ -47,21 +50,36 @@ ALLOWED: dict[str, tuple[str, str]] = {
     "NormalizeIntensityd": ("intensity.dictionary", "keys subtrahend divisor nonzero channel_wise dtype allow_missing_keys"),
     "RandAdjustContrastd": ("intensity.dictionary", "keys prob gamma invert_image retain_stats allow_missing_keys"),
     "RandBiasFieldd": ("intensity.dictionary", "keys degree coeff_range dtype prob allow_missing_keys"),
-    "RandCoarseDropoutd": ("intensity.dictionary", "keys holes spatial_size dropout_holes fill_value max_holes max_spatial_size prob allow_missing_keys"),
+    "RandCoarseDropoutd": (
+        "intensity.dictionary",
+        "keys holes spatial_size dropout_holes fill_value max_holes max_spatial_size prob allow_missing_keys",
+    ),
     "RandCoarseShuffled": ("intensity.dictionary", "keys holes spatial_size max_holes max_spatial_size prob allow_missing_keys"),
     "RandGaussianNoised": ("intensity.dictionary", "keys prob mean std dtype allow_missing_keys sample_std"),
-    "RandGaussianSharpend": ("intensity.dictionary", "keys sigma1_x sigma1_y sigma1_z sigma2_x sigma2_y sigma2_z alpha approx prob allow_missing_keys"),
+    "RandGaussianSharpend": (
+        "intensity.dictionary",
+        "keys sigma1_x sigma1_y sigma1_z sigma2_x sigma2_y sigma2_z alpha approx prob allow_missing_keys",
+    ),
     "RandGaussianSmoothd": ("intensity.dictionary", "keys sigma_x sigma_y sigma_z approx prob allow_missing_keys"),
     "RandGibbsNoised": ("intensity.dictionary", "keys prob alpha allow_missing_keys"),
     "RandHistogramShiftd": ("intensity.dictionary", "keys num_control_points prob allow_missing_keys"),
     "RandKSpaceSpikeNoised": ("intensity.dictionary", "keys prob intensity_range channel_wise allow_missing_keys"),
     "RandRicianNoised": ("intensity.dictionary", "keys prob mean std channel_wise relative sample_std dtype allow_missing_keys"),
-    "RandScaleIntensityFixedMeand": ("intensity.dictionary", "keys factors fixed_mean preserve_range prob dtype allow_missing_keys channel_wise"),
+    "RandScaleIntensityFixedMeand": (
+        "intensity.dictionary",
+        "keys factors fixed_mean preserve_range prob dtype allow_missing_keys channel_wise",
+    ),
     "RandScaleIntensityd": ("intensity.dictionary", "keys factors prob channel_wise dtype allow_missing_keys"),
-    "RandShiftIntensityd": ("intensity.dictionary", "keys offsets safe factor_key meta_keys meta_key_postfix prob channel_wise allow_missing_keys"),
+    "RandShiftIntensityd": (
+        "intensity.dictionary",
+        "keys offsets safe factor_key meta_keys meta_key_postfix prob channel_wise allow_missing_keys",
+    ),
     "RandStdShiftIntensityd": ("intensity.dictionary", "keys factors prob nonzero channel_wise dtype allow_missing_keys"),
     "SavitzkyGolaySmoothd": ("intensity.dictionary", "keys window_length order axis mode allow_missing_keys"),
-    "ScaleIntensityRangePercentilesd": ("intensity.dictionary", "keys lower upper b_min b_max clip relative channel_wise dtype allow_missing_keys"),
+    "ScaleIntensityRangePercentilesd": (
+        "intensity.dictionary",
+        "keys lower upper b_min b_max clip relative channel_wise dtype allow_missing_keys",
+    ),
     "ScaleIntensityRanged": ("intensity.dictionary", "keys a_min a_max b_min b_max clip dtype allow_missing_keys"),
     "ScaleIntensityd": ("intensity.dictionary", "keys minv maxv factor channel_wise dtype allow_missing_keys"),
     "ShiftIntensityd": ("intensity.dictionary", "keys offset safe factor_key meta_keys meta_key_postfix allow_missing_keys"),
@@ -75,45 +93,84 @@ ALLOWED: dict[str, tuple[str, str]] = {
     "AsDiscreted": ("post.dictionary", "keys argmax to_onehot threshold rounding allow_missing_keys"),
     "DistanceTransformEDTd": ("post.dictionary", "keys allow_missing_keys sampling"),
     "FillHolesd": ("post.dictionary", "keys applied_labels connectivity allow_missing_keys"),
-    "GenerateHeatmapd": ("post.dictionary", "keys sigma heatmap_keys ref_image_keys spatial_shape truncated normalize dtype allow_missing_keys coordinate_space visibility_keys"),
-    "KeepLargestConnectedComponentd": ("post.dictionary", "keys applied_labels is_onehot independent connectivity num_components allow_missing_keys"),
+    "GenerateHeatmapd": (
+        "post.dictionary",
+        "keys sigma heatmap_keys ref_image_keys spatial_shape truncated normalize dtype allow_missing_keys coordinate_space visibility_keys",
+    ),
+    "KeepLargestConnectedComponentd": (
+        "post.dictionary",
+        "keys applied_labels is_onehot independent connectivity num_components allow_missing_keys",
+    ),
     "LabelFilterd": ("post.dictionary", "keys applied_labels allow_missing_keys"),
     "LabelToContourd": ("post.dictionary", "keys kernel_type allow_missing_keys"),
     "MeanEnsembled": ("post.dictionary", "keys output_key weights"),
     "ProbNMSd": ("post.dictionary", "keys spatial_dims sigma prob_threshold box_size allow_missing_keys"),
     "RemoveSmallObjectsd": ("post.dictionary", "keys min_size connectivity independent_channels by_measure pixdim allow_missing_keys"),
-    "SobelGradientsd": ("post.dictionary", "keys kernel_size spatial_axes normalize_kernels normalize_gradients padding_mode dtype new_key_prefix allow_missing_keys"),
+    "SobelGradientsd": (
+        "post.dictionary",
+        "keys kernel_size spatial_axes normalize_kernels normalize_gradients padding_mode dtype new_key_prefix allow_missing_keys",
+    ),
     "VoteEnsembled": ("post.dictionary", "keys output_key num_classes"),
     # signal.dictionary
     "SignalFillEmptyd": ("signal.dictionary", "keys allow_missing_keys replacement"),
     # smooth_field.dictionary
-    "RandSmoothDeformd": ("smooth_field.dictionary", "keys spatial_size rand_size pad field_mode align_corners prob def_range grid_dtype grid_mode grid_padding_mode grid_align_corners device"),
+    "RandSmoothDeformd": (
+        "smooth_field.dictionary",
+        "keys spatial_size rand_size pad field_mode align_corners prob def_range grid_dtype grid_mode grid_padding_mode grid_align_corners device",
+    ),
     "RandSmoothFieldAdjustContrastd": ("smooth_field.dictionary", "keys spatial_size rand_size pad mode align_corners prob gamma device"),
     "RandSmoothFieldAdjustIntensityd": ("smooth_field.dictionary", "keys spatial_size rand_size pad mode align_corners prob gamma device"),
     # spatial.dictionary
-    "Affined": ("spatial.dictionary", "keys rotate_params shear_params translate_params scale_params affine spatial_size mode padding_mode device dtype align_corners allow_missing_keys rotate_order"),
+    "Affined": (
+        "spatial.dictionary",
+        "keys rotate_params shear_params translate_params scale_params affine spatial_size mode padding_mode device dtype align_corners allow_missing_keys rotate_order",
+    ),
     "ConvertBoxToPointsd": ("spatial.dictionary", "keys point_key mode allow_missing_keys"),
     "ConvertPointsToBoxesd": ("spatial.dictionary", "keys box_key allow_missing_keys"),
     "Flipd": ("spatial.dictionary", "keys spatial_axis allow_missing_keys"),
     "GridDistortiond": ("spatial.dictionary", "keys num_cells distort_steps mode padding_mode device allow_missing_keys"),
     "GridPatchd": ("spatial.dictionary", "keys patch_size offset num_patches overlap sort_fn threshold pad_mode allow_missing_keys"),
     "Orientationd": ("spatial.dictionary", "keys axcodes as_closest_canonical labels allow_missing_keys"),
-    "Rand2DElasticd": ("spatial.dictionary", "keys spacing magnitude_range spatial_size prob rotate_range shear_range translate_range scale_range mode padding_mode device allow_missing_keys"),
-    "Rand3DElasticd": ("spatial.dictionary", "keys sigma_range magnitude_range spatial_size prob rotate_range shear_range translate_range scale_range mode padding_mode device allow_missing_keys"),
-    "RandAffined": ("spatial.dictionary", "keys spatial_size prob rotate_range shear_range translate_range scale_range mode padding_mode cache_grid device allow_missing_keys"),
+    "Rand2DElasticd": (
+        "spatial.dictionary",
+        "keys spacing magnitude_range spatial_size prob rotate_range shear_range translate_range scale_range mode padding_mode device allow_missing_keys",
+    ),
+    "Rand3DElasticd": (
+        "spatial.dictionary",
+        "keys sigma_range magnitude_range spatial_size prob rotate_range shear_range translate_range scale_range mode padding_mode device allow_missing_keys",
+    ),
+    "RandAffined": (
+        "spatial.dictionary",
+        "keys spatial_size prob rotate_range shear_range translate_range scale_range mode padding_mode cache_grid device allow_missing_keys",
+    ),
     "RandAxisFlipd": ("spatial.dictionary", "keys prob allow_missing_keys"),
     "RandFlipd": ("spatial.dictionary", "keys prob spatial_axis allow_missing_keys"),
     "RandGridDistortiond": ("spatial.dictionary", "keys num_cells prob distort_limit mode padding_mode device allow_missing_keys"),
-    "RandGridPatchd": ("spatial.dictionary", "keys patch_size min_offset max_offset num_patches overlap sort_fn threshold pad_mode allow_missing_keys"),
+    "RandGridPatchd": (
+        "spatial.dictionary",
+        "keys patch_size min_offset max_offset num_patches overlap sort_fn threshold pad_mode allow_missing_keys",
+    ),
     "RandRotate90d": ("spatial.dictionary", "keys prob max_k spatial_axes allow_missing_keys"),
-    "RandRotated": ("spatial.dictionary", "keys range_x range_y range_z prob keep_size mode padding_mode align_corners dtype allow_missing_keys"),
-    "RandSimulateLowResolutiond": ("spatial.dictionary", "keys prob downsample_mode upsample_mode zoom_range align_corners allow_missing_keys device"),
+    "RandRotated": (
+        "spatial.dictionary",
+        "keys range_x range_y range_z prob keep_size mode padding_mode align_corners dtype allow_missing_keys",
+    ),
+    "RandSimulateLowResolutiond": (
+        "spatial.dictionary",
+        "keys prob downsample_mode upsample_mode zoom_range align_corners allow_missing_keys device",
+    ),
     "RandZoomd": ("spatial.dictionary", "keys prob min_zoom max_zoom mode padding_mode align_corners dtype keep_size allow_missing_keys"),
     "ResampleToMatchd": ("spatial.dictionary", "keys key_dst mode padding_mode align_corners dtype allow_missing_keys"),
-    "Resized": ("spatial.dictionary", "keys spatial_size size_mode mode align_corners anti_aliasing anti_aliasing_sigma dtype allow_missing_keys"),
+    "Resized": (
+        "spatial.dictionary",
+        "keys spatial_size size_mode mode align_corners anti_aliasing anti_aliasing_sigma dtype allow_missing_keys",
+    ),
     "Rotate90d": ("spatial.dictionary", "keys k spatial_axes allow_missing_keys"),
     "Rotated": ("spatial.dictionary", "keys angle keep_size mode padding_mode align_corners dtype allow_missing_keys rotate_order"),
-    "Spacingd": ("spatial.dictionary", "keys pixdim diagonal mode padding_mode align_corners dtype scale_extent recompute_affine min_pixdim max_pixdim ensure_same_shape allow_missing_keys"),
+    "Spacingd": (
+        "spatial.dictionary",
+        "keys pixdim diagonal mode padding_mode align_corners dtype scale_extent recompute_affine min_pixdim max_pixdim ensure_same_shape allow_missing_keys",
+    ),
     "SpatialResampled": ("spatial.dictionary", "keys mode padding_mode align_corners dtype dst_keys allow_missing_keys"),
     "Zoomd": ("spatial.dictionary", "keys zoom mode padding_mode align_corners dtype keep_size allow_missing_keys"),
     # utility.dictionary
@@ -122,7 +179,10 @@ ALLOWED: dict[str, tuple[str, str]] = {
     "ApplyTransformToPointsd": ("utility.dictionary", "keys refer_keys dtype affine invert_affine affine_lps_to_ras allow_missing_keys"),
     "AsChannelLastd": ("utility.dictionary", "keys channel_dim allow_missing_keys"),
     "CastToTyped": ("utility.dictionary", "keys dtype allow_missing_keys"),
-    "ClassesToIndicesd": ("utility.dictionary", "keys indices_postfix num_classes image_key image_threshold output_shape max_samples_per_class allow_missing_keys"),
+    "ClassesToIndicesd": (
+        "utility.dictionary",
+        "keys indices_postfix num_classes image_key image_threshold output_shape max_samples_per_class allow_missing_keys",
+    ),
     "ConcatItemsd": ("utility.dictionary", "keys name dim allow_missing_keys"),
     "ConvertToMultiChannelBasedOnBratsClassesd": ("utility.dictionary", "keys allow_missing_keys et_label"),
     "CopyItemsd": ("utility.dictionary", "keys times names allow_missing_keys"),
@@ -160,7 +220,7 @@ _BY_NAME = "imports a class by name from another library and passes it arbitrary
 # Defining class -> why it is refused and what to use instead (one line).
 REFUSED: dict[str, str] = {
     "LoadImaged": "reads files itself, with a `reader` that may name any Python callable; "
-                  "use a VoxPipe loader such as `load.auto` as the first stage",
+    "use a VoxPipe loader such as `load.auto` as the first stage",
     "SaveImaged": _WRITER,
     "SaveClassificationd": _WRITER,
     "WriteFileMappingd": _WRITER,
@@ -210,7 +270,16 @@ NOT_REVIEWED = "is not reviewed by VoxPipe for this MONAI version, so it cannot 
 # Arguments whose value is a dtype: only these names, which numpy and torch parse without importing anything.
 DTYPE_ARGUMENTS = frozenset({"dtype", "grid_dtype"})
 DTYPE_NAMES = (
-    "bool", "uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "float64",
+    "bool",
+    "uint8",
+    "int8",
+    "uint16",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
 )
 
 # Arguments typed more narrowly than "plain value", by (class, argument): the allowed strings.

@@ -92,12 +92,16 @@ class Pipeline:
                 result.case = case
                 return result
             if not isinstance(case, dict):
-                result.error = f"stage {stage.planned.index} ({stage.planned.label}): returned {type(case).__name__}, expected the case dict"
+                result.error = (
+                    f"stage {stage.planned.index} ({stage.planned.label}): returned {type(case).__name__}, expected the case dict"
+                )
                 return result
             moved = _moved_runner_keys(case, case_id, source, Path(output_dir))
             if moved:
-                result.error = (f"stage {stage.planned.index} ({stage.planned.label}): changed `{moved}`, which only the runner "
-                                "sets (writers put files in the case's own output folder)")
+                result.error = (
+                    f"stage {stage.planned.index} ({stage.planned.label}): changed `{moved}`, which only the runner "
+                    "sets (writers put files in the case's own output folder)"
+                )
                 result.case = case
                 return result
             broken = contract.violation(case, before, stage.writes)

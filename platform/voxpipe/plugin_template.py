@@ -22,7 +22,7 @@ class TemplateError(UsageError):
     """The name or the folder cannot be used; the CLI prints the line and exits 2."""
 
 
-PYPROJECT = '''\
+PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
@@ -40,9 +40,9 @@ dependencies = ["voxpipe"]
 
 [tool.setuptools]
 packages = ["{package}"]
-'''
+"""
 
-README = '''\
+README = """\
 # voxpipe-{dist}
 
 A VoxPipe plugin made by `voxpipe plugins new {name}`:
@@ -55,7 +55,7 @@ pip install -e .
 voxpipe plugins check {name}
 pytest tests
 ```
-'''
+"""
 
 PLUGIN = '''\
 """Registration only: pydantic and voxpipe.plugin, nothing heavy (voxpipe --help and plugins stay fast)."""
@@ -163,8 +163,10 @@ def write_plugin_package(name: str, target: Path) -> Path:
             is not empty (nothing is overwritten).
     """
     if not NAME_PATTERN.match(name or ""):
-        raise TemplateError(f"plugin name {name!r}: use 2-31 lower-case letters, digits and _, starting with a letter "
-                            "(it becomes the stage family, the entry point and the package name)")
+        raise TemplateError(
+            f"plugin name {name!r}: use 2-31 lower-case letters, digits and _, starting with a letter "
+            "(it becomes the stage family, the entry point and the package name)"
+        )
     target = Path(target) / name
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise TemplateError(f"{target}: exists and is not an empty folder; choose another --dir")

@@ -98,8 +98,15 @@ def check_contract(case: Any, before: Mapping[str, Any], writes: list[str], wher
     return case
 
 
-def run_stage(stage: str | StageSpec, params: Mapping[str, Any] | Any = None, case: dict | None = None, *,
-              output_dir: str | Path | None = None, registry: Any = None, device: str = "cpu") -> dict:
+def run_stage(
+    stage: str | StageSpec,
+    params: Mapping[str, Any] | Any = None,
+    case: dict | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    registry: Any = None,
+    device: str = "cpu",
+) -> dict:
     """Build ``stage`` and run it once, the way ``voxpipe run`` does, contract check included.
 
     Args:

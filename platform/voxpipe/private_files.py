@@ -24,7 +24,9 @@ def check_link_file(path: Path, output: Path, option: str) -> Path:
 
     path = Path(path)
     if path.is_symlink():
-        raise UsageError(f"{option} {path} is a symbolic link; give the real file's path (files that name inputs are never written through links)")
+        raise UsageError(
+            f"{option} {path} is a symbolic link; give the real file's path (files that name inputs are never written through links)"
+        )
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder; give a file name")
     try:

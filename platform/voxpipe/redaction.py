@@ -57,11 +57,35 @@ _NUMBER = re.compile(r"^[+-]?(?:\d{1,6}(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9]*(?:[_.][a-z0-9]+)+$|^[a-z][a-z0-9]{0,15}$")
 _NUMBERS = re.compile(r"^[\d\s,.()\[\]x+-]+$")
 _OWN = re.compile(r"^<[a-z ]+(?: \d+)?>$")
-_TYPE_NAMES = frozenset({
-    "FileDataset", "Dataset", "DataElement", "RawDataElement", "FileMetaDataset", "Sequence", "MultiValue", "PersonName",
-    "DSfloat", "DSdecimal", "IS", "DA", "DT", "TM", "UID", "MetaTensor", "Tensor", "ndarray", "NoneType", "Nifti1Image",
-    "Nifti1Header", "Segmentation", "PixelMeasuresSequence", "PlaneOrientationSequence", "PlanePositionSequence",
-})
+_TYPE_NAMES = frozenset(
+    {
+        "FileDataset",
+        "Dataset",
+        "DataElement",
+        "RawDataElement",
+        "FileMetaDataset",
+        "Sequence",
+        "MultiValue",
+        "PersonName",
+        "DSfloat",
+        "DSdecimal",
+        "IS",
+        "DA",
+        "DT",
+        "TM",
+        "UID",
+        "MetaTensor",
+        "Tensor",
+        "ndarray",
+        "NoneType",
+        "Nifti1Image",
+        "Nifti1Header",
+        "Segmentation",
+        "PixelMeasuresSequence",
+        "PlaneOrientationSequence",
+        "PlanePositionSequence",
+    }
+)
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE", "AS", "DA", "DT", "TM", "CS", "UI", "DS", "IS"})
 
 
@@ -142,7 +166,7 @@ def _element_values(vr: str | None, value, found: set[str]) -> None:
         return
     if vr not in _TEXT_VRS or value is None:
         return
-    for item in (value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]):
+    for item in value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]:
         text = str(item).strip(" \x00")
         if vr in ("DS", "IS") and _NUMBER.match(text):
             continue
@@ -184,6 +208,7 @@ def redact_quoted(text: str) -> str:
     a thing rather than holding a value (DICOM keywords, VRs, registered UIDs, type and parameter
     names), small numbers, and VoxPipe's own placeholders.
     """
+
     def replace(match: re.Match) -> str:
         inner = match.group(2)
         return match.group(0) if _harmless(inner) else f"{match.group(1)}{VALUE_WITHHELD}{match.group(1)}"

@@ -157,8 +157,9 @@ class Registry:
     def raise_for_problems(self) -> None:
         """``--strict``: every problem, in one error."""
         if self.problems:
-            raise PluginError("strict mode: " + "; ".join(str(p) for p in self.problems)
-                              + " (fix or block these plugins, or drop --strict)")
+            raise PluginError(
+                "strict mode: " + "; ".join(str(p) for p in self.problems) + " (fix or block these plugins, or drop --strict)"
+            )
 
     def _load_plugin(self, manager: pluggy.PluginManager, entry_point: EntryPoint, owners: dict) -> None:
         dist_name, dist_version = _distribution_of(entry_point)
@@ -186,7 +187,9 @@ class Registry:
                 twice = sorted({key for key in keys if keys.count(key) > 1})
                 if twice:
                     raise ValueError(f"it registers {hook.noun} {', '.join(f'`{k}`' for k in twice)} twice; register each once")
-                found[hook.noun] = [replace(spec, plugin=entry_point.name, distribution=dist_name, version=dist_version) for spec in checked]
+                found[hook.noun] = [
+                    replace(spec, plugin=entry_point.name, distribution=dist_name, version=dist_version) for spec in checked
+                ]
         except Exception as exc:  # noqa: BLE001
             manager.unregister(name=entry_point.name)
             self.problems.append(PluginProblem(entry_point.name, dist_label, _describe(exc), details=_trace(exc)))
@@ -197,12 +200,19 @@ class Registry:
         if returned:
             self.problems.append(PluginProblem(entry_point.name, dist_label, "; ".join(returned), kind="warning"))
         elif not any(found.values()):
-            self.problems.append(PluginProblem(entry_point.name, dist_label, _registers_nothing(entry_point, plugin, implemented),
-                                               kind="warning"))
-        self.plugins.append(PluginInfo(
-            entry_point.name, dist_name, dist_version,
-            tuple(s.id for s in found["stage id"]), tuple(t.task for t in found["training task"]), tuple(c.name for c in found["command"]),
-        ))
+            self.problems.append(
+                PluginProblem(entry_point.name, dist_label, _registers_nothing(entry_point, plugin, implemented), kind="warning")
+            )
+        self.plugins.append(
+            PluginInfo(
+                entry_point.name,
+                dist_name,
+                dist_version,
+                tuple(s.id for s in found["stage id"]),
+                tuple(t.task for t in found["training task"]),
+                tuple(c.name for c in found["command"]),
+            )
+        )
 
     def _settle(self, owners: dict[str, dict[str, list]]) -> None:
         """Keep what one plugin alone claims; leave out, and report, every id or name claimed twice."""
@@ -210,8 +220,9 @@ class Registry:
         for noun, claims in owners.items():
             for key, specs in sorted(claims.items()):
                 if noun == "command" and key in CORE_COMMANDS:
-                    self._conflict(noun, key, [f"the core command `voxpipe {key}`"] + [_owner(s) for s in specs], specs,
-                                   "rename the plugin's command")
+                    self._conflict(
+                        noun, key, [f"the core command `voxpipe {key}`"] + [_owner(s) for s in specs], specs, "rename the plugin's command"
+                    )
                 elif len(specs) > 1:
                     self._conflict(noun, key, [_owner(s) for s in specs], specs, f"block one with --block-plugin NAME or {BLOCK_ENV}")
                 else:
@@ -220,8 +231,14 @@ class Registry:
     def _conflict(self, noun: str, key: str, who: list[str], specs: list, fix: str) -> None:
         message = f"{noun} `{key}` is registered by both {' and '.join(who)}; neither is used: {fix}"
         self.contested[(noun, key)] = message
-        self.problems.append(PluginProblem(", ".join(s.plugin for s in specs), ", ".join(f"{s.distribution} {s.version}".strip() for s in specs),
-                                           message, kind="conflict"))
+        self.problems.append(
+            PluginProblem(
+                ", ".join(s.plugin for s in specs),
+                ", ".join(f"{s.distribution} {s.version}".strip() for s in specs),
+                message,
+                kind="conflict",
+            )
+        )
 
     def get(self, stage_id: str) -> StageSpec | None:
         """Look up a stage id; ``monai.<Transform>d`` ids are resolved by the MONAI adapter.
@@ -321,8 +338,10 @@ def _registers_nothing(entry_point: EntryPoint, plugin: object, implemented: int
     """Why a plugin that loaded registered nothing, in words its author can act on."""
     module, _, attribute = entry_point.value.partition(":")
     if attribute and not isinstance(plugin, types.ModuleType):
-        return (f"registers nothing: its entry point `{entry_point.value}` names a {type(plugin).__name__}, not a module; "
-                f"point it at the module that holds the @hookimpl functions (`{module.strip()}`)")
+        return (
+            f"registers nothing: its entry point `{entry_point.value}` names a {type(plugin).__name__}, not a module; "
+            f"point it at the module that holds the @hookimpl functions (`{module.strip()}`)"
+        )
     if implemented:
         return "registers nothing: its hooks never call register(spec)"
     undecorated = [hook.name for hook in _hooks() if callable(getattr(plugin, hook.name, None))]

@@ -184,8 +184,10 @@ def _across_cases(cases: list[dict]) -> list[dict]:
             value = row["value"]
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values.setdefault(row["name"], []).append(float(value))
-    return [{"name": name, "cases": len(v), "mean": _fmt(statistics.mean(v)), "min": _fmt(min(v)), "max": _fmt(max(v))}
-            for name, v in values.items()]
+    return [
+        {"name": name, "cases": len(v), "mean": _fmt(statistics.mean(v)), "min": _fmt(min(v)), "max": _fmt(max(v))}
+        for name, v in values.items()
+    ]
 
 
 def _metric_table(cases: list[dict]) -> tuple[list[str], list[tuple[str, dict]]]:
@@ -247,16 +249,19 @@ def _stage_chart(cases: list[dict]) -> dict | None:
     medians = [(name, statistics.median(values)) for name, values in per_stage.items()]
     top = max(v for _, v in medians) or 1.0
     row, label_w, bar_w = 24, 190, 420
-    bars = [{"name": name, "y": 5 + i * row, "w": round(max(1.0, bar_w * value / top), 1), "value": f"{value:.3f}"}
-            for i, (name, value) in enumerate(medians)]
+    bars = [
+        {"name": name, "y": 5 + i * row, "w": round(max(1.0, bar_w * value / top), 1), "value": f"{value:.3f}"}
+        for i, (name, value) in enumerate(medians)
+    ]
     return {"bars": bars, "row": row, "label_w": label_w, "width": label_w + bar_w + 90, "height": row * len(medians) + 10}
 
 
 def _cards(cases: list[dict]) -> list[dict]:
     cards = []
     for c in [c for c in cases if c.get("pictures")][:MAX_CARDS]:
-        pictures = [{"uri": uri, "caption": caption} for picture, caption in c["pictures"]
-                    if (uri := _data_uri(picture, THUMB_WIDTH)) is not None]
+        pictures = [
+            {"uri": uri, "caption": caption} for picture, caption in c["pictures"] if (uri := _data_uri(picture, THUMB_WIDTH)) is not None
+        ]
         cards.append({**c, "images": pictures, "seconds": float(c.get("seconds") or 0)})
     return cards
 
@@ -264,8 +269,13 @@ def _cards(cases: list[dict]) -> list[dict]:
 def _environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    return Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=select_autoescape(default=True),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=select_autoescape(default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render_page(manifest: dict, cases: list[dict], run_plots: list[Path]) -> str:
@@ -274,12 +284,26 @@ def render_page(manifest: dict, cases: list[dict], run_plots: list[Path]) -> str
         case.setdefault("metrics", [])
         case.setdefault("pictures", [])
         case["summary"] = "; ".join(f"{m['name']} {m['shown']}" for m in case["metrics"][:KEY_METRICS]) + (
-            " …" if len(case["metrics"]) > KEY_METRICS else "")
+            " …" if len(case["metrics"]) > KEY_METRICS else ""
+        )
     columns, table = _metric_table(cases)
     plots = [{"uri": uri, "name": p.name} for p in run_plots if (uri := _data_uri(p, PLOT_WIDTH)) is not None]
-    return _environment().get_template(TEMPLATE).render(
-        manifest=manifest, title=manifest.get("pipeline") or "voxpipe run", version=manifest.get("voxpipe_version", ""),
-        summary=_summary_cards(manifest, cases), facts=_run_facts(manifest), cases=cases,
-        failed=[c for c in cases if c.get("status") == "failed"], chart=_stage_chart(cases),
-        across=_across_cases(cases), columns=columns, table=table, cards=_cards(cases), plots=plots,
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            manifest=manifest,
+            title=manifest.get("pipeline") or "voxpipe run",
+            version=manifest.get("voxpipe_version", ""),
+            summary=_summary_cards(manifest, cases),
+            facts=_run_facts(manifest),
+            cases=cases,
+            failed=[c for c in cases if c.get("status") == "failed"],
+            chart=_stage_chart(cases),
+            across=_across_cases(cases),
+            columns=columns,
+            table=table,
+            cards=_cards(cases),
+            plots=plots,
+        )
     )

@@ -72,8 +72,9 @@ def picture_path(path: str | os.PathLike) -> str:
     """``path`` as a clean relative POSIX path inside a case folder, or :class:`ReportItemError`."""
     text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text or _CONTROL.search(text) or "\\" in text or len(text) > MAX_TEXT:
-        raise ReportItemError(f"report_picture: {_shown(path)} is not a file name inside the case folder; "
-                              "give a relative path such as `histogram.png`")
+        raise ReportItemError(
+            f"report_picture: {_shown(path)} is not a file name inside the case folder; give a relative path such as `histogram.png`"
+        )
     pure = PurePosixPath(text)
     if pure.is_absolute() or re.match(r"^[A-Za-z]:", text) or ".." in pure.parts:
         raise ReportItemError(f"report_picture: {_shown(text)} leaves the case folder; give a path relative to it, without `..`")
@@ -87,8 +88,10 @@ def items_of(case: dict) -> dict:
     """The case's recorded items as ``{"metrics": [...], "pictures": [...]}`` (empty lists when none)."""
     items = case.get(REPORT_KEY)
     items = items if isinstance(items, dict) else {}
-    return {"metrics": [m for m in items.get("metrics", []) if isinstance(m, dict)],
-            "pictures": [p for p in items.get("pictures", []) if isinstance(p, dict)]}
+    return {
+        "metrics": [m for m in items.get("metrics", []) if isinstance(m, dict)],
+        "pictures": [p for p in items.get("pictures", []) if isinstance(p, dict)],
+    }
 
 
 def metric_values(metrics: list[dict]) -> dict:

@@ -30,9 +30,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from voxpipe import __version__
 from voxpipe.atomic import clear_stale_temps, dir_mode, file_mode, make_dirs, write_json
@@ -74,7 +74,9 @@ def prepare_output(output_dir: Path) -> None:
     try:
         make_dirs(output_dir)
         if (output_dir / STAGING).is_symlink():  # a planted link would send every case's files elsewhere
-            raise UsageError(f"output folder {output_dir}: {STAGING} is a symbolic link; remove it (outputs are never written through links)")
+            raise UsageError(
+                f"output folder {output_dir}: {STAGING} is a symbolic link; remove it (outputs are never written through links)"
+            )
         try:
             os.mkdir(output_dir / STAGING, dir_mode())
         except FileExistsError:
@@ -153,16 +155,48 @@ def run(
     try:
         with RunLock(output_dir):
             clear_stale_staging(output_dir)
-            return _run_locked(validated, registry, discovery, ids, output_dir, resolved_device, force, on_case, on_start,
-                               source_map, workers, executor, timeout, retries, report, pipeline)
+            return _run_locked(
+                validated,
+                registry,
+                discovery,
+                ids,
+                output_dir,
+                resolved_device,
+                force,
+                on_case,
+                on_start,
+                source_map,
+                workers,
+                executor,
+                timeout,
+                retries,
+                report,
+                pipeline,
+            )
     except VoxpipeError:
         if fresh and output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()  # the run never started: leave no empty folder behind
         raise
 
 
-def _run_locked(validated, registry, discovery, ids, output_dir, device, force, on_case, on_start, source_map,
-                workers, executor, timeout, retries, report, pipeline) -> RunSummary:
+def _run_locked(
+    validated,
+    registry,
+    discovery,
+    ids,
+    output_dir,
+    device,
+    force,
+    on_case,
+    on_start,
+    source_map,
+    workers,
+    executor,
+    timeout,
+    retries,
+    report,
+    pipeline,
+) -> RunSummary:
     started = _now()
     total = len(ids)
     position = {cid: i for i, cid in enumerate(ids)}
@@ -259,10 +293,18 @@ def make_recipe(validated: ValidatedConfig, output_dir: Path, device: str, worke
     except (OSError, UnicodeDecodeError):  # a config given as a dict: its resolved form is all there is
         pass
     return RunRecipe(
-        config=config, source=Path(validated.source).name, config_dir=str(validated.config_dir),
-        config_hash=validated.hash, device=device, output_dir=str(Path(output_dir).resolve()),
-        threads=threads_per_worker(workers or 1), retries=retries, env=env, sys_path=tuple(sys.path),
-        config_text=text, overrides=tuple(validated.overrides),
+        config=config,
+        source=Path(validated.source).name,
+        config_dir=str(validated.config_dir),
+        config_hash=validated.hash,
+        device=device,
+        output_dir=str(Path(output_dir).resolve()),
+        threads=threads_per_worker(workers or 1),
+        retries=retries,
+        env=env,
+        sys_path=tuple(sys.path),
+        config_text=text,
+        overrides=tuple(validated.overrides),
     )
 
 
@@ -286,20 +328,23 @@ class RunLock:
         self.path = Path(output_dir) / STAGING / LOCK
         self.handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         import fcntl
 
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
             self.handle = os.fdopen(os.open(self.path, flags, file_mode()), "a+")
         except OSError as exc:
-            raise UsageError(f"cannot open the run lock in {self.path.parent} ({exc.strerror}); remove a link or file planted there") from None
+            raise UsageError(
+                f"cannot open the run lock in {self.path.parent} ({exc.strerror}); remove a link or file planted there"
+            ) from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.handle.close()
-            raise UsageError(f"output folder {self.path.parent.parent} is in use by another voxpipe run; "
-                             "wait for it to finish or choose another -o") from None
+            raise UsageError(
+                f"output folder {self.path.parent.parent} is in use by another voxpipe run; wait for it to finish or choose another -o"
+            ) from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -350,8 +395,10 @@ def _check_previous_config(output_dir: Path, validated: ValidatedConfig, ids: li
     if other_hash:
         name = previous.get("pipeline") if isinstance(previous, dict) else None
         what = f"pipeline `{name}`, " if name else ""
-        raise UsageError(f"output folder {output_dir} holds results of a different config or plugin code ({what}config hash "
-                         f"{str(other_hash)[:12]}); rerun with --force to replace them, or choose another -o")
+        raise UsageError(
+            f"output folder {output_dir} holds results of a different config or plugin code ({what}config hash "
+            f"{str(other_hash)[:12]}); rerun with --force to replace them, or choose another -o"
+        )
 
 
 def _is_complete(case_dir: Path, config_hash: str) -> bool:
@@ -407,8 +454,14 @@ def _environment() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": _platform.python_version()}
-    for name, dist in (("torch", "torch"), ("monai", "monai"), ("numpy", "numpy"), ("nibabel", "nibabel"),
-                       ("pydicom", "pydicom"), ("skimage", "scikit-image")):
+    for name, dist in (
+        ("torch", "torch"),
+        ("monai", "monai"),
+        ("numpy", "numpy"),
+        ("nibabel", "nibabel"),
+        ("pydicom", "pydicom"),
+        ("skimage", "scikit-image"),
+    ):
         try:
             versions[name] = version(dist)  # metadata only: the runner process need not import them
         except PackageNotFoundError:

@@ -100,10 +100,16 @@ def check_separate(input_path: Path, output: Path, input_option: str = "-i", out
     try:
         if within(output, input_path) and (input_path.is_dir() or Path(output).resolve() == input_path.resolve()):
             where = "is" if output.resolve() == input_path.resolve() else "is inside"
-            raise UsageError(f"the output {output} {where} the input {input_path}: a rerun would take earlier outputs "
-                             f"for new inputs; choose {output_option} outside {input_option}")
+            raise UsageError(
+                f"the output {output} {where} the input {input_path}: a rerun would take earlier outputs "
+                f"for new inputs; choose {output_option} outside {input_option}"
+            )
         if within(input_path, output):
-            raise UsageError(f"the input {input_path} is inside the output {output}: outputs would be mixed with inputs; "
-                             f"choose {output_option} outside {input_option}")
+            raise UsageError(
+                f"the input {input_path} is inside the output {output}: outputs would be mixed with inputs; "
+                f"choose {output_option} outside {input_option}"
+            )
     except (OSError, RuntimeError) as exc:  # a link loop
-        raise UsageError(f"cannot resolve {input_option} / {output_option} ({type(exc).__name__}); check for a symbolic link loop") from None
+        raise UsageError(
+            f"cannot resolve {input_option} / {output_option} ({type(exc).__name__}); check for a symbolic link loop"
+        ) from None

@@ -16,9 +16,10 @@ import enum
 import importlib
 import inspect
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 STAGE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 """Stage ids are lower-case dotted names: ``family.name`` (``denoise.nlm``)."""

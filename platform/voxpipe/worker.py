@@ -35,10 +35,23 @@ CASE_RECORD = "case.json"
 STAGING = ".voxpipe"
 
 TRANSIENT_ERRNOS = frozenset(
-    getattr(errno, name) for name in (
-        "EIO", "EAGAIN", "EBUSY", "EINTR", "ETIMEDOUT", "ESTALE", "ECONNRESET", "ECONNABORTED",
-        "ECONNREFUSED", "ENETDOWN", "ENETUNREACH", "EHOSTUNREACH", "EREMOTEIO",
-    ) if hasattr(errno, name)
+    getattr(errno, name)
+    for name in (
+        "EIO",
+        "EAGAIN",
+        "EBUSY",
+        "EINTR",
+        "ETIMEDOUT",
+        "ESTALE",
+        "ECONNRESET",
+        "ECONNABORTED",
+        "ECONNREFUSED",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "EHOSTUNREACH",
+        "EREMOTEIO",
+    )
+    if hasattr(errno, name)
 )
 """I/O errors worth another try: network file systems and busy devices recover from these."""
 
@@ -128,12 +141,26 @@ def build_pipeline(recipe: RunRecipe):
         validated = validate_recipe(recipe, registry)
     except ConfigError as exc:
         detail = (exc.of_kind("unknown_stage") or exc.details)[0].text
-        raise ConfigError([Problem("plugins_differ", f"worker on {_host()}: plugins differ from the submitting machine ({detail}); "
-                                   "install the same plugins on every worker (pip install ...)")]) from None
+        raise ConfigError(
+            [
+                Problem(
+                    "plugins_differ",
+                    f"worker on {_host()}: plugins differ from the submitting machine ({detail}); "
+                    "install the same plugins on every worker (pip install ...)",
+                )
+            ]
+        ) from None
     if validated.hash != recipe.config_hash:
         here = ", ".join(sorted({f"{s.spec.distribution} {s.spec.version}" for s in validated.stages}))
-        raise ConfigError([Problem("plugins_differ", f"worker on {_host()}: plugin versions or code differ from the submitting machine "
-                                   f"(here: {here}); install the same plugin versions and code on every worker")])
+        raise ConfigError(
+            [
+                Problem(
+                    "plugins_differ",
+                    f"worker on {_host()}: plugin versions or code differ from the submitting machine "
+                    f"(here: {here}); install the same plugin versions and code on every worker",
+                )
+            ]
+        )
     return Pipeline(validated, recipe.device)
 
 
@@ -315,12 +342,23 @@ def _io_failure(cid, exc: OSError, seconds: float, what: str, stages=None, warni
 
 def disk_full_message(output_dir: Path | None) -> str:
     where = f" under {output_dir}" if output_dir else ""
-    return (f"the output disk is full{where}; the run stopped. Complete cases are kept: free some space "
-            "(or choose another -o) and rerun the same command to finish the rest")
+    return (
+        f"the output disk is full{where}; the run stopped. Complete cases are kept: free some space "
+        "(or choose another -o) and rerun the same command to finish the rest"
+    )
 
 
-def case_record(result, cid: str, config_hash: str, seconds: float, stages: list, outputs: list,
-                warnings: list[str] | None = None, redact=str, folder: Path | None = None) -> dict:
+def case_record(
+    result,
+    cid: str,
+    config_hash: str,
+    seconds: float,
+    stages: list,
+    outputs: list,
+    warnings: list[str] | None = None,
+    redact=str,
+    folder: Path | None = None,
+) -> dict:
     """``case.json``: what each stage did, plus what the stages recorded for the report.
 
     ``warnings`` come already redacted; ``redact`` makes the recorded report texts safe too,

@@ -64,7 +64,7 @@ def haar_blocks(image: torch.Tensor, step: int = 2) -> tuple[torch.Tensor, torch
         low = block.clone() if low is None else torch.minimum(low, block, out=low)
         high = block.clone() if high is None else torch.maximum(high, block, out=high)
     clipped = (high == low) & ((low == x.min()) | (high == x.max()))
-    return detail.mul_(1.0 / math.sqrt(2.0 ** ndim)), total.mul_(1.0 / 2 ** ndim), ~clipped
+    return detail.mul_(1.0 / math.sqrt(2.0**ndim)), total.mul_(1.0 / 2**ndim), ~clipped
 
 
 def estimate_sigma(image: Any, rician: bool = False) -> float:

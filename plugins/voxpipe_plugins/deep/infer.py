@@ -57,13 +57,30 @@ def count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) 
 class DeepSegmenter:
     """Callable ``case -> case`` (a MONAI dictionary transform) that writes a label map on the image grid."""
 
-    def __init__(self, *, network: str, roi_size: list[int], key: str = "image", output_key: str = "label",
-                 args: dict[str, Any] | None = None, weights: str | Path | None = None, overlap: float = 0.25,
-                 mode: str = "gaussian", sigma_scale: float = 0.125, sw_batch_size: int = 1, sw_device: str | None = None,
-                 device: str | None = None, amp: bool = True, flip_axes: list[int] | tuple[int, ...] = (),
-                 output: str = "argmax", threshold: float = 0.5, label_names: dict[int, str] | None = None,
-                 context: StageContext | None = None, model: torch.nn.Module | None = None,
-                 weights_sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        network: str,
+        roi_size: list[int],
+        key: str = "image",
+        output_key: str = "label",
+        args: dict[str, Any] | None = None,
+        weights: str | Path | None = None,
+        overlap: float = 0.25,
+        mode: str = "gaussian",
+        sigma_scale: float = 0.125,
+        sw_batch_size: int = 1,
+        sw_device: str | None = None,
+        device: str | None = None,
+        amp: bool = True,
+        flip_axes: list[int] | tuple[int, ...] = (),
+        output: str = "argmax",
+        threshold: float = 0.5,
+        label_names: dict[int, str] | None = None,
+        context: StageContext | None = None,
+        model: torch.nn.Module | None = None,
+        weights_sha256: str | None = None,
+    ) -> None:
         context = context or StageContext()
         self.key, self.output_key = key, output_key
         self.network_name, self.args = network, dict(args or {})
@@ -100,8 +117,15 @@ class DeepSegmenter:
         names = label_names or {int(k): v for k, v in (sidecar.label_names or {}).items()}
         self.label_names = dict(names) if names else default_label_names(self.out_channels, output)
         self.inferer = SlidingWindowInferer(
-            roi_size=self.roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode, sigma_scale=sigma_scale,
-            sw_device=self.sw_device, device=self.device, progress=False)
+            roi_size=self.roi_size,
+            sw_batch_size=sw_batch_size,
+            overlap=overlap,
+            mode=mode,
+            sigma_scale=sigma_scale,
+            sw_device=self.sw_device,
+            device=self.device,
+            progress=False,
+        )
 
     def _forward(self, window: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext():
@@ -129,11 +153,10 @@ class DeepSegmenter:
         """Network output (1, C, ...) -> label map (1, ...) or (C, ...) uint8, chunked along the first axis to save memory."""
         out = out[0]
         if self.output == "argmax":
-            label = torch.empty((1, *out.shape[1:]), dtype=torch.uint8 if self.out_channels <= 256 else torch.int32,
-                                device=out.device)
+            label = torch.empty((1, *out.shape[1:]), dtype=torch.uint8 if self.out_channels <= 256 else torch.int32, device=out.device)
             step = max(1, (1 << 24) // max(1, out[0, 0].numel()))
             for i in range(0, out.shape[1], step):
-                label[0, i:i + step] = out[:, i:i + step].argmax(dim=0).to(label.dtype)
+                label[0, i : i + step] = out[:, i : i + step].argmax(dim=0).to(label.dtype)
             return label
         cut = self.threshold if probabilities else math.log(self.threshold / (1 - self.threshold))
         return (out > cut).to(torch.uint8)
@@ -144,10 +167,14 @@ class DeepSegmenter:
         raw = image.as_tensor() if hasattr(image, "as_tensor") else image  # plain tensor: no MetaTensor overhead
         data = float_image(raw, STAGE)
         if data.ndim - 1 != self.spatial_dims:
-            raise StageInputError(f"{STAGE}: {self.network_name} is {self.spatial_dims}D but the image has shape {tuple(data.shape)} "
-                                  f"(channel-first, {data.ndim - 1} spatial axes)")
+            raise StageInputError(
+                f"{STAGE}: {self.network_name} is {self.spatial_dims}D but the image has shape {tuple(data.shape)} "
+                f"(channel-first, {data.ndim - 1} spatial axes)"
+            )
         if data.shape[0] != self.in_channels:
-            raise StageInputError(f"{STAGE}: the image has {data.shape[0]} channels but {self.network_name} expects in_channels={self.in_channels}")
+            raise StageInputError(
+                f"{STAGE}: the image has {data.shape[0]} channels but {self.network_name} expects in_channels={self.in_channels}"
+            )
         x = data
         home = x.device
         with torch.inference_mode():
@@ -159,13 +186,25 @@ class DeepSegmenter:
         counts = torch.bincount(label.reshape(-1).to(torch.int64)).tolist() if self.output == "argmax" or self.out_channels == 1 else []
         out_case = dict(case)
         out_case[self.output_key] = result
-        record(out_case, STAGE, network=self.network_name, args=self.args, weights=self.weights_name,
-               roi_size=list(self.roi_size), overlap=self.overlap, mode=self.mode, sw_batch_size=self.sw_batch_size,
-               sw_device=str(self.sw_device), device=str(self.device), amp=self.amp,
-               windows=count_windows(tuple(x.shape[1:]), self.roi_size, self.overlap) * (2 ** len(self.flip_axes)),
-               tta_flips=list(self.flip_axes), output=self.output,
-               voxels={self.label_names.get(i, str(i)): int(c) for i, c in enumerate(counts) if c},
-               seconds=round(time.perf_counter() - start, 4))
+        record(
+            out_case,
+            STAGE,
+            network=self.network_name,
+            args=self.args,
+            weights=self.weights_name,
+            roi_size=list(self.roi_size),
+            overlap=self.overlap,
+            mode=self.mode,
+            sw_batch_size=self.sw_batch_size,
+            sw_device=str(self.sw_device),
+            device=str(self.device),
+            amp=self.amp,
+            windows=count_windows(tuple(x.shape[1:]), self.roi_size, self.overlap) * (2 ** len(self.flip_axes)),
+            tta_flips=list(self.flip_axes),
+            output=self.output,
+            voxels={self.label_names.get(i, str(i)): int(c) for i, c in enumerate(counts) if c},
+            seconds=round(time.perf_counter() - start, 4),
+        )
         return out_case
 
 

@@ -20,10 +20,15 @@ class DeepSegParams(StageParams):
     network: str = Field(description=f"MONAI network class from the allowlist: {', '.join(sorted(NETWORKS))}.")
     args: dict[str, Any] = Field(default_factory=dict, description="The network's constructor arguments (literals only).")
     weights: str | None = Field(
-        None, description="Weights file (.safetensors, .pt, .pth), relative to the config file. Required by `voxpipe run`; "
-        "`voxpipe train` writes it.")
-    weights_sha256: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{64}$", description="SHA-256 of the weights file (hex); "
-                                       "when set, a file with another digest is refused before it is read.")
+        None,
+        description="Weights file (.safetensors, .pt, .pth), relative to the config file. Required by `voxpipe run`; "
+        "`voxpipe train` writes it.",
+    )
+    weights_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9A-Fa-f]{64}$",
+        description="SHA-256 of the weights file (hex); when set, a file with another digest is refused before it is read.",
+    )
     roi_size: list[int] = Field(description="Sliding-window size in voxels, one per spatial axis.", min_length=2, max_length=3)
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of overlap between neighbouring windows.")
     mode: Literal["gaussian", "constant"] = Field("gaussian", description="Blending of overlapping windows.")
@@ -31,19 +36,25 @@ class DeepSegParams(StageParams):
     sw_batch_size: int = Field(1, ge=1, le=1024, description="Windows run through the network at once.")
     sw_device: str | None = Field(None, pattern=DEVICE_PATTERN, description="Where windows run; unset: the run's device.")
     device: str | None = Field(
-        None, pattern=DEVICE_PATTERN,
+        None,
+        pattern=DEVICE_PATTERN,
         description="Where the stitched output is kept; unset: the run's device. `cpu` with sw_device `cuda` keeps a large "
-        "volume in CPU memory while windows run on the GPU.")
+        "volume in CPU memory while windows run on the GPU.",
+    )
     amp: bool = Field(True, description="Automatic mixed precision (float16) when windows run on CUDA; ignored on CPU.")
     flip_axes: list[int] = Field(
-        default_factory=list, max_length=3,
+        default_factory=list,
+        max_length=3,
         description="Test-time augmentation: average the probabilities over every combination of flips of these spatial "
-        "axes (0-based; [0, 1, 2] = 8 passes). Empty: no TTA.")
+        "axes (0-based; [0, 1, 2] = 8 passes). Empty: no TTA.",
+    )
     output: Literal["argmax", "threshold"] = Field(
-        "argmax", description="`argmax`: softmax classes -> label 0..C-1; `threshold`: sigmoid per channel > threshold.")
+        "argmax", description="`argmax`: softmax classes -> label 0..C-1; `threshold`: sigmoid per channel > threshold."
+    )
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Probability threshold for `output: threshold`.")
     label_names: dict[int, str] | None = Field(
-        None, description="Label table {value: name}; unset: background, class_1, ... (from the weights' sidecar when present).")
+        None, description="Label table {value: name}; unset: background, class_1, ... (from the weights' sidecar when present)."
+    )
 
     @field_validator("flip_axes")
     @classmethod
@@ -73,8 +84,10 @@ class DeepSegParams(StageParams):
 
 
 class TrainParams(StageParams):
-    data: str = Field(description="Training data: a folder with images/ and labels/ matched by name, or a CSV with "
-                      "image,label columns (paths relative to the CSV). NIfTI files or DICOM series folders.")
+    data: str = Field(
+        description="Training data: a folder with images/ and labels/ matched by name, or a CSV with "
+        "image,label columns (paths relative to the CSV). NIfTI files or DICOM series folders."
+    )
     val_data: str | None = Field(None, description="Validation data in the same form; unset: `val_fraction` of `data`.")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of `data` held out for validation when val_data is unset.")
     stage: str | None = Field(None, description="Label (`id`) of the segment.deep stage to train; unset: the first one.")
@@ -102,29 +115,33 @@ class TrainParams(StageParams):
 
 @hookimpl
 def voxpipe_register_stages(register):
-    register(StageSpec(
-        id="segment.deep",
-        kind=StageKind.SEGMENTER,
-        summary="Deep segmentation: a MONAI network (UNet, SegResNet, SwinUNETR, ...) with local weights, sliding-window inference.",
-        description="The network is chosen by name from an allowlist and built with literal arguments (checked against its "
-        "signature). Weights come from a local .safetensors / .pt file. MONAI's SlidingWindowInferer runs windows on "
-        "`sw_device` and stitches them on `device`; AMP on CUDA; optional flip TTA; argmax or threshold output. The label "
-        "map keeps the image's grid and affine and carries a label table. Normalise the image in earlier stages.",
-        params=DeepSegParams,
-        factory="voxpipe_plugins.deep.infer:build",
-        reads=("{key}",),
-        writes=("{output_key}",),
-        content_files=("weights",),
-    ))
+    register(
+        StageSpec(
+            id="segment.deep",
+            kind=StageKind.SEGMENTER,
+            summary="Deep segmentation: a MONAI network (UNet, SegResNet, SwinUNETR, ...) with local weights, sliding-window inference.",
+            description="The network is chosen by name from an allowlist and built with literal arguments (checked against its "
+            "signature). Weights come from a local .safetensors / .pt file. MONAI's SlidingWindowInferer runs windows on "
+            "`sw_device` and stitches them on `device`; AMP on CUDA; optional flip TTA; argmax or threshold output. The label "
+            "map keeps the image's grid and affine and carries a label table. Normalise the image in earlier stages.",
+            params=DeepSegParams,
+            factory="voxpipe_plugins.deep.infer:build",
+            reads=("{key}",),
+            writes=("{output_key}",),
+            content_files=("weights",),
+        )
+    )
 
 
 @hookimpl
 def voxpipe_register_trainers(register):
-    register(TrainerSpec(
-        task="segmentation",
-        summary="Train the config's segment.deep network on image/label pairs (DiceCE, Adam/AdamW, sliding-window Dice).",
-        description="Preprocessing is the config's stages between the loader and segment.deep; checkpoints are safetensors "
-        "with a JSON sidecar, ready for `voxpipe run` with the same config.",
-        params=TrainParams,
-        factory="voxpipe_plugins.deep.train:SegmentationTrainer",
-    ))
+    register(
+        TrainerSpec(
+            task="segmentation",
+            summary="Train the config's segment.deep network on image/label pairs (DiceCE, Adam/AdamW, sliding-window Dice).",
+            description="Preprocessing is the config's stages between the loader and segment.deep; checkpoints are safetensors "
+            "with a JSON sidecar, ready for `voxpipe run` with the same config.",
+            params=TrainParams,
+            factory="voxpipe_plugins.deep.train:SegmentationTrainer",
+        )
+    )

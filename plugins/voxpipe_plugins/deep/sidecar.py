@@ -42,8 +42,9 @@ class DeepSidecar(Sidecar):
     best_epoch: Count | None = None
     best_dice: Score | None = None
     val_dice: Score | None = None
-    label_names: dict[Annotated[StrictStr, Field(pattern=r"^[0-9]{1,5}$")], Annotated[StrictStr, Field(max_length=128)]] | None = \
-        Field(None, max_length=1024)
+    label_names: dict[Annotated[StrictStr, Field(pattern=r"^[0-9]{1,5}$")], Annotated[StrictStr, Field(max_length=128)]] | None = Field(
+        None, max_length=1024
+    )
     roi_size: list[Annotated[StrictInt, Field(ge=1, le=4096)]] | None = Field(None, min_length=1, max_length=3)
     output: Literal["argmax", "threshold"] | None = None
     config: Annotated[StrictStr, Field(max_length=4096)] | None = None
@@ -70,9 +71,11 @@ def validated(model: type[Model], data: dict[str, Any], weights: Path) -> Model:
         got = f" = {_shown(error.get('input'))}" if shown else ""
         message = error["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise WeightsError(f"checkpoint sidecar {sidecar_path(weights).name}: refused before building the network: "
-                           f"`{_where(error['loc'])}`{got}: {message}{more}; use the .json that `voxpipe train` wrote beside "
-                           f"{weights.name}") from None
+        raise WeightsError(
+            f"checkpoint sidecar {sidecar_path(weights).name}: refused before building the network: "
+            f"`{_where(error['loc'])}`{got}: {message}{more}; use the .json that `voxpipe train` wrote beside "
+            f"{weights.name}"
+        ) from None
 
 
 def read_deep_sidecar(weights: Path) -> DeepSidecar:

@@ -24,7 +24,14 @@ from voxpipe.errors import ConfigError, VoxpipeError
 from voxpipe.stage import StageContext, build_stage
 from voxpipe_plugins.deep.infer import default_label_names, resolve
 from voxpipe_plugins.deep.weights import (
-    bound_args, describe, fit_weights, load_torch_file, make_network, read_sidecar, read_state_dict, save_checkpoint,
+    bound_args,
+    describe,
+    fit_weights,
+    load_torch_file,
+    make_network,
+    read_sidecar,
+    read_state_dict,
+    save_checkpoint,
 )
 
 NIFTI = (".nii.gz", ".nii")
@@ -75,14 +82,20 @@ def find_pairs(path: Path) -> list[Pair]:
         images, labels = path / "images", path / "labels"
         for folder in (images, labels):
             if not folder.is_dir():
-                raise TrainingDataError(f"{path}: expected the folders images/ and labels/ (matched by file name), {folder.name}/ is missing")
+                raise TrainingDataError(
+                    f"{path}: expected the folders images/ and labels/ (matched by file name), {folder.name}/ is missing"
+                )
         image_entries, label_entries = _entries(images), _entries(labels)
         unmatched = sorted(set(image_entries) - set(label_entries))
         if unmatched:
-            raise TrainingDataError(f"{images}: {len(unmatched)} images have no label of the same name in labels/ ({', '.join(unmatched[:3])})")
+            raise TrainingDataError(
+                f"{images}: {len(unmatched)} images have no label of the same name in labels/ ({', '.join(unmatched[:3])})"
+            )
         pairs = [Pair(name, image_entries[name], label_entries[name]) for name in sorted(image_entries)]
     else:
-        raise TrainingDataError(f"training data {path} not found: give a folder with images/ and labels/, or a CSV with image,label columns")
+        raise TrainingDataError(
+            f"training data {path} not found: give a folder with images/ and labels/, or a CSV with image,label columns"
+        )
     if not pairs:
         raise TrainingDataError(f"{path}: no image/label pairs found")
     return pairs
@@ -132,8 +145,10 @@ def check_label(label, path: Path, allowed: int) -> None:
     bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < allowed]
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise TrainingDataError(f"{path}: label values {shown} are outside 0..{allowed - 1} (the network has {allowed} classes); "
-                                "remap the labels or change out_channels")
+        raise TrainingDataError(
+            f"{path}: label values {shown} are outside 0..{allowed - 1} (the network has {allowed} classes); "
+            "remap the labels or change out_channels"
+        )
 
 
 # ---------------------------------------------------------------- plot
@@ -190,7 +205,9 @@ class SegmentationTrainer:
         deep = [s for s in config.stages if s.spec.id == "segment.deep" and (params.stage is None or s.label == params.stage)]
         if not deep:
             which = f"labelled `{params.stage}`" if params.stage else ""
-            raise ConfigError([f"{config.source}: training: no segment.deep stage {which}in the config; the trainer trains that stage's network"])
+            raise ConfigError(
+                [f"{config.source}: training: no segment.deep stage {which}in the config; the trainer trains that stage's network"]
+            )
         self.planned = deep[0]
         self.stage = self.planned.params
         self.preprocess_planned = [s for s in config.stages if 1 < s.index < self.planned.index]
@@ -198,12 +215,16 @@ class SegmentationTrainer:
         self.out_channels = int(arguments.get("out_channels", 1))
         self.in_channels = int(arguments.get("in_channels", 1))
         if self.stage.output == "threshold" and self.out_channels != 1:
-            raise ConfigError([f"{config.source}: training: output `threshold` is trained with out_channels 1 (binary); use argmax for several classes"])
+            raise ConfigError(
+                [f"{config.source}: training: output `threshold` is trained with out_channels 1 (binary); use argmax for several classes"]
+            )
         self.classes = self.out_channels if self.stage.output == "argmax" else 2
         self.label_names = dict(self.stage.label_names or default_label_names(self.out_channels, self.stage.output))
         self.crop = tuple(params.crop_size or self.stage.roi_size)
         if len(self.crop) != len(self.stage.roi_size):
-            raise ConfigError([f"{config.source}: training: crop_size {list(self.crop)} must have {len(self.stage.roi_size)} values like roi_size"])
+            raise ConfigError(
+                [f"{config.source}: training: crop_size {list(self.crop)} must have {len(self.stage.roi_size)} values like roi_size"]
+            )
         self.device = resolve(None, context.device)
 
     # -- data
@@ -221,13 +242,17 @@ class SegmentationTrainer:
             label = read_volume(pair.label, pair.name)
             check_label(label, pair.label, self.classes)
             if tuple(label.shape[1:]) != tuple(image.shape[1:]) or label.shape[0] != 1:
-                raise TrainingDataError(f"{pair.label}: label grid {tuple(label.shape)} does not match its image {tuple(image.shape)} "
-                                        f"({pair.image.name}); resample the label onto the image")
+                raise TrainingDataError(
+                    f"{pair.label}: label grid {tuple(label.shape)} does not match its image {tuple(image.shape)} "
+                    f"({pair.image.name}); resample the label onto the image"
+                )
             offset = grid_offset_mm(image, label)
             if offset > GRID_TOLERANCE_MM:
-                raise TrainingDataError(f"{pair.label}: label grid is placed differently from its image ({pair.image.name}): "
-                                        f"voxel centres differ by up to {offset:.2f} mm (flipped or shifted axes?); "
-                                        "resample the label onto the image")
+                raise TrainingDataError(
+                    f"{pair.label}: label grid is placed differently from its image ({pair.image.name}): "
+                    f"voxel centres differ by up to {offset:.2f} mm (flipped or shifted axes?); "
+                    "resample the label onto the image"
+                )
             if image.shape[0] != self.in_channels:
                 raise TrainingDataError(f"{pair.image}: {image.shape[0]} channels but the network has in_channels={self.in_channels}")
             case: dict[str, Any] = {"image": image, "label": label, "case_id": pair.name, "history": []}
@@ -238,10 +263,17 @@ class SegmentationTrainer:
                     text = " ".join(str(exc).split())
                     raise TrainingDataError(f"{pair.image}: stage {planned.index} ({planned.label}): {text}") from None
             if tuple(case["label"].shape[1:]) != tuple(case["image"].shape[1:]):
-                raise TrainingDataError(f"{pair.image}: after preprocessing the image is {tuple(case['image'].shape)} but its label "
-                                        f"{tuple(case['label'].shape)}; a preprocessing stage changes the grid of the image only")
-            items.append({"image": torch.as_tensor(case["image"]).float().contiguous(),
-                          "label": torch.as_tensor(case["label"]).float().contiguous(), "name": pair.name})
+                raise TrainingDataError(
+                    f"{pair.image}: after preprocessing the image is {tuple(case['image'].shape)} but its label "
+                    f"{tuple(case['label'].shape)}; a preprocessing stage changes the grid of the image only"
+                )
+            items.append(
+                {
+                    "image": torch.as_tensor(case["image"]).float().contiguous(),
+                    "label": torch.as_tensor(case["label"]).float().contiguous(),
+                    "name": pair.name,
+                }
+            )
             _log(f"loaded {what} {n}/{len(pairs)}")
         return items
 
@@ -258,15 +290,23 @@ class SegmentationTrainer:
         return [pairs[i] for i in sorted(order[n_val:])], [pairs[i] for i in val]
 
     def _transforms(self):
-        from monai.transforms import (Compose, RandCropByPosNegLabeld, RandFlipd, RandShiftIntensityd, RandSpatialCropSamplesd,
-                                      SpatialPadd)
+        from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd, RandShiftIntensityd, RandSpatialCropSamplesd, SpatialPadd
 
         p = self.params
         keys = ["image", "label"]
         chain: list = [SpatialPadd(keys, spatial_size=self.crop)]
         if p.crop == "pos_neg":
-            chain.append(RandCropByPosNegLabeld(keys, label_key="label", spatial_size=self.crop, pos=p.pos_fraction,
-                                                neg=1 - p.pos_fraction, num_samples=p.samples_per_volume, allow_smaller=True))
+            chain.append(
+                RandCropByPosNegLabeld(
+                    keys,
+                    label_key="label",
+                    spatial_size=self.crop,
+                    pos=p.pos_fraction,
+                    neg=1 - p.pos_fraction,
+                    num_samples=p.samples_per_volume,
+                    allow_smaller=True,
+                )
+            )
         else:
             chain.append(RandSpatialCropSamplesd(keys, roi_size=self.crop, num_samples=p.samples_per_volume, random_size=False))
         if p.flip_prob > 0:
@@ -277,10 +317,20 @@ class SegmentationTrainer:
 
     # -- checkpoints
     def _info(self, epoch: int, best: float, best_epoch: int, dice: float | None) -> dict[str, Any]:
-        return {"network": self.stage.network, "args": self.stage.args, "epoch": epoch, "best_dice": best, "best_epoch": best_epoch,
-                "val_dice": dice, "label_names": {str(k): v for k, v in self.label_names.items()}, "roi_size": list(self.stage.roi_size),
-                "output": self.stage.output, "config": self.config.source, "task": "segmentation",
-                "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return {
+            "network": self.stage.network,
+            "args": self.stage.args,
+            "epoch": epoch,
+            "best_dice": best,
+            "best_epoch": best_epoch,
+            "val_dice": dice,
+            "label_names": {str(k): v for k, v in self.label_names.items()},
+            "roi_size": list(self.stage.roi_size),
+            "output": self.stage.output,
+            "config": self.config.source,
+            "task": "segmentation",
+            "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
 
     # -- the loop
     def run(self, output_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -297,7 +347,9 @@ class SegmentationTrainer:
         output_dir.mkdir(parents=True, exist_ok=True)
         last_path, best_path, state_path = output_dir / "last.safetensors", output_dir / "best.safetensors", output_dir / "last.state.pt"
         if not resume and last_path.exists():
-            raise TrainingDataError(f"{output_dir} already holds a training run (last.safetensors); continue it with --resume or choose another -o")
+            raise TrainingDataError(
+                f"{output_dir} already holds a training run (last.safetensors); continue it with --resume or choose another -o"
+            )
         if resume and not (last_path.exists() and state_path.exists()):
             raise TrainingDataError(f"nothing to resume in {output_dir}: last.safetensors / last.state.pt not found")
         if p.threads:
@@ -319,8 +371,10 @@ class SegmentationTrainer:
         if resume:
             info = read_sidecar(last_path)
             if (info.get("network"), info.get("args")) != (self.stage.network, self.stage.args):
-                raise TrainingDataError(f"{last_path} was trained as {describe(info.get('network', '?'), info.get('args') or {})}, "
-                                        f"the config asks for {describe(self.stage.network, self.stage.args)}; use another -o")
+                raise TrainingDataError(
+                    f"{last_path} was trained as {describe(info.get('network', '?'), info.get('args') or {})}, "
+                    f"the config asks for {describe(self.stage.network, self.stage.args)}; use another -o"
+                )
             fit_weights(model, read_state_dict(last_path), describe(self.stage.network, self.stage.args), last_path.name)
             state = load_torch_file(state_path)
             optimizer.load_state_dict(state["optimizer"])
@@ -330,8 +384,10 @@ class SegmentationTrainer:
             try:
                 start_epoch, best, best_epoch = int(info["epoch"]) + 1, float(info["best_dice"]), int(info["best_epoch"])
             except (KeyError, TypeError, ValueError):
-                raise TrainingDataError(f"{last_path.name}: its sidecar lacks the training state (epoch, best score); "
-                                "resume only from a folder `voxpipe train` wrote, or use another -o") from None
+                raise TrainingDataError(
+                    f"{last_path.name}: its sidecar lacks the training state (epoch, best score); "
+                    "resume only from a folder `voxpipe train` wrote, or use another -o"
+                ) from None
             _log(f"resuming after epoch {start_epoch - 1} (best Dice {best:.4f} at epoch {best_epoch})")
 
         if self.stage.output == "argmax":
@@ -344,8 +400,15 @@ class SegmentationTrainer:
 
         def predict(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast("cuda", dtype=torch.float16) if amp else _null():
-                return sliding_window_inference(x, self.stage.roi_size, self.stage.sw_batch_size, model, overlap=self.stage.overlap,
-                                                mode=self.stage.mode, sigma_scale=self.stage.sigma_scale).float()
+                return sliding_window_inference(
+                    x,
+                    self.stage.roi_size,
+                    self.stage.sw_batch_size,
+                    model,
+                    overlap=self.stage.overlap,
+                    mode=self.stage.mode,
+                    sigma_scale=self.stage.sigma_scale,
+                ).float()
 
         def validate() -> float:
             model.eval()
@@ -359,8 +422,7 @@ class SegmentationTrainer:
                         ref = one_hot(y.long(), self.out_channels)
                         metric(pred, ref)
                     else:
-                        metric(torch.cat([1 - (logits > 0).float(), (logits > 0).float()], 1),
-                               one_hot(y.long(), 2))
+                        metric(torch.cat([1 - (logits > 0).float(), (logits > 0).float()], 1), one_hot(y.long(), 2))
             value = metric.aggregate().item()
             return 0.0 if math.isnan(value) else float(value)
 
@@ -370,8 +432,14 @@ class SegmentationTrainer:
             epoch_start = time.perf_counter()
             set_determinism(seed=p.seed + epoch)  # every epoch's randomness depends on (seed, epoch) only: resume repeats it
             transforms.set_random_state(seed=p.seed + epoch)
-            loader = DataLoader(dataset, batch_size=p.batch_size, shuffle=True, num_workers=p.num_workers, collate_fn=list_data_collate,
-                                generator=torch.Generator().manual_seed(p.seed + epoch))
+            loader = DataLoader(
+                dataset,
+                batch_size=p.batch_size,
+                shuffle=True,
+                num_workers=p.num_workers,
+                collate_fn=list_data_collate,
+                generator=torch.Generator().manual_seed(p.seed + epoch),
+            )
             model.train()
             losses = []
             for batch in _progress(loader, f"epoch {epoch}/{p.epochs}"):
@@ -398,14 +466,18 @@ class SegmentationTrainer:
             entry["epoch_seconds"] = round(time.perf_counter() - epoch_start, 3)
             history.append(entry)
             save_checkpoint(model, last_path, self._info(epoch, best, best_epoch, entry["val_dice"]))
-            torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if amp else {},
-                        "history": json.dumps(history)}, state_path)
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if amp else {}, "history": json.dumps(history)},
+                state_path,
+            )
             with (output_dir / "log.jsonl").open("a") as log:
                 log.write(json.dumps(entry) + "\n")
             plot_curve(history, output_dir / "learning_curve.png")
             dice_text = f"  val Dice {entry['val_dice']:.4f}" if entry["val_dice"] is not None else ""
-            _log(f"epoch {epoch}/{p.epochs}  loss {entry['loss']:.4f}{dice_text}  best {max(best, 0):.4f} (epoch {best_epoch})  "
-                 f"{entry['epoch_seconds']:.1f} s")
+            _log(
+                f"epoch {epoch}/{p.epochs}  loss {entry['loss']:.4f}{dice_text}  best {max(best, 0):.4f} (epoch {best_epoch})  "
+                f"{entry['epoch_seconds']:.1f} s"
+            )
             if out_of_time:
                 _log(f"stopping: max_minutes ({p.max_minutes}) reached")
                 break
@@ -413,10 +485,17 @@ class SegmentationTrainer:
             (output_dir / ".voxpipe").rmdir()  # the CLI's writability probe folder, empty
         except OSError:
             pass
-        return {"best_dice": round(max(best, 0.0), 4), "best_epoch": best_epoch, "epochs": epoch,
-                "checkpoint": str(best_path if best_path.exists() else last_path), "last": str(last_path),
-                "learning_curve": str(output_dir / "learning_curve.png"), "train_cases": len(train_items),
-                "val_cases": len(val_items), "seconds": round(time.perf_counter() - started, 1)}
+        return {
+            "best_dice": round(max(best, 0.0), 4),
+            "best_epoch": best_epoch,
+            "epochs": epoch,
+            "checkpoint": str(best_path if best_path.exists() else last_path),
+            "last": str(last_path),
+            "learning_curve": str(output_dir / "learning_curve.png"),
+            "train_cases": len(train_items),
+            "val_cases": len(val_items),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
 
 
 def _null():

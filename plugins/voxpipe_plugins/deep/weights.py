@@ -85,19 +85,23 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
     try:
         size = path.stat().st_size
         if size > MAX_SIDECAR_BYTES:
-            raise WeightsError(f"{what}: refused: {size} bytes, above the {MAX_SIDECAR_BYTES} allowed for a sidecar; "
-                               "use the .json that `voxpipe train` wrote beside the weights")
+            raise WeightsError(
+                f"{what}: refused: {size} bytes, above the {MAX_SIDECAR_BYTES} allowed for a sidecar; "
+                "use the .json that `voxpipe train` wrote beside the weights"
+            )
         text = path.read_bytes()
     except OSError as exc:
         raise WeightsError(f"{what}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise WeightsError(f"{what}: refused: not valid JSON ({type(exc).__name__}); use the .json that `voxpipe train` "
-                           "wrote beside the weights") from None
+        raise WeightsError(
+            f"{what}: refused: not valid JSON ({type(exc).__name__}); use the .json that `voxpipe train` wrote beside the weights"
+        ) from None
     if not isinstance(data, dict):
-        raise WeightsError(f"{what}: refused: a JSON {type(data).__name__}, not an object; use the .json that `voxpipe train` "
-                           "wrote beside the weights")
+        raise WeightsError(
+            f"{what}: refused: a JSON {type(data).__name__}, not an object; use the .json that `voxpipe train` wrote beside the weights"
+        )
     return data
 
 
@@ -107,8 +111,10 @@ def check_sha256(path: Path, expected: str | None) -> None:
         return
     actual = file_sha256(path)
     if actual.lower() != expected.strip().lower():
-        raise WeightsError(f"weights file {path.name}: SHA-256 is {actual[:16]}..., the config expects {expected.strip()[:16]}...; "
-                           "refused before reading (replace the file or fix `weights_sha256`)")
+        raise WeightsError(
+            f"weights file {path.name}: SHA-256 is {actual[:16]}..., the config expects {expected.strip()[:16]}...; "
+            "refused before reading (replace the file or fix `weights_sha256`)"
+        )
 
 
 def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -121,7 +127,9 @@ def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Te
     ``sha256`` the file's digest is checked first and a mismatch refused before parsing.
     """
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}; train one with `voxpipe train` or fix `weights` (paths are relative to the config file)")
+        raise WeightsError(
+            f"weights file not found: {path}; train one with `voxpipe train` or fix `weights` (paths are relative to the config file)"
+        )
     suffix = path.suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
         raise WeightsError(f"weights file {path.name}: unsupported type `{suffix}`; use {', '.join(WEIGHT_SUFFIXES)}")
@@ -136,16 +144,22 @@ def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Te
                 state = state[key]
                 break
     if not isinstance(state, dict) or not state or not _all_tensors(state):
-        raise WeightsError(f"weights file {path.name} holds no state dict (expected tensors by name, or a dict with `state_dict` or `model`)")
+        raise WeightsError(
+            f"weights file {path.name} holds no state dict (expected tensors by name, or a dict with `state_dict` or `model`)"
+        )
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
-REFUSED_OBJECTS = ("refused: the checkpoint holds Python objects beyond tensors (a pickle that could run code); "
-                   "VoxPipe loads only tensors: re-save it as safetensors or a plain state_dict")
-REFUSED_PICKLE = ("refused: not a tensors-only PyTorch checkpoint (its pickle is damaged or uses instructions beyond "
-                  "tensors); VoxPipe loads only tensors: re-save it as safetensors or a plain state_dict")
+REFUSED_OBJECTS = (
+    "refused: the checkpoint holds Python objects beyond tensors (a pickle that could run code); "
+    "VoxPipe loads only tensors: re-save it as safetensors or a plain state_dict"
+)
+REFUSED_PICKLE = (
+    "refused: not a tensors-only PyTorch checkpoint (its pickle is damaged or uses instructions beyond "
+    "tensors); VoxPipe loads only tensors: re-save it as safetensors or a plain state_dict"
+)
 
 
 def load_torch_file(path: Path) -> Any:
@@ -168,8 +182,10 @@ def load_torch_file(path: Path) -> Any:
     except FileNotFoundError:
         raise WeightsError(f"{path.name}: not found") from None
     except Exception as exc:  # noqa: BLE001 - corrupt files raise RuntimeError, EOFError, ValueError, ...
-        raise WeightsError(f"{path.name}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: damaged, truncated "
-                           "or another format); re-save it as safetensors or with torch.save") from None
+        raise WeightsError(
+            f"{path.name}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: damaged, truncated "
+            "or another format); re-save it as safetensors or with torch.save"
+        ) from None
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -178,8 +194,10 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
-        raise WeightsError(f"{path.name}: cannot be read as safetensors ({type(exc).__name__}: damaged, truncated or "
-                           "another format under a .safetensors name)") from None
+        raise WeightsError(
+            f"{path.name}: cannot be read as safetensors ({type(exc).__name__}: damaged, truncated or "
+            "another format under a .safetensors name)"
+        ) from None
 
 
 def _all_tensors(state: dict) -> bool:
@@ -199,8 +217,11 @@ def mismatches(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
     required = list(expected) if required is None else list(required)
     missing = [k for k in required if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing keys ({_listed(missing)})")
@@ -235,5 +256,19 @@ def save_checkpoint(model: torch.nn.Module, path: Path, info: dict[str, Any]) ->
         tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
-__all__ = ["NETWORKS", "WeightsError", "bound_args", "check_sha256", "describe", "file_sha256", "fit_weights", "load_torch_file", "make_network",
-           "mismatches", "read_sidecar", "read_state_dict", "save_checkpoint", "sidecar_path"]
+__all__ = [
+    "NETWORKS",
+    "WeightsError",
+    "bound_args",
+    "check_sha256",
+    "describe",
+    "file_sha256",
+    "fit_weights",
+    "load_torch_file",
+    "make_network",
+    "mismatches",
+    "read_sidecar",
+    "read_state_dict",
+    "save_checkpoint",
+    "sidecar_path",
+]

@@ -20,28 +20,65 @@ from voxpipe.errors import UsageError
 @click.command("deid")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Key file (64 hex digits). Created with a fresh random key, mode 0600, when missing. Must lie outside OUTPUT.")
-@click.option("--retain-dates", type=click.Choice(["off", "full", "modified"]), default="modified", show_default=True,
-              help="modified: shift dates by a keyed per-patient offset; full: keep; off: remove (Basic Profile).")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Key file (64 hex digits). Created with a fresh random key, mode 0600, when missing. Must lie outside OUTPUT.",
+)
+@click.option(
+    "--retain-dates",
+    type=click.Choice(["off", "full", "modified"]),
+    default="modified",
+    show_default=True,
+    help="modified: shift dates by a keyed per-patient offset; full: keep; off: remove (Basic Profile).",
+)
 @click.option("--retain-patient-chars", is_flag=True, help="Keep sex, age, size, weight and similar.")
 @click.option("--retain-device", is_flag=True, help="Keep device identity (serial numbers, station names).")
 @click.option("--retain-institution", is_flag=True, help="Keep institution name, address and department.")
 @click.option("--retain-uids", is_flag=True, help="Keep the original UIDs (outputs can then be linked to the originals).")
-@click.option("--safe-private", multiple=True, metavar="GGGG,CREATOR,EE", help="Keep this private element (repeatable); all others are removed.")
-@click.option("--clean-descriptors", is_flag=True, help="Keep descriptions/comments with identifying values removed, instead of removing them.")
+@click.option(
+    "--safe-private", multiple=True, metavar="GGGG,CREATOR,EE", help="Keep this private element (repeatable); all others are removed."
+)
+@click.option(
+    "--clean-descriptors", is_flag=True, help="Keep descriptions/comments with identifying values removed, instead of removing them."
+)
 @click.option("--clean-structured", is_flag=True, help="Keep SR content, processed item by item.")
 @click.option("--clean-graphics", is_flag=True, help="Keep graphic annotations and overlays, processed item by item.")
-@click.option("--burned-in", type=click.Choice(["quarantine", "blank"]), default="quarantine", show_default=True,
-              help="Images that may show burned-in text: quarantine (not written) or blank --blank-region areas.")
+@click.option(
+    "--burned-in",
+    type=click.Choice(["quarantine", "blank"]),
+    default="quarantine",
+    show_default=True,
+    help="Images that may show burned-in text: quarantine (not written) or blank --blank-region areas.",
+)
 @click.option("--blank-region", multiple=True, metavar="R0,C0,R1,C1", help="Rectangle to blank with --burned-in blank (repeatable).")
 @click.option("--max-gib", type=float, default=None, help="Refuse files that are, or inflate to, more than this many GiB (default 16).")
-@click.option("--list", "listing", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write input path -> result (TSV, mode 0600) here; it names input files, so it must lie outside OUTPUT.")
-def deid(input_path: Path, output: Path, key_file: Path, retain_dates: str, retain_patient_chars: bool, retain_device: bool,
-         retain_institution: bool, retain_uids: bool, safe_private: tuple[str, ...], clean_descriptors: bool,
-         clean_structured: bool, clean_graphics: bool, burned_in: str, blank_region: tuple[str, ...], max_gib: float | None,
-         listing: Path | None) -> int:
+@click.option(
+    "--list",
+    "listing",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write input path -> result (TSV, mode 0600) here; it names input files, so it must lie outside OUTPUT.",
+)
+def deid(
+    input_path: Path,
+    output: Path,
+    key_file: Path,
+    retain_dates: str,
+    retain_patient_chars: bool,
+    retain_device: bool,
+    retain_institution: bool,
+    retain_uids: bool,
+    safe_private: tuple[str, ...],
+    clean_descriptors: bool,
+    clean_structured: bool,
+    clean_graphics: bool,
+    burned_in: str,
+    blank_region: tuple[str, ...],
+    max_gib: float | None,
+    listing: Path | None,
+) -> int:
     """De-identify every DICOM file under INPUT into OUTPUT (DICOM PS3.15 Annex E Basic Profile).
 
     Files are written as OUTPUT/study-<id>/series-<id>/<id>.dcm, names derived from the new
@@ -63,11 +100,19 @@ def deid(input_path: Path, output: Path, key_file: Path, retain_dates: str, reta
     except ValueError:
         raise UsageError("--blank-region takes four integers R0,C0,R1,C1") from None
     try:
-        params = DeidOptionParams(retain_long_dates=retain_dates, retain_patient_chars=retain_patient_chars,
-                                  retain_device=retain_device, retain_institution=retain_institution, retain_uids=retain_uids,
-                                  safe_private=list(safe_private), clean_descriptors=clean_descriptors,
-                                  clean_structured=clean_structured, clean_graphics=clean_graphics, burned_in=burned_in,
-                                  blank_regions=regions)
+        params = DeidOptionParams(
+            retain_long_dates=retain_dates,
+            retain_patient_chars=retain_patient_chars,
+            retain_device=retain_device,
+            retain_institution=retain_institution,
+            retain_uids=retain_uids,
+            safe_private=list(safe_private),
+            clean_descriptors=clean_descriptors,
+            clean_structured=clean_structured,
+            clean_graphics=clean_graphics,
+            burned_in=burned_in,
+            blank_regions=regions,
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
@@ -97,7 +142,6 @@ def _deidentify(input_path: Path, output: Path, key_file: Path, options, max_gib
     from voxpipe.input_redaction import register_input
     from voxpipe.private_files import check_link_file
     from voxpipe.safe_paths import check_separate
-
     from voxpipe_plugins.deid.tree import deidentify_tree
 
     if input_path.exists():  # else deidentify_tree says so

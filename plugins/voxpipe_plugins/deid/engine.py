@@ -33,8 +33,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID_dictionary
-from voxpipe import __version__
 
+from voxpipe import __version__
 from voxpipe_plugins.deid.pseudonyms import Pseudonyms, shift_date, shift_datetime
 from voxpipe_plugins.deid.table import Row, load_table
 from voxpipe_plugins.deid.vr import GRAMMAR_VRS, valid
@@ -44,14 +44,42 @@ NUMERIC_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "AT", "SV", "UV",
 TEXT_VRS = {"LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE"}
 SAFE_TEXT = {
     # Public attributes Table E.1-1 does not name whose text describes the equipment or codes, not the patient.
-    "Manufacturer", "ManufacturerModelName", "SoftwareVersions", "ConvolutionKernel", "CodeValue", "CodingSchemeDesignator",
-    "CodingSchemeVersion", "CodeMeaning", "LongCodeValue", "URNCodeValue", "ContextIdentifier", "MappingResource",
-    "ContextGroupExtensionFlag", "SpecificCharacterSet", "DeidentificationMethod", "ReceiveCoilName", "TransmitCoilName",
-    "SequenceName", "PulseSequenceName", "ScanningSequence", "SequenceVariant", "PositionReferenceIndicator",
-    "WindowCenterWidthExplanation", "LUTExplanation", "RescaleType", "Units", "CodingSchemeName", "ContentLabel",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SoftwareVersions",
+    "ConvolutionKernel",
+    "CodeValue",
+    "CodingSchemeDesignator",
+    "CodingSchemeVersion",
+    "CodeMeaning",
+    "LongCodeValue",
+    "URNCodeValue",
+    "ContextIdentifier",
+    "MappingResource",
+    "ContextGroupExtensionFlag",
+    "SpecificCharacterSet",
+    "DeidentificationMethod",
+    "ReceiveCoilName",
+    "TransmitCoilName",
+    "SequenceName",
+    "PulseSequenceName",
+    "ScanningSequence",
+    "SequenceVariant",
+    "PositionReferenceIndicator",
+    "WindowCenterWidthExplanation",
+    "LUTExplanation",
+    "RescaleType",
+    "Units",
+    "CodingSchemeName",
+    "ContentLabel",
 }
-SECONDARY_CAPTURE = {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",
-                     "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4"}
+SECONDARY_CAPTURE = {
+    "1.2.840.10008.5.1.4.1.1.7",
+    "1.2.840.10008.5.1.4.1.1.7.1",
+    "1.2.840.10008.5.1.4.1.1.7.2",
+    "1.2.840.10008.5.1.4.1.1.7.3",
+    "1.2.840.10008.5.1.4.1.1.7.4",
+}
 ULTRASOUND = {"1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.3.1"}
 OPTION_CODES = {  # CID 7050 De-identification Method
     "basic": ("113100", "Basic Application Confidentiality Profile"),
@@ -101,10 +129,14 @@ class DeidOptions:
 
     def enabled(self) -> frozenset[str]:
         names = {
-            "rtn_patient_chars": self.retain_patient_chars, "rtn_device": self.retain_device,
-            "rtn_institution": self.retain_institution, "rtn_uids": self.retain_uids,
-            "rtn_safe_private": bool(self.safe_private), "clean_descriptors": self.clean_descriptors,
-            "clean_structured": self.clean_structured, "clean_graphics": self.clean_graphics,
+            "rtn_patient_chars": self.retain_patient_chars,
+            "rtn_device": self.retain_device,
+            "rtn_institution": self.retain_institution,
+            "rtn_uids": self.retain_uids,
+            "rtn_safe_private": bool(self.safe_private),
+            "clean_descriptors": self.clean_descriptors,
+            "clean_structured": self.clean_structured,
+            "clean_graphics": self.clean_graphics,
             "rtn_long_full_dates": self.retain_long_dates == "full",
             "rtn_long_modified_dates": self.retain_long_dates == "modified",
         }
@@ -160,8 +192,10 @@ class Deidentifier:
 
     def _apply(self, ds: Dataset, outcome: Outcome) -> None:
         if str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" and METHOD_MARK in str(ds.get("DeidentificationMethod", "")):
-            raise AlreadyDeidentified("already de-identified by VoxPipe (PatientIdentityRemoved is YES); "
-                                      "refused so that dates are not shifted twice; de-identify the original instead")
+            raise AlreadyDeidentified(
+                "already de-identified by VoxPipe (PatientIdentityRemoved is YES); "
+                "refused so that dates are not shifted twice; de-identify the original instead"
+            )
         reason = burned_in_reason(ds)
         if reason:
             if self.options.burned_in == "blank" and self.options.blank_regions:
@@ -170,11 +204,15 @@ class Deidentifier:
                 blank_regions(ds, self.options.blank_regions)
                 outcome.pixels_blanked = True
             else:
-                raise Quarantined(f"{reason} (pixels may show identity); set burned_in: blank with "
-                                  "blank_regions to blank the text areas, or review the file by hand")
+                raise Quarantined(
+                    f"{reason} (pixels may show identity); set burned_in: blank with "
+                    "blank_regions to blank the text areas, or review the file by hand"
+                )
         self.patient = str(ds.get("PatientID", "") or "") + "\x00" + str(ds.get("IssuerOfPatientID", "") or "")
         self.days = self.pseudonyms.day_offset(self.patient)
-        self.identifiers = _identifiers(ds) if self.enabled & {"clean_descriptors", "clean_structured", "clean_graphics", "rtn_patient_chars"} else []
+        self.identifiers = (
+            _identifiers(ds) if self.enabled & {"clean_descriptors", "clean_structured", "clean_graphics", "rtn_patient_chars"} else []
+        )
         was_modified = str(ds.get("LongitudinalTemporalInformationModified", "")).upper() == "MODIFIED"
         self._shift = self.options.retain_long_dates == "modified" and not was_modified
         self._structured = 0
@@ -394,7 +432,9 @@ class Deidentifier:
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
             items.append(item)
         ds.DeidentificationMethodCodeSequence = Sequence(items)
-        ds.LongitudinalTemporalInformationModified = {"full": "UNMODIFIED", "modified": "MODIFIED", "off": "REMOVED"}[self.options.retain_long_dates]
+        ds.LongitudinalTemporalInformationModified = {"full": "UNMODIFIED", "modified": "MODIFIED", "off": "REMOVED"}[
+            self.options.retain_long_dates
+        ]
         if outcome.pixels_blanked:
             ds.BurnedInAnnotation = "NO"
 
@@ -402,7 +442,9 @@ class Deidentifier:
         old = getattr(ds, "file_meta", None) or FileMetaDataset()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", old.get("MediaStorageSOPClassUID", ""))
-        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "") or self.pseudonyms.uid(str(old.get("MediaStorageSOPInstanceUID", "")))
+        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "") or self.pseudonyms.uid(
+            str(old.get("MediaStorageSOPInstanceUID", ""))
+        )
         meta.TransferSyntaxUID = old.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")
         from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
@@ -427,7 +469,12 @@ def _drop_invalid(ds: Dataset, depth: int, counts: Counter) -> None:
 
 
 def _empty(value) -> bool:
-    return value is None or value == "" or value == b"" or (not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 0)
+    return (
+        value is None
+        or value == ""
+        or value == b""
+        or (not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 0)
+    )
 
 
 def _safe_key(entry: str) -> tuple[int, str, int]:
@@ -438,15 +485,34 @@ def _safe_key(entry: str) -> tuple[int, str, int]:
 def _identifiers(ds: Dataset) -> list[str]:
     """Values that identify the patient or the institution, for Clean Descriptors (longest first)."""
     found: set[str] = set()
-    keywords = ("PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-                "AccessionNumber", "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
-                "OperatorsName", "StationName", "PatientAddress", "PatientTelephoneNumbers", "StudyID", "MedicalRecordLocator",
-                "PatientBirthDate", "InstitutionalDepartmentName", "RequestingPhysician", "NameOfPhysiciansReadingStudy")
+    keywords = (
+        "PatientName",
+        "PatientID",
+        "OtherPatientIDs",
+        "OtherPatientNames",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "AccessionNumber",
+        "InstitutionName",
+        "InstitutionAddress",
+        "ReferringPhysicianName",
+        "PerformingPhysicianName",
+        "OperatorsName",
+        "StationName",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "StudyID",
+        "MedicalRecordLocator",
+        "PatientBirthDate",
+        "InstitutionalDepartmentName",
+        "RequestingPhysician",
+        "NameOfPhysiciansReadingStudy",
+    )
     for keyword in keywords:
         value = ds.get(keyword)
         if value in (None, ""):
             continue
-        for item in (value if isinstance(value, (list, tuple)) else [value]):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
             text = str(item)
             found.add(text)
             found.update(part for part in re.split(r"[\^=\s,]+", text) if len(part) >= 3)

@@ -20,7 +20,7 @@ def blank_regions(ds, regions) -> None:
     array = ds.pixel_array.copy()
     framed = array if frames > 1 else array[None]
     for r0, c0, r1, c1 in regions:
-        framed[:, max(0, r0):min(rows, r1), max(0, c0):min(cols, c1), ...] = framed.min() if framed.size else 0
+        framed[:, max(0, r0) : min(rows, r1), max(0, c0) : min(cols, c1), ...] = framed.min() if framed.size else 0
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if samples == 3 and photometric.startswith("YBR"):
         photometric = "RGB"  # pydicom decodes YBR to RGB

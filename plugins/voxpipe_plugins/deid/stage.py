@@ -20,9 +20,28 @@ from voxpipe_plugins.deid.reading import read_dicom
 from voxpipe_plugins.deid.writer import relative_parts, write_dataset
 
 TECHNICAL_META = {
-    "source_format", "modality", "transfer_syntax", "slices", "slice_spacing", "orientation", "rescale", "photometric",
-    "original_channel_dim", "pixdim", "nifti_sform_code", "nifti_qform_code", "affine", "original_affine", "spatial_shape",
-    "space", "label_names", "filename_or_obj", "dim", "spacing", "channel_dim", "applied_operations",
+    "source_format",
+    "modality",
+    "transfer_syntax",
+    "slices",
+    "slice_spacing",
+    "orientation",
+    "rescale",
+    "photometric",
+    "original_channel_dim",
+    "pixdim",
+    "nifti_sform_code",
+    "nifti_qform_code",
+    "affine",
+    "original_affine",
+    "spatial_shape",
+    "space",
+    "label_names",
+    "filename_or_obj",
+    "dim",
+    "spacing",
+    "channel_dim",
+    "applied_operations",
 }
 
 
@@ -65,16 +84,23 @@ class DeidStage:
             write_dataset(ds, out_dir, (path.name,))
             in_place += 1
         scrubbed = _scrub_meta(case)
-        record(case, "deid.dicom", files=written, in_place=in_place, metadata_keys_removed=scrubbed,
-               key=fingerprint(engine.pseudonyms._key), library_warnings_withheld=warnings,
-               options=sorted(engine.enabled))
+        record(
+            case,
+            "deid.dicom",
+            files=written,
+            in_place=in_place,
+            metadata_keys_removed=scrubbed,
+            key=fingerprint(engine.pseudonyms._key),
+            library_warnings_withheld=warnings,
+            options=sorted(engine.enabled),
+        )
         return case
 
 
 def _scrub_meta(case: dict) -> int:
     """Drop image metadata that is not a known technical fact and is text (numbers and arrays stay)."""
     removed = 0
-    for key, value in list(case.items()):
+    for _key, value in list(case.items()):
         meta = getattr(value, "meta", None)
         if not isinstance(meta, dict):
             continue

@@ -43,8 +43,18 @@ class Markers:
         return marker
 
 
-def _ds(m: Markers, k: int, n: int, series_uid: str, study_uid: str, frame_uid: str, sop_uids: list[str], patient: dict,
-        modality: str = "CT", pixels: np.ndarray | None = None):
+def _ds(
+    m: Markers,
+    k: int,
+    n: int,
+    series_uid: str,
+    study_uid: str,
+    frame_uid: str,
+    sop_uids: list[str],
+    patient: dict,
+    modality: str = "CT",
+    pixels: np.ndarray | None = None,
+):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
@@ -107,7 +117,7 @@ def _ds(m: Markers, k: int, n: int, series_uid: str, study_uid: str, frame_uid: 
     item.PatientName = patient["private_nested"]
     block.add_new(0x11, "SQ", Sequence([item]))
     ds.add_new(0x60004000, "LT", patient["overlay"])  # Overlay Comments
-    ds.Rows, ds.Columns = (pixels.shape if pixels is not None else (16, 16))
+    ds.Rows, ds.Columns = pixels.shape if pixels is not None else (16, 16)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleSlope, ds.RescaleIntercept = "1", "-1024"
@@ -132,18 +142,45 @@ def write_phi_corpus(root: Path, slices: int = 4, series: int = 2) -> Markers:
     m = Markers()
     patient = {
         "text": {
-            "PatientName": f"{m.new()}^{m.new()}", "PatientID": m.new(), "OtherPatientIDs": m.new(),
-            "PatientBirthName": m.new(), "PatientAddress": m.new(), "PatientMotherBirthName": m.new(),
-            "PatientTelephoneNumbers": m.new(), "PatientComments": m.new(), "AccessionNumber": m.new(),
-            "ReferringPhysicianName": m.new(), "StudyID": m.new()[:16], "StudyDescription": m.new(),
-            "SeriesDescription": m.new(), "InstitutionName": m.new(), "InstitutionAddress": m.new(),
-            "StationName": m.new(), "OperatorsName": m.new(), "PerformingPhysicianName": m.new(),
-            "ProtocolName": m.new(), "ImageComments": m.new(), "RequestingPhysician": m.new(),
-            "DeviceSerialNumber": m.new(), "InstitutionalDepartmentName": m.new(), "AdmittingDiagnosesDescription": m.new(),
+            "PatientName": f"{m.new()}^{m.new()}",
+            "PatientID": m.new(),
+            "OtherPatientIDs": m.new(),
+            "PatientBirthName": m.new(),
+            "PatientAddress": m.new(),
+            "PatientMotherBirthName": m.new(),
+            "PatientTelephoneNumbers": m.new(),
+            "PatientComments": m.new(),
+            "AccessionNumber": m.new(),
+            "ReferringPhysicianName": m.new(),
+            "StudyID": m.new()[:16],
+            "StudyDescription": m.new(),
+            "SeriesDescription": m.new(),
+            "InstitutionName": m.new(),
+            "InstitutionAddress": m.new(),
+            "StationName": m.new(),
+            "OperatorsName": m.new(),
+            "PerformingPhysicianName": m.new(),
+            "ProtocolName": m.new(),
+            "ImageComments": m.new(),
+            "RequestingPhysician": m.new(),
+            "DeviceSerialNumber": m.new(),
+            "InstitutionalDepartmentName": m.new(),
+            "AdmittingDiagnosesDescription": m.new(),
         },
-        "ae": m.new()[:16], "meta_private": m.new(), "preamble": m.new(), "bad_dt": m.new(), "bad_da": m.new(),
-        "nested1": m.new(), "nested2": m.new(), "nested3": m.new(), "unlisted2": m.new(), "unlisted3": m.new(),
-        "creator": m.new(), "private": m.new(), "private_nested": m.new(), "overlay": m.new(),
+        "ae": m.new()[:16],
+        "meta_private": m.new(),
+        "preamble": m.new(),
+        "bad_dt": m.new(),
+        "bad_da": m.new(),
+        "nested1": m.new(),
+        "nested2": m.new(),
+        "nested3": m.new(),
+        "unlisted2": m.new(),
+        "unlisted3": m.new(),
+        "creator": m.new(),
+        "private": m.new(),
+        "private_nested": m.new(),
+        "overlay": m.new(),
     }
     m.all = [x for x in m.all]  # StudyID and AE were cut to 16 characters: they still start with the prefix
     folder_marker, file_marker = m.new(), m.new()

@@ -17,8 +17,16 @@ BASIC_ACTIONS = {"D", "Z", "X", "K", "C", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/
 """Every action code Table E.1-1 uses in its Basic Profile column."""
 
 OPTION_COLUMNS = (
-    "rtn_safe_private", "rtn_uids", "rtn_device", "rtn_institution", "rtn_patient_chars",
-    "rtn_long_full_dates", "rtn_long_modified_dates", "clean_descriptors", "clean_structured", "clean_graphics",
+    "rtn_safe_private",
+    "rtn_uids",
+    "rtn_device",
+    "rtn_institution",
+    "rtn_patient_chars",
+    "rtn_long_full_dates",
+    "rtn_long_modified_dates",
+    "clean_descriptors",
+    "clean_structured",
+    "clean_graphics",
 )
 
 

@@ -20,7 +20,7 @@ from voxpipe.errors import UsageError
 from voxpipe.limits import ResourceLimitError, max_bytes
 from voxpipe.private_files import check_link_file, write_link_file
 from voxpipe.safe_paths import UnsafePathError, check_separate
-from voxpipe_plugins.deid.engine import AlreadyDeidentified, DeidError, Deidentifier, DeidOptions, Quarantined
+from voxpipe_plugins.deid.engine import AlreadyDeidentified, Deidentifier, DeidError, DeidOptions, Quarantined
 from voxpipe_plugins.deid.keys import fingerprint, load_or_create
 from voxpipe_plugins.deid.reading import DICOMDIR_CLASS, NotDicomFile, read_dicom
 from voxpipe_plugins.deid.writer import relative_parts, write_dataset
@@ -43,8 +43,9 @@ class TreeSummary:
         return 1 if self.failed else 0
 
 
-def deidentify_tree(input_path: Path, output: Path, key_file: Path, options: DeidOptions, max_gib: float | None = None,
-                    listing: Path | None = None) -> TreeSummary:
+def deidentify_tree(
+    input_path: Path, output: Path, key_file: Path, options: DeidOptions, max_gib: float | None = None, listing: Path | None = None
+) -> TreeSummary:
     input_path, output = Path(input_path), Path(output)
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist; pass a DICOM file or folder")
@@ -84,7 +85,10 @@ def _one(path: Path, output: Path, engine: Deidentifier, cap: int, summary: Tree
     except Exception as exc:  # noqa: BLE001 - a corrupt file is counted, the rest go on
         summary.failed[f"unreadable ({type(exc).__name__})"] += 1
         return f"failed: unreadable ({type(exc).__name__})"
-    if str(ds.get("SOPClassUID", "")) == DICOMDIR_CLASS or str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
+    if (
+        str(ds.get("SOPClassUID", "")) == DICOMDIR_CLASS
+        or str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS
+    ):
         summary.skipped["DICOMDIR (not copied: it repeats patient names)"] += 1
         return "skipped: DICOMDIR"
     try:

@@ -16,7 +16,8 @@ one channel (a plain 2D or 3D float32 tensor on the compute device). The base cl
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -45,9 +45,13 @@ class BilateralDenoise(Denoiser):
         if not any(radius):
             raise StageInputError(
                 f"{self.op}: the window (sigma_spatial_mm {self.sigma_spatial_mm:g} x truncated {self.truncated:g}) is under "
-                f"half a voxel on every axis (spacing {', '.join(f'{s:g}' for s in spacing)} mm); raise sigma_spatial_mm")
-        info: dict = {"sigma_spatial_mm": self.sigma_spatial_mm, "sigma_spatial_voxels": rounded(list(sigma_vox), 4),
-                      "radius_voxels": list(radius)}
+                f"half a voxel on every axis (spacing {', '.join(f'{s:g}' for s in spacing)} mm); raise sigma_spatial_mm"
+            )
+        info: dict = {
+            "sigma_spatial_mm": self.sigma_spatial_mm,
+            "sigma_spatial_voxels": rounded(list(sigma_vox), 4),
+            "radius_voxels": list(radius),
+        }
         if self.sigma_color is not None:
             sigma_color = float(self.sigma_color)
             info.update(sigma_color=rounded(sigma_color), sigma_color_source="given")
@@ -69,8 +73,14 @@ class BilateralDenoise(Denoiser):
         sigma_spatial = float(np.mean(sigma_vox))
         win_size = 2 * max(radius) + 1
         array = x.detach().cpu().numpy().astype(np.float32)
-        result = denoise_bilateral(array, win_size=win_size, sigma_color=sigma_color, sigma_spatial=sigma_spatial,
-                                   bins=10000, mode="reflect")
+        result = denoise_bilateral(
+            array, win_size=win_size, sigma_color=sigma_color, sigma_spatial=sigma_spatial, bins=10000, mode="reflect"
+        )
         out = torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)).to(x.device)
-        return out, {**info, "backend": "skimage", "device": "cpu", "skimage_win_size": win_size,
-                     "skimage_sigma_spatial": rounded(sigma_spatial, 4)}
+        return out, {
+            **info,
+            "backend": "skimage",
+            "device": "cpu",
+            "skimage_win_size": win_size,
+            "skimage_sigma_spatial": rounded(sigma_spatial, 4),
+        }

@@ -36,8 +36,9 @@ class GaussianDenoise(Denoiser):
 
     op = "denoise.gaussian"
 
-    def __init__(self, key: str = "image", sigma_mm: float = 1.0, truncated: float = 4.0, backend: str = "auto",
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, key: str = "image", sigma_mm: float = 1.0, truncated: float = 4.0, backend: str = "auto", device: str = "cpu"
+    ) -> None:
         super().__init__(key, device)
         self.sigma_mm, self.truncated, self.backend = sigma_mm, truncated, backend
 
@@ -58,8 +59,15 @@ class GaussianDenoise(Denoiser):
             result = smooth_torch(plain.to(self.device, torch.float32), kernels).to(plain.device)
         out = dict(case)
         out[self.key] = self._wrap(image, result)
-        record(out, self.op, sigma_mm=self.sigma_mm, sigma_voxels=rounded(list(sigma), 4),
-               kernel_sizes=[len(k) for k in kernels], backend=backend, device=str(self.device if backend == "torch" else "cpu"))
+        record(
+            out,
+            self.op,
+            sigma_mm=self.sigma_mm,
+            sigma_voxels=rounded(list(sigma), 4),
+            kernel_sizes=[len(k) for k in kernels],
+            backend=backend,
+            device=str(self.device if backend == "torch" else "cpu"),
+        )
         return out
 
 

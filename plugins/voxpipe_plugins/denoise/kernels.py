@@ -46,9 +46,9 @@ import contextlib
 import itertools
 import math
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -201,11 +201,18 @@ def shift_filter(
         inverse = [order.index(a) for a in range(nd)]
         pick = lambda t: tuple(t[a] for a in order)  # noqa: E731
         permuted = shift_filter(
-            u.permute(order), plan=_Plan(pick(plan.patch_lo), pick(plan.patch_hi), pick(plan.search), pick(plan.aggregate)),
-            scale=scale, bias=bias, clamp_positive=clamp_positive,
-            spatial_sigma=None if spatial_sigma is None else pick(spatial_sigma), center_weight=center_weight,
-            values=None if values is None else values.permute(order), tile_voxels=tile_voxels,
-            norm_count=norm_count, reference=reference, threads=threads,
+            u.permute(order),
+            plan=_Plan(pick(plan.patch_lo), pick(plan.patch_hi), pick(plan.search), pick(plan.aggregate)),
+            scale=scale,
+            bias=bias,
+            clamp_positive=clamp_positive,
+            spatial_sigma=None if spatial_sigma is None else pick(spatial_sigma),
+            center_weight=center_weight,
+            values=None if values is None else values.permute(order),
+            tile_voxels=tile_voxels,
+            norm_count=norm_count,
+            reference=reference,
+            threads=threads,
         )
         return permuted.permute(inverse).contiguous()
     shape = tuple(u.shape)
@@ -233,7 +240,7 @@ def shift_filter(
                 for a in range(nd):
                     lo.append(max(tile[a][0] - plan.search[a], -max(d[a], 0)))
                     hi.append(min(tile[a][1] - plan.search[a], shape[a] + max(-d[a], 0)))
-                if any(h <= l for l, h in zip(lo, hi)):
+                if any(high <= low for low, high in zip(lo, hi)):
                     continue
                 # Region of D (x extended by patch and aggregation margins), in padded coordinates.
                 xs = tuple(slice(pad[a] + lo[a] - margin_lo[a], pad[a] + hi[a] + margin_hi[a]) for a in range(nd))
@@ -276,7 +283,7 @@ def shift_filter(
         # One contiguous run of tiles per worker thread, each with its own accumulators over
         # the rows it can write (its tiles' rows, reached from up to 2 x search below), and
         # torch single-threaded meanwhile: no barrier per operation, no write races.
-        groups = [tiles[i * len(tiles) // workers:(i + 1) * len(tiles) // workers] for i in range(workers)]
+        groups = [tiles[i * len(tiles) // workers : (i + 1) * len(tiles) // workers] for i in range(workers)]
         local = []
         for group in groups:
             first = max(0, pad[0] + min(t[0][0] for t in group) - 2 * s0)
@@ -285,8 +292,8 @@ def shift_filter(
         with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda job: run_tiles(job[0], job[2], job[3], job[1]), local))
         for _, first, lv, lw in local:
-            acc_v[first:first + lv.shape[0]] += lv
-            acc_w[first:first + lw.shape[0]] += lw
+            acc_v[first : first + lv.shape[0]] += lv
+            acc_w[first : first + lw.shape[0]] += lw
     core = tuple(slice(pad[a], pad[a] + shape[a]) for a in range(nd))
     center = center_weight * math.prod(2 * qa + 1 for qa in q)
     v0 = values.to(work_dtype)
@@ -354,8 +361,15 @@ def nlm(
     tile = default_tile(u.device) if tile_voxels == "auto" else tile_voxels
     values = u * u if rician else None
     out = shift_filter(
-        u, plan=plan, scale=1.0 / (h * math.sqrt(count)), bias=2.0 * sigma**2 / (h**2 * count),
-        clamp_positive=True, center_weight=1.0, values=values, tile_voxels=tile, threads=threads,
+        u,
+        plan=plan,
+        scale=1.0 / (h * math.sqrt(count)),
+        bias=2.0 * sigma**2 / (h**2 * count),
+        clamp_positive=True,
+        center_weight=1.0,
+        values=values,
+        tile_voxels=tile,
+        threads=threads,
     )
     if rician:
         out = out.sub_(2.0 * sigma**2).clamp_(min=0).sqrt_()
@@ -375,8 +389,15 @@ def nlm_skimage_reference(u: torch.Tensor, patch_size: int, patch_distance: int,
     nd = u.ndim
     plan = _Plan((-off + 1,) * nd, (off,) * nd, (patch_distance,) * nd, (0,) * nd)
     return shift_filter(
-        u, plan=plan, scale=1.0 / h, bias=2.0 * sigma**2 / h**2, clamp_positive=True,
-        center_weight=float(_fast_exp_skimage(torch.zeros(1))[0]), tile_voxels=None, norm_count=float((2 * off + 1) ** nd), reference=True,
+        u,
+        plan=plan,
+        scale=1.0 / h,
+        bias=2.0 * sigma**2 / h**2,
+        clamp_positive=True,
+        center_weight=float(_fast_exp_skimage(torch.zeros(1))[0]),
+        tile_voxels=None,
+        norm_count=float((2 * off + 1) ** nd),
+        reference=True,
     )
 
 
@@ -399,8 +420,15 @@ def bilateral(
     plan = _Plan((0,) * u.ndim, (0,) * u.ndim, tuple(radius), (0,) * u.ndim)
     tile = default_tile(u.device) if tile_voxels == "auto" else tile_voxels
     return shift_filter(
-        u, plan=plan, scale=1.0 / (math.sqrt(2.0) * sigma_color), bias=0.0, spatial_sigma=tuple(sigma_spatial),
-        clamp_positive=False, center_weight=1.0, tile_voxels=tile, threads=threads,
+        u,
+        plan=plan,
+        scale=1.0 / (math.sqrt(2.0) * sigma_color),
+        bias=0.0,
+        spatial_sigma=tuple(sigma_spatial),
+        clamp_positive=False,
+        center_weight=1.0,
+        tile_voxels=tile,
+        threads=threads,
     )
 
 

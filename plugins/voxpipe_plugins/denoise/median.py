@@ -33,7 +33,8 @@ class MedianDenoise(Denoiser):
         if not any(radius):
             raise StageInputError(
                 f"{self.op}: radius_mm {self.radius_mm:g} is under half a voxel on every axis "
-                f"(spacing {', '.join(f'{s:g}' for s in spacing)} mm); make it at least {0.5 * min(spacing):g}")
+                f"(spacing {', '.join(f'{s:g}' for s in spacing)} mm); make it at least {0.5 * min(spacing):g}"
+            )
         window = math.prod(2 * r + 1 for r in radius)
         smooth = MedianSmooth(radius=radius)
         plane = math.prod(x.shape[1:])
@@ -47,7 +48,6 @@ class MedianDenoise(Denoiser):
                 stop = min(n0, start + slab)
                 lo, hi = max(0, start - r0), min(n0, stop + r0)
                 part = smooth(x[lo:hi][None])[0]
-                out[start:stop] = part[start - lo: start - lo + (stop - start)]
+                out[start:stop] = part[start - lo : start - lo + (stop - start)]
         out = out.as_subclass(torch.Tensor) if type(out) is not torch.Tensor else out
-        return out, {"radius_mm": self.radius_mm, "radius_voxels": list(radius), "window_voxels": window,
-                     "device": str(x.device)}
+        return out, {"radius_mm": self.radius_mm, "radius_voxels": list(radius), "window_voxels": window, "device": str(x.device)}

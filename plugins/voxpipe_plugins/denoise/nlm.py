@@ -55,15 +55,22 @@ class NLMDenoise(Denoiser):
         if not any(search):
             raise StageInputError(
                 f"{self.op}: search_radius_mm {search_mm:g} is under half a voxel on every axis "
-                f"(spacing {', '.join(f'{s:g}' for s in spacing)} mm); make it at least {0.5 * finest:g}")
+                f"(spacing {', '.join(f'{s:g}' for s in spacing)} mm); make it at least {0.5 * finest:g}"
+            )
         return patch_mm, search_mm, patch, search
 
     def denoise_channel(self, x: torch.Tensor, spacing: tuple[float, ...]) -> tuple[torch.Tensor, dict]:
         patch_mm, search_mm, patch, search = self.geometry(x.ndim, spacing)
         sigma, how = self.noise_sigma(x, self.sigma, rician=self.noise == "rician")
-        info = {"sigma": rounded(sigma), "sigma_source": how, "patch_radius_mm": rounded(patch_mm, 4),
-                "search_radius_mm": rounded(search_mm, 4), "patch_radius_voxels": list(patch),
-                "search_radius_voxels": list(search), "noise": self.noise}
+        info = {
+            "sigma": rounded(sigma),
+            "sigma_source": how,
+            "patch_radius_mm": rounded(patch_mm, 4),
+            "search_radius_mm": rounded(search_mm, 4),
+            "patch_radius_voxels": list(patch),
+            "search_radius_voxels": list(search),
+            "noise": self.noise,
+        }
         if sigma <= 0:
             return x.clone(), {**info, "skipped": "no noise detected (sigma 0)"}
         h = self.h_factor * sigma
@@ -80,5 +87,12 @@ class NLMDenoise(Denoiser):
         array = x.detach().cpu().numpy().astype(np.float32)
         result = denoise_nl_means(array, patch_size=patch_size, patch_distance=distance, h=h, sigma=sigma, fast_mode=True)
         out = torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)).to(x.device)
-        return out, {**info, "h": rounded(h), "aggregation": "pixel", "backend": "skimage", "device": "cpu",
-                     "skimage_patch_size": patch_size, "skimage_patch_distance": distance}
+        return out, {
+            **info,
+            "h": rounded(h),
+            "aggregation": "pixel",
+            "backend": "skimage",
+            "device": "cpu",
+            "skimage_patch_size": patch_size,
+            "skimage_patch_distance": distance,
+        }

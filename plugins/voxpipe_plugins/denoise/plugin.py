@@ -20,7 +20,8 @@ from voxpipe_plugins.common.params import ImageKeyParams
 Backend = Literal["auto", "torch", "skimage"]
 
 SIGMA_FIELD = dict(
-    gt=0, le=1e6,
+    gt=0,
+    le=1e6,
     description="Noise standard deviation in image intensity units; unset: estimated from each image "
     "(robust MAD of the finest Haar wavelet detail).",
 )
@@ -31,33 +32,72 @@ BACKEND_DESCRIPTION = (
 
 
 class GaussianParams(ImageKeyParams):
-    sigma_mm: float = Field(1.0, gt=0, le=50, description="Standard deviation in millimetres (pixels for 2D photos), converted per axis using the voxel spacing.")
+    sigma_mm: float = Field(
+        1.0,
+        gt=0,
+        le=50,
+        description="Standard deviation in millimetres (pixels for 2D photos), converted per axis using the voxel spacing.",
+    )
     truncated: float = Field(4.0, gt=0, le=10, description="Kernel half-width in standard deviations.")
-    backend: Literal["auto", "scipy", "torch"] = Field("auto", description="`auto`: torch (MONAI separable convolution) on CUDA, "
-                                                       "scipy.ndimage on the CPU (4x faster and 20x less memory there); both give the same values.")
+    backend: Literal["auto", "scipy", "torch"] = Field(
+        "auto",
+        description="`auto`: torch (MONAI separable convolution) on CUDA, "
+        "scipy.ndimage on the CPU (4x faster and 20x less memory there); both give the same values.",
+    )
 
 
 class MedianParams(ImageKeyParams):
-    radius_mm: float = Field(1.0, gt=0, le=20, description="Window half-width in mm (pixels for 2D photos); the nearest whole number of voxels per axis (halves down), so 1 mm on 0.7 x 0.7 x 5 mm voxels is a 3 x 3 x 1 window.")
+    radius_mm: float = Field(
+        1.0,
+        gt=0,
+        le=20,
+        description="Window half-width in mm (pixels for 2D photos); the nearest whole number of voxels per axis (halves down), so 1 mm on 0.7 x 0.7 x 5 mm voxels is a 3 x 3 x 1 window.",
+    )
 
 
 class BilateralParams(ImageKeyParams):
-    sigma_spatial_mm: float = Field(1.0, gt=0, le=20, description="Standard deviation of the spatial Gaussian in mm, converted per axis with the spacing.")
-    truncated: float = Field(2.0, gt=0, le=5, description="Window half-width in spatial standard deviations (rounded to whole voxels per axis).")
-    sigma_color: float | None = Field(None, gt=0, description="Standard deviation of the intensity Gaussian (intensity units); unset: color_factor x noise sigma.")
-    color_factor: float = Field(2.5, gt=0, le=20, description="Intensity Gaussian width as a multiple of the noise sigma (used when sigma_color is unset).")
+    sigma_spatial_mm: float = Field(
+        1.0, gt=0, le=20, description="Standard deviation of the spatial Gaussian in mm, converted per axis with the spacing."
+    )
+    truncated: float = Field(
+        2.0, gt=0, le=5, description="Window half-width in spatial standard deviations (rounded to whole voxels per axis)."
+    )
+    sigma_color: float | None = Field(
+        None, gt=0, description="Standard deviation of the intensity Gaussian (intensity units); unset: color_factor x noise sigma."
+    )
+    color_factor: float = Field(
+        2.5, gt=0, le=20, description="Intensity Gaussian width as a multiple of the noise sigma (used when sigma_color is unset)."
+    )
     sigma: float | None = Field(None, **SIGMA_FIELD)
     backend: Backend = Field("auto", description=BACKEND_DESCRIPTION + " scikit-image's filter is 2D only.")
 
 
 class NLMParams(ImageKeyParams):
-    patch_radius_mm: float | None = Field(None, gt=0, le=20, description="Patch half-width in mm, the nearest whole number of voxels per axis (halves down); unset: one voxel of the finest axis (3x3(x3) patches).")
-    search_radius_mm: float | None = Field(None, gt=0, le=50, description="Search-window half-width in mm (at most 15 voxels per axis); unset: 5 voxels in 2D, 3 voxels in 3D, of the finest axis.")
+    patch_radius_mm: float | None = Field(
+        None,
+        gt=0,
+        le=20,
+        description="Patch half-width in mm, the nearest whole number of voxels per axis (halves down); unset: one voxel of the finest axis (3x3(x3) patches).",
+    )
+    search_radius_mm: float | None = Field(
+        None,
+        gt=0,
+        le=50,
+        description="Search-window half-width in mm (at most 15 voxels per axis); unset: 5 voxels in 2D, 3 voxels in 3D, of the finest axis.",
+    )
     h_factor: float = Field(0.8, gt=0, le=10, description="Filtering strength: h = h_factor x noise sigma. Higher smooths more.")
     sigma: float | None = Field(None, **SIGMA_FIELD)
-    noise: Literal["gaussian", "rician"] = Field("gaussian", description="`rician`: magnitude MR; averages squared intensities and removes the 2 sigma^2 bias (torch backend).")
-    aggregation: Literal["patch", "pixel"] = Field("patch", description="`patch`: every patch containing a voxel votes for it (blockwise NLM, better PSNR); `pixel`: each voxel only from its own patch (classic fast NLM).")
-    backend: Backend = Field("auto", description=BACKEND_DESCRIPTION + " scikit-image uses one patch size and distance for all axes (the largest), pixel aggregation.")
+    noise: Literal["gaussian", "rician"] = Field(
+        "gaussian", description="`rician`: magnitude MR; averages squared intensities and removes the 2 sigma^2 bias (torch backend)."
+    )
+    aggregation: Literal["patch", "pixel"] = Field(
+        "patch",
+        description="`patch`: every patch containing a voxel votes for it (blockwise NLM, better PSNR); `pixel`: each voxel only from its own patch (classic fast NLM).",
+    )
+    backend: Backend = Field(
+        "auto",
+        description=BACKEND_DESCRIPTION + " scikit-image uses one patch size and distance for all axes (the largest), pixel aggregation.",
+    )
 
     @model_validator(mode="after")
     def _rician_needs_torch(self):
@@ -67,27 +107,53 @@ class NLMParams(ImageKeyParams):
 
 
 class TVParams(ImageKeyParams):
-    weight: float | None = Field(None, gt=0, description="Regularisation weight (intensity units; larger is flatter); unset: weight_factor x noise sigma.")
+    weight: float | None = Field(
+        None, gt=0, description="Regularisation weight (intensity units; larger is flatter); unset: weight_factor x noise sigma."
+    )
     weight_factor: float = Field(0.7, gt=0, le=20, description="Weight as a multiple of the noise sigma (used when weight is unset).")
     sigma: float | None = Field(None, **SIGMA_FIELD)
     eps: float = Field(2.0e-4, gt=0, le=0.1, description="Stop when the energy changes by less than eps x the initial energy.")
     max_iter: int = Field(200, ge=1, le=5000, description="Maximum number of Chambolle iterations.")
-    backend: Backend = Field("auto", description=BACKEND_DESCRIPTION + " The torch version weighs finite differences by min_spacing / spacing per axis; scikit-image treats voxels as cubes.")
+    backend: Backend = Field(
+        "auto",
+        description=BACKEND_DESCRIPTION
+        + " The torch version weighs finite differences by min_spacing / spacing per axis; scikit-image treats voxels as cubes.",
+    )
 
 
 class WaveletParams(ImageKeyParams):
-    wavelet: Literal["haar", "db1", "db2", "db4", "sym4", "sym8", "coif1", "coif3", "bior2.2", "bior4.4"] = Field("db1", description="PyWavelets wavelet; db1 (Haar) measured best on the test images when cycle-spun.")
+    wavelet: Literal["haar", "db1", "db2", "db4", "sym4", "sym8", "coif1", "coif3", "bior2.2", "bior4.4"] = Field(
+        "db1", description="PyWavelets wavelet; db1 (Haar) measured best on the test images when cycle-spun."
+    )
     mode: Literal["soft", "hard"] = Field("soft", description="Thresholding of the detail coefficients.")
-    method: Literal["BayesShrink", "VisuShrink"] = Field("BayesShrink", description="`BayesShrink`: one threshold per sub-band; `VisuShrink`: the universal threshold (smoother).")
-    levels: int | None = Field(None, ge=1, le=10, description="Decomposition levels (dyadic scales in voxels); unset: the maximum for the image size minus 3, at least 1.")
+    method: Literal["BayesShrink", "VisuShrink"] = Field(
+        "BayesShrink", description="`BayesShrink`: one threshold per sub-band; `VisuShrink`: the universal threshold (smoother)."
+    )
+    levels: int | None = Field(
+        None,
+        ge=1,
+        le=10,
+        description="Decomposition levels (dyadic scales in voxels); unset: the maximum for the image size minus 3, at least 1.",
+    )
     sigma: float | None = Field(None, **SIGMA_FIELD)
-    cycle_spins: int = Field(1, ge=0, le=4, description="Average over shifts of 0..cycle_spins voxels per axis (translation invariance); cost (cycle_spins + 1)^ndim transforms.")
+    cycle_spins: int = Field(
+        1,
+        ge=0,
+        le=4,
+        description="Average over shifts of 0..cycle_spins voxels per axis (translation invariance); cost (cycle_spins + 1)^ndim transforms.",
+    )
 
 
 def _spec(id: str, summary: str, params: type, factory: str, description: str) -> StageSpec:
     return StageSpec(
-        id=id, kind=StageKind.DENOISER, summary=summary, params=params, factory=factory,
-        reads=("{key}",), writes=("{key}",), description=description,
+        id=id,
+        kind=StageKind.DENOISER,
+        summary=summary,
+        params=params,
+        factory=factory,
+        reads=("{key}",),
+        writes=("{key}",),
+        description=description,
     )
 
 
@@ -101,44 +167,62 @@ COMMON = (
 
 @hookimpl
 def voxpipe_register_stages(register):
-    register(_spec(
-        "denoise.gaussian",
-        "Gaussian smoothing with sigma in mm, respecting anisotropic spacing (scipy on the CPU, MONAI separable convolution on the GPU).",
-        GaussianParams, "voxpipe_plugins.denoise.gaussian:GaussianDenoise",
-        "The baseline: removes noise and blurs edges alike. " + COMMON,
-    ))
-    register(_spec(
-        "denoise.median",
-        "Median filter with the window radius in mm, converted per axis with the spacing (MONAI MedianSmooth, CPU or GPU).",
-        MedianParams, "voxpipe_plugins.denoise.median:MedianDenoise",
-        "Removes impulse noise and keeps straight edges; rounds corners and thin lines. " + COMMON,
-    ))
-    register(_spec(
-        "denoise.bilateral",
-        "Bilateral filter: Gaussian in space (mm) x Gaussian in intensity (a multiple of the estimated noise); torch 2D/3D or scikit-image 2D.",
-        BilateralParams, "voxpipe_plugins.denoise.bilateral:BilateralDenoise",
-        "Averages neighbours that are both near and similar in intensity, so edges stronger than the intensity "
-        "width survive. " + COMMON,
-    ))
-    register(_spec(
-        "denoise.nlm",
-        "Non-local means (fast, patch-wise), patch and search radii in mm, h from the estimated noise; torch on CPU threads or CUDA, or scikit-image.",
-        NLMParams, "voxpipe_plugins.denoise.nlm:NLMDenoise",
-        "Averages voxels whose surrounding patches look alike, wherever they are in the search window: the "
-        "strongest classical denoiser here for CT and MR. The torch implementation sums squared patch "
-        "differences with separable box filters, one search offset at a time over cache-sized tiles (see "
-        "docs/denoising.md). " + COMMON,
-    ))
-    register(_spec(
-        "denoise.tv",
-        "Total-variation (ROF) denoising, Chambolle's algorithm, weight from the estimated noise; torch (CPU/CUDA) or scikit-image.",
-        TVParams, "voxpipe_plugins.denoise.tv:TVDenoise",
-        "Finds the image closest to the input with the least total variation: flat regions become flat, "
-        "edges stay sharp, fine texture is lost (staircasing on ramps). " + COMMON,
-    ))
-    register(_spec(
-        "denoise.wavelet",
-        "Wavelet shrinkage (BayesShrink or VisuShrink, cycle-spun), threshold from the estimated noise (scikit-image + PyWavelets, CPU).",
-        WaveletParams, "voxpipe_plugins.denoise.wavelet:WaveletDenoise",
-        "Shrinks the detail coefficients of an orthogonal wavelet transform. " + COMMON,
-    ))
+    register(
+        _spec(
+            "denoise.gaussian",
+            "Gaussian smoothing with sigma in mm, respecting anisotropic spacing (scipy on the CPU, MONAI separable convolution on the GPU).",
+            GaussianParams,
+            "voxpipe_plugins.denoise.gaussian:GaussianDenoise",
+            "The baseline: removes noise and blurs edges alike. " + COMMON,
+        )
+    )
+    register(
+        _spec(
+            "denoise.median",
+            "Median filter with the window radius in mm, converted per axis with the spacing (MONAI MedianSmooth, CPU or GPU).",
+            MedianParams,
+            "voxpipe_plugins.denoise.median:MedianDenoise",
+            "Removes impulse noise and keeps straight edges; rounds corners and thin lines. " + COMMON,
+        )
+    )
+    register(
+        _spec(
+            "denoise.bilateral",
+            "Bilateral filter: Gaussian in space (mm) x Gaussian in intensity (a multiple of the estimated noise); torch 2D/3D or scikit-image 2D.",
+            BilateralParams,
+            "voxpipe_plugins.denoise.bilateral:BilateralDenoise",
+            "Averages neighbours that are both near and similar in intensity, so edges stronger than the intensity "
+            "width survive. " + COMMON,
+        )
+    )
+    register(
+        _spec(
+            "denoise.nlm",
+            "Non-local means (fast, patch-wise), patch and search radii in mm, h from the estimated noise; torch on CPU threads or CUDA, or scikit-image.",
+            NLMParams,
+            "voxpipe_plugins.denoise.nlm:NLMDenoise",
+            "Averages voxels whose surrounding patches look alike, wherever they are in the search window: the "
+            "strongest classical denoiser here for CT and MR. The torch implementation sums squared patch "
+            "differences with separable box filters, one search offset at a time over cache-sized tiles (see "
+            "docs/denoising.md). " + COMMON,
+        )
+    )
+    register(
+        _spec(
+            "denoise.tv",
+            "Total-variation (ROF) denoising, Chambolle's algorithm, weight from the estimated noise; torch (CPU/CUDA) or scikit-image.",
+            TVParams,
+            "voxpipe_plugins.denoise.tv:TVDenoise",
+            "Finds the image closest to the input with the least total variation: flat regions become flat, "
+            "edges stay sharp, fine texture is lost (staircasing on ramps). " + COMMON,
+        )
+    )
+    register(
+        _spec(
+            "denoise.wavelet",
+            "Wavelet shrinkage (BayesShrink or VisuShrink, cycle-spun), threshold from the estimated noise (scikit-image + PyWavelets, CPU).",
+            WaveletParams,
+            "voxpipe_plugins.denoise.wavelet:WaveletDenoise",
+            "Shrinks the detail coefficients of an orthogonal wavelet transform. " + COMMON,
+        )
+    )

@@ -52,8 +52,13 @@ class TVDenoise(Denoiser):
         backend = self.choose_backend(self.backend, CPU_CHOICE)
         if backend == "torch":
             out, iterations = kernels.tv_chambolle(x, weight, eps=self.eps, max_num_iter=self.max_iter, axis_scale=axis_scale)
-            return out, {**info, "iterations": iterations, "axis_scale": rounded(axis_scale, 4), "backend": "torch",
-                         "device": str(x.device)}
+            return out, {
+                **info,
+                "iterations": iterations,
+                "axis_scale": rounded(axis_scale, 4),
+                "backend": "torch",
+                "device": str(x.device),
+            }
         from skimage.restoration import denoise_tv_chambolle
 
         array = x.detach().cpu().numpy().astype(np.float32)

@@ -47,12 +47,20 @@ class WaveletDenoise(Denoiser):
         array = x.detach().cpu().numpy().astype(np.float32)
         max_levels = pywt.dwtn_max_level(array.shape, self.wavelet)
         levels = max(1, min(self.levels if self.levels is not None else max(1, max_levels - 3), max(1, max_levels)))
-        info = {"sigma": rounded(sigma), "sigma_source": how, "wavelet": self.wavelet, "mode": self.mode,
-                "method": self.method, "levels": levels, "cycle_spins": self.cycle_spins, "backend": "skimage", "device": "cpu"}
+        info = {
+            "sigma": rounded(sigma),
+            "sigma_source": how,
+            "wavelet": self.wavelet,
+            "mode": self.mode,
+            "method": self.method,
+            "levels": levels,
+            "cycle_spins": self.cycle_spins,
+            "backend": "skimage",
+            "device": "cpu",
+        }
         if sigma <= 0:
             return x.clone(), {**info, "skipped": "no noise detected (sigma 0)"}
-        kwargs = dict(sigma=sigma, wavelet=self.wavelet, mode=self.mode, wavelet_levels=levels, method=self.method,
-                      rescale_sigma=True)
+        kwargs = dict(sigma=sigma, wavelet=self.wavelet, mode=self.mode, wavelet_levels=levels, method=self.method, rescale_sigma=True)
         with warnings.catch_warnings():
             # PyWavelets warns that a 1-level transform of a tiny image has boundary effects: expected.
             warnings.simplefilter("ignore", UserWarning)

@@ -33,8 +33,9 @@ class Clahe:
     this stage so that air and metal do not take the grey levels.
     """
 
-    def __init__(self, key: str = "image", kernel_mm: float | None = None, clip_limit: float = 0.01,
-                 nbins: int = 256, per_slice: bool = False) -> None:
+    def __init__(
+        self, key: str = "image", kernel_mm: float | None = None, clip_limit: float = 0.01, nbins: int = 256, per_slice: bool = False
+    ) -> None:
         self.key, self.kernel_mm, self.clip_limit, self.nbins, self.per_slice = key, kernel_mm, clip_limit, nbins, per_slice
 
     def equalize(self, array: np.ndarray, kernel: list[int]) -> np.ndarray:
@@ -72,7 +73,15 @@ class Clahe:
         output = channels[0][None] if len(channels) == 1 else torch.stack(channels)
         out = dict(case)
         out[self.key] = rewrap(image, output.to(source_device(image)))
-        record(out, STAGE, mode="2d per slice" if slicewise else f"{dims}d", kernel_mm=self.kernel_mm,
-               kernel_voxels=kernel, clip_limit=self.clip_limit, nbins=self.nbins,
-               rescaled_from=rescaled or None, constant_slices=constant_slices if slicewise else None)
+        record(
+            out,
+            STAGE,
+            mode="2d per slice" if slicewise else f"{dims}d",
+            kernel_mm=self.kernel_mm,
+            kernel_voxels=kernel,
+            clip_limit=self.clip_limit,
+            nbins=self.nbins,
+            rescaled_from=rescaled or None,
+            constant_slices=constant_slices if slicewise else None,
+        )
         return out

@@ -18,8 +18,9 @@ class Gamma:
     is t**gamma in [0, 1]. Computes where the image lives, in one float32 buffer.
     """
 
-    def __init__(self, key: str = "image", gamma: float = 1.0, lower: float | None = None,
-                 upper: float | None = None, preserve_range: bool = True) -> None:
+    def __init__(
+        self, key: str = "image", gamma: float = 1.0, lower: float | None = None, upper: float | None = None, preserve_range: bool = True
+    ) -> None:
         if gamma <= 0:
             raise ValueError(f"gamma must be positive, got {gamma}")
         self.key, self.gamma, self.lower, self.upper, self.preserve_range = key, float(gamma), lower, upper, preserve_range
@@ -37,7 +38,14 @@ class Gamma:
                 result.mul_(upper - lower).add_(lower)
         out = dict(case)
         out[self.key] = result
-        record(out, STAGE, gamma=self.gamma, lower=round(lower, 6), upper=round(upper, 6),
-               range_from="image" if self.lower is None else "parameters", preserve_range=self.preserve_range,
-               constant_image=constant or None)
+        record(
+            out,
+            STAGE,
+            gamma=self.gamma,
+            lower=round(lower, 6),
+            upper=round(upper, 6),
+            range_from="image" if self.lower is None else "parameters",
+            preserve_range=self.preserve_range,
+            constant_image=constant or None,
+        )
         return out

@@ -38,8 +38,15 @@ class Resample:
 
     STAGE = "enhance.resample"
 
-    def __init__(self, spacing_mm: list[float], keys: list[str] = ("image",), label_keys: list[str] = (),
-                 mode: str = "bilinear", padding_mode: str = "border", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        spacing_mm: list[float],
+        keys: list[str] = ("image",),
+        label_keys: list[str] = (),
+        mode: str = "bilinear",
+        padding_mode: str = "border",
+        device: str = "cpu",
+    ) -> None:
         self.spacing_mm, self.keys, self.label_keys = [float(s) for s in spacing_mm], list(keys), list(label_keys)
         self.mode, self.padding_mode, self.device = mode, padding_mode, device
 
@@ -47,8 +54,9 @@ class Resample:
         if len(self.spacing_mm) == 1:
             return self.spacing_mm * dims
         if len(self.spacing_mm) != dims:
-            raise StageInputError(f"{self.STAGE}: spacing_mm has {len(self.spacing_mm)} values but the image is {dims}D; "
-                                  f"give {dims} values or one")
+            raise StageInputError(
+                f"{self.STAGE}: spacing_mm has {len(self.spacing_mm)} values but the image is {dims}D; give {dims} values or one"
+            )
         return self.spacing_mm
 
     def __call__(self, case: dict) -> dict:
@@ -71,14 +79,20 @@ class Resample:
             batch[key] = label.to(self.device)
         for key, value in batch.items():
             if tuple(value.shape[1:]) != tuple(first.shape[1:]):
-                raise StageInputError(f"{stage}: `{key}` has shape {tuple(value.shape)}, `{self.keys[0]}` "
-                                      f"{tuple(first.shape)}; all keys must share one grid")
+                raise StageInputError(
+                    f"{stage}: `{key}` has shape {tuple(value.shape)}, `{self.keys[0]}` {tuple(first.shape)}; all keys must share one grid"
+                )
         before = [round(s, 4) for s in spacing_of(batch[self.keys[0]])]
         shape_before = list(first.shape[1:])
         names = self.keys + self.label_keys
         transform = Spacingd(
-            keys=names, pixdim=pixdim, mode=[self.mode] * len(self.keys) + ["nearest"] * len(self.label_keys),
-            padding_mode=self.padding_mode, dtype=torch.float32, ensure_same_shape=True)
+            keys=names,
+            pixdim=pixdim,
+            mode=[self.mode] * len(self.keys) + ["nearest"] * len(self.label_keys),
+            padding_mode=self.padding_mode,
+            dtype=torch.float32,
+            ensure_same_shape=True,
+        )
         resampled = transform(batch)
         out = dict(case)
         for key in names:
@@ -87,9 +101,18 @@ class Resample:
                 value = value.round().to(dtypes[key]) if not dtypes[key].is_floating_point else value.to(dtypes[key])
             out[key] = value.to(home)
         result = out[self.keys[0]]
-        record(out, stage, keys=self.keys, label_keys=self.label_keys, mode=self.mode,
-               spacing_before=before, spacing_after=[round(s, 4) for s in spacing_of(result)],
-               shape_before=shape_before, shape_after=list(result.shape[1:]), device=str(self.device))
+        record(
+            out,
+            stage,
+            keys=self.keys,
+            label_keys=self.label_keys,
+            mode=self.mode,
+            spacing_before=before,
+            spacing_after=[round(s, 4) for s in spacing_of(result)],
+            shape_before=shape_before,
+            shape_after=list(result.shape[1:]),
+            device=str(self.device),
+        )
         return out
 
 

@@ -33,8 +33,15 @@ def equalize_torch(image: torch.Tensor, nbins: int = 256, mask: torch.Tensor | N
 class HistogramEqualize:
     """Maps intensities through their cumulative histogram (taken inside the mask if any); output in [0, 1]."""
 
-    def __init__(self, key: str = "image", nbins: int = 256, mask_key: str | None = None,
-                 mask_labels: list[int] | None = None, mask_threshold: float | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        nbins: int = 256,
+        mask_key: str | None = None,
+        mask_labels: list[int] | None = None,
+        mask_threshold: float | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.key, self.nbins, self.device = key, nbins, device
         self.mask_key, self.mask_labels, self.mask_threshold = mask_key, mask_labels, mask_threshold
 
@@ -65,10 +72,18 @@ class HistogramEqualize:
         result = result.to(device=source_device(image), dtype=torch.float32)
         out = dict(case)
         out[self.key] = rewrap(image, result)
-        details = {"nbins": self.nbins, "input_range": [round(low, 4), round(high, 4)],
-                   "backend": "torch" if use_torch else "scikit-image", "device": str(self.device) if use_torch else "cpu"}
+        details = {
+            "nbins": self.nbins,
+            "input_range": [round(low, 4), round(high, 4)],
+            "backend": "torch" if use_torch else "scikit-image",
+            "device": str(self.device) if use_torch else "cpu",
+        }
         if mask is not None:
-            details.update(mask_key=self.mask_key, mask_labels=self.mask_labels, mask_threshold=self.mask_threshold,
-                           mask_voxels=count_per_channel(mask))
+            details.update(
+                mask_key=self.mask_key,
+                mask_labels=self.mask_labels,
+                mask_threshold=self.mask_threshold,
+                mask_voxels=count_per_channel(mask),
+            )
         record(out, STAGE, **details)
         return out

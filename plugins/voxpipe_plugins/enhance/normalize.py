@@ -22,10 +22,21 @@ class Normalize:
     clipped, through MONAI's ScaleIntensityRange (as ``intensity.scale`` does).
     """
 
-    def __init__(self, key: str = "image", mode: str = "zscore", target_mean: float = 0.0, target_std: float = 1.0,
-                 lower: float = 0.5, upper: float = 99.5, out_min: float = 0.0, out_max: float = 1.0,
-                 mask_key: str | None = None, mask_labels: list[int] | None = None,
-                 mask_threshold: float | None = None, fill_outside: float | None = None) -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        mode: str = "zscore",
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        out_min: float = 0.0,
+        out_max: float = 1.0,
+        mask_key: str | None = None,
+        mask_labels: list[int] | None = None,
+        mask_threshold: float | None = None,
+        fill_outside: float | None = None,
+    ) -> None:
         self.key, self.mode = key, mode
         self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.lower, self.upper, self.out_min, self.out_max = lower, upper, out_min, out_max
@@ -38,8 +49,9 @@ class Normalize:
         if mask is not None:
             counts = count_per_channel(mask)
             if min(counts) == 0:
-                raise StageInputError(f"{STAGE}: the mask selects no voxels (channel {counts.index(0)}); check "
-                                      f"`mask_key`/`mask_labels`/`mask_threshold`")
+                raise StageInputError(
+                    f"{STAGE}: the mask selects no voxels (channel {counts.index(0)}); check `mask_key`/`mask_labels`/`mask_threshold`"
+                )
         data = plain(image)
         channels = []
         stats = []
@@ -57,8 +69,10 @@ class Normalize:
             else:
                 p_low, p_high = (float(v) for v in percentile(values, [self.lower, self.upper]))
                 if p_high <= p_low:
-                    raise StageInputError(f"{STAGE}: percentiles {self.lower} and {self.upper} are equal ({p_low:g}); "
-                                          "the image (inside the mask) is constant or nearly so")
+                    raise StageInputError(
+                        f"{STAGE}: percentiles {self.lower} and {self.upper} are equal ({p_low:g}); "
+                        "the image (inside the mask) is constant or nearly so"
+                    )
                 transform = ScaleIntensityRange(p_low, p_high, self.out_min, self.out_max, clip=True, dtype=torch.float32)
                 channels.append(plain(torch.as_tensor(transform(data[c]))))
                 stats.append({"p_lower": round(p_low, 6), "p_upper": round(p_high, 6)})
@@ -73,7 +87,12 @@ class Normalize:
         else:
             details.update(lower=self.lower, upper=self.upper, out_min=self.out_min, out_max=self.out_max)
         if mask is not None:
-            details.update(mask_key=self.mask_key, mask_labels=self.mask_labels, mask_threshold=self.mask_threshold,
-                           mask_voxels=counts, fill_outside=self.fill_outside)
+            details.update(
+                mask_key=self.mask_key,
+                mask_labels=self.mask_labels,
+                mask_threshold=self.mask_threshold,
+                mask_voxels=counts,
+                fill_outside=self.fill_outside,
+            )
         record(out, STAGE, **details)
         return out

@@ -39,16 +39,21 @@ def _set_outside(model, allowed_for: dict[str, str], mode: str) -> None:
 
 class WindowParams(ImageKeyParams):
     preset: PresetName | None = Field(
-        None, json_schema_extra={"shown": {"type": "str | None (a preset name)"}}, description=f"Named CT window, level/width in HU: {_PRESET_TEXT} (sources in docs/enhancement.md). "
-        "Set either `preset` or both `level` and `width`.")
+        None,
+        json_schema_extra={"shown": {"type": "str | None (a preset name)"}},
+        description=f"Named CT window, level/width in HU: {_PRESET_TEXT} (sources in docs/enhancement.md). "
+        "Set either `preset` or both `level` and `width`.",
+    )
     level: float | None = Field(None, ge=-1e6, le=1e6, description="Window level (centre) in HU (image units).")
     width: float | None = Field(None, gt=0, le=1e6, description="Window width in HU (image units).")
     out_min: float = Field(0.0, description="Output value for intensities at or below the window's lower edge.")
     out_max: float = Field(1.0, description="Output value for intensities at or above the window's upper edge.")
     function: Literal["linear_exact", "linear"] = Field(
-        "linear_exact", description="DICOM VOI LUT function (PS3.3 C.11.2.1.2): `linear_exact` maps "
+        "linear_exact",
+        description="DICOM VOI LUT function (PS3.3 C.11.2.1.2): `linear_exact` maps "
         "[level - width/2, level + width/2] onto [out_min, out_max]; `linear` is DICOM's default LINEAR with its "
-        "half-unit offsets, [level - 0.5 - (width-1)/2, level - 0.5 + (width-1)/2], as viewers display it.")
+        "half-unit offsets, [level - 0.5 - (width-1)/2, level - 0.5 + (width-1)/2], as viewers display it.",
+    )
 
     @model_validator(mode="after")
     def _window(self):
@@ -71,13 +76,19 @@ class WindowParams(ImageKeyParams):
 
 class MaskParams(ImageKeyParams):
     mask_key: CaseKey | None = Field(
-        None, json_schema_extra={"shown": {"type": "str | None"}}, description="Case key of a mask or label map (e.g. `label`): statistics use its voxels > 0, "
-        "or those in `mask_labels`. Same spatial shape as the image.")
+        None,
+        json_schema_extra={"shown": {"type": "str | None"}},
+        description="Case key of a mask or label map (e.g. `label`): statistics use its voxels > 0, "
+        "or those in `mask_labels`. Same spatial shape as the image.",
+    )
     mask_labels: list[int] | None = Field(
-        None, min_length=1, max_length=256, description="Label values of `mask_key` that form the mask; unset: any non-zero.")
+        None, min_length=1, max_length=256, description="Label values of `mask_key` that form the mask; unset: any non-zero."
+    )
     mask_threshold: float | None = Field(
-        None, description="Also (or only) use voxels whose intensity is above this value, e.g. -500 for the body "
-        "in CT (HU) or 0 for the non-zero region of an MR volume.")
+        None,
+        description="Also (or only) use voxels whose intensity is above this value, e.g. -500 for the body "
+        "in CT (HU) or 0 for the non-zero region of an MR volume.",
+    )
 
     @model_validator(mode="after")
     def _labels_need_key(self):
@@ -88,23 +99,34 @@ class MaskParams(ImageKeyParams):
 
 # --------------------------------------------------------------------------- normalize
 
-_NORMALIZE_FIELDS = {"target_mean": "zscore", "target_std": "zscore",
-                     "lower": "percentile", "upper": "percentile", "out_min": "percentile", "out_max": "percentile"}
+_NORMALIZE_FIELDS = {
+    "target_mean": "zscore",
+    "target_std": "zscore",
+    "lower": "percentile",
+    "upper": "percentile",
+    "out_min": "percentile",
+    "out_max": "percentile",
+}
 
 
 class NormalizeParams(MaskParams):
     mode: Literal["zscore", "percentile"] = Field(
-        "zscore", description="`zscore`: shift and scale so that the voxels in the mask (all voxels without one) have "
+        "zscore",
+        description="`zscore`: shift and scale so that the voxels in the mask (all voxels without one) have "
         "mean `target_mean` and standard deviation `target_std`; `percentile`: clip to the lower/upper percentiles "
-        "of the masked voxels and rescale to [out_min, out_max].")
+        "of the masked voxels and rescale to [out_min, out_max].",
+    )
     target_mean: float = Field(0.0, ge=-1e6, le=1e6, description="zscore: mean of the masked voxels after normalisation.")
-    target_std: float = Field(1.0, gt=0, le=1e6, description="zscore: population standard deviation (ddof 0) of the masked voxels after normalisation.")
+    target_std: float = Field(
+        1.0, gt=0, le=1e6, description="zscore: population standard deviation (ddof 0) of the masked voxels after normalisation."
+    )
     lower: float = Field(0.5, ge=0, le=100, description="percentile: lower percentile (0-100), mapped to out_min.")
     upper: float = Field(99.5, ge=0, le=100, description="percentile: upper percentile (0-100), mapped to out_max.")
     out_min: float = Field(0.0, description="percentile: output value for the lower percentile.")
     out_max: float = Field(1.0, description="percentile: output value for the upper percentile.")
     fill_outside: float | None = Field(
-        None, description="Set voxels outside the mask to this value; unset: the same linear map is applied everywhere.")
+        None, description="Set voxels outside the mask to this value; unset: the same linear map is applied everywhere."
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -127,25 +149,42 @@ class HistEqParams(MaskParams):
 
 class ClaheParams(ImageKeyParams):
     kernel_mm: float | None = Field(
-        None, gt=0, le=2000, description="Size of the contextual regions (tiles) in mm along every axis, converted to "
-        "voxels with the spacing; unset: 1/8 of the image along each axis (scikit-image's default).")
-    clip_limit: float = Field(0.01, ge=0, le=1, description="Normalised clip limit (scikit-image): higher gives more "
-                              "contrast; 0 disables clipping (plain adaptive equalisation).")
+        None,
+        gt=0,
+        le=2000,
+        description="Size of the contextual regions (tiles) in mm along every axis, converted to "
+        "voxels with the spacing; unset: 1/8 of the image along each axis (scikit-image's default).",
+    )
+    clip_limit: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Normalised clip limit (scikit-image): higher gives more contrast; 0 disables clipping (plain adaptive equalisation).",
+    )
     nbins: int = Field(256, ge=16, le=16384, description="Grey-level bins of each tile's histogram.")
-    per_slice: bool = Field(False, description="3D volumes: equalise each slice along the last array axis (axial for "
-                            "RAS volumes) with 2D CLAHE instead of running 3D CLAHE. Ignored for 2D images.")
+    per_slice: bool = Field(
+        False,
+        description="3D volumes: equalise each slice along the last array axis (axial for "
+        "RAS volumes) with 2D CLAHE instead of running 3D CLAHE. Ignored for 2D images.",
+    )
 
 
 # --------------------------------------------------------------------------- gamma, unsharp
 
 
 class GammaParams(ImageKeyParams):
-    gamma: float = Field(..., gt=0, le=10, description="Exponent: out = lower + (upper - lower) * t**gamma with "
-                         "t = (x - lower) / (upper - lower); below 1 brightens mid-tones, above 1 darkens them.")
+    gamma: float = Field(
+        ...,
+        gt=0,
+        le=10,
+        description="Exponent: out = lower + (upper - lower) * t**gamma with "
+        "t = (x - lower) / (upper - lower); below 1 brightens mid-tones, above 1 darkens them.",
+    )
     lower: float | None = Field(None, description="Intensity mapped to t = 0; unset: the image's own minimum. Values below are clipped.")
     upper: float | None = Field(None, description="Intensity mapped to t = 1; unset: the image's own maximum. Values above are clipped.")
-    preserve_range: bool = Field(True, description="Output in [lower, upper] (MONAI AdjustContrast's convention); "
-                                 "false: output t**gamma in [0, 1].")
+    preserve_range: bool = Field(
+        True, description="Output in [lower, upper] (MONAI AdjustContrast's convention); false: output t**gamma in [0, 1]."
+    )
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -157,8 +196,13 @@ class GammaParams(ImageKeyParams):
 
 
 class UnsharpParams(ImageKeyParams):
-    radius_mm: float = Field(1.0, gt=0, le=50, description="Standard deviation of the Gaussian blur in mm (scikit-image "
-                             "calls it radius), converted per axis with the voxel spacing (pixels for 2D photos).")
+    radius_mm: float = Field(
+        1.0,
+        gt=0,
+        le=50,
+        description="Standard deviation of the Gaussian blur in mm (scikit-image "
+        "calls it radius), converted per axis with the voxel spacing (pixels for 2D photos).",
+    )
     amount: float = Field(1.0, ge=0, le=20, description="Strength: out = x + amount * (x - blurred).")
     truncated: float = Field(4.0, gt=0, le=10, description="Gaussian kernel half-width in standard deviations.")
     clip: bool = Field(False, description="Clip the result to the input's [min, max] (no overshoot beyond the original range).")
@@ -171,17 +215,22 @@ _LIST_OF_KEYS = {"shown": {"type": "list[str]"}}  # how `voxpipe plugins show` n
 
 class ResampleParams(StageParams):
     spacing_mm: list[float] = Field(
-        ..., min_length=1, max_length=3, description="Target voxel spacing in mm, one value per spatial array axis, or "
-        "one value for all axes; 0 keeps that axis's current spacing.")
-    keys: list[CaseKey] = Field(["image"], min_length=1, description="Images to resample with `mode`.",
-                                json_schema_extra=_LIST_OF_KEYS)
+        ...,
+        min_length=1,
+        max_length=3,
+        description="Target voxel spacing in mm, one value per spatial array axis, or "
+        "one value for all axes; 0 keeps that axis's current spacing.",
+    )
+    keys: list[CaseKey] = Field(["image"], min_length=1, description="Images to resample with `mode`.", json_schema_extra=_LIST_OF_KEYS)
     label_keys: list[CaseKey] = Field(
-        [], description="Label maps to resample with nearest-neighbour interpolation onto the same grid (e.g. [label]); "
-        "their dtype is kept.", json_schema_extra=_LIST_OF_KEYS)
+        [],
+        description="Label maps to resample with nearest-neighbour interpolation onto the same grid (e.g. [label]); their dtype is kept.",
+        json_schema_extra=_LIST_OF_KEYS,
+    )
     mode: Literal["bilinear", "bicubic", "nearest"] = Field(
-        "bilinear", description="Interpolation for `keys`: bilinear (trilinear in 3D), bicubic (2D only) or nearest.")
-    padding_mode: Literal["border", "zeros", "reflection"] = Field(
-        "border", description="Values for samples outside the input grid.")
+        "bilinear", description="Interpolation for `keys`: bilinear (trilinear in 3D), bicubic (2D only) or nearest."
+    )
+    padding_mode: Literal["border", "zeros", "reflection"] = Field("border", description="Values for samples outside the input grid.")
 
     @field_validator("spacing_mm")
     @classmethod
@@ -203,10 +252,18 @@ class ResampleParams(StageParams):
 
 class ReorientParams(StageParams):
     axcodes: str = Field(
-        "RAS", min_length=2, max_length=3, description="Target orientation: where each array axis points, e.g. RAS "
-        "(nibabel/MONAI) or LPS (DICOM/ITK). 2D images use the first two letters.")
-    keys: list[CaseKey] = Field(["image"], min_length=1, description="Images and label maps to reorient (an exact "
-                                "flip/permutation: no interpolation, dtype kept).", json_schema_extra=_LIST_OF_KEYS)
+        "RAS",
+        min_length=2,
+        max_length=3,
+        description="Target orientation: where each array axis points, e.g. RAS "
+        "(nibabel/MONAI) or LPS (DICOM/ITK). 2D images use the first two letters.",
+    )
+    keys: list[CaseKey] = Field(
+        ["image"],
+        min_length=1,
+        description="Images and label maps to reorient (an exact flip/permutation: no interpolation, dtype kept).",
+        json_schema_extra=_LIST_OF_KEYS,
+    )
 
     @field_validator("axcodes")
     @classmethod
@@ -225,44 +282,98 @@ class ReorientParams(StageParams):
 
 
 def _spec(id_, summary, params, factory, description="", reads=("{key}",), writes=("{key}",)):
-    return StageSpec(id=id_, kind=StageKind.ENHANCER, summary=summary, description=description, params=params,
-                     factory=f"voxpipe_plugins.enhance.{factory}", reads=reads, writes=writes)
+    return StageSpec(
+        id=id_,
+        kind=StageKind.ENHANCER,
+        summary=summary,
+        description=description,
+        params=params,
+        factory=f"voxpipe_plugins.enhance.{factory}",
+        reads=reads,
+        writes=writes,
+    )
 
 
 @hookimpl
 def voxpipe_register_stages(register):
-    register(_spec(
-        "enhance.window", "CT windowing: a named preset (brain, lung, bone, ...) or level/width in HU mapped linearly "
-        "onto [out_min, out_max] with clipping.", WindowParams, "window:Window",
-        description="Exact DICOM VOI LUT windowing (LINEAR_EXACT by default). Presets (level/width in HU): "
-        f"{_PRESET_TEXT}; sources in docs/enhancement.md. Runs where the image lives (CPU or GPU)."))
-    register(_spec(
-        "enhance.normalize", "Intensity normalisation inside an optional mask: z-score to a stated mean/std, or "
-        "percentile clip-and-rescale.", NormalizeParams, "normalize:Normalize",
-        description="The mask is a label map (`mask_key`, optionally `mask_labels`) and/or an intensity threshold. "
-        "Without a mask, mode `percentile` is `intensity.scale` (mode percentile); both use MONAI's "
-        "ScaleIntensityRange. Statistics are per channel.",
-        reads=("{key}", "{mask_key}")))
-    register(_spec(
-        "enhance.histeq", "Histogram equalisation (scikit-image equalize_hist; torch on the GPU), optionally with the "
-        "histogram taken inside a mask; output in [0, 1].", HistEqParams, "histeq:HistogramEqualize",
-        reads=("{key}", "{mask_key}")))
-    register(_spec(
-        "enhance.clahe", "CLAHE, contrast-limited adaptive histogram equalisation in 2D or 3D (scikit-image), tile size "
-        "in mm; output in [0, 1].", ClaheParams, "clahe:Clahe",
-        description="3D volumes get true 3D CLAHE (or slice-wise 2D with per_slice). The input is rescaled from its "
-        "own min-max, so window CT first. CPU only: neither MONAI nor torch provides CLAHE."))
-    register(_spec(
-        "enhance.gamma", "Gamma correction on the image's own range (or lower/upper): brightens (gamma < 1) or "
-        "darkens (gamma > 1) mid-tones.", GammaParams, "gamma:Gamma"))
-    register(_spec(
-        "enhance.unsharp", "Unsharp masking with the blur radius in mm: out = x + amount * (x - gaussian(x)); MONAI "
-        "separable filtering, on the GPU when there is one.", UnsharpParams, "unsharp:Unsharp"))
-    register(_spec(
-        "enhance.resample", "Resample to a target spacing in mm (MONAI Spacingd): images interpolated, label maps "
-        "nearest; the affine and world positions are kept.", ResampleParams, "geometry:Resample",
-        reads=("{keys}", "{label_keys}"), writes=("{keys}", "{label_keys}")))
-    register(_spec(
-        "enhance.reorient", "Reorient to axis codes such as RAS or LPS (MONAI Orientationd): an exact flip/permutation "
-        "with the affine updated.", ReorientParams, "geometry:Reorient",
-        reads=("{keys}",), writes=("{keys}",)))
+    register(
+        _spec(
+            "enhance.window",
+            "CT windowing: a named preset (brain, lung, bone, ...) or level/width in HU mapped linearly "
+            "onto [out_min, out_max] with clipping.",
+            WindowParams,
+            "window:Window",
+            description="Exact DICOM VOI LUT windowing (LINEAR_EXACT by default). Presets (level/width in HU): "
+            f"{_PRESET_TEXT}; sources in docs/enhancement.md. Runs where the image lives (CPU or GPU).",
+        )
+    )
+    register(
+        _spec(
+            "enhance.normalize",
+            "Intensity normalisation inside an optional mask: z-score to a stated mean/std, or percentile clip-and-rescale.",
+            NormalizeParams,
+            "normalize:Normalize",
+            description="The mask is a label map (`mask_key`, optionally `mask_labels`) and/or an intensity threshold. "
+            "Without a mask, mode `percentile` is `intensity.scale` (mode percentile); both use MONAI's "
+            "ScaleIntensityRange. Statistics are per channel.",
+            reads=("{key}", "{mask_key}"),
+        )
+    )
+    register(
+        _spec(
+            "enhance.histeq",
+            "Histogram equalisation (scikit-image equalize_hist; torch on the GPU), optionally with the "
+            "histogram taken inside a mask; output in [0, 1].",
+            HistEqParams,
+            "histeq:HistogramEqualize",
+            reads=("{key}", "{mask_key}"),
+        )
+    )
+    register(
+        _spec(
+            "enhance.clahe",
+            "CLAHE, contrast-limited adaptive histogram equalisation in 2D or 3D (scikit-image), tile size in mm; output in [0, 1].",
+            ClaheParams,
+            "clahe:Clahe",
+            description="3D volumes get true 3D CLAHE (or slice-wise 2D with per_slice). The input is rescaled from its "
+            "own min-max, so window CT first. CPU only: neither MONAI nor torch provides CLAHE.",
+        )
+    )
+    register(
+        _spec(
+            "enhance.gamma",
+            "Gamma correction on the image's own range (or lower/upper): brightens (gamma < 1) or darkens (gamma > 1) mid-tones.",
+            GammaParams,
+            "gamma:Gamma",
+        )
+    )
+    register(
+        _spec(
+            "enhance.unsharp",
+            "Unsharp masking with the blur radius in mm: out = x + amount * (x - gaussian(x)); MONAI "
+            "separable filtering, on the GPU when there is one.",
+            UnsharpParams,
+            "unsharp:Unsharp",
+        )
+    )
+    register(
+        _spec(
+            "enhance.resample",
+            "Resample to a target spacing in mm (MONAI Spacingd): images interpolated, label maps "
+            "nearest; the affine and world positions are kept.",
+            ResampleParams,
+            "geometry:Resample",
+            reads=("{keys}", "{label_keys}"),
+            writes=("{keys}", "{label_keys}"),
+        )
+    )
+    register(
+        _spec(
+            "enhance.reorient",
+            "Reorient to axis codes such as RAS or LPS (MONAI Orientationd): an exact flip/permutation with the affine updated.",
+            ReorientParams,
+            "geometry:Reorient",
+            reads=("{keys}",),
+            writes=("{keys}",),
+        )
+    )

@@ -19,8 +19,15 @@ class Unsharp:
     ``unsharp_mask`` uses the same 'nearest' boundary), so flat regions and the mean are kept.
     """
 
-    def __init__(self, key: str = "image", radius_mm: float = 1.0, amount: float = 1.0, truncated: float = 4.0,
-                 clip: bool = False, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        radius_mm: float = 1.0,
+        amount: float = 1.0,
+        truncated: float = 4.0,
+        clip: bool = False,
+        device: str = "cpu",
+    ) -> None:
         self.key, self.radius_mm, self.amount, self.truncated = key, radius_mm, amount, truncated
         self.clip, self.device = clip, device
 
@@ -35,6 +42,13 @@ class Unsharp:
             result.clamp_(low, high)
         out = dict(case)
         out[self.key] = rewrap(image, result[0].to(source_device(image)))
-        record(out, STAGE, radius_mm=self.radius_mm, sigma_voxels=[round(s, 4) for s in sigma], amount=self.amount,
-               clip=self.clip, device=str(self.device))
+        record(
+            out,
+            STAGE,
+            radius_mm=self.radius_mm,
+            sigma_voxels=[round(s, 4) for s in sigma],
+            amount=self.amount,
+            clip=self.clip,
+            device=str(self.device),
+        )
         return out

@@ -63,8 +63,9 @@ def source_device(image: Any) -> torch.device:
     return image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
 
 
-def build_mask(case: dict, image: torch.Tensor, stage: str, mask_key: str | None, mask_labels: list[int] | None,
-               mask_threshold: float | None) -> torch.Tensor | None:
+def build_mask(
+    case: dict, image: torch.Tensor, stage: str, mask_key: str | None, mask_labels: list[int] | None, mask_threshold: float | None
+) -> torch.Tensor | None:
     """Boolean mask with the image's shape (C, spatial...) or None when no mask is configured.
 
     A label map with one channel applies to every channel of the image. The label test and
@@ -78,8 +79,10 @@ def build_mask(case: dict, image: torch.Tensor, stage: str, mask_key: str | None
         if source.ndim == image.ndim - 1:
             source = source[None]
         if source.ndim != image.ndim or tuple(source.shape[1:]) != tuple(image.shape[1:]) or source.shape[0] not in (1, image.shape[0]):
-            raise StageInputError(f"{stage}: mask `{mask_key}` has shape {tuple(source.shape)}, the image "
-                                  f"{tuple(image.shape)}; resample the mask onto the image grid first")
+            raise StageInputError(
+                f"{stage}: mask `{mask_key}` has shape {tuple(source.shape)}, the image "
+                f"{tuple(image.shape)}; resample the mask onto the image grid first"
+            )
         if mask_labels is None:
             mask = source != 0
         else:

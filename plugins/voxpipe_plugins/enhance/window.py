@@ -28,9 +28,16 @@ class Window:
     Computes where the image lives (CPU or GPU); a pointwise map is not worth a transfer.
     """
 
-    def __init__(self, key: str = "image", preset: str | None = None, level: float | None = None,
-                 width: float | None = None, out_min: float = 0.0, out_max: float = 1.0,
-                 function: str = "linear_exact") -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        preset: str | None = None,
+        level: float | None = None,
+        width: float | None = None,
+        out_min: float = 0.0,
+        out_max: float = 1.0,
+        function: str = "linear_exact",
+    ) -> None:
         if preset is not None:
             level, width, _ = WINDOW_PRESETS[preset]
         if level is None or width is None:
@@ -55,7 +62,17 @@ class Window:
         image, low, high = checked_float(case[self.key], STAGE)
         out = dict(case)
         out[self.key] = self.apply(image)
-        record(out, STAGE, preset=self.preset, level=self.level, width=self.width, function=self.function,
-               lower=self.start, upper=self.start + self.span, out_min=self.out_min, out_max=self.out_max,
-               input_range=[round(low, 4), round(high, 4)])
+        record(
+            out,
+            STAGE,
+            preset=self.preset,
+            level=self.level,
+            width=self.width,
+            function=self.function,
+            lower=self.start,
+            upper=self.start + self.span,
+            out_min=self.out_min,
+            out_max=self.out_max,
+            input_range=[round(low, 4), round(high, 4)],
+        )
         return out

@@ -11,21 +11,54 @@ from voxpipe.errors import UsageError
 
 @click.command("evaluate")
 @click.option("--ref", "ref", type=click.Path(path_type=Path), help="Folder of reference label NIfTI files.")
-@click.option("--pred", "preds", multiple=True, metavar="[NAME=]FOLDER",
-              help="Predicted labels: a folder of NIfTI files, or a `voxpipe run` output; repeat to compare pipelines.")
-@click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path),
-              help="Instead: a feature store (`voxpipe features collect`); reports retrieval precision@k and mAP.")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="With --store: case_id,label CSV (default: the store's labels).")
+@click.option(
+    "--pred",
+    "preds",
+    multiple=True,
+    metavar="[NAME=]FOLDER",
+    help="Predicted labels: a folder of NIfTI files, or a `voxpipe run` output; repeat to compare pipelines.",
+)
+@click.option(
+    "--store",
+    "store",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Instead: a feature store (`voxpipe features collect`); reports retrieval precision@k and mAP.",
+)
+@click.option(
+    "--labels", type=click.Path(dir_okay=False, path_type=Path), help="With --store: case_id,label CSV (default: the store's labels)."
+)
 @click.option("-k", "ks", multiple=True, type=click.IntRange(1, 10000), help="With --store: precision@k for these k (default 1 and 5).")
 @click.option("--set", "sets", multiple=True, metavar="NAME", help="With --store: feature set(s) to use.")
-@click.option("--space", type=click.Choice(["raw", "isomap"]), default="isomap", show_default=True,
-              help="With --store: also score this space (raw is always scored).")
-@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write per_case.csv, summary.csv and evaluation.md here.")
-@click.option("--source-map", type=click.Path(dir_okay=False, path_type=Path),
-              help="The case id -> input TSV of `voxpipe run --source-map`, to match run outputs to references.")
-def evaluate(ref: Path | None, preds: tuple[str, ...], output_dir: Path | None, source_map: Path | None, store: Path | None,
-             labels: Path | None, ks: tuple[int, ...], sets: tuple[str, ...], space: str) -> int:
+@click.option(
+    "--space",
+    type=click.Choice(["raw", "isomap"]),
+    default="isomap",
+    show_default=True,
+    help="With --store: also score this space (raw is always scored).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write per_case.csv, summary.csv and evaluation.md here.",
+)
+@click.option(
+    "--source-map",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The case id -> input TSV of `voxpipe run --source-map`, to match run outputs to references.",
+)
+def evaluate(
+    ref: Path | None,
+    preds: tuple[str, ...],
+    output_dir: Path | None,
+    source_map: Path | None,
+    store: Path | None,
+    labels: Path | None,
+    ks: tuple[int, ...],
+    sets: tuple[str, ...],
+    space: str,
+) -> int:
     """Score predicted label maps against references: Dice, IoU, HD95 and ASSD (mm) per case and label.
 
     Files are matched by name (without .nii/.nii.gz and suffixes like _label, _seg, _pred).

@@ -24,9 +24,9 @@ import io
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -74,8 +74,10 @@ def is_run_output(folder: Path) -> bool:
 def run_output_files(folder: Path, source_map: Path | None, label_file: str = "label.nii.gz") -> dict[str, Path]:
     """stem of each case's input -> its label file, through the case-id -> input TSV."""
     if source_map is None:
-        raise UsageError(f"{folder} is a `voxpipe run` output (case-* folders): give --source-map TSV "
-                         f"(written by `voxpipe run --source-map`) to match its cases to the references")
+        raise UsageError(
+            f"{folder} is a `voxpipe run` output (case-* folders): give --source-map TSV "
+            f"(written by `voxpipe run --source-map`) to match its cases to the references"
+        )
     if not source_map.is_file():
         raise UsageError(f"--source-map {source_map}: no such file")
     mapping: dict[str, str] = {}
@@ -116,7 +118,7 @@ class Evaluation:
     pipelines: list[str]
     labels: dict[int, str]
     results: list[CaseResult] = field(default_factory=list)
-    missing: dict[str, list[str]] = field(default_factory=dict)   # pipeline -> reference cases without a prediction
+    missing: dict[str, list[str]] = field(default_factory=dict)  # pipeline -> reference cases without a prediction
     unmatched: dict[str, list[str]] = field(default_factory=dict)  # pipeline -> predictions without a reference
 
     def rows(self) -> list[dict]:
@@ -124,9 +126,20 @@ class Evaluation:
         out = []
         for result in self.results:
             for s in result.scores:
-                out.append({"pipeline": result.pipeline, "case": result.case, "label": s.label,
-                            "name": self.labels.get(s.label, f"label_{s.label}"), "dice": s.dice, "iou": s.iou,
-                            "hd95_mm": s.hd95_mm, "assd_mm": s.assd_mm, "ref_voxels": s.ref_voxels, "pred_voxels": s.pred_voxels})
+                out.append(
+                    {
+                        "pipeline": result.pipeline,
+                        "case": result.case,
+                        "label": s.label,
+                        "name": self.labels.get(s.label, f"label_{s.label}"),
+                        "dice": s.dice,
+                        "iou": s.iou,
+                        "hd95_mm": s.hd95_mm,
+                        "assd_mm": s.assd_mm,
+                        "ref_voxels": s.ref_voxels,
+                        "pred_voxels": s.pred_voxels,
+                    }
+                )
         return out
 
     def summary(self) -> list[dict]:
@@ -201,19 +214,25 @@ def evaluate(ref: Path, preds: Sequence[str], source_map: Path | None = None, pr
         evaluation.missing[pipeline] = sorted(set(references) - set(files))
         evaluation.unmatched[pipeline] = sorted(set(files) - set(references))
         if not set(files) & set(references):
-            raise UsageError(f"--pred {pipeline}: none of its {len(files)} label files match a reference in {ref} "
-                             f"(stems like {sorted(files)[:3]} vs {sorted(references)[:3]})")
+            raise UsageError(
+                f"--pred {pipeline}: none of its {len(files)} label files match a reference in {ref} "
+                f"(stems like {sorted(files)[:3]} vs {sorted(references)[:3]})"
+            )
         for case in sorted(set(files) & set(references)):
             if case not in cached:
                 cached[case] = _read(references[case])
             ref_array, ref_affine = cached[case]
             pred_array, pred_affine = _read(files[case])
             if pred_array.shape != ref_array.shape:
-                raise UsageError(f"case `{case}` ({pipeline}): prediction grid {pred_array.shape} differs from the reference "
-                                 f"{ref_array.shape}; resample the prediction onto the reference grid")
+                raise UsageError(
+                    f"case `{case}` ({pipeline}): prediction grid {pred_array.shape} differs from the reference "
+                    f"{ref_array.shape}; resample the prediction onto the reference grid"
+                )
             if not np.allclose(pred_affine, ref_affine, atol=1e-3):
-                raise UsageError(f"case `{case}` ({pipeline}): prediction and reference affines differ (same shape, other "
-                                 f"position or spacing); resample the prediction onto the reference grid")
+                raise UsageError(
+                    f"case `{case}` ({pipeline}): prediction and reference affines differ (same shape, other "
+                    f"position or spacing); resample the prediction onto the reference grid"
+                )
             spacing = [float(s) for s in np.linalg.norm(ref_affine[:3, :3], axis=0)[: ref_array.ndim]]
             scores = score_case(pred_array, ref_array, spacing)
             evaluation.results.append(CaseResult(pipeline, case, scores))
@@ -261,7 +280,9 @@ def markdown(evaluation: Evaluation) -> str:
                 row = summary[(pipeline, label)]
                 mean, std, n = row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_n"]
                 d = _digits(metric)
-                cells.append("n/a" if n == 0 else fmt(mean, d) if math.isinf(mean) or math.isnan(std) else f"{fmt(mean, d)} ± {fmt(std, d)}")
+                cells.append(
+                    "n/a" if n == 0 else fmt(mean, d) if math.isinf(mean) or math.isnan(std) else f"{fmt(mean, d)} ± {fmt(std, d)}"
+                )
         lines.append("| " + " | ".join(cells) + " |")
     counts = ", ".join(f"{p}: {len({r.case for r in evaluation.results if r.pipeline == p})} cases" for p in pipes)
     lines += ["", counts, "", "## Per case", ""]
@@ -281,11 +302,16 @@ def markdown(evaluation: Evaluation) -> str:
     notes = []
     for pipeline in pipes:
         if evaluation.missing.get(pipeline):
-            notes.append(f"{pipeline}: no prediction for {len(evaluation.missing[pipeline])} reference case(s): {', '.join(evaluation.missing[pipeline][:10])}")
+            notes.append(
+                f"{pipeline}: no prediction for {len(evaluation.missing[pipeline])} reference case(s): {', '.join(evaluation.missing[pipeline][:10])}"
+            )
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
-    lines += ["", "Dice = IoU = 1 and distances n/a when reference and prediction are both empty; "
-              "Dice = IoU = 0 and distances inf when only one is. Distances in mm (reference spacing)."]
+    lines += [
+        "",
+        "Dice = IoU = 1 and distances n/a when reference and prediction are both empty; "
+        "Dice = IoU = 0 and distances inf when only one is. Distances in mm (reference spacing).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -308,8 +334,11 @@ def write_outputs(evaluation: Evaluation, output_dir: Path) -> list[Path]:
     except OSError as exc:
         raise UsageError(f"-o {output_dir}: cannot create the folder ({exc.strerror})") from None
     written = []
-    for name, text in (("per_case.csv", _csv(evaluation.rows())), ("summary.csv", _csv(evaluation.summary())),
-                       ("evaluation.md", "# Evaluation\n\n" + markdown(evaluation))):
+    for name, text in (
+        ("per_case.csv", _csv(evaluation.rows())),
+        ("summary.csv", _csv(evaluation.summary())),
+        ("evaluation.md", "# Evaluation\n\n" + markdown(evaluation)),
+    ):
         target = output_dir / name
         with atomic_path(target) as tmp:
             tmp.write_text(text)

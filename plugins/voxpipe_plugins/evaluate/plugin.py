@@ -12,8 +12,10 @@ from voxpipe.hookspecs import hookimpl
 
 @hookimpl
 def voxpipe_register_commands(register):
-    register(CommandSpec(
-        name="evaluate",
-        summary="Score predicted label maps against references (Dice, IoU, HD95, ASSD), or a feature store's retrieval.",
-        factory="voxpipe_plugins.evaluate.commands:evaluate",
-    ))
+    register(
+        CommandSpec(
+            name="evaluate",
+            summary="Score predicted label maps against references (Dice, IoU, HD95, ASSD), or a feature store's retrieval.",
+            factory="voxpipe_plugins.evaluate.commands:evaluate",
+        )
+    )

@@ -61,8 +61,9 @@ def layer_names(arch: str, spatial_dims: int = 2) -> list[str]:
     return names + (list(FC_LAYERS) if spatial_dims == 2 else [])
 
 
-def state_dict_shapes(arch: str, num_classes: int = 1000, width: float = 1.0, in_channels: int = 3,
-                      spatial_dims: int = 2, classifier: bool = True) -> dict[str, tuple[int, ...]]:
+def state_dict_shapes(
+    arch: str, num_classes: int = 1000, width: float = 1.0, in_channels: int = 3, spatial_dims: int = 2, classifier: bool = True
+) -> dict[str, tuple[int, ...]]:
     """The state dict a network of this architecture has (names and shapes), computed without torch.
 
     Used to tell a user which architecture a checkpoint that does not fit was made for.
@@ -89,9 +90,16 @@ def state_dict_shapes(arch: str, num_classes: int = 1000, width: float = 1.0, in
     if classifier and spatial_dims == 2:
         hidden = scaled(4096, width)
         flat = channels * 7 * 7
-        shapes.update({"classifier.0.weight": (hidden, flat), "classifier.0.bias": (hidden,),
-                       "classifier.3.weight": (hidden, hidden), "classifier.3.bias": (hidden,),
-                       "classifier.6.weight": (num_classes, hidden), "classifier.6.bias": (num_classes,)})
+        shapes.update(
+            {
+                "classifier.0.weight": (hidden, flat),
+                "classifier.0.bias": (hidden,),
+                "classifier.3.weight": (hidden, hidden),
+                "classifier.3.bias": (hidden,),
+                "classifier.6.weight": (num_classes, hidden),
+                "classifier.6.bias": (num_classes,),
+            }
+        )
     return shapes
 
 

@@ -45,12 +45,31 @@ class VGGExtractor:
     CUDA. Per-slice vectors are aggregated by mean or max; native 3D runs the volume at once.
     """
 
-    def __init__(self, key: str = "image", name: str | None = None, arch: str = "vgg16", weights: str | None = None,
-                 layers: list[str] = ("pool5",), pooling: str = "avg", mode: str = "auto", slice_axis: int = 2,
-                 aggregate: str = "mean", in_channels: int = 3, width: float = 1.0, normalise: str = "auto",
-                 intensity: str = "minmax", size: list[int] | None = None, inflate: str = "mean", batch_size: int = 16,
-                 amp: bool = True, channels_last: bool = True, seed: int = 0, keep_slices: bool = False,
-                 device: str = "cpu", context: StageContext | None = None) -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        name: str | None = None,
+        arch: str = "vgg16",
+        weights: str | None = None,
+        layers: list[str] = ("pool5",),
+        pooling: str = "avg",
+        mode: str = "auto",
+        slice_axis: int = 2,
+        aggregate: str = "mean",
+        in_channels: int = 3,
+        width: float = 1.0,
+        normalise: str = "auto",
+        intensity: str = "minmax",
+        size: list[int] | None = None,
+        inflate: str = "mean",
+        batch_size: int = 16,
+        amp: bool = True,
+        channels_last: bool = True,
+        seed: int = 0,
+        keep_slices: bool = False,
+        device: str = "cpu",
+        context: StageContext | None = None,
+    ) -> None:
         self.key, self.name, self.arch = key, name or arch, arch
         self.layers, self.pooling, self.mode, self.slice_axis, self.aggregate = list(layers), pooling, mode, slice_axis, aggregate
         self.in_channels, self.intensity, self.size, self.batch_size = in_channels, intensity, size, batch_size
@@ -77,8 +96,13 @@ class VGGExtractor:
         """The network for 2D planes or 3D volumes, built once and kept."""
         if spatial_dims not in self._models:
             torch.manual_seed(self._seed)  # a network without weights is the same network every run
-            net = VGG(self.arch, spatial_dims=spatial_dims, in_channels=self.in_channels, width=self._width,
-                      classifier=self.need_fc and spatial_dims == 2)
+            net = VGG(
+                self.arch,
+                spatial_dims=spatial_dims,
+                in_channels=self.in_channels,
+                width=self._width,
+                classifier=self.need_fc and spatial_dims == 2,
+            )
             if self._state is not None:
                 self.notes += fit_vgg(net, self._state, self._source, need_classifier=self.need_fc, inflate=self._inflate)
             net.eval().to(self.device)
@@ -105,7 +129,7 @@ class VGGExtractor:
         fmt = (torch.channels_last if spatial_dims == 2 else torch.channels_last_3d) if self.channels_last else torch.contiguous_format
         out = []
         for start in range(0, x.shape[0], self.batch_size):
-            batch = x[start:start + self.batch_size].to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+            batch = x[start : start + self.batch_size].to(self.device, non_blocking=True).contiguous(memory_format=fmt)
             with autocast(self.device, self.amp):
                 acts = net.forward_layers(batch, self.layers)
             out.append(torch.cat([global_pool(acts[layer].float(), self.pooling) for layer in self.layers], 1).cpu())
@@ -126,14 +150,27 @@ class VGGExtractor:
         image = case[self.key]
         mode = self.resolved_mode(image)
         dims = 3 if mode == "3d" else 2
-        x = prepare(image, mode=mode, slice_axis=self.slice_axis, in_channels=self.in_channels, intensity=self.intensity,
-                    normalise=self.normalise, size=self.size, what=STAGE)
+        x = prepare(
+            image,
+            mode=mode,
+            slice_axis=self.slice_axis,
+            in_channels=self.in_channels,
+            intensity=self.intensity,
+            normalise=self.normalise,
+            size=self.size,
+            what=STAGE,
+        )
         if dims == 3:
-            pools = sum(1 for m in self.model(3).features[: max(self.model(3).layer_index[n] for n in self.layers) + 1]
-                        if isinstance(m, torch.nn.MaxPool3d))
-            if min(x.shape[2:]) < 2 ** pools:
-                raise ValueError(f"{STAGE}: the volume {tuple(x.shape[2:])} is too small for {pools} poolings "
-                                 f"(at least {2 ** pools} voxels per axis); use mode slices or an earlier layer")
+            pools = sum(
+                1
+                for m in self.model(3).features[: max(self.model(3).layer_index[n] for n in self.layers) + 1]
+                if isinstance(m, torch.nn.MaxPool3d)
+            )
+            if min(x.shape[2:]) < 2**pools:
+                raise ValueError(
+                    f"{STAGE}: the volume {tuple(x.shape[2:])} is too small for {pools} poolings "
+                    f"(at least {2**pools} voxels per axis); use mode slices or an earlier layer"
+                )
         per_plane = self.vectors(x, dims)
         if per_plane.shape[0] == 1:
             vector = per_plane[0]
@@ -146,16 +183,26 @@ class VGGExtractor:
         out["feature_names"] = {**case.get("feature_names", {}), self.name: self.feature_names(sizes)}
         if self.keep_slices and dims == 2:
             out["slice_features"] = {**case.get("slice_features", {}), self.name: per_plane.numpy().astype(np.float32)}
-        details: dict[str, Any] = {"name": self.name, "arch": self.arch, "layers": self.layers, "pooling": self.pooling, "mode": mode,
-                                   "planes": int(per_plane.shape[0]), "length": int(vector_np.shape[0]),
-                                   "weights": self._source if self._state is not None else None, "device": str(self.device)}
+        details: dict[str, Any] = {
+            "name": self.name,
+            "arch": self.arch,
+            "layers": self.layers,
+            "pooling": self.pooling,
+            "mode": mode,
+            "planes": int(per_plane.shape[0]),
+            "length": int(vector_np.shape[0]),
+            "weights": self._source if self._state is not None else None,
+            "device": str(self.device),
+        }
         if mode == "slices":
             details["aggregate"] = self.aggregate
         if self.notes:
             details["notes"] = list(dict.fromkeys(self.notes))
         if self._state is None:
-            out["warnings"] = [*case.get("warnings", []),
-                               f"{STAGE}: no `weights` given; features come from a randomly initialised {self.arch} (seed {self._seed})"]
+            out["warnings"] = [
+                *case.get("warnings", []),
+                f"{STAGE}: no `weights` given; features come from a randomly initialised {self.arch} (seed {self._seed})",
+            ]
         record(out, STAGE, **details)
         return out
 

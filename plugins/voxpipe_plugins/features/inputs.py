@@ -49,8 +49,7 @@ def match_channels(x: torch.Tensor, in_channels: int, what: str) -> torch.Tensor
         return x.expand(-1, in_channels, *x.shape[2:])
     if in_channels == 1:
         return x.mean(1, keepdim=True)
-    raise ValueError(f"{what}: the image has {channels} channels, the network takes {in_channels}; "
-                     "convert it to grey or RGB first")
+    raise ValueError(f"{what}: the image has {channels} channels, the network takes {in_channels}; convert it to grey or RGB first")
 
 
 def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -70,8 +69,9 @@ def resize(x: torch.Tensor, size: list[int] | tuple[int, ...] | None) -> torch.T
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
-def prepare(image, *, mode: str, slice_axis: int, in_channels: int, intensity: str, normalise: bool,
-            size: list[int] | None, what: str) -> torch.Tensor:
+def prepare(
+    image, *, mode: str, slice_axis: int, in_channels: int, intensity: str, normalise: bool, size: list[int] | None, what: str
+) -> torch.Tensor:
     """A case's image as network input: (N, C, H, W) planes for ``2d``/``slices``, (1, C, D, H, W) for ``3d``."""
     x = torch.as_tensor(image).float()
     if hasattr(x, "as_tensor"):

@@ -29,8 +29,16 @@ class VGG(nn.Module):
         dropout: dropout probability in the classifier.
     """
 
-    def __init__(self, arch: str = "vgg16", spatial_dims: int = 2, in_channels: int = 3, num_classes: int = 1000,
-                 width: float = 1.0, classifier: bool = True, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        arch: str = "vgg16",
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        width: float = 1.0,
+        classifier: bool = True,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -57,9 +65,14 @@ class VGG(nn.Module):
             hidden = scaled(4096, width)
             self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
             self.classifier = nn.Sequential(
-                nn.Linear(channels * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(dropout),
-                nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
-                nn.Linear(hidden, num_classes))
+                nn.Linear(channels * 7 * 7, hidden),
+                nn.ReLU(True),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(True),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes),
+            )
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -17,12 +17,12 @@ def read_vgg_state(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"VGG weights file not found: {path}; weights are never downloaded: copy a local torchvision VGG checkpoint "
             "(e.g. vgg16-397923af.pth) there, or a checkpoint from `voxpipe train`, or unset `weights` for a randomly "
-            "initialised network (paths are relative to the config file)")
+            "initialised network (paths are relative to the config file)"
+        )
     return read_state_dict(path)
 
 
-def fit_vgg(model: VGG, state: dict[str, torch.Tensor], source: str, need_classifier: bool = False,
-            inflate: str = "mean") -> list[str]:
+def fit_vgg(model: VGG, state: dict[str, torch.Tensor], source: str, need_classifier: bool = False, inflate: str = "mean") -> list[str]:
     """Load ``state`` into ``model``; returns notes (inflated, classifier skipped) for the case history.
 
     Every ``features.*`` tensor must be there with the right shape; ``classifier.*`` tensors are
@@ -44,8 +44,11 @@ def fit_vgg(model: VGG, state: dict[str, torch.Tensor], source: str, need_classi
     parts = mismatches(state, expected, required)
     if parts:
         guess = guess_architecture({k: tuple(v.shape) for k, v in state.items()})
-        hint = f"; the file looks like a full-width {guess} checkpoint: set `arch`, `width` and `in_channels` to match" if guess else \
-            "; check `arch`, `width` and `in_channels` against the checkpoint"
+        hint = (
+            f"; the file looks like a full-width {guess} checkpoint: set `arch`, `width` and `in_channels` to match"
+            if guess
+            else "; check `arch`, `width` and `in_channels` against the checkpoint"
+        )
         what = f"{model.arch} ({model.spatial_dims}D, width {model.width:g})"
         raise WeightsError(f"weights file {source} does not fit {what}: {'; '.join(parts)}{hint}")
     if model.has_classifier and not any(k in state for k in optional):

@@ -35,12 +35,16 @@ def stage_architecture(stage_id: str, params) -> dict[str, Any]:
 def load(path: Path, stage_id: str | None = None, params=None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the model a checkpoint was trained as and load it; refuse one made for another architecture."""
     if not path.is_file():
-        raise WeightsError(f"head checkpoint not found: {path}; train one with `voxpipe train CONFIG -o DIR` (it writes "
-                           "DIR/best.safetensors) and point `weights` / --checkpoint at it")
+        raise WeightsError(
+            f"head checkpoint not found: {path}; train one with `voxpipe train CONFIG -o DIR` (it writes "
+            "DIR/best.safetensors) and point `weights` / --checkpoint at it"
+        )
     sidecar = read_head_sidecar(path)  # bounded like the stage's parameters, before anything is built
     if sidecar is None:
-        raise WeightsError(f"{path.name}: no sidecar {path.with_suffix('.json').name} with the head's architecture; use a "
-                           "checkpoint written by `voxpipe train` (task heads), with its .json beside it")
+        raise WeightsError(
+            f"{path.name}: no sidecar {path.with_suffix('.json').name} with the head's architecture; use a "
+            "checkpoint written by `voxpipe train` (task heads), with its .json beside it"
+        )
     info = sidecar.model_dump()
     spec = HeadArchitecture(**info["architecture"])
     if params is not None and stage_id is not None:
@@ -48,8 +52,9 @@ def load(path: Path, stage_id: str | None = None, params=None) -> tuple[torch.nn
         have = {k: getattr(spec, k) for k in wanted}
         diff = [f"{k} {have[k]!r} (stage: {wanted[k]!r})" for k in wanted if have[k] != wanted[k]]
         if diff:
-            raise WeightsError(f"{path.name} was trained as a different head: {', '.join(diff)}; use the config it was trained "
-                               "with or retrain")
+            raise WeightsError(
+                f"{path.name} was trained as a different head: {', '.join(diff)}; use the config it was trained with or retrain"
+            )
     model = build_model(spec)
     fit_weights(model, read_state_dict(path), f"{spec.arch} head ({spec.task})", path.name)
     return model.eval(), info

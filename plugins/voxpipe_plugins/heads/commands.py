@@ -12,17 +12,30 @@ import click
 
 @click.command("test")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A head checkpoint from `voxpipe train` (best.safetensors, with its .json sidecar).")
-@click.option("--split", "split_name", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True,
-              help="Which part of the patient-grouped split to score (the same table and seed give the same split).")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the metrics as JSON to this file.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A head checkpoint from `voxpipe train` (best.safetensors, with its .json sidecar).",
+)
+@click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["test", "val", "train", "all"]),
+    default="test",
+    show_default=True,
+    help="Which part of the patient-grouped split to score (the same table and seed give the same split).",
+)
+@click.option(
+    "-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics as JSON to this file."
+)
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.FIELD=VALUE", help="Override a config value, as for `voxpipe run`.")
 @click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device.")
 @click.pass_obj
-def test_command(settings, config: Path, checkpoint_path: Path, split_name: str, output: Path | None,
-                 overrides: tuple[str, ...], device: str | None) -> int:
+def test_command(
+    settings, config: Path, checkpoint_path: Path, split_name: str, output: Path | None, overrides: tuple[str, ...], device: str | None
+) -> int:
     """Score CHECKPOINT on CONFIG's test split: accuracy, balanced accuracy, ROC AUC, F1, confusion matrix, MAE, RMSE, R².
 
     CONFIG is the config the head was trained with (its `training:` section names the table,

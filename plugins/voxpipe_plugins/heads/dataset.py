@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,10 +53,14 @@ class HeadSetup:
         self.classifies = self.stage.task in ("multitask", "classification")
         self.regresses = self.stage.task in ("multitask", "regression")
         self.table_path = context.resolve_path(params.data)
-        self.columns = Columns(image=params.image_column, label=params.class_column if self.classifies else None,
-                               target=params.target_column if self.regresses else None, patient=params.patient_column)
+        self.columns = Columns(
+            image=params.image_column,
+            label=params.class_column if self.classifies else None,
+            target=params.target_column if self.regresses else None,
+            patient=params.patient_column,
+        )
         self.loader = config.stages[0]
-        self.preprocess = [s for s in config.stages[1:self.planned.index - 1] if s.spec.kind not in SKIPPED_KINDS]
+        self.preprocess = [s for s in config.stages[1 : self.planned.index - 1] if s.spec.kind not in SKIPPED_KINDS]
 
     # -- table
     def table(self) -> tuple[list[Row], list[str], Split]:
@@ -67,8 +70,10 @@ class HeadSetup:
         if self.classifies:
             missing = [n for n in names if not any(r.label == n for r in split.train)]
             if missing:
-                raise TableError(f"{self.table_path.name}: class {missing[0]!r} has no training sample after the patient-grouped "
-                                 "split; add samples of it or lower val_fraction/test_fraction")
+                raise TableError(
+                    f"{self.table_path.name}: class {missing[0]!r} has no training sample after the patient-grouped "
+                    "split; add samples of it or lower val_fraction/test_fraction"
+                )
         return rows, names, split
 
     # -- images
@@ -81,8 +86,14 @@ class HeadSetup:
 
     def input_options(self, normalise: bool) -> dict[str, Any]:
         s = self.stage
-        return {"mode": "slices" if self.rnn else "2d", "slice_axis": s.slice_axis, "in_channels": s.in_channels,
-                "intensity": s.intensity, "normalise": normalise, "size": s.size}
+        return {
+            "mode": "slices" if self.rnn else "2d",
+            "slice_axis": s.slice_axis,
+            "in_channels": s.in_channels,
+            "intensity": s.intensity,
+            "normalise": normalise,
+            "size": s.size,
+        }
 
     def load(self, rows: list[Row], names: list[str], normalise: bool, what: str) -> Loaded:
         """Read, preprocess and stack the images of ``rows``; a row that cannot be used is named."""
@@ -95,8 +106,10 @@ class HeadSetup:
             where = f"{self.table_path.name} row {row.row}"
             cases = discover(row.image, self.loader.params).cases if discover else []
             if len(cases) != 1:
-                raise TableError(f"{where}: {row.image.name} gives {len(cases)} cases to loader {self.loader.spec.id}; "
-                                 "each row must name one image (a file, or one DICOM series folder)")
+                raise TableError(
+                    f"{where}: {row.image.name} gives {len(cases)} cases to loader {self.loader.spec.id}; "
+                    "each row must name one image (a file, or one DICOM series folder)"
+                )
             case: dict[str, Any] = {"case_id": f"row{row.row}", "source": cases[0], "history": []}
             for planned, stage in stages:
                 try:
@@ -115,8 +128,10 @@ class HeadSetup:
                 raise TableError(str(exc)) from None
             x = x if self.rnn else x[0]
             if tensors and x.shape != tensors[0].shape:
-                raise TableError(f"{where}: input shape {tuple(x.shape)} differs from row {rows[0].row}'s {tuple(tensors[0].shape)}; "
-                                 "set `size` in the head stage (and resample volumes to one slice count)")
+                raise TableError(
+                    f"{where}: input shape {tuple(x.shape)} differs from row {rows[0].row}'s {tuple(tensors[0].shape)}; "
+                    "set `size` in the head stage (and resample volumes to one slice count)"
+                )
             tensors.append(x)
             if n % 50 == 0 or n == len(rows):
                 print(f"loaded {what} {n}/{len(rows)}", file=sys.stderr, flush=True)

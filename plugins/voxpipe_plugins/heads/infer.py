@@ -24,8 +24,10 @@ class HeadStage:
 
         self.p = SimpleNamespace(**params)
         if not self.p.weights:
-            raise ValueError(f"{self.stage_id}: `weights` is not set; train with `voxpipe train CONFIG -o DIR` and set weights "
-                             "to DIR/best.safetensors (relative to the config file)")
+            raise ValueError(
+                f"{self.stage_id}: `weights` is not set; train with `voxpipe train CONFIG -o DIR` and set weights "
+                "to DIR/best.safetensors (relative to the config file)"
+            )
         self.device = resolve(None, device)
         self.amp = bool(self.p.amp and self.device.type == "cuda")
         path = context.resolve_path(self.p.weights)

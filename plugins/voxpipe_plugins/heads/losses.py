@@ -9,11 +9,12 @@ import torch.nn.functional as F
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Multi-class focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_true)^gamma, mean over the batch."""
     log_p = F.log_softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
-    return (-(1 - log_p.exp()) ** gamma * log_p).mean()
+    return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, gamma: float = 2.0,
-                        class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, target: torch.Tensor, kind: str, gamma: float = 2.0, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """``ce``: softmax cross-entropy; ``bce``: one logit for class 1 (two classes); ``focal``."""
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
@@ -34,8 +35,15 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, delta: 
 class MultiTaskLoss:
     """``w_cls * classification + w_reg * regression`` over whichever heads the model has."""
 
-    def __init__(self, classification: str = "ce", regression: str = "mse", w_cls: float = 1.0, w_reg: float = 1.0,
-                 gamma: float = 2.0, delta: float = 1.0) -> None:
+    def __init__(
+        self,
+        classification: str = "ce",
+        regression: str = "mse",
+        w_cls: float = 1.0,
+        w_reg: float = 1.0,
+        gamma: float = 2.0,
+        delta: float = 1.0,
+    ) -> None:
         self.classification, self.regression, self.w_cls, self.w_reg = classification, regression, w_cls, w_reg
         self.gamma, self.delta = gamma, delta
 

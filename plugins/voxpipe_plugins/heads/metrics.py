@@ -30,8 +30,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, names: list[st
         "accuracy": float(metrics.accuracy_score(y_true, pred)),
         "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, pred)) if len(present) > 1 else None,
         "roc_auc": auc,
-        "f1": float(metrics.f1_score(y_true, pred, average="binary" if binary else "macro", labels=None if binary else labels,
-                                     zero_division=0)),
+        "f1": float(
+            metrics.f1_score(y_true, pred, average="binary" if binary else "macro", labels=None if binary else labels, zero_division=0)
+        ),
         "confusion_matrix": metrics.confusion_matrix(y_true, pred, labels=labels).tolist(),
         "classes": list(names),
     }
@@ -44,8 +45,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     return {
         "n": int(len(y_true)),
         "mae": float(np.abs(error).mean()),
-        "rmse": float(math.sqrt((error ** 2).mean())),
-        "r2": (1.0 - float((error ** 2).sum()) / ss_tot) if ss_tot > 0 else None,
+        "rmse": float(math.sqrt((error**2).mean())),
+        "r2": (1.0 - float((error**2).sum()) / ss_tot) if ss_tot > 0 else None,
     }
 
 
@@ -58,8 +59,10 @@ def render(metrics: dict) -> str:
 
     cls = metrics.get("classification")
     if cls:
-        lines.append(f"classification (n={cls['n']}): accuracy {fmt(cls['accuracy'])}  balanced accuracy "
-                     f"{fmt(cls['balanced_accuracy'])}  ROC AUC {fmt(cls['roc_auc'])}  F1 {fmt(cls['f1'])}")
+        lines.append(
+            f"classification (n={cls['n']}): accuracy {fmt(cls['accuracy'])}  balanced accuracy "
+            f"{fmt(cls['balanced_accuracy'])}  ROC AUC {fmt(cls['roc_auc'])}  F1 {fmt(cls['f1'])}"
+        )
         width = max(len(n) for n in cls["classes"]) + 2
         lines.append("confusion matrix (rows: true, columns: predicted):")
         lines.append(" " * width + "".join(f"{n:>{width}}" for n in cls["classes"]))

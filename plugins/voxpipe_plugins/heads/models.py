@@ -94,8 +94,9 @@ class RNNHeads(nn.Module):
         self.spec = spec
         self.backbone = VGG(spec.arch, spatial_dims=2, in_channels=spec.in_channels, width=spec.width, classifier=False)
         cell = nn.GRU if spec.rnn == "gru" else nn.LSTM
-        self.rnn = cell(self.backbone.out_channels, spec.rnn_hidden, num_layers=spec.rnn_layers, batch_first=True,
-                        bidirectional=spec.bidirectional)
+        self.rnn = cell(
+            self.backbone.out_channels, spec.rnn_hidden, num_layers=spec.rnn_layers, batch_first=True, bidirectional=spec.bidirectional
+        )
         self.heads = _Heads(spec.rnn_hidden * (2 if spec.bidirectional else 1), spec)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

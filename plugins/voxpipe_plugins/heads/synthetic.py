@@ -36,8 +36,15 @@ def phantom(rng: np.random.Generator, size: int, diameter: float, noise: float) 
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_dataset(folder: Path, count: int = 160, size: int = 64, seed: int = 0, noise: float = 12.0,
-                  min_diameter: float = 6.0, max_diameter: float = 20.0) -> Path:
+def write_dataset(
+    folder: Path,
+    count: int = 160,
+    size: int = 64,
+    seed: int = 0,
+    noise: float = 12.0,
+    min_diameter: float = 6.0,
+    max_diameter: float = 20.0,
+) -> Path:
     """Write ``count`` PNGs under ``folder/images`` and ``folder/data.csv`` (image,class,target,patient); returns the CSV."""
     from PIL import Image
 
@@ -53,8 +60,14 @@ def write_dataset(folder: Path, count: int = 160, size: int = 64, seed: int = 0,
         name = f"img{i:04d}.png"
         with atomic_path(images / name) as tmp:
             Image.fromarray(phantom(rng, size, diameter, noise)).save(tmp, format="PNG")
-        rows.append({"image": f"images/{name}", "class": "lesion" if has_lesion else "absent", "target": diameter,
-                     "patient": f"P{(i // 4) * 2 + (i % 2):04d}"})  # two images of one class per patient
+        rows.append(
+            {
+                "image": f"images/{name}",
+                "class": "lesion" if has_lesion else "absent",
+                "target": diameter,
+                "patient": f"P{(i // 4) * 2 + (i % 2):04d}",
+            }
+        )  # two images of one class per patient
     table = folder / "data.csv"
     with atomic_path(table) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "class", "target", "patient"])

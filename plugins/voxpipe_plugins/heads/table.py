@@ -51,8 +51,10 @@ def read_table(path: Path, columns: Columns) -> list[Row]:
             needed = [c for c in (columns.image, columns.label, columns.target) if c]
             absent = [c for c in needed if c not in header]
             if absent:
-                raise TableError(f"{path}: column(s) {', '.join(absent)} missing (the header has {', '.join(header) or 'nothing'}); "
-                                 "rename them or set image_column/class_column/target_column")
+                raise TableError(
+                    f"{path}: column(s) {', '.join(absent)} missing (the header has {', '.join(header) or 'nothing'}); "
+                    "rename them or set image_column/class_column/target_column"
+                )
             has_patient = bool(columns.patient) and columns.patient in header
             rows = []
             for number, record in enumerate(reader, start=2):
@@ -69,7 +71,7 @@ def _row(path: Path, number: int, record: dict, columns: Columns, has_patient: b
     image_text = (record.get(columns.image) or "").strip()
     if not image_text:
         raise TableError(f"{where}: empty `{columns.image}`; every row needs an image path")
-    image = (path.parent / image_text)
+    image = path.parent / image_text
     if not image.exists():
         raise TableError(f"{where}: image {image_text} does not exist (paths are relative to the CSV)")
     label = None
@@ -109,8 +111,10 @@ def class_names(rows: list[Row], given: list[str] | None, source: str) -> list[s
     single = [n for n in names if counts.get(n, 0) == 1]
     if single:
         row = next(r.row for r in rows if r.label == single[0])
-        raise TableError(f"{source}: class {single[0]!r} has one sample (row {row}); it cannot be both trained on and tested: "
-                         "add samples or merge the class")
+        raise TableError(
+            f"{source}: class {single[0]!r} has one sample (row {row}); it cannot be both trained on and tested: "
+            "add samples or merge the class"
+        )
     return names
 
 
@@ -155,8 +159,8 @@ def split_rows(rows: list[Row], val_fraction: float, test_fraction: float, seed:
         n_val = min(n_val, len(patients) - 1 - n_test)
         carry_test, carry_val = exact_test - n_test, exact_val - n_val
         parts["test"] += patients[:n_test]
-        parts["val"] += patients[n_test:n_test + n_val]
-        parts["train"] += patients[n_test + n_val:]
+        parts["val"] += patients[n_test : n_test + n_val]
+        parts["train"] += patients[n_test + n_val :]
     for name in ("val", "test"):
         if not parts[name]:  # small tables: take one patient from the largest training class
             parts[name].append(parts["train"].pop())

@@ -10,8 +10,9 @@ from voxpipe.errors import UsageError
 from voxpipe.stage import StageContext
 
 
-def test_checkpoint(registry, config_path: Path, checkpoint_path: Path, split_name: str = "test",
-                    overrides: tuple[str, ...] = (), device: str | None = None) -> tuple[dict[str, Any], str]:
+def test_checkpoint(
+    registry, config_path: Path, checkpoint_path: Path, split_name: str = "test", overrides: tuple[str, ...] = (), device: str | None = None
+) -> tuple[dict[str, Any], str]:
     """Metrics of ``checkpoint_path`` on one part of the config's split, and their printed form."""
     validated = load_config(config_path, registry, overrides=overrides, device=device)
     if validated.trainer is None or validated.trainer.task != "heads":
@@ -39,7 +40,14 @@ def test_checkpoint(registry, config_path: Path, checkpoint_path: Path, split_na
     dev = resolve(None, context.device)
     model.to(dev)
     amp = bool(validated.training.amp and dev.type == "cuda")
-    pred = predict(model, data.x, validated.training.batch_size, dev, amp, info.get("classification_loss", "ce"),
-                   (float(info["target_mean"]), float(info["target_std"])))
+    pred = predict(
+        model,
+        data.x,
+        validated.training.batch_size,
+        dev,
+        amp,
+        info.get("classification_loss", "ce"),
+        (float(info["target_mean"]), float(info["target_std"])),
+    )
     metrics = {"split": split_name, "checkpoint": checkpoint_path.name, "epoch": info.get("epoch"), **score(pred, data, names)}
     return metrics, render(metrics)

@@ -59,15 +59,26 @@ def train_step(model, optimizer, loss_fn, scaler, x, labels, targets, device, am
     return float(loss.detach())
 
 
-def fit_epoch(model, optimizer, loss_fn, scaler, data: Loaded, target_scale: tuple[float, float], batch_size: int,
-              generator: torch.Generator, device: torch.device, amp: bool, flip: bool = False) -> float:
+def fit_epoch(
+    model,
+    optimizer,
+    loss_fn,
+    scaler,
+    data: Loaded,
+    target_scale: tuple[float, float],
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    amp: bool,
+    flip: bool = False,
+) -> float:
     """One pass over ``data`` in a seeded random order; mean batch loss."""
     model.train()
     order = torch.randperm(len(data.x), generator=generator)
     mean, std = target_scale
     losses = []
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         if len(idx) < 2 and len(order) > 1:  # a batch of one breaks batch norm statistics
             continue
         x = data.x[idx].to(device, non_blocking=True)
@@ -101,21 +112,22 @@ def recalibrate_batch_norm(model, data: Loaded, batch_size: int, device: torch.d
         if len(data.x) - start < 2 and start:
             break
         with autocast(device, amp):
-            model(data.x[start:start + batch_size].to(device))
+            model(data.x[start : start + batch_size].to(device))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return True
 
 
 @torch.inference_mode()
-def predict(model, x: torch.Tensor, batch_size: int, device: torch.device, amp: bool, classification_loss: str,
-            target_scale: tuple[float, float]) -> dict[str, np.ndarray]:
+def predict(
+    model, x: torch.Tensor, batch_size: int, device: torch.device, amp: bool, classification_loss: str, target_scale: tuple[float, float]
+) -> dict[str, np.ndarray]:
     """Class probabilities (N, K) and regression values in the table's units for every input."""
     model.eval()
     proba, values = [], []
     for start in range(0, len(x), batch_size):
         with autocast(device, amp):
-            out = model(x[start:start + batch_size].to(device))
+            out = model(x[start : start + batch_size].to(device))
         if "logits" in out:
             proba.append(probabilities(out["logits"], classification_loss).cpu())
         if "regression" in out:
@@ -154,15 +166,24 @@ class HeadsTrainer:
         s = self.setup.stage
         rnn = self.setup.rnn
         return HeadArchitecture(
-            arch=s.arch, width=s.width, in_channels=s.in_channels, task=s.task,
+            arch=s.arch,
+            width=s.width,
+            in_channels=s.in_channels,
+            task=s.task,
             logits=(1 if self.params.classification_loss == "bce" else len(names)) if self.setup.classifies else 0,
-            hidden=s.hidden, dropout=s.dropout, rnn=s.cell if rnn else None, rnn_hidden=s.rnn_hidden if rnn else 128,
-            rnn_layers=s.rnn_layers if rnn else 1, bidirectional=s.bidirectional if rnn else False)
+            hidden=s.hidden,
+            dropout=s.dropout,
+            rnn=s.cell if rnn else None,
+            rnn_hidden=s.rnn_hidden if rnn else 128,
+            rnn_layers=s.rnn_layers if rnn else 1,
+            bidirectional=s.bidirectional if rnn else False,
+        )
 
     def loss(self) -> MultiTaskLoss:
         p = self.params
-        return MultiTaskLoss(p.classification_loss, p.regression_loss, p.classification_weight, p.regression_weight,
-                             p.focal_gamma, p.huber_delta)
+        return MultiTaskLoss(
+            p.classification_loss, p.regression_loss, p.classification_weight, p.regression_weight, p.focal_gamma, p.huber_delta
+        )
 
     def run(self, output_dir: Path, resume: bool = False) -> dict[str, Any]:
         from voxpipe.errors import UsageError
@@ -184,7 +205,9 @@ class HeadsTrainer:
         p, setup = self.params, self.setup
         last_path, best_path, state_path = output_dir / "last.safetensors", output_dir / "best.safetensors", output_dir / "last.state.pt"
         if not resume and last_path.exists():
-            raise TableError(f"{output_dir} already holds a training run (last.safetensors); continue it with --resume or choose another -o")
+            raise TableError(
+                f"{output_dir} already holds a training run (last.safetensors); continue it with --resume or choose another -o"
+            )
         if resume and not (last_path.exists() and state_path.exists()):
             raise TableError(f"nothing to resume in {output_dir}: last.safetensors / last.state.pt not found")
         _, names, split = setup.table()
@@ -221,7 +244,9 @@ class HeadsTrainer:
         if resume:
             info = read_sidecar(last_path)
             if info.get("architecture") != spec.as_dict():
-                raise TableError(f"{last_path} was trained as {info.get('architecture')}, the config asks for {spec.as_dict()}; use another -o")
+                raise TableError(
+                    f"{last_path} was trained as {info.get('architecture')}, the config asks for {spec.as_dict()}; use another -o"
+                )
             fit_weights(model, read_state_dict(last_path), f"{spec.arch} head", last_path.name)
             state = load_torch_file(state_path)
             optimizer.load_state_dict(state["optimizer"])
@@ -230,18 +255,32 @@ class HeadsTrainer:
                 start_epoch, best, best_epoch = int(info["epoch"]) + 1, float(info["best_val_loss"]), int(info["best_epoch"])
                 scale = (float(info["target_mean"]), float(info["target_std"]))
             except (KeyError, TypeError, ValueError):
-                raise TableError(f"{last_path.name}: its sidecar lacks the training state (epoch, best score); "
-                                "resume only from a folder `voxpipe train` wrote, or use another -o") from None
+                raise TableError(
+                    f"{last_path.name}: its sidecar lacks the training state (epoch, best score); "
+                    "resume only from a folder `voxpipe train` wrote, or use another -o"
+                ) from None
             _log(f"resuming after epoch {start_epoch - 1} (best validation loss {best:.4f} at epoch {best_epoch})")
 
         def info(epoch: int) -> dict[str, Any]:
-            return {"architecture": spec.as_dict(), "stage": setup.planned.spec.id, "classes": names,
-                    "target_mean": scale[0], "target_std": scale[1], "target_name": setup.stage.target_name,
-                    "classification_loss": p.classification_loss, "input": setup.input_options(normalise),
-                    "epoch": epoch, "best_val_loss": best, "best_epoch": best_epoch, "seed": p.seed,
-                    "split": {"train": len(train.x), "val": len(val.x), "test": len(test.x)},
-                    "config": Path(self.config.source).name, "task": "heads", "notes": notes,
-                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            return {
+                "architecture": spec.as_dict(),
+                "stage": setup.planned.spec.id,
+                "classes": names,
+                "target_mean": scale[0],
+                "target_std": scale[1],
+                "target_name": setup.stage.target_name,
+                "classification_loss": p.classification_loss,
+                "input": setup.input_options(normalise),
+                "epoch": epoch,
+                "best_val_loss": best,
+                "best_epoch": best_epoch,
+                "seed": p.seed,
+                "split": {"train": len(train.x), "val": len(val.x), "test": len(test.x)},
+                "config": Path(self.config.source).name,
+                "task": "heads",
+                "notes": notes,
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
 
         epoch = start_epoch - 1
         stopped = "epochs"
@@ -250,14 +289,17 @@ class HeadsTrainer:
             epoch_start = time.perf_counter()
             seed_everything(p.seed + epoch)  # an epoch's randomness depends on (seed, epoch) only: a resume repeats it
             generator = torch.Generator().manual_seed(p.seed + epoch)
-            train_loss = fit_epoch(model, optimizer, loss_fn, scaler, train, scale, p.batch_size, generator, self.device,
-                                   self.amp, p.flip)
+            train_loss = fit_epoch(model, optimizer, loss_fn, scaler, train, scale, p.batch_size, generator, self.device, self.amp, p.flip)
             if p.precise_bn:
                 recalibrate_batch_norm(model, train, p.batch_size, self.device, self.amp)
             val_loss, val_metrics = self.validate(model, val, names, scale, loss_fn)
-            entry = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss,
-                     "val_accuracy": (val_metrics.get("classification") or {}).get("accuracy"),
-                     "val_r2": (val_metrics.get("regression") or {}).get("r2")}
+            entry = {
+                "epoch": epoch,
+                "loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": (val_metrics.get("classification") or {}).get("accuracy"),
+                "val_r2": (val_metrics.get("regression") or {}).get("r2"),
+            }
             improved = val_loss < best
             if improved:
                 best, best_epoch = val_loss, epoch
@@ -270,10 +312,13 @@ class HeadsTrainer:
             with (output_dir / "log.jsonl").open("a") as log:
                 log.write(json.dumps(entry) + "\n")
             curves.plot(history, output_dir / "learning_curve.png")
-            scores = "".join(f"  {label} {entry[k]:.3f}" for k, label in (("val_accuracy", "val acc"), ("val_r2", "val R²"))
-                             if entry[k] is not None)
-            _log(f"epoch {epoch}/{p.epochs}  loss {train_loss:.4f}  val loss {val_loss:.4f}{scores}  "
-                 f"best {best:.4f} (epoch {best_epoch})  {entry['epoch_seconds']:.1f} s")
+            scores = "".join(
+                f"  {label} {entry[k]:.3f}" for k, label in (("val_accuracy", "val acc"), ("val_r2", "val R²")) if entry[k] is not None
+            )
+            _log(
+                f"epoch {epoch}/{p.epochs}  loss {train_loss:.4f}  val loss {val_loss:.4f}{scores}  "
+                f"best {best:.4f} (epoch {best_epoch})  {entry['epoch_seconds']:.1f} s"
+            )
             if p.patience and epoch - best_epoch >= p.patience:
                 stopped = f"early stop: no better validation loss for {p.patience} epochs"
                 _log(stopped)
@@ -284,17 +329,27 @@ class HeadsTrainer:
                 break
         final, info_best = checkpoint.load(best_path)
         final.to(self.device)
-        pred = predict(final, test.x, p.batch_size, self.device, self.amp, p.classification_loss,
-                       (info_best["target_mean"], info_best["target_std"]))
+        pred = predict(
+            final, test.x, p.batch_size, self.device, self.amp, p.classification_loss, (info_best["target_mean"], info_best["target_std"])
+        )
         metrics = {"split": "test", "checkpoint": best_path.name, "epoch": info_best["epoch"], **score(pred, test, names)}
         from voxpipe.atomic import write_json
 
         write_json(output_dir / "metrics.json", metrics)
         _log(render(metrics))
-        summary = {"checkpoint": str(best_path), "best_epoch": best_epoch, "best_val_loss": round(best, 5), "epochs": epoch,
-                   "stopped": stopped, "train_images": len(train.x), "val_images": len(val.x), "test_images": len(test.x),
-                   "metrics": str(output_dir / "metrics.json"), "learning_curve": str(output_dir / "learning_curve.png"),
-                   "seconds": round(time.perf_counter() - started, 1)}
+        summary = {
+            "checkpoint": str(best_path),
+            "best_epoch": best_epoch,
+            "best_val_loss": round(best, 5),
+            "epochs": epoch,
+            "stopped": stopped,
+            "train_images": len(train.x),
+            "val_images": len(val.x),
+            "test_images": len(test.x),
+            "metrics": str(output_dir / "metrics.json"),
+            "learning_curve": str(output_dir / "learning_curve.png"),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         if "classification" in metrics:
             summary["test_accuracy"] = round(metrics["classification"]["accuracy"], 4)
         if "regression" in metrics and metrics["regression"]["r2"] is not None:

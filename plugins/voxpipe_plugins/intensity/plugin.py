@@ -15,7 +15,8 @@ class ScaleParams(ImageKeyParams):
     mode: Literal["percentile", "range", "minmax"] = Field(
         "percentile",
         description="`percentile`: lower/upper are percentiles of the image; `range`: lower/upper are "
-        "intensities (e.g. HU); `minmax`: the image's own minimum and maximum.")
+        "intensities (e.g. HU); `minmax`: the image's own minimum and maximum.",
+    )
     lower: float = Field(0.5, description="Lower percentile (0-100) or intensity, mapped to out_min.")
     upper: float = Field(99.5, description="Upper percentile (0-100) or intensity, mapped to out_max.")
     out_min: float = Field(0.0, description="Output value for `lower`.")
@@ -33,12 +34,14 @@ class ScaleParams(ImageKeyParams):
 
 @hookimpl
 def voxpipe_register_stages(register):
-    register(StageSpec(
-        id="intensity.scale",
-        kind=StageKind.ENHANCER,
-        summary="Rescale intensities linearly from percentiles, a fixed range or min-max to [out_min, out_max] (MONAI).",
-        params=ScaleParams,
-        factory="voxpipe_plugins.intensity.scale:IntensityScale",
-        reads=("{key}",),
-        writes=("{key}",),
-    ))
+    register(
+        StageSpec(
+            id="intensity.scale",
+            kind=StageKind.ENHANCER,
+            summary="Rescale intensities linearly from percentiles, a fixed range or min-max to [out_min, out_max] (MONAI).",
+            params=ScaleParams,
+            factory="voxpipe_plugins.intensity.scale:IntensityScale",
+            reads=("{key}",),
+            writes=("{key}",),
+        )
+    )

@@ -23,7 +23,6 @@ import click
 
 from voxpipe.cases import case_id, id_key
 from voxpipe.errors import UsageError, one_line
-
 from voxpipe_plugins.io_dicom.frames import frames_of
 from voxpipe_plugins.io_dicom.geometry import stack_geometry
 from voxpipe_plugins.io_dicom.loader import (
@@ -109,7 +108,6 @@ OUTPUT_NAME = r"case-[0-9a-f]{12}_[A-Z0-9]+\.nii\.gz"
 def _convert_each(series: list[Series], output: Path, single_file: bool, options: DicomOptions) -> list[ConvertResult]:
     from voxpipe.input_redaction import print_debug_traceback
     from voxpipe.pipeline import redact
-
     from voxpipe_plugins.io_dicom.streaming import NotStreamable, stream_to_nifti
     from voxpipe_plugins.io_nifti.writer import (  # numpy only: no torch, no nibabel for convert
         GZIP_LEVEL,
@@ -160,8 +158,13 @@ def describe(input_path: Path, options: DicomOptions, show_phi: bool = False) ->
             frames = frames_of(item.headers, item.frames)
             usable = [f for f in frames if f.position is not None and f.orientation is not None and f.pixel_spacing]
             if len(usable) == len(frames) and frames:
-                geometry = stack_geometry([f.position for f in frames], frames[0].orientation, frames[0].pixel_spacing,
-                                          first.get("SliceThickness"), options.spacing_tolerance)
+                geometry = stack_geometry(
+                    [f.position for f in frames],
+                    frames[0].orientation,
+                    frames[0].pixel_spacing,
+                    first.get("SliceThickness"),
+                    options.spacing_tolerance,
+                )
                 row["spacing"] = f"{geometry.pixel_spacing[1]:.3g}x{geometry.pixel_spacing[0]:.3g}x{geometry.spacing:.3g}"
                 row["warnings"] = list(geometry.problems)
             elif frames and frames[0].pixel_spacing:
@@ -215,11 +218,23 @@ def _options(irregular: str = "refuse", dtype: str = "auto") -> DicomOptions:
 @click.command("convert")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--series", "series_uid", metavar="ID", help="Convert only the series with this case id (see `voxpipe info`) or SeriesInstanceUID.")
-@click.option("--irregular", type=click.Choice(["refuse", "resample"]), default="refuse", show_default=True,
-              help="Missing slices, uneven spacing or gantry tilt: fail the series, or interpolate onto a uniform grid.")
-@click.option("--dtype", type=click.Choice(["auto", "float32"]), default="auto", show_default=True,
-              help="auto keeps exact integers when the rescale allows it.")
+@click.option(
+    "--series", "series_uid", metavar="ID", help="Convert only the series with this case id (see `voxpipe info`) or SeriesInstanceUID."
+)
+@click.option(
+    "--irregular",
+    type=click.Choice(["refuse", "resample"]),
+    default="refuse",
+    show_default=True,
+    help="Missing slices, uneven spacing or gantry tilt: fail the series, or interpolate onto a uniform grid.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32"]),
+    default="auto",
+    show_default=True,
+    help="auto keeps exact integers when the rescale allows it.",
+)
 def convert_command(input_path: Path, output: Path, series_uid: str | None, irregular: str, dtype: str) -> int:
     """Convert DICOM series under INPUT to NIfTI, like dcm2niix.
 

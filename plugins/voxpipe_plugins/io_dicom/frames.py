@@ -38,8 +38,15 @@ def _spacing(header: SliceHeader) -> tuple[float, float] | None:
 def single_frames(headers: list[SliceHeader]) -> list[Frame]:
     """One frame per classic single-frame file."""
     return [
-        Frame(h, None, h.get("ImagePositionPatient"), h.get("ImageOrientationPatient"), _spacing(h), _slope(h),
-              float(h.get("RescaleIntercept", 0.0)))
+        Frame(
+            h,
+            None,
+            h.get("ImagePositionPatient"),
+            h.get("ImageOrientationPatient"),
+            _spacing(h),
+            _slope(h),
+            float(h.get("RescaleIntercept", 0.0)),
+        )
         for h in headers
     ]
 
@@ -89,15 +96,18 @@ def enhanced_frames(header: SliceHeader) -> list[Frame]:
         intercept = _group_value(item, shared, "PixelValueTransformationSequence", "RescaleIntercept")
         stack = _group_value(item, shared, "FrameContentSequence", "StackID")
         temporal = _group_value(item, shared, "FrameContentSequence", "TemporalPositionIndex")
-        frames.append(Frame(
-            header, f,
-            tuple(float(v) for v in position) if position is not None else None,
-            tuple(float(v) for v in orientation) if orientation is not None else None,
-            (float(spacing[0]), float(spacing[1])) if spacing is not None else _spacing(header),
-            float(slope) if slope is not None else float(header.get("RescaleSlope", 1.0)),
-            float(intercept) if intercept is not None else float(header.get("RescaleIntercept", 0.0)),
-            stack=(str(stack) if stack is not None else None, int(temporal) if temporal is not None else None),
-        ))
+        frames.append(
+            Frame(
+                header,
+                f,
+                tuple(float(v) for v in position) if position is not None else None,
+                tuple(float(v) for v in orientation) if orientation is not None else None,
+                (float(spacing[0]), float(spacing[1])) if spacing is not None else _spacing(header),
+                float(slope) if slope is not None else float(header.get("RescaleSlope", 1.0)),
+                float(intercept) if intercept is not None else float(header.get("RescaleIntercept", 0.0)),
+                stack=(str(stack) if stack is not None else None, int(temporal) if temporal is not None else None),
+            )
+        )
     return frames
 
 

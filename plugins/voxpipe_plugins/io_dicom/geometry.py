@@ -42,7 +42,9 @@ class StackGeometry:
         lps[:3, 0] = self.row_dir * self.pixel_spacing[1]
         lps[:3, 1] = self.col_dir * self.pixel_spacing[0]
         if len(self.positions) > 1:
-            lps[:3, 2] = (self.positions[-1] - self.positions[0]) / (len(self.positions) - 1) if self.tilt_degrees else self.normal * self.spacing
+            lps[:3, 2] = (
+                (self.positions[-1] - self.positions[0]) / (len(self.positions) - 1) if self.tilt_degrees else self.normal * self.spacing
+            )
         else:
             lps[:3, 2] = self.normal * self.spacing
         lps[:3, 3] = self.positions[0]
@@ -94,7 +96,9 @@ def stack_geometry(positions, iop, pixel_spacing, slice_spacing_hint: float | No
         return StackGeometry(order, points, row, col, normal, tuple(pixel_spacing), steps, spacing)
     if np.any(steps < 1e-3):
         repeated = int(np.sum(steps < 1e-3))
-        raise ValueError(f"{repeated} slice(s) share a position with another slice; the series may hold several volumes (4D) without distinguishing tags")
+        raise ValueError(
+            f"{repeated} slice(s) share a position with another slice; the series may hold several volumes (4D) without distinguishing tags"
+        )
     spacing = float(np.median(steps))
     deviation = np.abs(steps - spacing) / spacing
     if np.any(deviation > tolerance):
@@ -102,7 +106,9 @@ def stack_geometry(positions, iop, pixel_spacing, slice_spacing_hint: float | No
         gaps = np.rint(ratios)
         if np.all(np.abs(ratios - gaps) < tolerance) and np.all(gaps >= 1):
             missing = int(np.sum(gaps - 1))
-            problems.append(f"{missing} missing slice(s): gaps of {', '.join(f'{s:.3g}' for s in steps[gaps > 1][:3])} mm where the spacing is {spacing:.4g} mm")
+            problems.append(
+                f"{missing} missing slice(s): gaps of {', '.join(f'{s:.3g}' for s in steps[gaps > 1][:3])} mm where the spacing is {spacing:.4g} mm"
+            )
         else:
             problems.append(f"non-uniform slice spacing: steps from {steps.min():.4g} to {steps.max():.4g} mm (median {spacing:.4g} mm)")
     # Gantry tilt: the slice origins drift in-plane as the stack advances. Below half a pixel
@@ -115,4 +121,15 @@ def stack_geometry(positions, iop, pixel_spacing, slice_spacing_hint: float | No
     tilted = drift_pixels > 0.5
     if tilted:
         problems.append(f"gantry tilt of {tilt:.2f} degrees: slice origins drift {drift_pixels:.1f} pixels in-plane across the stack")
-    return StackGeometry(order, points, row, col, normal, (float(pixel_spacing[0]), float(pixel_spacing[1])), steps, spacing, tilt if tilted else 0.0, problems)
+    return StackGeometry(
+        order,
+        points,
+        row,
+        col,
+        normal,
+        (float(pixel_spacing[0]), float(pixel_spacing[1])),
+        steps,
+        spacing,
+        tilt if tilted else 0.0,
+        problems,
+    )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from voxpipe.limits import ResourceLimitError
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -181,9 +182,9 @@ class _Buffer:
 
 def _value_start(data: bytes, buf: _Buffer, pos: int, explicit: bool) -> tuple[int, int]:
     """(offset of the value, its length) for the element whose tag starts at ``pos``."""
-    if not explicit or data[pos:pos + 2] == b"\xfe\xff":  # implicit VR, or item/delimiter tags
+    if not explicit or data[pos : pos + 2] == b"\xfe\xff":  # implicit VR, or item/delimiter tags
         return pos + 8, _U32.unpack_from(data, pos + 4)[0]
-    vr = data[pos + 4:pos + 6]
+    vr = data[pos + 4 : pos + 6]
     if vr in _LONG_VRS:
         data = buf.need(pos + 12)
         return pos + 12, _U32.unpack_from(data, pos + 8)[0]
@@ -234,9 +235,9 @@ def _read_meta(buf: _Buffer) -> tuple[int, str, str]:
         start, length = _value_start(data, buf, pos, True)
         data = buf.need(start + length)
         if element == 0x0010:
-            syntax = _decode(data[start:start + length], "str")
+            syntax = _decode(data[start : start + length], "str")
         elif element == 0x0002:
-            sop_class = _decode(data[start:start + length], "str")
+            sop_class = _decode(data[start : start + length], "str")
         pos = start + length
 
 
@@ -271,9 +272,9 @@ def _read_data_set(buf: _Buffer, pos: int, size: int, header: SliceHeader, expli
         if wanted is not None:
             keyword, kind = wanted
             data = buf.need(start + length)
-            if explicit and kind == "us" and data[pos + 4:pos + 6] not in (b"US", b"SS"):
+            if explicit and kind == "us" and data[pos + 4 : pos + 6] not in (b"US", b"SS"):
                 raise Unsupported(f"{keyword} has an unexpected VR")
-            value = _decode(data[start:start + length], kind)
+            value = _decode(data[start : start + length], kind)
             if value is not None and value != "":
                 values[keyword] = value
         pos = start + length
@@ -397,8 +398,10 @@ def read_header_deflated(path: Path) -> SliceHeader:
         else:
             header, found = _prefix_with_pydicom(prefix, Path(path), syntax)
     if not found and not complete:
-        raise HeaderBomb(f"{Path(path).name}: deflated data set inflates to more than {cap / 2**20:.0f} MiB before "
-                         "Pixel Data (a decompression bomb?); refused")
+        raise HeaderBomb(
+            f"{Path(path).name}: deflated data set inflates to more than {cap / 2**20:.0f} MiB before "
+            "Pixel Data (a decompression bomb?); refused"
+        )
     header.pixel_offset = header.pixel_length = None  # offsets in the inflated stream are not file offsets
     header.values["_has_pixels"] = found
     return header
@@ -417,7 +420,7 @@ def _prefix_with_pydicom(prefix: bytes, path: Path, syntax: str) -> tuple[SliceH
     header = _header_from(ds, path, syntax)
     at = stream.tell()
     tags = {struct.pack("<HH", t >> 16, t & 0xFFFF): t for t in (PIXEL_DATA, 0x7FE00008, 0x7FE00009)}
-    tag = tags.get(prefix[at:at + 4])
+    tag = tags.get(prefix[at : at + 4])
     if tag is not None:
         header.values["_pixel_tag"] = tag
     return header, tag is not None

@@ -12,7 +12,7 @@ import numpy as np
 from voxpipe.cases import CaseSource, Discovery, iter_files
 from voxpipe.stage import record
 from voxpipe_plugins.io_dicom.frames import Frame, frames_of
-from voxpipe_plugins.io_dicom.geometry import LPS_TO_RAS, StackGeometry, orientation_label, orientation_vectors, stack_geometry
+from voxpipe_plugins.io_dicom.geometry import StackGeometry, orientation_label, stack_geometry
 from voxpipe_plugins.io_dicom.headers import header_of
 from voxpipe_plugins.io_dicom.pixels import PixelError, fix_bits, read_frames
 from voxpipe_plugins.io_dicom.rescale import to_real_world
@@ -79,8 +79,10 @@ def _split_multiframe(series: Series) -> list[Series]:
         stacks.setdefault((orientation, frame.stack), []).append(i)
     if len(stacks) == 1:
         return [series]
-    return [Series(series.series_uid, series.headers, split=series.split + (repr(key),), dropped=series.dropped, frames=indices)
-            for key, indices in sorted(stacks.items(), key=lambda kv: repr(kv[0]))]
+    return [
+        Series(series.series_uid, series.headers, split=series.split + (repr(key),), dropped=series.dropped, frames=indices)
+        for key, indices in sorted(stacks.items(), key=lambda kv: repr(kv[0]))
+    ]
 
 
 def discover(root: Path, params=None) -> Discovery:
@@ -118,11 +120,16 @@ def choose_one_hint(found: list[Series], key: bytes) -> str:
     """What to pass to select one of ``found``: their case ids, with sizes to tell them apart."""
     from voxpipe.cases import case_id
 
-    listed = ", ".join(f"{case_id(case_source(s), key)} ({s.first.get('Columns', '?')}x{s.first.get('Rows', '?')}x{s.slice_count}"
-                       f" {s.modality or '?'} {s.orientation})" for s in found[:12])
+    listed = ", ".join(
+        f"{case_id(case_source(s), key)} ({s.first.get('Columns', '?')}x{s.first.get('Rows', '?')}x{s.slice_count}"
+        f" {s.modality or '?'} {s.orientation})"
+        for s in found[:12]
+    )
     more = f" and {len(found) - 12} more" if len(found) > 12 else ""
     split = len({s.series_uid for s in found}) == 1 and len(found) > 1
-    what = "one SeriesInstanceUID was split into these series (they differ in matrix size, orientation, echo or type)" if split else "they are"
+    what = (
+        "one SeriesInstanceUID was split into these series (they differ in matrix size, orientation, echo or type)" if split else "they are"
+    )
     return f"{what}: {listed}{more}; pass --series CASE_ID with one of these case ids"
 
 
@@ -139,8 +146,14 @@ def options_from(params) -> DicomOptions:
         min_slices=select.min_slices if select else 1,
         orientations=tuple(select.orientation) if select else (),
     )
-    return DicomOptions(dtype=dicom.dtype, irregular=dicom.irregular, spacing_tolerance=dicom.spacing_tolerance,
-                        max_gib=dicom.max_gib, selection=selection, workers=getattr(dicom, "workers", 0))
+    return DicomOptions(
+        dtype=dicom.dtype,
+        irregular=dicom.irregular,
+        spacing_tolerance=dicom.spacing_tolerance,
+        max_gib=dicom.max_gib,
+        selection=selection,
+        workers=getattr(dicom, "workers", 0),
+    )
 
 
 def load_volume(paths: list[Path], options: DicomOptions, frames: list[int] | None = None, headers=None) -> Volume:
@@ -159,9 +172,18 @@ def stack_layout(frames: list[Frame], options: DicomOptions) -> tuple[list[Frame
     first = frames[0]
     missing = [f for f in frames if f.position is None or f.orientation is None or f.pixel_spacing is None]
     if missing:
-        absent = [name for name, attr in (("ImagePositionPatient", "position"), ("ImageOrientationPatient", "orientation"),
-                                          ("PixelSpacing", "pixel_spacing")) if getattr(missing[0], attr) is None]
-        where = "in every slice" if len(missing) == len(frames) else f"in {len(missing)} of {len(frames)} slices, first {missing[0].path.name}"
+        absent = [
+            name
+            for name, attr in (
+                ("ImagePositionPatient", "position"),
+                ("ImageOrientationPatient", "orientation"),
+                ("PixelSpacing", "pixel_spacing"),
+            )
+            if getattr(missing[0], attr) is None
+        ]
+        where = (
+            "in every slice" if len(missing) == len(frames) else f"in {len(missing)} of {len(frames)} slices, first {missing[0].path.name}"
+        )
         raise SeriesError(f"{' and '.join(absent)} missing {where}: the series' geometry is unknown")
     reference = np.asarray(first.orientation, float)
     for frame in frames:
@@ -171,7 +193,9 @@ def stack_layout(frames: list[Frame], options: DicomOptions) -> tuple[list[Frame
             raise SeriesError(f"{frame.path.name}: pixel spacing differs from the rest of the series")
     thickness = first.header.get("SliceThickness")
     try:
-        geometry = stack_geometry([f.position for f in frames], first.orientation, first.pixel_spacing, thickness, options.spacing_tolerance)
+        geometry = stack_geometry(
+            [f.position for f in frames], first.orientation, first.pixel_spacing, thickness, options.spacing_tolerance
+        )
     except ValueError as exc:
         raise SeriesError(str(exc)) from None
     return [frames[i] for i in geometry.order], geometry
@@ -193,7 +217,9 @@ def _stack(frames: list[Frame], options: DicomOptions) -> Volume:
     affine = geometry.affine()
     if geometry.problems:
         if options.irregular != "resample":
-            raise SeriesError("; ".join(geometry.problems) + ". Set `irregular: resample` to interpolate onto a uniform grid, or exclude this series")
+            raise SeriesError(
+                "; ".join(geometry.problems) + ". Set `irregular: resample` to interpolate onto a uniform grid, or exclude this series"
+            )
         from voxpipe_plugins.io_dicom.resample import resample_uniform
 
         values, affine = resample_uniform(values, geometry)
@@ -230,7 +256,7 @@ def _planar(frames: list[Frame], options: DicomOptions) -> Volume:
     warning = []
     if count > 1:
         warning.append(f"{count} frames without patient geometry: stacked with 1 mm spacing")
-        array = (values.transpose(3, 2, 1, 0) if samples > 1 else values.transpose(2, 1, 0)[None])
+        array = values.transpose(3, 2, 1, 0) if samples > 1 else values.transpose(2, 1, 0)[None]
     else:
         array = values[0].transpose(2, 1, 0) if samples > 1 else values[0].T[None]
     meta = _meta(header, processing, 1.0, count, "none")
@@ -265,13 +291,24 @@ def _meta(header, processing: dict, spacing: float, count: int, orientation: str
 class DicomLoader:
     """Loads the DICOM series named by ``case["source"]`` into ``case[key]``."""
 
-    def __init__(self, key: str = "image", dtype: str = "auto", irregular: str = "refuse", spacing_tolerance: float = 0.05,
-                 max_gib: float = 16.0, select=None, workers: int = 0) -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        dtype: str = "auto",
+        irregular: str = "refuse",
+        spacing_tolerance: float = 0.05,
+        max_gib: float = 16.0,
+        select=None,
+        workers: int = 0,
+    ) -> None:
         from types import SimpleNamespace
 
         self.key = key
-        self.options = options_from(SimpleNamespace(dtype=dtype, irregular=irregular, spacing_tolerance=spacing_tolerance,
-                                                    max_gib=max_gib, select=select, workers=workers))
+        self.options = options_from(
+            SimpleNamespace(
+                dtype=dtype, irregular=irregular, spacing_tolerance=spacing_tolerance, max_gib=max_gib, select=select, workers=workers
+            )
+        )
 
     def __call__(self, case: dict) -> dict:
         return load_into_case(case, self.key, self.options, "load.dicom")
@@ -297,7 +334,18 @@ def load_into_case(case: dict, key: str, options: DicomOptions, op: str) -> dict
     }
     out["warnings"] = list(case.get("warnings", [])) + volume.warnings
     dropped = dict(source.info.get("dropped") or {})
-    record(out, op, kind="dicom", shape=list(out[key].shape), dtype=str(volume.array.dtype), modality=meta["modality"],
-           orientation=meta["orientation"], slice_spacing=round(float(meta["slice_spacing"]), 6), rescale=meta["rescale"],
-           photometric=meta["photometric"], dropped=dropped, warnings=volume.warnings)
+    record(
+        out,
+        op,
+        kind="dicom",
+        shape=list(out[key].shape),
+        dtype=str(volume.array.dtype),
+        modality=meta["modality"],
+        orientation=meta["orientation"],
+        slice_spacing=round(float(meta["slice_spacing"]), 6),
+        rescale=meta["rescale"],
+        photometric=meta["photometric"],
+        dropped=dropped,
+        warnings=volume.warnings,
+    )
     return out

@@ -39,10 +39,14 @@ _JPEG_LOSSLESS = ("pylibjpeg",)
 # exception that nothing catches and aborts the whole process. pylibjpeg-rle is left out: it panics.
 SAFE_PLUGINS: dict[str, tuple[str, ...]] = {
     "1.2.840.10008.1.2.5": ("pydicom",),  # RLE: pydicom's numpy decoder
-    "1.2.840.10008.1.2.4.50": _JPEG, "1.2.840.10008.1.2.4.51": _JPEG,
-    "1.2.840.10008.1.2.4.57": _JPEG_LOSSLESS, "1.2.840.10008.1.2.4.70": _JPEG_LOSSLESS,
-    "1.2.840.10008.1.2.4.80": ("pylibjpeg", "pyjpegls"), "1.2.840.10008.1.2.4.81": ("pylibjpeg", "pyjpegls"),
-    "1.2.840.10008.1.2.4.90": ("pylibjpeg", "pillow"), "1.2.840.10008.1.2.4.91": ("pylibjpeg", "pillow"),
+    "1.2.840.10008.1.2.4.50": _JPEG,
+    "1.2.840.10008.1.2.4.51": _JPEG,
+    "1.2.840.10008.1.2.4.57": _JPEG_LOSSLESS,
+    "1.2.840.10008.1.2.4.70": _JPEG_LOSSLESS,
+    "1.2.840.10008.1.2.4.80": ("pylibjpeg", "pyjpegls"),
+    "1.2.840.10008.1.2.4.81": ("pylibjpeg", "pyjpegls"),
+    "1.2.840.10008.1.2.4.90": ("pylibjpeg", "pillow"),
+    "1.2.840.10008.1.2.4.91": ("pylibjpeg", "pillow"),
 }
 
 
@@ -91,7 +95,9 @@ def check_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int) ->
         if (int(header.get("Rows", 0)), int(header.get("Columns", 0))) != shape:
             raise PixelError(f"{header.path.name}: {header.get('Rows')}x{header.get('Columns')} pixels, but the series is {rows}x{cols}")
         if frame.index is None and header.pixel_length is not None and header.pixel_length < frame_bytes and fast_readable(header):
-            raise PixelError(f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {frame_bytes} expected for {rows}x{cols} pixels")
+            raise PixelError(
+                f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {frame_bytes} expected for {rows}x{cols} pixels"
+            )
     return dtype
 
 
@@ -118,7 +124,9 @@ def read_frames(frames: list[Frame], shape: tuple[int, int], max_bytes: int, wor
 def read_in_place(header: SliceHeader, target: np.ndarray) -> None:
     needed = target.nbytes
     if header.pixel_length is not None and header.pixel_length < needed:
-        raise PixelError(f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {needed} expected for {header.get('Rows')}x{header.get('Columns')} pixels")
+        raise PixelError(
+            f"{header.path.name}: Pixel Data holds {header.pixel_length} bytes, {needed} expected for {header.get('Rows')}x{header.get('Columns')} pixels"
+        )
     with open(header.path, "rb") as handle:
         handle.seek(header.pixel_offset)
         read = handle.readinto(memoryview(target).cast("B"))
@@ -219,7 +227,11 @@ def _check_inflation(path: Path, header: SliceHeader | None) -> None:
 def _decode_file(path: str, frames: list[int | None], header: SliceHeader | None = None) -> list[np.ndarray]:
     """Decode frames of one file with pydicom (runs in worker processes too)."""
     ds, array = decode_pixels(path, header)
-    if ds.get("PhotometricInterpretation", "") in ("MONOCHROME1", "MONOCHROME2") or array.ndim == 2 or int(ds.get("SamplesPerPixel", 1)) == 1:
+    if (
+        ds.get("PhotometricInterpretation", "") in ("MONOCHROME1", "MONOCHROME2")
+        or array.ndim == 2
+        or int(ds.get("SamplesPerPixel", 1)) == 1
+    ):
         array = array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else array[None]
     return [array[f if f is not None else 0] for f in frames]
 
@@ -250,8 +262,9 @@ def _decode_in_pool(out: np.ndarray, jobs: list, workers: int) -> None:
 
     try:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_decode_file, [j[0] for j in jobs], [j[1] for j in jobs], [j[3] for j in jobs],
-                               chunksize=max(1, len(jobs) // (workers * 4)))
+            results = pool.map(
+                _decode_file, [j[0] for j in jobs], [j[1] for j in jobs], [j[3] for j in jobs], chunksize=max(1, len(jobs) // (workers * 4))
+            )
             for (path, _, ks, _), arrays in zip(jobs, results):
                 _place(out, ks, arrays, path)
     except BrokenProcessPool:

@@ -70,7 +70,7 @@ class Rescale:
     def apply(self, stored: np.ndarray, start: int = 0) -> np.ndarray:
         """Real-world values of frames ``start .. start + len(stored)``; may reuse ``stored``'s memory."""
         count = stored.shape[0]
-        intercepts = self.intercepts[start:start + count]
+        intercepts = self.intercepts[start : start + count]
         if self.integral:
             target = self.target.type
             if self.monochrome1:  # invert in a type that holds low + high (65535 for 16-bit unsigned), then narrow
@@ -84,7 +84,7 @@ class Rescale:
                 for k, value in enumerate(intercepts):
                     result[k] += target(value)
             return result
-        slopes = self.slopes[start:start + count]
+        slopes = self.slopes[start : start + count]
         result = np.empty(stored.shape, dtype=np.float32)
         for k in range(count):
             frame = stored[k]
@@ -107,8 +107,9 @@ def plan_rescale(frames: list[Frame], stored_dtype: np.dtype, dtype: str = "auto
     monochrome1 = header.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1"
     low, high = stored_range(header)
     record = {"rescale": "none", "photometric": header.get("PhotometricInterpretation", "")}
-    integral = bool(dtype == "auto" and np.all(slopes == 1) and np.all(intercepts == np.round(intercepts))
-                    and np.issubdtype(stored_dtype, np.integer))
+    integral = bool(
+        dtype == "auto" and np.all(slopes == 1) and np.all(intercepts == np.round(intercepts)) and np.issubdtype(stored_dtype, np.integer)
+    )
     uniform = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
     if not (np.all(slopes == 1) and np.all(intercepts == 0)):
         record["rescale"] = f"slope {slopes[0]:g}, intercept {intercepts[0]:g}" if uniform else "per-slice slope/intercept"

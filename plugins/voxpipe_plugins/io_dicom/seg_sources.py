@@ -18,8 +18,17 @@ import math
 import numpy as np
 from pydicom.dataset import Dataset
 
-TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-         "ReferringPhysicianName", "AccessionNumber", "StudyID")
+TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+)
 """Type 2 in the patient and general study modules: present in the SEG, empty when unknown."""
 
 
@@ -62,8 +71,10 @@ def complete(datasets: list[Dataset], affine, warnings: list[str]) -> list[Datas
         if "SharedFunctionalGroupsSequence" in ds:
             derived |= _complete_shared_measures(ds, spacing)
     if derived:
-        warnings.append("write.dicom_seg: " + ", ".join(sorted(derived)) + " missing or not valid for its VR in the source: "
-                        "derived from the loaded series, or left empty")
+        warnings.append(
+            "write.dicom_seg: " + ", ".join(sorted(derived)) + " missing or not valid for its VR in the source: "
+            "derived from the loaded series, or left empty"
+        )
     return datasets
 
 

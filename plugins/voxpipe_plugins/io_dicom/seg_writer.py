@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
 from voxpipe import __version__
 from voxpipe.atomic import atomic_path
 from voxpipe.image_checks import StageInputError
@@ -25,10 +26,19 @@ from voxpipe.stage import StageContext, record
 
 
 class DicomSegWriter:
-    def __init__(self, label_key: str = "label", image_key: str = "image", filename: str = "segmentation.dcm",
-                 series_description: str = "VoxPipe segmentation", series_number: int = 9001, algorithm: str = "VoxPipe",
-                 identity: str = "deidentified", key_file: str | None = None, deid=None,
-                 context: StageContext | None = None) -> None:
+    def __init__(
+        self,
+        label_key: str = "label",
+        image_key: str = "image",
+        filename: str = "segmentation.dcm",
+        series_description: str = "VoxPipe segmentation",
+        series_number: int = 9001,
+        algorithm: str = "VoxPipe",
+        identity: str = "deidentified",
+        key_file: str | None = None,
+        deid=None,
+        context: StageContext | None = None,
+    ) -> None:
         self.label_key, self.image_key, self.filename = label_key, image_key, filename
         self.series_description, self.series_number, self.algorithm = series_description, series_number, algorithm
         self.identity = identity
@@ -57,7 +67,9 @@ class DicomSegWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             datasets, deidentified_here = self._sources(source, Path(case["output_dir"]), notes)
-            algorithm = hd.AlgorithmIdentificationSequence(name=self.algorithm, version=__version__, family=codes.cid7162.ArtificialIntelligence)
+            algorithm = hd.AlgorithmIdentificationSequence(
+                name=self.algorithm, version=__version__, family=codes.cid7162.ArtificialIntelligence
+            )
             segments = [
                 hd.seg.SegmentDescription(
                     segment_number=value,
@@ -134,10 +146,16 @@ class DicomSegWriter:
         expected_affine = np.asarray(source["affine"], dtype=np.float64)
         affine = getattr(label, "affine", None)
         if affine is None or tuple(getattr(affine, "shape", ())) != (4, 4):
-            raise ValueError(f"write.dicom_seg: the label is a {type(label).__name__} without a 4x4 affine; SEG frames are "
-                             "placed by it (keep the image's affine: voxpipe.plugin.as_label)")
+            raise ValueError(
+                f"write.dicom_seg: the label is a {type(label).__name__} without a 4x4 affine; SEG frames are "
+                "placed by it (keep the image's affine: voxpipe.plugin.as_label)"
+            )
         shape = tuple(label.shape[1:])
-        if shape != tuple(source["shape"]) or affine is None or not np.allclose(np.asarray(affine.cpu() if hasattr(affine, "cpu") else affine), expected_affine, atol=1e-3):
+        if (
+            shape != tuple(source["shape"])
+            or affine is None
+            or not np.allclose(np.asarray(affine.cpu() if hasattr(affine, "cpu") else affine), expected_affine, atol=1e-3)
+        ):
             raise ValueError(
                 f"label grid {shape} does not match the source series grid {tuple(source['shape'])}; "
                 "DICOM SEG frames must align with the source images (write it before any resampling, or resample back)"

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from voxpipe.limits import ResourceLimitError
 
+from voxpipe.limits import ResourceLimitError
 from voxpipe_plugins.io_dicom.geometry import orientation_label, orientation_vectors
 from voxpipe_plugins.io_dicom.headers import (
     DICOMDIR_CLASS,
@@ -187,7 +187,9 @@ def _split(uid: str, members: list[SliceHeader], dropped: Counter) -> list[Serie
         if not key[-1] or any(int(h.get("NumberOfFrames", 1) or 1) > 1 for h in group) or any(h.enhanced for h in group):
             # 2D images (no geometry) and multi-frame objects: one case per file.
             for header in group:
-                out.append(Series(uid, [header], split=(key, str(header.get("SOPInstanceUID"))) if len(members) > 1 else (), dropped=dropped))
+                out.append(
+                    Series(uid, [header], split=(key, str(header.get("SOPInstanceUID"))) if len(members) > 1 else (), dropped=dropped)
+                )
             continue
         for sub_key, sub in _split_repeated_positions(group):
             split = (key, sub_key) if len(parts) > 1 or sub_key is not None else ()

@@ -17,8 +17,8 @@ little-endian files of one stored type, on a regular grid (no resampling). Anyth
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -56,8 +56,14 @@ def stream_to_nifti(series: Series, target: Path, options: DicomOptions, gzip_le
     plan = plan_rescale(ordered, stored_type, options.dtype)
     rows, cols = shape
     with atomic_path(target) as tmp:
-        write_blocks(tmp, (cols, rows, len(ordered)), plan.target, geometry.affine(),
-                     _converted_slices(ordered, shape, stored_type, plan), gzip_level=gzip_level)
+        write_blocks(
+            tmp,
+            (cols, rows, len(ordered)),
+            plan.target,
+            geometry.affine(),
+            _converted_slices(ordered, shape, stored_type, plan),
+            gzip_level=gzip_level,
+        )
 
 
 def _converted_slices(ordered: list[Frame], shape: tuple[int, int], stored_type: np.dtype, plan: Rescale) -> Iterator[np.ndarray]:

@@ -13,9 +13,10 @@ from a real file, and any transfer syntax pydicom can encode.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -73,9 +74,16 @@ class SeriesSpec:
 
 def _type2_attributes(ds: Dataset) -> None:
     """Patient/study attributes every image must carry (type 2: present, may be empty)."""
-    for keyword, value in (("PatientBirthDate", "19700101"), ("PatientSex", "O"), ("StudyDate", "20260101"),
-                           ("StudyTime", "120000"), ("ReferringPhysicianName", ""), ("AccessionNumber", ""),
-                           ("StudyID", "1"), ("Manufacturer", "VoxPipe synthetic")):
+    for keyword, value in (
+        ("PatientBirthDate", "19700101"),
+        ("PatientSex", "O"),
+        ("StudyDate", "20260101"),
+        ("StudyTime", "120000"),
+        ("ReferringPhysicianName", ""),
+        ("AccessionNumber", ""),
+        ("StudyID", "1"),
+        ("Manufacturer", "VoxPipe synthetic"),
+    ):
         if keyword not in ds:
             setattr(ds, keyword, value)
 

@@ -61,11 +61,14 @@ def read_image2d(path: Path, mode: str = "keep", case_id: str = "", max_gib: flo
     except FileNotFoundError:
         raise ImageReadError(f"{WHAT} not found (moved or deleted since the input was listed)") from None
     except Image.DecompressionBombError:
-        raise ImageReadError(f"{WHAT}: refused: more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels, Pillow's "
-                             "decompression-bomb limit; split or downsample the image") from None
+        raise ImageReadError(
+            f"{WHAT}: refused: more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels, Pillow's "
+            "decompression-bomb limit; split or downsample the image"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for files it cannot identify
-        raise ImageReadError(f"{WHAT}: not a readable {', '.join(FORMATS)} image ({type(exc).__name__}); "
-                             "convert it to PNG or TIFF") from None
+        raise ImageReadError(
+            f"{WHAT}: not a readable {', '.join(FORMATS)} image ({type(exc).__name__}); convert it to PNG or TIFF"
+        ) from None
     with handle:
         width, height = handle.size
         check_declared(f"{WHAT} ({handle.format})", (output_channels(handle.mode, mode), width, height), 4, cap)
@@ -79,8 +82,9 @@ def read_image2d(path: Path, mode: str = "keep", case_id: str = "", max_gib: flo
                 handle = handle.convert("RGB" if handle.mode not in TO_GRAY else "L")
             pixels = np.asarray(handle)
         except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, zlib.error, ...
-            raise ImageReadError(f"{WHAT}: the {handle.format} data is truncated or corrupt ({type(exc).__name__}); "
-                                 "copy or export it again") from None
+            raise ImageReadError(
+                f"{WHAT}: the {handle.format} data is truncated or corrupt ({type(exc).__name__}); copy or export it again"
+            ) from None
     pixels = pixels.astype(np.float32)
     if pixels.ndim == 2:
         array = pixels.T[None]  # (H, W) -> (1, W, H)

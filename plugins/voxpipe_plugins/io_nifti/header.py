@@ -10,28 +10,71 @@ nibabel and compare data, affines, codes and pixdim.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-HEADER_DTYPE = np.dtype([
-    ("sizeof_hdr", "<i4"), ("data_type", "S10"), ("db_name", "S18"), ("extents", "<i4"), ("session_error", "<i2"),
-    ("regular", "S1"), ("dim_info", "u1"), ("dim", "<i2", (8,)), ("intent_p1", "<f4"), ("intent_p2", "<f4"),
-    ("intent_p3", "<f4"), ("intent_code", "<i2"), ("datatype", "<i2"), ("bitpix", "<i2"), ("slice_start", "<i2"),
-    ("pixdim", "<f4", (8,)), ("vox_offset", "<f4"), ("scl_slope", "<f4"), ("scl_inter", "<f4"), ("slice_end", "<i2"),
-    ("slice_code", "u1"), ("xyzt_units", "u1"), ("cal_max", "<f4"), ("cal_min", "<f4"), ("slice_duration", "<f4"),
-    ("toffset", "<f4"), ("glmax", "<i4"), ("glmin", "<i4"), ("descrip", "S80"), ("aux_file", "S24"),
-    ("qform_code", "<i2"), ("sform_code", "<i2"), ("quatern_b", "<f4"), ("quatern_c", "<f4"), ("quatern_d", "<f4"),
-    ("qoffset_x", "<f4"), ("qoffset_y", "<f4"), ("qoffset_z", "<f4"), ("srow_x", "<f4", (4,)), ("srow_y", "<f4", (4,)),
-    ("srow_z", "<f4", (4,)), ("intent_name", "S16"), ("magic", "S4"),
-])
+HEADER_DTYPE = np.dtype(
+    [
+        ("sizeof_hdr", "<i4"),
+        ("data_type", "S10"),
+        ("db_name", "S18"),
+        ("extents", "<i4"),
+        ("session_error", "<i2"),
+        ("regular", "S1"),
+        ("dim_info", "u1"),
+        ("dim", "<i2", (8,)),
+        ("intent_p1", "<f4"),
+        ("intent_p2", "<f4"),
+        ("intent_p3", "<f4"),
+        ("intent_code", "<i2"),
+        ("datatype", "<i2"),
+        ("bitpix", "<i2"),
+        ("slice_start", "<i2"),
+        ("pixdim", "<f4", (8,)),
+        ("vox_offset", "<f4"),
+        ("scl_slope", "<f4"),
+        ("scl_inter", "<f4"),
+        ("slice_end", "<i2"),
+        ("slice_code", "u1"),
+        ("xyzt_units", "u1"),
+        ("cal_max", "<f4"),
+        ("cal_min", "<f4"),
+        ("slice_duration", "<f4"),
+        ("toffset", "<f4"),
+        ("glmax", "<i4"),
+        ("glmin", "<i4"),
+        ("descrip", "S80"),
+        ("aux_file", "S24"),
+        ("qform_code", "<i2"),
+        ("sform_code", "<i2"),
+        ("quatern_b", "<f4"),
+        ("quatern_c", "<f4"),
+        ("quatern_d", "<f4"),
+        ("qoffset_x", "<f4"),
+        ("qoffset_y", "<f4"),
+        ("qoffset_z", "<f4"),
+        ("srow_x", "<f4", (4,)),
+        ("srow_y", "<f4", (4,)),
+        ("srow_z", "<f4", (4,)),
+        ("intent_name", "S16"),
+        ("magic", "S4"),
+    ]
+)
 assert HEADER_DTYPE.itemsize == 348
 
 DATATYPES = {
-    np.dtype(np.uint8): 2, np.dtype(np.int16): 4, np.dtype(np.int32): 8, np.dtype(np.float32): 16,
-    np.dtype(np.float64): 64, np.dtype(np.int8): 256, np.dtype(np.uint16): 512, np.dtype(np.uint32): 768,
-    np.dtype(np.int64): 1024, np.dtype(np.uint64): 1280,
+    np.dtype(np.uint8): 2,
+    np.dtype(np.int16): 4,
+    np.dtype(np.int32): 8,
+    np.dtype(np.float32): 16,
+    np.dtype(np.float64): 64,
+    np.dtype(np.int8): 256,
+    np.dtype(np.uint16): 512,
+    np.dtype(np.uint32): 768,
+    np.dtype(np.int64): 1024,
+    np.dtype(np.uint64): 1280,
 }
 XYZT_MM_SEC = 2 | 8
 
@@ -86,7 +129,7 @@ def build_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, qf
     header["regular"] = b"r"
     dim = np.ones(8, dtype=np.int16)
     dim[0] = len(shape)
-    dim[1:1 + len(shape)] = shape
+    dim[1 : 1 + len(shape)] = shape
     header["dim"] = dim
     header["datatype"] = DATATYPES[np.dtype(dtype)]
     header["bitpix"] = np.dtype(dtype).itemsize * 8
@@ -115,15 +158,23 @@ def write(target: Path, array: np.ndarray, affine: np.ndarray, qform_code: int =
     data = array.T if array.T.flags.c_contiguous else np.ascontiguousarray(array.T)  # Fortran order, no copy when possible
     flat = data.reshape(-1)
     step = max(1, CHUNK_BYTES // max(flat.itemsize, 1))
-    chunks = (flat[start:start + step] for start in range(0, flat.size, step))  # keep gzip's working buffers small
+    chunks = (flat[start : start + step] for start in range(0, flat.size, step))  # keep gzip's working buffers small
     write_blocks(target, array.shape, array.dtype, affine, chunks, qform_code, sform_code, gzip_level)
 
 
 CHUNK_BYTES = 1 << 24
 
 
-def write_blocks(target: Path, shape: tuple[int, ...], dtype, affine: np.ndarray, blocks: Iterable[np.ndarray],
-                 qform_code: int = 1, sform_code: int = 1, gzip_level: int = 1) -> None:
+def write_blocks(
+    target: Path,
+    shape: tuple[int, ...],
+    dtype,
+    affine: np.ndarray,
+    blocks: Iterable[np.ndarray],
+    qform_code: int = 1,
+    sform_code: int = 1,
+    gzip_level: int = 1,
+) -> None:
     """Write a NIfTI-1 file whose voxels arrive as ``blocks``: arrays of ``dtype`` whose bytes,
     one after another, are the voxels of ``shape`` in Fortran order (i fastest).
 

@@ -65,8 +65,10 @@ def _open(path: Path):
     except FileNotFoundError:
         raise NiftiReadError(f"{WHAT} not found (moved or deleted since the input was listed)") from None
     except Exception as exc:  # noqa: BLE001 - nibabel and gzip raise many types for corrupt files
-        raise NiftiReadError(f"{WHAT}: cannot be read as NIfTI-1 or NIfTI-2 ({type(exc).__name__}: corrupt header or not a NIfTI "
-                             "file); check it with another viewer, or export it again") from None
+        raise NiftiReadError(
+            f"{WHAT}: cannot be read as NIfTI-1 or NIfTI-2 ({type(exc).__name__}: corrupt header or not a NIfTI "
+            "file); check it with another viewer, or export it again"
+        ) from None
 
 
 class NiftiLoader:

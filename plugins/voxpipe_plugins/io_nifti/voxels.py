@@ -56,7 +56,7 @@ def _inflate(path: Path, offset: int, nbytes: int) -> np.ndarray:
                     used = min(skip, len(piece))
                     skip -= used
                     piece = piece[used:]
-                view[filled:filled + len(piece)] = piece
+                view[filled : filled + len(piece)] = piece
                 filled += len(piece)
     except zlib.error as exc:
         raise NiftiReadError(f"{WHAT}: the gzip data is corrupt or cut short (zlib: {exc}); copy or export it again") from None

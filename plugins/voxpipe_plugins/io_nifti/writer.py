@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from voxpipe.atomic import atomic_path
 from voxpipe.stage import record
-
 from voxpipe_plugins.io_nifti import header
 
 GZIP_LEVEL = 1  # zlib level 1 compresses medical volumes nearly as well as 6, several times faster
@@ -50,15 +50,20 @@ def write_nifti(image, target: Path, affine: np.ndarray | None = None, meta: dic
     if affine is None:
         raw = getattr(image, "affine", None)
         if raw is None:  # an identity affine would silently turn a 2 mm scan into 1 mm and change its orientation
-            raise NoAffineError(f"{type(image).__name__} has no affine; write a MetaTensor (voxpipe.plugin.as_image) "
-                                "or pass affine=")
+            raise NoAffineError(f"{type(image).__name__} has no affine; write a MetaTensor (voxpipe.plugin.as_image) or pass affine=")
         affine = np.asarray(raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64)
     if affine.shape != (4, 4):
         raise NoAffineError(f"affine of shape {affine.shape}, expected 4x4")
     array = nifti_array(image, label_map=bool(meta.get("label_names")))
     with atomic_path(target) as tmp:
-        header.write(tmp, array, affine, qform_code=int(meta.get("nifti_qform_code") or 1),
-                     sform_code=int(meta.get("nifti_sform_code") or 1), gzip_level=GZIP_LEVEL)
+        header.write(
+            tmp,
+            array,
+            affine,
+            qform_code=int(meta.get("nifti_qform_code") or 1),
+            sform_code=int(meta.get("nifti_sform_code") or 1),
+            gzip_level=GZIP_LEVEL,
+        )
 
 
 class NiftiWriter:

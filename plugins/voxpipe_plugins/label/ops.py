@@ -15,7 +15,8 @@ radius. Both work on the mask's bounding box.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -243,8 +244,12 @@ class Morphology(_LabelStage):
             changed[str(value)] = int((mask ^ (result == value)).sum())
         element = footprint(self.radius_mm, sampling)
         flip = details.get("_transposed", False)
-        details.update(radius_mm=self.radius_mm, spacing_mm=[round(s, 4) for s in (sampling[::-1] if flip else sampling)],
-                       element_voxels=list(element.shape[::-1] if flip else element.shape), changed_voxels=changed)
+        details.update(
+            radius_mm=self.radius_mm,
+            spacing_mm=[round(s, 4) for s in (sampling[::-1] if flip else sampling)],
+            element_voxels=list(element.shape[::-1] if flip else element.shape),
+            changed_voxels=changed,
+        )
         return result, None
 
 
@@ -267,8 +272,18 @@ class Components(_LabelStage):
 
     STAGE = "label.components"
 
-    def __init__(self, key="label", output_key=None, labels=None, min_size: float = 0.0, size_unit: str = "mm3",
-                 connectivity: int = 1, max_components: int = 255, relabel: bool = True, name: str = "component") -> None:
+    def __init__(
+        self,
+        key="label",
+        output_key=None,
+        labels=None,
+        min_size: float = 0.0,
+        size_unit: str = "mm3",
+        connectivity: int = 1,
+        max_components: int = 255,
+        relabel: bool = True,
+        name: str = "component",
+    ) -> None:
         super().__init__(key, output_key, labels)
         self.relabel = relabel
         self.min_size, self.size_unit, self.connectivity = min_size, size_unit, connectivity
@@ -291,8 +306,14 @@ class Components(_LabelStage):
             kept = result > 0
             result = array.copy()
             result[mask & ~kept] = 0
-        details.update(found=int(n), kept=len(order), min_size=self.min_size, size_unit=self.size_unit,
-                       min_voxels=round(float(minimum), 3), sizes_mm3=[round(float(sizes[i]) * voxel_volume, 3) for i in order[:20]])
+        details.update(
+            found=int(n),
+            kept=len(order),
+            min_size=self.min_size,
+            size_unit=self.size_unit,
+            min_voxels=round(float(minimum), 3),
+            sizes_mm3=[round(float(sizes[i]) * voxel_volume, 3) for i in order[:20]],
+        )
         if not order:
             details["note"] = "no component reached the minimum size"
         if not self.relabel:

@@ -8,6 +8,7 @@ that changed it.
 from __future__ import annotations
 
 import numpy as np
+
 from voxpipe.label_counts import value_counts
 from voxpipe.report_items import report_metric
 
@@ -41,8 +42,10 @@ def label_volumes(case: dict, key: str = "label") -> list[tuple[str, float | int
         matrix = np.asarray(affine.detach().cpu().numpy() if hasattr(affine, "detach") else affine, dtype=float)
         voxel_mm3 = float(abs(np.linalg.det(matrix[:3, :3])))
     names = label_names(case, label)
-    return [(names.get(value, f"label {value}"), round(count * voxel_mm3 / 1000.0, 3) if volume else int(count), "mL" if volume else "px")
-            for value, count in zip(values.tolist(), counts.tolist())]
+    return [
+        (names.get(value, f"label {value}"), round(count * voxel_mm3 / 1000.0, 3) if volume else int(count), "mL" if volume else "px")
+        for value, count in zip(values.tolist(), counts.tolist())
+    ]
 
 
 def report_label_volumes(case: dict, key: str = "label") -> None:

@@ -34,8 +34,14 @@ def silhouette(x: np.ndarray, assignment: np.ndarray) -> float:
     return float(silhouette_score(x, assignment))
 
 
-def cluster(x: np.ndarray, method: str = "kmeans", n_clusters: int | None = None, linkage: str = "ward",
-            labels: list[str | None] | None = None, seed: int = 0) -> dict:
+def cluster(
+    x: np.ndarray,
+    method: str = "kmeans",
+    n_clusters: int | None = None,
+    linkage: str = "ward",
+    labels: list[str | None] | None = None,
+    seed: int = 0,
+) -> dict:
     """Cluster the rows of ``x``; the result holds the assignment, silhouette, and ARI/NMI if labels."""
     n = x.shape[0]
     if n < 3:
@@ -49,8 +55,13 @@ def cluster(x: np.ndarray, method: str = "kmeans", n_clusters: int | None = None
             tried[k] = silhouette(x, assignment)
         n_clusters = max(tried, key=lambda k: (tried[k], -k))
     assignment = cluster_once(x, method, n_clusters, linkage, seed)
-    result = {"method": method, "clusters": int(n_clusters), "silhouette": silhouette(x, assignment),
-              "assignment": assignment.astype(int).tolist(), "sizes": np.bincount(assignment).astype(int).tolist()}
+    result = {
+        "method": method,
+        "clusters": int(n_clusters),
+        "silhouette": silhouette(x, assignment),
+        "assignment": assignment.astype(int).tolist(),
+        "sizes": np.bincount(assignment).astype(int).tolist(),
+    }
     if method == "agglomerative":
         result["linkage"] = linkage
     if tried:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import click
+
 from voxpipe.errors import UsageError
 
 SPACE = click.Choice(["raw", "isomap"])
@@ -20,14 +21,20 @@ METRIC = click.Choice(["euclidean", "cosine"])
 
 def _space_options(function):
     """Options shared by the commands that work in a feature space."""
-    for option in reversed([
-        click.option("--set", "sets", multiple=True, metavar="NAME", help="Feature set(s) to use (repeat to concatenate); default: the only one."),
-        click.option("--space", type=SPACE, default="raw", show_default=True, help="Standardised features, or their Isomap embedding."),
-        click.option("--metric", type=METRIC, default="euclidean", show_default=True, help="Distance between vectors."),
-        click.option("--no-standardize", is_flag=True, help="Use the features as stored (no z-scoring)."),
-        click.option("--neighbors", type=click.IntRange(2, 500), default=10, show_default=True, help="Isomap: k of the neighbour graph."),
-        click.option("--components", type=click.IntRange(1, 256), default=8, show_default=True, help="Isomap: embedding dimensions."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--set", "sets", multiple=True, metavar="NAME", help="Feature set(s) to use (repeat to concatenate); default: the only one."
+            ),
+            click.option("--space", type=SPACE, default="raw", show_default=True, help="Standardised features, or their Isomap embedding."),
+            click.option("--metric", type=METRIC, default="euclidean", show_default=True, help="Distance between vectors."),
+            click.option("--no-standardize", is_flag=True, help="Use the features as stored (no z-scoring)."),
+            click.option(
+                "--neighbors", type=click.IntRange(2, 500), default=10, show_default=True, help="Isomap: k of the neighbour graph."
+            ),
+            click.option("--components", type=click.IntRange(1, 256), default=8, show_default=True, help="Isomap: embedding dimensions."),
+        ]
+    ):
         function = option(function)
     return function
 
@@ -55,8 +62,14 @@ def features_group() -> None:
 
 @features_group.command("collect")
 @click.argument("run_outputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_OUTPUT...")
-@click.option("-o", "--output", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store folder to write.")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="CSV with columns case_id,label (classes for retrieval evaluation and plots).")
+@click.option(
+    "-o", "--output", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store folder to write."
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV with columns case_id,label (classes for retrieval evaluation and plots).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing store.")
 def collect_command(run_outputs: tuple[Path, ...], store_path: Path, labels: Path | None, force: bool) -> None:
     """Gather features.npz of every case under RUN_OUTPUT... (`voxpipe run` folders with a `write.features`
@@ -76,8 +89,11 @@ def collect_command(run_outputs: tuple[Path, ...], store_path: Path, labels: Pat
         click.echo(f"warning: {len(given) - len(store.labels)} of {len(given)} labels name cases that are not in the runs", err=True)
     hashes = sorted({str(p.get("config_hash")) for p in store.provenance})
     if len(hashes) > 1:
-        click.echo(f"warning: the cases come from {len(hashes)} different configs ({', '.join(h[:12] for h in hashes[:4])}); "
-                   "features are comparable only if those configs extract them the same way", err=True)
+        click.echo(
+            f"warning: the cases come from {len(hashes)} different configs ({', '.join(h[:12] for h in hashes[:4])}); "
+            "features are comparable only if those configs extract them the same way",
+            err=True,
+        )
     store.save(store_path, force=force)
     sizes = ", ".join(f"{s} ({store.matrices[s].shape[1]})" for s in store.sets)
     click.echo(f"collected {len(store.case_ids)} cases, feature sets {sizes}, {len(store.labels)} labelled -> {store_path}", err=True)
@@ -127,8 +143,10 @@ def _query_vector(store, query: str, sets) -> tuple[object, int | None]:
         if s not in vectors:
             raise UsageError(f"--query {query}: no feature set `{s}` in it")
         if vectors[s].size != store.matrices[s].shape[1]:
-            raise UsageError(f"--query {query}: feature set `{s}` has {vectors[s].size} values, the store's has "
-                             f"{store.matrices[s].shape[1]}; extract it with the store's config")
+            raise UsageError(
+                f"--query {query}: feature set `{s}` has {vectors[s].size} values, the store's has "
+                f"{store.matrices[s].shape[1]}; extract it with the store's config"
+            )
         parts.append(vectors[s])
     own = store.case_ids.index(cid) if cid in store.case_ids else None
     return np.concatenate(parts), own
@@ -153,8 +171,10 @@ def match_command(store_path, query, k, sets, space, metric, no_standardize, nei
     vector, own = _query_vector(store, query, sets)
     fitted, coords = _fit(store, sets, space, no_standardize, neighbors, components)
     dist = distances(fitted.transform(vector), coords, metric)[0]
-    hits = [{"rank": r, "case_id": store.case_ids[i], "distance": round(d, 6), "label": store.labels.get(store.case_ids[i])}
-            for r, (i, d) in enumerate(top_k(dist, k, exclude=own), start=1)]
+    hits = [
+        {"rank": r, "case_id": store.case_ids[i], "distance": round(d, 6), "label": store.labels.get(store.case_ids[i])}
+        for r, (i, d) in enumerate(top_k(dist, k, exclude=own), start=1)
+    ]
     if as_json:
         click.echo(json.dumps({"query": query, "space": space, "metric": metric, "matches": hits}, indent=2))
         return
@@ -168,15 +188,30 @@ def match_command(store_path, query, k, sets, space, metric, no_standardize, nei
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path), help="Feature store folder.")
 @click.option("--method", type=click.Choice(["kmeans", "agglomerative"]), default="kmeans", show_default=True)
 @click.option("--clusters", "n_clusters", type=click.IntRange(2, 1000), help="Number of clusters; default: the best silhouette in 2..10.")
-@click.option("--linkage", type=click.Choice(["ward", "average", "complete", "single"]), default="ward", show_default=True,
-              help="Agglomerative: how cluster distances are measured.")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="case_id,label CSV (overrides the store's labels) for the adjusted Rand index.")
-@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write clusters.csv, clusters.json and embedding.png (2D Isomap, coloured by cluster and label) here.")
+@click.option(
+    "--linkage",
+    type=click.Choice(["ward", "average", "complete", "single"]),
+    default="ward",
+    show_default=True,
+    help="Agglomerative: how cluster distances are measured.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="case_id,label CSV (overrides the store's labels) for the adjusted Rand index.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write clusters.csv, clusters.json and embedding.png (2D Isomap, coloured by cluster and label) here.",
+)
 @_space_options
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means initialisation seed.")
-def cluster_command(store_path, method, n_clusters, linkage, labels, output_dir, sets, space, metric, no_standardize, neighbors,
-                    components, seed) -> None:
+def cluster_command(
+    store_path, method, n_clusters, linkage, labels, output_dir, sets, space, metric, no_standardize, neighbors, components, seed
+) -> None:
     """Cluster the store's cases (k-means or agglomerative) and report the silhouette score.
 
     \b
@@ -184,7 +219,6 @@ def cluster_command(store_path, method, n_clusters, linkage, labels, output_dir,
       voxpipe cluster --store stores/radiomics --method agglomerative --clusters 3 -o clusters/
     """
     from voxpipe.atomic import atomic_path, write_json
-
     from voxpipe_plugins.match.cluster import cluster
     from voxpipe_plugins.match.plot import scatter
 
@@ -215,19 +249,27 @@ def cluster_command(store_path, method, n_clusters, linkage, labels, output_dir,
     click.echo(f"wrote clusters.csv, clusters.json, embedding.png in {output_dir}", err=True)
 
 
-def evaluate_retrieval(store_path: Path, labels: Path | None, ks: tuple[int, ...], output_dir: Path | None, sets=(),
-                       space: str = "raw", metric: str = "euclidean") -> int:
+def evaluate_retrieval(
+    store_path: Path,
+    labels: Path | None,
+    ks: tuple[int, ...],
+    output_dir: Path | None,
+    sets=(),
+    space: str = "raw",
+    metric: str = "euclidean",
+) -> int:
     """``voxpipe evaluate --store``: leave-one-out precision@k and mAP over the labelled cases, raw and chosen space."""
     from voxpipe.atomic import write_json
-
     from voxpipe_plugins.match.retrieval import leave_one_out
     from voxpipe_plugins.match.space import distances, fit_space
 
     store = _load_store(store_path, labels)
     labelled = [i for i, c in enumerate(store.case_ids) if c in store.labels]
     if len(labelled) < 2:
-        raise UsageError(f"retrieval evaluation needs labels for at least 2 cases ({len(labelled)} labelled); "
-                         "give --labels case_id,label CSV or collect with --labels")
+        raise UsageError(
+            f"retrieval evaluation needs labels for at least 2 cases ({len(labelled)} labelled); "
+            "give --labels case_id,label CSV or collect with --labels"
+        )
     x = store.matrix(sets)[labelled]
     names = [store.labels[store.case_ids[i]] for i in labelled]
     ks = tuple(sorted(set(ks or (1, 5))))
@@ -274,10 +316,21 @@ def _read_volume(path: Path, role: str):
 @click.command("register")
 @click.argument("fixed", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("moving", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Writes transform.json and moving_resampled.nii.gz (the moving image on the fixed grid).")
-@click.option("--method", type=click.Choice(["mi", "ncc", "phase"]), default="mi", show_default=True,
-              help="mutual information (any contrast), normalised cross-correlation (same contrast), or phase correlation (shift only, same grid).")
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Writes transform.json and moving_resampled.nii.gz (the moving image on the fixed grid).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["mi", "ncc", "phase"]),
+    default="mi",
+    show_default=True,
+    help="mutual information (any contrast), normalised cross-correlation (same contrast), or phase correlation (shift only, same grid).",
+)
 def register_command(fixed: Path, moving: Path, output_dir: Path, method: str) -> None:
     """Rigidly register MOVING to FIXED (NIfTI volumes): rotation and shift in RAS millimetres.
 
@@ -288,8 +341,8 @@ def register_command(fixed: Path, moving: Path, output_dir: Path, method: str) -
       voxpipe register baseline.nii.gz followup.nii.gz -o reg/ --method mi
     """
     import numpy as np
-    from voxpipe.atomic import write_json
 
+    from voxpipe.atomic import write_json
     from voxpipe_plugins.io_nifti.writer import write_nifti
     from voxpipe_plugins.match.register import register, resample
 
@@ -320,11 +373,19 @@ def _read_picture(path: Path, role: str):
 @click.command("keypoints")
 @click.argument("fixed", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("moving", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Writes keypoints.json, matches.png and moving_on_fixed.png.")
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Writes keypoints.json, matches.png and moving_on_fixed.png.",
+)
 @click.option("--detector", type=click.Choice(["orb", "sift"]), default="orb", show_default=True)
 @click.option("--model", type=click.Choice(["rigid", "similarity"]), default="rigid", show_default=True, help="Transform fitted by RANSAC.")
-@click.option("--keypoints", "n_keypoints", type=click.IntRange(10, 20000), default=800, show_default=True, help="Keypoints per image (at most).")
+@click.option(
+    "--keypoints", "n_keypoints", type=click.IntRange(10, 20000), default=800, show_default=True, help="Keypoints per image (at most)."
+)
 @click.option("--ratio", type=click.FloatRange(0.1, 1.0), default=0.8, show_default=True, help="Lowe's ratio test for descriptor matches.")
 @click.option("--residual", type=click.FloatRange(0.1, 100), default=2.0, show_default=True, help="RANSAC inlier distance (pixels).")
 def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, ratio, residual) -> None:
@@ -335,8 +396,8 @@ def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, r
       voxpipe keypoints slice-a.png slice-b.png -o kp/ --detector sift
     """
     import numpy as np
-    from voxpipe.atomic import atomic_path, write_json
 
+    from voxpipe.atomic import atomic_path, write_json
     from voxpipe_plugins.match.keypoints import (
         match_images,
         plot_matches,
@@ -353,6 +414,7 @@ def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, r
     warped = warp_onto_fixed(b, result, a.shape)
     with atomic_path(output_dir / "moving_on_fixed.png") as tmp:
         Image.fromarray(np.clip(warped * 255 + 0.5, 0, 255).astype(np.uint8)).save(tmp, format="PNG")
-    click.echo(f"{detector}: {result.inliers} inliers of {result.matches} matches; rotation {result.rotation_deg:.2f} deg, "
-               f"shift ({result.translation_px[0]:.1f}, {result.translation_px[1]:.1f}) px, scale {result.scale:.3f}")
-
+    click.echo(
+        f"{detector}: {result.inliers} inliers of {result.matches} matches; rotation {result.rotation_deg:.2f} deg, "
+        f"shift ({result.translation_px[0]:.1f}, {result.translation_px[1]:.1f}) px, scale {result.scale:.3f}"
+    )

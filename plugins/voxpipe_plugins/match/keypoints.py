@@ -41,9 +41,12 @@ class KeypointMatch:
         return {
             "convention": "fixed_xy = matrix @ [moving_x, moving_y, 1]; x = column, y = row, pixels",
             "matrix": np.round(self.matrix, 8).tolist(),
-            "rotation_deg": self.rotation_deg, "translation_px": list(self.translation_px), "scale": self.scale,
+            "rotation_deg": self.rotation_deg,
+            "translation_px": list(self.translation_px),
+            "scale": self.scale,
             "keypoints": {"fixed": self.keypoints[0], "moving": self.keypoints[1]},
-            "matches": self.matches, "inliers": self.inliers,
+            "matches": self.matches,
+            "inliers": self.inliers,
         }
 
 
@@ -79,8 +82,16 @@ def _detect(image: np.ndarray, detector: str, n_keypoints: int):
     return keypoints, descriptors
 
 
-def match_images(fixed: np.ndarray, moving: np.ndarray, detector: str = "orb", model: str = "rigid",
-                 n_keypoints: int = 800, ratio: float = 0.8, residual_px: float = 2.0, seed: int = 0) -> KeypointMatch:
+def match_images(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    detector: str = "orb",
+    model: str = "rigid",
+    n_keypoints: int = 800,
+    ratio: float = 0.8,
+    residual_px: float = 2.0,
+    seed: int = 0,
+) -> KeypointMatch:
     """Detect, describe and match keypoints; fit ``model`` (rigid | similarity) moving -> fixed with RANSAC."""
     from skimage.feature import match_descriptors
     from skimage.measure import ransac
@@ -97,14 +108,27 @@ def match_images(fixed: np.ndarray, moving: np.ndarray, detector: str = "orb", m
     transform = {"rigid": EuclideanTransform, "similarity": SimilarityTransform}.get(model)
     if transform is None:
         raise UsageError(f"unknown model {model!r}; use rigid or similarity")
-    fitted, inliers = ransac((src, dst), transform, min_samples=3, residual_threshold=residual_px, max_trials=2000,
-                             rng=np.random.default_rng(seed))
+    fitted, inliers = ransac(
+        (src, dst), transform, min_samples=3, residual_threshold=residual_px, max_trials=2000, rng=np.random.default_rng(seed)
+    )
     if fitted is None or inliers is None or inliers.sum() < 3:
         raise UsageError("RANSAC found no consistent transform; the images may not overlap")
     m = np.asarray(fitted.params, dtype=np.float64)
     scale = float(math.sqrt(abs(np.linalg.det(m[:2, :2]))))
-    return KeypointMatch(m, float(math.degrees(math.atan2(m[1, 0], m[0, 0]))), (float(m[0, 2]), float(m[1, 2])), scale,
-                         (len(kp_f), len(kp_m)), int(len(pairs)), int(inliers.sum()), fitted, kp_f, kp_m, pairs, inliers)
+    return KeypointMatch(
+        m,
+        float(math.degrees(math.atan2(m[1, 0], m[0, 0]))),
+        (float(m[0, 2]), float(m[1, 2])),
+        scale,
+        (len(kp_f), len(kp_m)),
+        int(len(pairs)),
+        int(inliers.sum()),
+        fitted,
+        kp_f,
+        kp_m,
+        pairs,
+        inliers,
+    )
 
 
 def warp_onto_fixed(moving: np.ndarray, result: KeypointMatch, shape: tuple[int, int]) -> np.ndarray:
@@ -124,8 +148,15 @@ def plot_matches(fixed: np.ndarray, moving: np.ndarray, result: KeypointMatch, t
 
     fig, ax = plt.subplots(figsize=(10, 5))
     inlier_pairs = result.pairs[result.inlier_mask][:, ::-1]  # (fixed index, moving index)
-    plot_matched_features(grey(fixed), grey(moving), keypoints0=result.fixed_keypoints, keypoints1=result.moving_keypoints,
-                          matches=inlier_pairs, ax=ax, only_matches=True)
+    plot_matched_features(
+        grey(fixed),
+        grey(moving),
+        keypoints0=result.fixed_keypoints,
+        keypoints1=result.moving_keypoints,
+        matches=inlier_pairs,
+        ax=ax,
+        only_matches=True,
+    )
     ax.set_title(f"{result.inliers} inliers of {result.matches} matches; rotation {result.rotation_deg:.2f} deg")
     ax.axis("off")
     fig.tight_layout()

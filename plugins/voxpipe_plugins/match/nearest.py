@@ -20,8 +20,19 @@ from voxpipe_plugins.match import store as stores
 
 
 class NearestMatcher:
-    def __init__(self, store: str, k: int = 5, sets=None, space: str = "raw", metric: str = "euclidean",
-                 standardize: bool = True, neighbors: int = 10, components: int = 8, name: str = "match", context=None) -> None:
+    def __init__(
+        self,
+        store: str,
+        k: int = 5,
+        sets=None,
+        space: str = "raw",
+        metric: str = "euclidean",
+        standardize: bool = True,
+        neighbors: int = 10,
+        components: int = 8,
+        name: str = "match",
+        context=None,
+    ) -> None:
         path = context.resolve_path(store) if context is not None else store
         self.store = stores.load(path)
         self.sets = self.store.choose(tuple(sets or ()))
@@ -46,8 +57,10 @@ class NearestMatcher:
         dist = spaces.distances(q, self.coords, self.metric)[0]
         own = self.store.case_ids.index(case["case_id"]) if case.get("case_id") in self.store.case_ids else None
         hits = spaces.top_k(dist, self.k, exclude=own)
-        neighbours = [{"case_id": self.store.case_ids[i], "distance": round(d, 6), "label": self.store.labels.get(self.store.case_ids[i])}
-                      for i, d in hits]
+        neighbours = [
+            {"case_id": self.store.case_ids[i], "distance": round(d, 6), "label": self.store.labels.get(self.store.case_ids[i])}
+            for i, d in hits
+        ]
         result = {"neighbors": neighbours}
         votes = [n["label"] for n in neighbours if n["label"] is not None]
         if votes:

@@ -8,7 +8,7 @@ purpose: NumPy and scikit-learn are imported when a stage is built.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field
 
@@ -19,15 +19,25 @@ from voxpipe_plugins.common.params import CaseKey, StageParams
 
 
 class WriteFeaturesParams(StageParams):
-    sets: Optional[list[CaseKey]] = Field(None, min_length=1, json_schema_extra={"shown": {"type": "list[str] | None"}},
-                                          description="Feature sets to write; unset: every set in the case.")
+    sets: list[CaseKey] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"shown": {"type": "list[str] | None"}},
+        description="Feature sets to write; unset: every set in the case.",
+    )
 
 
 class NearestParams(StageParams):
-    store: str = Field(min_length=1, max_length=4096, description="Feature store folder (`voxpipe features collect`), relative to the config.")
+    store: str = Field(
+        min_length=1, max_length=4096, description="Feature store folder (`voxpipe features collect`), relative to the config."
+    )
     k: int = Field(5, ge=1, le=1000, description="Number of neighbours.")
-    sets: Optional[list[CaseKey]] = Field(None, min_length=1, json_schema_extra={"shown": {"type": "list[str] | None"}},
-                                          description="Feature sets to match on (concatenated); unset: the store's only set.")
+    sets: list[CaseKey] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"shown": {"type": "list[str] | None"}},
+        description="Feature sets to match on (concatenated); unset: the store's only set.",
+    )
     space: Literal["raw", "isomap"] = Field("raw", description="Standardised features, or their Isomap embedding.")
     metric: Literal["euclidean", "cosine"] = Field("euclidean", description="Distance between vectors.")
     standardize: bool = Field(True, description="z-score every feature with the store's mean and standard deviation.")
@@ -38,33 +48,37 @@ class NearestParams(StageParams):
 
 @hookimpl
 def voxpipe_register_stages(register):
-    register(StageSpec(
-        id="write.features",
-        kind=StageKind.WRITER,
-        summary="Write the case's feature vectors: features.npz (float32 per set) + features.json (names, stage, versions).",
-        description=(
-            "features.json lists each set's element names and the history record of the stage that made it, the "
-            "library versions and the head predictions (case['outputs']) when present. `voxpipe features collect` "
-            "gathers these files from run outputs into a feature store."
-        ),
-        params=WriteFeaturesParams,
-        factory="voxpipe_plugins.match.writer:FeatureWriter",
-        reads=("features",),
-    ))
-    register(StageSpec(
-        id="match.nearest",
-        kind=StageKind.MATCHER,
-        summary="Find the k most similar cases of a feature store (raw or Isomap space); k-NN label vote when it has labels.",
-        description=(
-            "The store is loaded and the space fitted when the pipeline is built. Writes case['outputs'][name] = "
-            "{neighbors: [{case_id, distance, label}], label, votes}. A case that is itself in the store is left out "
-            "of its own neighbours."
-        ),
-        params=NearestParams,
-        factory="voxpipe_plugins.match.nearest:NearestMatcher",
-        reads=("features",),
-        writes=("outputs",),
-    ))
+    register(
+        StageSpec(
+            id="write.features",
+            kind=StageKind.WRITER,
+            summary="Write the case's feature vectors: features.npz (float32 per set) + features.json (names, stage, versions).",
+            description=(
+                "features.json lists each set's element names and the history record of the stage that made it, the "
+                "library versions and the head predictions (case['outputs']) when present. `voxpipe features collect` "
+                "gathers these files from run outputs into a feature store."
+            ),
+            params=WriteFeaturesParams,
+            factory="voxpipe_plugins.match.writer:FeatureWriter",
+            reads=("features",),
+        )
+    )
+    register(
+        StageSpec(
+            id="match.nearest",
+            kind=StageKind.MATCHER,
+            summary="Find the k most similar cases of a feature store (raw or Isomap space); k-NN label vote when it has labels.",
+            description=(
+                "The store is loaded and the space fitted when the pipeline is built. Writes case['outputs'][name] = "
+                "{neighbors: [{case_id, distance, label}], label, votes}. A case that is itself in the store is left out "
+                "of its own neighbours."
+            ),
+            params=NearestParams,
+            factory="voxpipe_plugins.match.nearest:NearestMatcher",
+            reads=("features",),
+            writes=("outputs",),
+        )
+    )
 
 
 _COMMANDS = (

@@ -73,14 +73,16 @@ def rigid_matrix(params, centre) -> np.ndarray:
     return m
 
 
-def resample(moving: np.ndarray, moving_affine: np.ndarray, world: np.ndarray, shape, target_affine: np.ndarray,
-             order: int = 1, cval: float = 0.0) -> np.ndarray:
+def resample(
+    moving: np.ndarray, moving_affine: np.ndarray, world: np.ndarray, shape, target_affine: np.ndarray, order: int = 1, cval: float = 0.0
+) -> np.ndarray:
     """``moving`` sampled at ``world @ target_affine @ v`` for every voxel ``v`` of a grid of ``shape``."""
     from scipy import ndimage
 
     vox = np.linalg.inv(moving_affine) @ world @ target_affine
-    return ndimage.affine_transform(moving, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(shape), order=order,
-                                    cval=cval, mode="constant")
+    return ndimage.affine_transform(
+        moving, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(shape), order=order, cval=cval, mode="constant"
+    )
 
 
 def centre_of(shape, affine) -> np.ndarray:
@@ -136,8 +138,15 @@ def _phase(fixed, f_affine, moving, m_affine) -> RigidResult:
     return RigidResult(world, (0.0, 0.0, 0.0), tuple(float(t) for t in shift_of_centre), tuple(centre), "phase", before, after, 1)
 
 
-def register(fixed: np.ndarray, f_affine: np.ndarray, moving: np.ndarray, m_affine: np.ndarray, method: str = "mi",
-             levels: tuple[int, ...] = (4, 2, 1), max_voxels: int = 400_000) -> RigidResult:
+def register(
+    fixed: np.ndarray,
+    f_affine: np.ndarray,
+    moving: np.ndarray,
+    m_affine: np.ndarray,
+    method: str = "mi",
+    levels: tuple[int, ...] = (4, 2, 1),
+    max_voxels: int = 400_000,
+) -> RigidResult:
     """Estimate the rigid fixed -> moving world transform; see the module docstring."""
     from scipy import ndimage, optimize
 
@@ -167,15 +176,25 @@ def register(fixed: np.ndarray, f_affine: np.ndarray, moving: np.ndarray, m_affi
         def cost(p):
             nonlocal evaluations
             evaluations += 1
-            sampled = resample(m_level, m_affine, rigid_matrix(p, centre), sub.shape, sub_affine, cval=np.nan)
-            return -similarity(sub, sampled, method)
+            # called only within this level's iteration, so the loop's current values are the right ones
+            sampled = resample(m_level, m_affine, rigid_matrix(p, centre), sub.shape, sub_affine, cval=np.nan)  # noqa: B023
+            return -similarity(sub, sampled, method)  # noqa: B023
 
         step = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 2.0]) * level / levels[-1] / 2
-        found = optimize.minimize(cost, params, method="Powell",
-                                  options={"xtol": 1e-2, "ftol": 1e-6, "maxfev": 1500, "direc": np.diag(step)})
+        found = optimize.minimize(
+            cost, params, method="Powell", options={"xtol": 1e-2, "ftol": 1e-6, "maxfev": 1500, "direc": np.diag(step)}
+        )
         params = np.asarray(found.x)
     matrix = rigid_matrix(params, centre)
     before = similarity(sub, resample(moving, m_affine, np.eye(4), sub.shape, sub_affine, cval=np.nan), method)
     after = similarity(sub, resample(moving, m_affine, matrix, sub.shape, sub_affine, cval=np.nan), method)
-    return RigidResult(matrix, tuple(float(a) for a in params[:3]), tuple(float(t) for t in params[3:]),
-                       tuple(float(c) for c in centre), method, before, after, evaluations)
+    return RigidResult(
+        matrix,
+        tuple(float(a) for a in params[:3]),
+        tuple(float(t) for t in params[3:]),
+        tuple(float(c) for c in centre),
+        method,
+        before,
+        after,
+        evaluations,
+    )

@@ -30,8 +30,9 @@ class Space:
         return self.isomap.transform(z) if self.isomap is not None else z
 
 
-def fit_space(gallery: np.ndarray, kind: str = "raw", standardize: bool = True, neighbors: int = 10,
-              components: int = 2) -> tuple[Space, np.ndarray]:
+def fit_space(
+    gallery: np.ndarray, kind: str = "raw", standardize: bool = True, neighbors: int = 10, components: int = 2
+) -> tuple[Space, np.ndarray]:
     """Fit the space on ``gallery`` (cases x features); return it and the gallery's coordinates."""
     n = gallery.shape[0]
     if standardize:

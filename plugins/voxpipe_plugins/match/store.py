@@ -51,8 +51,9 @@ class FeatureStore:
         try:
             return self.case_ids.index(case_id)
         except ValueError:
-            raise UsageError(f"case {case_id} is not in the store ({len(self.case_ids)} cases); "
-                             "list them with `voxpipe features export STORE -`") from None
+            raise UsageError(
+                f"case {case_id} is not in the store ({len(self.case_ids)} cases); list them with `voxpipe features export STORE -`"
+            ) from None
 
     def choose(self, sets: tuple[str, ...] | list[str] = ()) -> list[str]:
         """The sets to use: those named (checked), else the only one."""
@@ -90,16 +91,23 @@ class FeatureStore:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             with open(staging / VECTORS, "wb") as handle:
-                np.savez(handle, case_ids=np.asarray(self.case_ids, dtype=str),
-                         **{f"set_{s}": m.astype(np.float32) for s, m in self.matrices.items()})
-            write_json(staging / STORE_JSON, {
-                "format": FORMAT, "version": 1,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "versions": versions(),
-                "sets": {s: {"length": int(m.shape[1]), "names": self.names.get(s)} for s, m in self.matrices.items()},
-                "cases": self.provenance,
-                "labels": self.labels,
-            })
+                np.savez(
+                    handle,
+                    case_ids=np.asarray(self.case_ids, dtype=str),
+                    **{f"set_{s}": m.astype(np.float32) for s, m in self.matrices.items()},
+                )
+            write_json(
+                staging / STORE_JSON,
+                {
+                    "format": FORMAT,
+                    "version": 1,
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                    "versions": versions(),
+                    "sets": {s: {"length": int(m.shape[1]), "names": self.names.get(s)} for s, m in self.matrices.items()},
+                    "cases": self.provenance,
+                    "labels": self.labels,
+                },
+            )
             publish_dir(staging, target, target.parent)
         finally:
             if staging.exists():
@@ -173,25 +181,35 @@ def collect(paths: list[Path], labels: dict[str, str] | None = None) -> FeatureS
                 if not np.all(np.isfinite(v)):
                     raise UsageError(f"case {cid}: feature set `{s}` has NaN or infinite values; rerun or drop the case")
                 if s in first and v.size != rows[first[s]][s].size:
-                    raise UsageError(f"case {cid}: feature set `{s}` has {v.size} values but case {first[s]} has "
-                                     f"{rows[first[s]][s].size}; features of one set must come from one config "
-                                     "(and 2D and 3D cases have different shape features: collect them apart)")
+                    raise UsageError(
+                        f"case {cid}: feature set `{s}` has {v.size} values but case {first[s]} has "
+                        f"{rows[first[s]][s].size}; features of one set must come from one config "
+                        "(and 2D and 3D cases have different shape features: collect them apart)"
+                    )
                 first.setdefault(s, cid)
                 set_info = (info.get("sets") or {}).get(s) or {}
                 if s not in names or names[s] is None:
                     names[s] = set_info.get("names")
             rows[cid] = vectors
             origin[cid] = Path(path).name
-            provenance.append({"case_id": cid, "run": Path(path).name, "config_hash": _config_hash(folder),
-                               "stages": {s: ((info.get("sets") or {}).get(s) or {}).get("stage") for s in vectors}})
+            provenance.append(
+                {
+                    "case_id": cid,
+                    "run": Path(path).name,
+                    "config_hash": _config_hash(folder),
+                    "stages": {s: ((info.get("sets") or {}).get(s) or {}).get("stage") for s in vectors},
+                }
+            )
     if not rows:
         raise UsageError("no cases to collect")
     all_sets = sorted(first)
     for cid, vectors in rows.items():
         lacking = [s for s in all_sets if s not in vectors]
         if lacking:
-            raise UsageError(f"case {cid} has no feature set `{lacking[0]}` (case {first[lacking[0]]} has); "
-                             "collect runs of one config, or write the same sets everywhere")
+            raise UsageError(
+                f"case {cid} has no feature set `{lacking[0]}` (case {first[lacking[0]]} has); "
+                "collect runs of one config, or write the same sets everywhere"
+            )
     ids = list(rows)
     matrices = {s: np.stack([rows[c][s] for c in ids]) for s in all_sets}
     store = FeatureStore(ids, matrices, names, provenance)

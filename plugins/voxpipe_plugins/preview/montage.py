@@ -65,9 +65,9 @@ def volume_panels(image, label=None):
     def cut(array3, plane):
         if array3 is None:
             return None
-        if plane == "axial":      # rows anterior -> posterior, columns right -> left
+        if plane == "axial":  # rows anterior -> posterior, columns right -> left
             return array3[::-1, ::-1, z].T
-        if plane == "coronal":    # rows superior -> inferior, columns right -> left
+        if plane == "coronal":  # rows superior -> inferior, columns right -> left
             return array3[::-1, y, ::-1].T
         return array3[x, ::-1, ::-1].T  # sagittal: rows superior -> inferior, columns anterior -> posterior
 
@@ -112,8 +112,14 @@ def compose(panels: list[Image.Image], titles: list[str], legend: list[tuple[int
 
 
 class MontageWriter:
-    def __init__(self, image_key: str = "image", label_key: str | None = "label", filename: str = "montage.png",
-                 alpha: float = 0.45, panel_size: int = 256) -> None:
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str | None = "label",
+        filename: str = "montage.png",
+        alpha: float = 0.45,
+        panel_size: int = 256,
+    ) -> None:
         self.image_key, self.label_key, self.filename = image_key, label_key, filename
         self.alpha, self.panel_size = alpha, panel_size
 
@@ -138,8 +144,7 @@ class MontageWriter:
         target = Path(case["output_dir"]) / self.filename
         with atomic_path(target) as tmp:
             picture.save(tmp, format="PNG")
-        record(case, "write.montage", file=self.filename, size=list(picture.size), panels=len(panels),
-               legend=[name for _, name in legend])
+        record(case, "write.montage", file=self.filename, size=list(picture.size), panels=len(panels), legend=[name for _, name in legend])
         report_picture(case, self.filename)
         if self.label_key:
             report_label_volumes(case, self.label_key)

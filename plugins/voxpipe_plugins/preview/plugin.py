@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field
 
@@ -13,47 +13,56 @@ from voxpipe_plugins.common.params import CaseKey, FileName, StageParams
 
 class PreviewParams(StageParams):
     image_key: CaseKey = Field("image", description="Case key of the image shown in grey.")
-    label_key: Optional[CaseKey] = Field("label", description="Case key of the label map overlaid in colour; null for none.")
-    filename: FileName = Field("preview.png", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$", description="PNG file name inside the case folder.")
+    label_key: CaseKey | None = Field("label", description="Case key of the label map overlaid in colour; null for none.")
+    filename: FileName = Field(
+        "preview.png", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$", description="PNG file name inside the case folder."
+    )
     slice: Literal["largest_label", "middle"] = Field(
-        "largest_label", description="Which axial slice of a volume to show: the one with most label voxels, or the middle one.")
+        "largest_label", description="Which axial slice of a volume to show: the one with most label voxels, or the middle one."
+    )
     alpha: float = Field(0.45, ge=0, le=1, description="Opacity of the label overlay.")
     min_size: int = Field(256, ge=32, le=4096, description="Upscale so the shorter side has at least this many pixels.")
 
 
 class MontageParams(StageParams):
     image_key: CaseKey = Field("image", description="Case key of the image shown in grey.")
-    label_key: Optional[CaseKey] = Field("label", description="Case key of the label map overlaid in colour; null for none.")
-    filename: FileName = Field("montage.png", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$", description="PNG file name inside the case folder.")
+    label_key: CaseKey | None = Field("label", description="Case key of the label map overlaid in colour; null for none.")
+    filename: FileName = Field(
+        "montage.png", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$", description="PNG file name inside the case folder."
+    )
     alpha: float = Field(0.45, ge=0, le=1, description="Opacity of the label overlay.")
     panel_size: int = Field(256, ge=32, le=4096, description="Upscale each panel so its shorter side has at least this many pixels.")
 
 
 @hookimpl
 def voxpipe_register_stages(register):
-    register(StageSpec(
-        id="write.preview",
-        kind=StageKind.WRITER,
-        summary="Write a PNG preview: an axial slice (radiological view) with the label map overlaid.",
-        description=(
-            "Volumes are reoriented to RAS and shown axially in radiological convention (patient's "
-            "right on the left, anterior at the top), with the physical pixel aspect ratio. 2D images "
-            "are shown as stored. Grey levels are windowed to the 1st-99th percentile."
-        ),
-        params=PreviewParams,
-        factory="voxpipe_plugins.preview.render:PreviewWriter",
-        reads=("{image_key}", "{label_key}"),
-    ))
-    register(StageSpec(
-        id="write.montage",
-        kind=StageKind.WRITER,
-        summary="Write a PNG montage: axial, coronal and sagittal slices through the labels, overlay in colour, legend of label names.",
-        description=(
-            "The planes cross at the centre of the labelled voxels' bounding box (the volume's centre when the label map is "
-            "empty or absent). Volumes are shown in RAS, radiological convention, with physical aspect ratios; 2D images give "
-            "one panel. The legend lists every label value present with its name from the label table and its overlay colour."
-        ),
-        params=MontageParams,
-        factory="voxpipe_plugins.preview.montage:MontageWriter",
-        reads=("{image_key}", "{label_key}"),
-    ))
+    register(
+        StageSpec(
+            id="write.preview",
+            kind=StageKind.WRITER,
+            summary="Write a PNG preview: an axial slice (radiological view) with the label map overlaid.",
+            description=(
+                "Volumes are reoriented to RAS and shown axially in radiological convention (patient's "
+                "right on the left, anterior at the top), with the physical pixel aspect ratio. 2D images "
+                "are shown as stored. Grey levels are windowed to the 1st-99th percentile."
+            ),
+            params=PreviewParams,
+            factory="voxpipe_plugins.preview.render:PreviewWriter",
+            reads=("{image_key}", "{label_key}"),
+        )
+    )
+    register(
+        StageSpec(
+            id="write.montage",
+            kind=StageKind.WRITER,
+            summary="Write a PNG montage: axial, coronal and sagittal slices through the labels, overlay in colour, legend of label names.",
+            description=(
+                "The planes cross at the centre of the labelled voxels' bounding box (the volume's centre when the label map is "
+                "empty or absent). Volumes are shown in RAS, radiological convention, with physical aspect ratios; 2D images give "
+                "one panel. The legend lists every label value present with its name from the label table and its overlay colour."
+            ),
+            params=MontageParams,
+            factory="voxpipe_plugins.preview.montage:MontageWriter",
+            reads=("{image_key}", "{label_key}"),
+        )
+    )

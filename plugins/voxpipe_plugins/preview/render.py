@@ -28,7 +28,9 @@ def display_planes(image, label=None, slice_choice: str = "largest_label"):
 
 
 class PreviewWriter:
-    def __init__(self, image_key="image", label_key="label", filename="preview.png", slice="largest_label", alpha=0.45, min_size=256) -> None:
+    def __init__(
+        self, image_key="image", label_key="label", filename="preview.png", slice="largest_label", alpha=0.45, min_size=256
+    ) -> None:
         self.image_key, self.label_key, self.filename = image_key, label_key, filename
         self.slice, self.alpha, self.min_size = slice, alpha, min_size
 

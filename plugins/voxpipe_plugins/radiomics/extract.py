@@ -21,9 +21,21 @@ class RadiomicsExtractor:
     ``case["feature_names"][name]``. Other feature sets already in the case are kept.
     """
 
-    def __init__(self, key="image", mask_key="label", label_value=1, name="radiomics", bin_count=32, bin_width=None,
-                 bin_lower=None, glcm_distance=1, glcm_aggregation="averaged", surface="smoothed",
-                 groups=GROUPS, min_voxels=1) -> None:
+    def __init__(
+        self,
+        key="image",
+        mask_key="label",
+        label_value=1,
+        name="radiomics",
+        bin_count=32,
+        bin_width=None,
+        bin_lower=None,
+        glcm_distance=1,
+        glcm_aggregation="averaged",
+        surface="smoothed",
+        groups=GROUPS,
+        min_voxels=1,
+    ) -> None:
         self.key, self.mask_key, self.label_value, self.name = key, mask_key, label_value, name
         self.bin_count, self.bin_width, self.bin_lower = bin_count, bin_width, bin_lower
         self.glcm_distance, self.glcm_aggregation, self.surface = glcm_distance, glcm_aggregation, surface
@@ -36,7 +48,9 @@ class RadiomicsExtractor:
 
         for key in (self.key, self.mask_key):
             if key not in case:
-                raise StageInputError(f"radiomics.extract: the case has no `{key}`; add a stage that makes it (e.g. a segmenter for the mask)")
+                raise StageInputError(
+                    f"radiomics.extract: the case has no `{key}`; add a stage that makes it (e.g. a segmenter for the mask)"
+                )
         image, mask = case[self.key], case[self.mask_key]
         array, labels = to_numpy(image), to_numpy(mask)
         if array.ndim not in (3, 4) or array.shape[0] != 1:
@@ -45,14 +59,18 @@ class RadiomicsExtractor:
         if labels.ndim == array.ndim + 1 and labels.shape[0] == 1:
             labels = labels[0]
         if labels.shape != array.shape:
-            raise StageInputError(f"radiomics.extract: `{self.mask_key}` has shape {labels.shape} but `{self.key}` has {array.shape}; "
-                                  "resample the mask onto the image grid")
+            raise StageInputError(
+                f"radiomics.extract: `{self.mask_key}` has shape {labels.shape} but `{self.key}` has {array.shape}; "
+                "resample the mask onto the image grid"
+            )
         roi = labels != 0 if self.label_value is None else labels == self.label_value
         count = int(roi.sum())
         wanted = "non-zero" if self.label_value is None else f"value {self.label_value}"
         if count < self.min_voxels:
-            raise StageInputError(f"radiomics.extract: `{self.mask_key}` has {count} voxels with {wanted} (need at least {self.min_voxels}); "
-                                  "check `label_value` or the segmentation")
+            raise StageInputError(
+                f"radiomics.extract: `{self.mask_key}` has {count} voxels with {wanted} (need at least {self.min_voxels}); "
+                "check `label_value` or the segmentation"
+            )
         values = array[roi]
         if not np.all(np.isfinite(values)):
             raise StageInputError(f"radiomics.extract: `{self.key}` has NaN or infinite values inside the mask; fill them first")
@@ -86,7 +104,12 @@ class RadiomicsExtractor:
             tex = glcm.texture(levels, roi, grey.levels, self.glcm_distance, self.glcm_aggregation)
             names += [f"glcm.{n}" for n in glcm.NAMES]
             out += [tex[n] for n in glcm.NAMES]
-        summary = {"levels": grey.levels, "discretisation": grey.method, "bin_lower": round(grey.lower, 6), "bin_width": round(grey.width, 6)}
+        summary = {
+            "levels": grey.levels,
+            "discretisation": grey.method,
+            "bin_lower": round(grey.lower, 6),
+            "bin_width": round(grey.width, 6),
+        }
         return names, np.asarray(out, dtype=np.float32), summary
 
     def __call__(self, case: dict) -> dict:
@@ -97,10 +120,20 @@ class RadiomicsExtractor:
             raise ValueError(f"radiomics.extract: non-finite features {bad[:5]} (float32 overflow?); rescale the image")
         case.setdefault("features", {})[self.name] = vector
         case.setdefault("feature_names", {})[self.name] = names
-        record(case, "radiomics.extract", feature_set=self.name, count=len(names), voxels=int(roi.sum()),
-               spacing_mm=[round(s, 4) for s in spacing], groups=self.groups, surface=self.surface, **summary)
+        record(
+            case,
+            "radiomics.extract",
+            feature_set=self.name,
+            count=len(names),
+            voxels=int(roi.sum()),
+            spacing_mm=[round(s, 4) for s in spacing],
+            groups=self.groups,
+            surface=self.surface,
+            **summary,
+        )
         for name, value in zip(names, vector.tolist()):
             if name in REPORTED:
-                report_metric(case, f"feature_values.{self.name}:{name}", round(float(value), 4), unit=REPORTED[name],
-                              label=f"{self.name}:{name}")
+                report_metric(
+                    case, f"feature_values.{self.name}:{name}", round(float(value), 4), unit=REPORTED[name], label=f"{self.name}:{name}"
+                )
         return case

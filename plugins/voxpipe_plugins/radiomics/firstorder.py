@@ -11,9 +11,26 @@ from __future__ import annotations
 import numpy as np
 
 NAMES = (
-    "mean", "variance", "skewness", "kurtosis", "median", "minimum", "p10", "p90", "maximum",
-    "iqr", "range", "mad", "robust_mad", "medad", "cov", "qcod", "energy", "rms",
-    "entropy", "uniformity",
+    "mean",
+    "variance",
+    "skewness",
+    "kurtosis",
+    "median",
+    "minimum",
+    "p10",
+    "p90",
+    "maximum",
+    "iqr",
+    "range",
+    "mad",
+    "robust_mad",
+    "medad",
+    "cov",
+    "qcod",
+    "energy",
+    "rms",
+    "entropy",
+    "uniformity",
 )
 
 

@@ -25,13 +25,31 @@ SURFACE_SIGMA_VOXELS = 0.75
 SMOOTH_VOLUME_TOLERANCE = 0.25  # the smoothed mesh is used only if it keeps the volume within 25 %
 
 NAMES_3D = (
-    "volume_mm3", "voxel_volume_mm3", "surface_area_mm2", "surface_to_volume_per_mm", "sphericity",
-    "max_3d_diameter_mm", "major_axis_mm", "minor_axis_mm", "least_axis_mm", "elongation", "flatness",
-    "extent_i_mm", "extent_j_mm", "extent_k_mm",
+    "volume_mm3",
+    "voxel_volume_mm3",
+    "surface_area_mm2",
+    "surface_to_volume_per_mm",
+    "sphericity",
+    "max_3d_diameter_mm",
+    "major_axis_mm",
+    "minor_axis_mm",
+    "least_axis_mm",
+    "elongation",
+    "flatness",
+    "extent_i_mm",
+    "extent_j_mm",
+    "extent_k_mm",
 )
 NAMES_2D = (
-    "area_mm2", "perimeter_mm", "circularity", "max_2d_diameter_mm", "major_axis_mm", "minor_axis_mm",
-    "elongation", "extent_i_mm", "extent_j_mm",
+    "area_mm2",
+    "perimeter_mm",
+    "circularity",
+    "max_2d_diameter_mm",
+    "major_axis_mm",
+    "minor_axis_mm",
+    "elongation",
+    "extent_i_mm",
+    "extent_j_mm",
 )
 
 

@@ -9,8 +9,13 @@ import click
 
 @click.command("sample-data")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--ct-series", type=click.IntRange(1, 50), default=1, show_default=True,
-              help="How many synthetic thorax CT series (DICOM) to write; the demo uses 3.")
+@click.option(
+    "--ct-series",
+    type=click.IntRange(1, 50),
+    default=1,
+    show_default=True,
+    help="How many synthetic thorax CT series (DICOM) to write; the demo uses 3.",
+)
 def sample_data(directory: Path, ct_series: int = 1) -> None:
     """Write small demo inputs to DIRECTORY: a real T1 MRI (from nibabel's test data),
     a 3D phantom NIfTI, a 2D Shepp-Logan PNG and synthetic thorax CT series (one DICOM

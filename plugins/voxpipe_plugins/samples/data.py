@@ -26,12 +26,18 @@ def ellipsoid_phantom(shape=(96, 96, 48), spacing=(1.0, 1.0, 2.0), noise=0.05, s
     volume = np.zeros(shape, dtype=np.float32)
     body = (x / 40) ** 2 + (y / 32) ** 2 + (z / 40) ** 2 <= 1
     volume[body] = 0.3
-    for (cx, cy, cz), (rx, ry, rz), value in [((-15, 0, 0), (10, 12, 16), 1.0), ((15, 5, 5), (8, 8, 10), 0.8), ((0, -18, -10), (6, 5, 8), 0.7)]:
+    for (cx, cy, cz), (rx, ry, rz), value in [
+        ((-15, 0, 0), (10, 12, 16), 1.0),
+        ((15, 5, 5), (8, 8, 10), 0.8),
+        ((0, -18, -10), (6, 5, 8), 0.7),
+    ]:
         volume[((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 <= 1] = value
     return (volume + rng.normal(0, noise, shape)).astype(np.float32)
 
 
-def thorax_ct(index: int = 0, shape: tuple[int, int, int] = (160, 160, 40), scale: float = 1.0) -> tuple[np.ndarray, tuple[float, float, float]]:
+def thorax_ct(
+    index: int = 0, shape: tuple[int, int, int] = (160, 160, 40), scale: float = 1.0
+) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A thorax phantom as DICOM slices ``volume[k, r, c]`` in HU, and (row, col, slice) spacing in mm.
 
     Each ``index`` is another "patient": a slightly different field of view (so body and lung
@@ -83,7 +89,10 @@ def write_sample_data(directory: str | Path, ct_series: int = 1) -> list[Path]:
         folder = out / ("ct-series" if index == 0 else f"ct-series-{index + 1}")
         volume, spacing = thorax_ct(index)
         origin = (-(volume.shape[2] - 1) / 2 * spacing[1], -(volume.shape[1] - 1) / 2 * spacing[0], -100.0)
-        write_series(folder, volume, SeriesSpec(spacing=spacing, origin=origin, series_description="demo CT",
-                                                patient_name=f"Demo^Patient{index + 1}", seed=index))
+        write_series(
+            folder,
+            volume,
+            SeriesSpec(spacing=spacing, origin=origin, series_description="demo CT", patient_name=f"Demo^Patient{index + 1}", seed=index),
+        )
         written.append(folder)
     return written

@@ -8,8 +8,10 @@ from voxpipe.hookspecs import hookimpl
 
 @hookimpl
 def voxpipe_register_commands(register):
-    register(CommandSpec(
-        name="sample-data",
-        summary="Write small demo inputs: a real T1 MRI, a 3D phantom, a 2D PNG and synthetic CT series.",
-        factory="voxpipe_plugins.samples.commands:sample_data",
-    ))
+    register(
+        CommandSpec(
+            name="sample-data",
+            summary="Write small demo inputs: a real T1 MRI, a 3D phantom, a 2D PNG and synthetic CT series.",
+            factory="voxpipe_plugins.samples.commands:sample_data",
+        )
+    )

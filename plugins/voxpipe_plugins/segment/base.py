@@ -9,7 +9,8 @@ and a label table in ``meta["label_names"]`` (``write.nifti`` writes it as
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,9 @@ def label_array(label: Any, stage: str) -> np.ndarray:
     return array
 
 
-def mask_from_case(case: dict, mask_key: str | None, shape: tuple[int, ...], stage: str,
-                   labels: Sequence[int] | None = None) -> np.ndarray | None:
+def mask_from_case(
+    case: dict, mask_key: str | None, shape: tuple[int, ...], stage: str, labels: Sequence[int] | None = None
+) -> np.ndarray | None:
     """Voxels of ``case[mask_key]`` that are non-zero (or in ``labels``), or None without a key."""
     if mask_key is None:
         return None

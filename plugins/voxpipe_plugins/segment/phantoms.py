@@ -15,7 +15,7 @@ import numpy as np
 
 @dataclass
 class Phantom:
-    image: np.ndarray          # X×Y×Z float32
+    image: np.ndarray  # X×Y×Z float32
     truth: dict[str, np.ndarray]  # name -> bool mask (or int class map for "classes")
     affine: np.ndarray
 
@@ -26,8 +26,7 @@ def _grid(shape, spacing):
     return np.meshgrid(*axes, indexing="ij", sparse=True)
 
 
-def ct_phantom(shape=(96, 80, 40), spacing=(2.0, 2.0, 4.0), noise_hu: float = 20.0, seed: int = 0,
-               dtype=np.float32) -> Phantom:
+def ct_phantom(shape=(96, 80, 40), spacing=(2.0, 2.0, 4.0), noise_hu: float = 20.0, seed: int = 0, dtype=np.float32) -> Phantom:
     """Thorax-like CT: air -1000, body 40 HU with a fat layer, two lungs at -850, spine and
     sternum and a rib ring at 700 HU, a couch at 300 HU below the body (not touching it).
 
@@ -39,14 +38,14 @@ def ct_phantom(shape=(96, 80, 40), spacing=(2.0, 2.0, 4.0), noise_hu: float = 20
     ax, ay = 0.40 * fov_x, 0.31 * fov_y
     body_r = (x / ax) ** 2 + ((y - 0.02 * fov_y) / ay) ** 2
     body = np.broadcast_to(body_r <= 1, shape)
-    fat = np.broadcast_to(body_r > 0.85 ** 2, shape) & body
+    fat = np.broadcast_to(body_r > 0.85**2, shape) & body
     lung_rz = (z / (0.42 * fov_z)) ** 2
     lungs = np.zeros(shape, dtype=bool)
     for side in (-1, 1):
         lungs |= (((x - side * 0.18 * fov_x) / (0.13 * fov_x)) ** 2 + ((y - 0.04 * fov_y) / (0.19 * fov_y)) ** 2 + lung_rz) <= 1
     spine = np.broadcast_to(((x / (0.045 * fov_x)) ** 2 + ((y + 0.18 * fov_y) / (0.05 * fov_y)) ** 2) <= 1, shape)
     sternum = np.broadcast_to(((x / (0.03 * fov_x)) ** 2 + ((y - 0.27 * fov_y) / (0.02 * fov_y)) ** 2) <= 1, shape)
-    rib_ring = (body_r <= 0.80 ** 2) & (body_r > 0.74 ** 2)
+    rib_ring = (body_r <= 0.80**2) & (body_r > 0.74**2)
     ribs = np.broadcast_to(rib_ring & (np.abs(np.sin(np.arctan2(y, x) * 6)) > 0.5), shape) & (np.abs(z) < 0.45 * fov_z)
     bone = (spine | sternum | ribs) & body
     couch = np.broadcast_to((y < -0.40 * fov_y) & (y > -0.44 * fov_y) & (np.abs(x) < 0.45 * fov_x), shape)
@@ -74,8 +73,8 @@ def brain_phantom(shape=(64, 76, 60), spacing=(2.0, 2.0, 2.0), noise: float = 0.
     fov = [n * s for n, s in zip(shape, spacing)]
     r = (x / (0.36 * fov[0])) ** 2 + (y / (0.36 * fov[1])) ** 2 + (z / (0.36 * fov[2])) ** 2
     brain = r <= 1
-    gm = r <= 0.90 ** 2
-    wm = r <= 0.72 ** 2
+    gm = r <= 0.90**2
+    wm = r <= 0.72**2
     classes = np.zeros(shape, dtype=np.uint8)
     classes[brain] = 1
     classes[gm] = 2
@@ -83,7 +82,7 @@ def brain_phantom(shape=(64, 76, 60), spacing=(2.0, 2.0, 2.0), noise: float = 0.
     for side in (-1, 1):
         ventricle = ((x - side * 0.06 * fov[0]) / (0.04 * fov[0])) ** 2 + (y / (0.12 * fov[1])) ** 2 + (z / (0.08 * fov[2])) ** 2 <= 1
         classes[ventricle] = 1
-    scalp = (r > 1.10 ** 2) & (r <= 1.20 ** 2)
+    scalp = (r > 1.10**2) & (r <= 1.20**2)
     image = np.zeros(shape, dtype=np.float32)
     image[scalp] = 0.8
     image[classes == 1] = 0.25

@@ -8,14 +8,13 @@ describes every stage and the recipes in configs/.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec
 from voxpipe_plugins.common.params import CaseKey, ImageKeyParams
-
 
 
 class OtsuParams(ImageKeyParams):
@@ -29,9 +28,14 @@ class _SegmentParams(ImageKeyParams):
 
 
 class _MaskParams(_SegmentParams):
-    mask_key: Optional[CaseKey] = Field(None, json_schema_extra={"shown": {"type": "str | None"}},
-                                        description="Case key of a mask or label map (e.g. `body`): only its non-zero voxels (or `mask_labels`) are segmented.")
-    mask_labels: Optional[list[int]] = Field(None, min_length=1, max_length=256, description="Values of `mask_key` that form the mask; unset: any non-zero.")
+    mask_key: CaseKey | None = Field(
+        None,
+        json_schema_extra={"shown": {"type": "str | None"}},
+        description="Case key of a mask or label map (e.g. `body`): only its non-zero voxels (or `mask_labels`) are segmented.",
+    )
+    mask_labels: list[int] | None = Field(
+        None, min_length=1, max_length=256, description="Values of `mask_key` that form the mask; unset: any non-zero."
+    )
 
     @model_validator(mode="after")
     def _labels_need_key(self):
@@ -48,8 +52,11 @@ def _names_match(names, classes):
 class MultiOtsuParams(_MaskParams):
     classes: int = Field(3, ge=2, le=5, description="Number of intensity classes (thresholds = classes - 1).")
     nbins: int = Field(256, ge=8, le=4096, description="Histogram bins for the threshold search.")
-    names: Optional[list[str]] = Field(None, description="Class names, darkest first, one per class. Without a mask the darkest "
-                                       "class is value 0 (default name `background`); with a mask classes are 1..classes and 0 is outside.")
+    names: list[str] | None = Field(
+        None,
+        description="Class names, darkest first, one per class. Without a mask the darkest "
+        "class is value 0 (default name `background`); with a mask classes are 1..classes and 0 is outside.",
+    )
 
     @model_validator(mode="after")
     def _names(self):
@@ -62,10 +69,12 @@ class Range(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$", description="Label name (written to the label table).")
-    min: Optional[float] = Field(None, description="Lowest intensity included (HU on CT); unset: no lower bound.")
-    max: Optional[float] = Field(None, description="Highest intensity included; unset: no upper bound.")
-    value: Optional[int] = Field(None, ge=1, le=65535, description="Label value; unset: the range's position (1, 2, ...).")
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$", description="Label name (written to the label table)."
+    )
+    min: float | None = Field(None, description="Lowest intensity included (HU on CT); unset: no lower bound.")
+    max: float | None = Field(None, description="Highest intensity included; unset: no upper bound.")
+    value: int | None = Field(None, ge=1, le=65535, description="Label value; unset: the range's position (1, 2, ...).")
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -77,9 +86,13 @@ class Range(BaseModel):
 
 
 class ThresholdParams(_MaskParams):
-    ranges: list[Range] = Field(min_length=1, max_length=255, description="Named intensity ranges, e.g. "
-                                "[{name: lung, min: -1000, max: -400}, {name: bone, min: 250}]; each becomes a label "
-                                "(value 1, 2, ... or `value`). Where ranges overlap the first one wins.")
+    ranges: list[Range] = Field(
+        min_length=1,
+        max_length=255,
+        description="Named intensity ranges, e.g. "
+        "[{name: lung, min: -1000, max: -400}, {name: bone, min: 250}]; each becomes a label "
+        "(value 1, 2, ... or `value`). Where ranges overlap the first one wins.",
+    )
 
     @model_validator(mode="after")
     def _unique(self):
@@ -90,18 +103,27 @@ class ThresholdParams(_MaskParams):
 
 
 class RegionGrowParams(_SegmentParams):
-    seeds: list[list[float]] = Field(min_length=1, max_length=1000, description="Seed points, each [i, j(, k)] voxel indices "
-                                     "or [x, y(, z)] RAS mm scanner coordinates (see `seed_space`).")
-    seed_space: Literal["voxel", "world"] = Field("voxel", description="`voxel`: array indices (0-based); `world`: RAS millimetres, "
-                                                  "mapped through the image's affine.")
-    method: Literal["connected", "confidence"] = Field("connected", description="`connected`: voxels in [lower, upper] connected "
-                                                       "to a seed; `confidence`: ITK's confidence connected (mean ± multiplier·std of the region, iterated).")
-    lower: Optional[float] = Field(None, description="connected: lowest intensity accepted.")
-    upper: Optional[float] = Field(None, description="connected: highest intensity accepted.")
+    seeds: list[list[float]] = Field(
+        min_length=1,
+        max_length=1000,
+        description="Seed points, each [i, j(, k)] voxel indices or [x, y(, z)] RAS mm scanner coordinates (see `seed_space`).",
+    )
+    seed_space: Literal["voxel", "world"] = Field(
+        "voxel", description="`voxel`: array indices (0-based); `world`: RAS millimetres, mapped through the image's affine."
+    )
+    method: Literal["connected", "confidence"] = Field(
+        "connected",
+        description="`connected`: voxels in [lower, upper] connected "
+        "to a seed; `confidence`: ITK's confidence connected (mean ± multiplier·std of the region, iterated).",
+    )
+    lower: float | None = Field(None, description="connected: lowest intensity accepted.")
+    upper: float | None = Field(None, description="connected: highest intensity accepted.")
     multiplier: float = Field(2.5, gt=0, le=20, description="confidence: interval half-width in standard deviations.")
     iterations: int = Field(4, ge=0, le=50, description="confidence: times the statistics are re-estimated from the grown region.")
-    initial_radius: int = Field(1, ge=0, le=10, description="confidence: half-width (voxels) of the neighbourhood of each seed for the first statistics.")
-    mask_key: Optional[CaseKey] = Field(None, description="Case key of a mask: growth stays inside its non-zero voxels.")
+    initial_radius: int = Field(
+        1, ge=0, le=10, description="confidence: half-width (voxels) of the neighbourhood of each seed for the first statistics."
+    )
+    mask_key: CaseKey | None = Field(None, description="Case key of a mask: growth stays inside its non-zero voxels.")
     name: str = Field("region", min_length=1, max_length=64, description="Name of label 1 in the label table.")
 
     @model_validator(mode="after")
@@ -119,21 +141,27 @@ class RegionGrowParams(_SegmentParams):
 
 class WatershedParams(_SegmentParams):
     surface: Literal["gradient", "distance", "image", "inverted"] = Field(
-        "gradient", description="The relief that is flooded: `gradient` (Gaussian gradient magnitude), `distance` (minus the "
-        "distance in mm to the mask's edge: splits touching round objects), `image`, or `inverted` (bright objects become basins).")
+        "gradient",
+        description="The relief that is flooded: `gradient` (Gaussian gradient magnitude), `distance` (minus the "
+        "distance in mm to the mask's edge: splits touching round objects), `image`, or `inverted` (bright objects become basins).",
+    )
     sigma_mm: float = Field(1.0, gt=0, le=50, description="gradient: Gaussian sigma in mm (pixels for 2D photos).")
     markers: Literal["h_maxima", "threshold", "label"] = Field(
-        "h_maxima", description="Where basins start: `h_maxima` (maxima of the inverted relief at least `h` deep), `threshold` "
-        "(connected components of [marker_lower, marker_upper]), or `label` (the non-zero values of `marker_key`).")
-    marker_key: Optional[CaseKey] = Field(None, description="label: case key of the marker label map.")
-    marker_lower: Optional[float] = Field(None, description="threshold: lowest marker intensity.")
-    marker_upper: Optional[float] = Field(None, description="threshold: highest marker intensity.")
+        "h_maxima",
+        description="Where basins start: `h_maxima` (maxima of the inverted relief at least `h` deep), `threshold` "
+        "(connected components of [marker_lower, marker_upper]), or `label` (the non-zero values of `marker_key`).",
+    )
+    marker_key: CaseKey | None = Field(None, description="label: case key of the marker label map.")
+    marker_lower: float | None = Field(None, description="threshold: lowest marker intensity.")
+    marker_upper: float | None = Field(None, description="threshold: highest marker intensity.")
     h: float = Field(1.0, gt=0, le=1e6, description="h_maxima: minimum depth of a basin, in relief units (mm for `distance`).")
-    mask_key: Optional[CaseKey] = Field(None, description="Case key of a mask: only its non-zero voxels are flooded.")
-    mask_threshold: Optional[float] = Field(None, description="Also (or only) restrict flooding to intensities above this value.")
+    mask_key: CaseKey | None = Field(None, description="Case key of a mask: only its non-zero voxels are flooded.")
+    mask_threshold: float | None = Field(None, description="Also (or only) restrict flooding to intensities above this value.")
     min_marker_voxels: int = Field(1, ge=1, le=10_000_000, description="threshold/h_maxima: drop marker components smaller than this.")
     watershed_line: bool = Field(False, description="Leave a one-voxel line (value 0) between regions.")
-    names: Optional[list[str]] = Field(None, max_length=255, description="Region names for values 1, 2, ...; `label` markers keep their own names.")
+    names: list[str] | None = Field(
+        None, max_length=255, description="Region names for values 1, 2, ...; `label` markers keep their own names."
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -148,9 +176,16 @@ class WatershedParams(_SegmentParams):
 
 class TissueParams(_MaskParams):
     classes: int = Field(3, ge=2, le=10, description="Number of tissue classes, numbered 1..classes by increasing mean intensity.")
-    mask_threshold: Optional[float] = Field(None, description="Also (or only) use voxels above this intensity (e.g. 0 for an MR's non-zero region).")
-    names: Optional[list[str]] = Field(None, description="Class names, darkest first (T1 brain: [csf, gray_matter, white_matter]).")
-    max_samples: int = Field(200_000, ge=1000, le=100_000_000, description="Voxels (drawn with `seed`) the model is fitted on; all voxels in the mask are then classified.")
+    mask_threshold: float | None = Field(
+        None, description="Also (or only) use voxels above this intensity (e.g. 0 for an MR's non-zero region)."
+    )
+    names: list[str] | None = Field(None, description="Class names, darkest first (T1 brain: [csf, gray_matter, white_matter]).")
+    max_samples: int = Field(
+        200_000,
+        ge=1000,
+        le=100_000_000,
+        description="Voxels (drawn with `seed`) the model is fitted on; all voxels in the mask are then classified.",
+    )
     seed: int = Field(0, ge=0, description="Random seed for the sample: results are reproducible.")
 
     @model_validator(mode="after")
@@ -160,50 +195,90 @@ class TissueParams(_MaskParams):
 
 
 def _spec(id, summary, params, factory, description, reads=("{key}",)):
-    return StageSpec(id=id, kind=StageKind.SEGMENTER, summary=summary, params=params, factory=factory,
-                     reads=reads, writes=("{output_key}",), description=description)
+    return StageSpec(
+        id=id,
+        kind=StageKind.SEGMENTER,
+        summary=summary,
+        params=params,
+        factory=factory,
+        reads=reads,
+        writes=("{output_key}",),
+        description=description,
+    )
 
 
 @hookimpl
 def voxpipe_register_stages(register):
-    register(StageSpec(
-        id="segment.otsu",
-        kind=StageKind.SEGMENTER,
-        summary="Two-class segmentation with Otsu's threshold (scikit-image); writes a 0/1 label map.",
-        description="The threshold maximises the between-class variance of the intensity histogram. "
-        "The label map keeps the image's affine and carries a label table {0: background, 1: foreground}.",
-        params=OtsuParams,
-        factory="voxpipe_plugins.segment.otsu:OtsuSegmenter",
-        reads=("{key}",),
-        writes=("{output_key}",),
-    ))
-    register(_spec(
-        "segment.multiotsu", "Several intensity classes with multi-Otsu thresholds (scikit-image), darkest first.",
-        MultiOtsuParams, "voxpipe_plugins.segment.threshold:MultiOtsuSegmenter",
-        "Thresholds maximise the between-class variance of the histogram (of the masked voxels when `mask_key` is set).",
-        reads=("{key}", "{mask_key}")))
-    register(_spec(
-        "segment.threshold", "Fixed intensity ranges (HU on CT) -> named labels.",
-        ThresholdParams, "voxpipe_plugins.segment.threshold:ThresholdSegmenter",
-        "Each named range [min, max] (inclusive) becomes one label; the first matching range wins; `mask_key` restricts it.",
-        reads=("{key}", "{mask_key}")))
-    register(_spec(
-        "segment.region_grow", "Region growing from seeds (voxel or world mm): connected threshold or confidence connected.",
-        RegionGrowParams, "voxpipe_plugins.segment.region_grow:RegionGrowSegmenter",
-        "The grown region is face-connected to a seed; `confidence` re-estimates mean ± k·std from the region a few times (ITK's ConfidenceConnected).",
-        reads=("{key}", "{mask_key}")))
-    register(_spec(
-        "segment.watershed", "Marker-based watershed (scikit-image) on the gradient, a distance map or the image.",
-        WatershedParams, "voxpipe_plugins.segment.watershed:WatershedSegmenter",
-        "Markers come from h-maxima, an intensity threshold or another label map; flooding can be limited to a mask.",
-        reads=("{key}", "{mask_key}", "{marker_key}")))
-    register(_spec(
-        "segment.kmeans", "Tissue classes by k-means on the intensities inside a mask (NumPy), ordered by mean.",
-        TissueParams, "voxpipe_plugins.segment.tissue:KMeansSegmenter",
-        "1D k-means (Lloyd, quantile start) fitted on a seeded sample of the masked voxels; classes 1..k darkest first, 0 outside.",
-        reads=("{key}", "{mask_key}")))
-    register(_spec(
-        "segment.gmm", "Tissue classes by a Gaussian mixture on the intensities inside a mask (NumPy EM), ordered by mean.",
-        TissueParams, "voxpipe_plugins.segment.tissue:GMMSegmenter",
-        "1D Gaussian mixture fitted by EM from a k-means start; each voxel gets its most probable class; 1..k darkest first.",
-        reads=("{key}", "{mask_key}")))
+    register(
+        StageSpec(
+            id="segment.otsu",
+            kind=StageKind.SEGMENTER,
+            summary="Two-class segmentation with Otsu's threshold (scikit-image); writes a 0/1 label map.",
+            description="The threshold maximises the between-class variance of the intensity histogram. "
+            "The label map keeps the image's affine and carries a label table {0: background, 1: foreground}.",
+            params=OtsuParams,
+            factory="voxpipe_plugins.segment.otsu:OtsuSegmenter",
+            reads=("{key}",),
+            writes=("{output_key}",),
+        )
+    )
+    register(
+        _spec(
+            "segment.multiotsu",
+            "Several intensity classes with multi-Otsu thresholds (scikit-image), darkest first.",
+            MultiOtsuParams,
+            "voxpipe_plugins.segment.threshold:MultiOtsuSegmenter",
+            "Thresholds maximise the between-class variance of the histogram (of the masked voxels when `mask_key` is set).",
+            reads=("{key}", "{mask_key}"),
+        )
+    )
+    register(
+        _spec(
+            "segment.threshold",
+            "Fixed intensity ranges (HU on CT) -> named labels.",
+            ThresholdParams,
+            "voxpipe_plugins.segment.threshold:ThresholdSegmenter",
+            "Each named range [min, max] (inclusive) becomes one label; the first matching range wins; `mask_key` restricts it.",
+            reads=("{key}", "{mask_key}"),
+        )
+    )
+    register(
+        _spec(
+            "segment.region_grow",
+            "Region growing from seeds (voxel or world mm): connected threshold or confidence connected.",
+            RegionGrowParams,
+            "voxpipe_plugins.segment.region_grow:RegionGrowSegmenter",
+            "The grown region is face-connected to a seed; `confidence` re-estimates mean ± k·std from the region a few times (ITK's ConfidenceConnected).",
+            reads=("{key}", "{mask_key}"),
+        )
+    )
+    register(
+        _spec(
+            "segment.watershed",
+            "Marker-based watershed (scikit-image) on the gradient, a distance map or the image.",
+            WatershedParams,
+            "voxpipe_plugins.segment.watershed:WatershedSegmenter",
+            "Markers come from h-maxima, an intensity threshold or another label map; flooding can be limited to a mask.",
+            reads=("{key}", "{mask_key}", "{marker_key}"),
+        )
+    )
+    register(
+        _spec(
+            "segment.kmeans",
+            "Tissue classes by k-means on the intensities inside a mask (NumPy), ordered by mean.",
+            TissueParams,
+            "voxpipe_plugins.segment.tissue:KMeansSegmenter",
+            "1D k-means (Lloyd, quantile start) fitted on a seeded sample of the masked voxels; classes 1..k darkest first, 0 outside.",
+            reads=("{key}", "{mask_key}"),
+        )
+    )
+    register(
+        _spec(
+            "segment.gmm",
+            "Tissue classes by a Gaussian mixture on the intensities inside a mask (NumPy EM), ordered by mean.",
+            TissueParams,
+            "voxpipe_plugins.segment.tissue:GMMSegmenter",
+            "1D Gaussian mixture fitted by EM from a k-means start; each voxel gets its most probable class; 1..k darkest first.",
+            reads=("{key}", "{mask_key}"),
+        )
+    )

@@ -8,7 +8,7 @@ the statistics from that region, and repeat a few times.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,10 +31,21 @@ def connected_to_seeds(inside: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 class RegionGrowSegmenter:
     STAGE = "segment.region_grow"
 
-    def __init__(self, key: str = "image", output_key: str = "label", seeds: Sequence[Sequence[float]] = (),
-                 seed_space: str = "voxel", method: str = "connected", lower: float | None = None,
-                 upper: float | None = None, multiplier: float = 2.5, iterations: int = 4, initial_radius: int = 1,
-                 mask_key: str | None = None, name: str = "region") -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        output_key: str = "label",
+        seeds: Sequence[Sequence[float]] = (),
+        seed_space: str = "voxel",
+        method: str = "connected",
+        lower: float | None = None,
+        upper: float | None = None,
+        multiplier: float = 2.5,
+        iterations: int = 4,
+        initial_radius: int = 1,
+        mask_key: str | None = None,
+        name: str = "region",
+    ) -> None:
         if not seeds:
             raise ValueError("give at least one seed")
         if method == "connected" and lower is None and upper is None:
@@ -55,7 +66,9 @@ class RegionGrowSegmenter:
         indices = np.rint(points).astype(np.int64)
         for seed, index in zip(self.seeds, indices):
             if np.any(index < 0) or np.any(index >= np.asarray(shape)):
-                raise StageInputError(f"{self.STAGE}: seed {seed} ({self.seed_space}) is outside the image (voxel {index.tolist()}, shape {list(shape)})")
+                raise StageInputError(
+                    f"{self.STAGE}: seed {seed} ({self.seed_space}) is outside the image (voxel {index.tolist()}, shape {list(shape)})"
+                )
         return indices
 
     def __call__(self, case: dict) -> dict:

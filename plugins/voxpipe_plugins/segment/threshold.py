@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,15 +21,22 @@ class ThresholdSegmenter:
 
     STAGE = "segment.threshold"
 
-    def __init__(self, key: str = "image", output_key: str = "label", ranges: Sequence[Any] = (),
-                 mask_key: str | None = None, mask_labels: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        output_key: str = "label",
+        ranges: Sequence[Any] = (),
+        mask_key: str | None = None,
+        mask_labels: Sequence[int] | None = None,
+    ) -> None:
         self.key, self.output_key, self.mask_key, self.mask_labels = key, output_key, mask_key, mask_labels
         self.ranges = []
         for i, item in enumerate(ranges):
             low, high = _get(item, "min"), _get(item, "max")
             value = _get(item, "value") or i + 1
-            self.ranges.append((str(_get(item, "name")), -np.inf if low is None else float(low),
-                                np.inf if high is None else float(high), int(value)))
+            self.ranges.append(
+                (str(_get(item, "name")), -np.inf if low is None else float(low), np.inf if high is None else float(high), int(value))
+            )
         if not self.ranges:
             raise ValueError("give at least one range")
 
@@ -61,9 +69,16 @@ class MultiOtsuSegmenter:
 
     STAGE = "segment.multiotsu"
 
-    def __init__(self, key: str = "image", output_key: str = "label", classes: int = 3, nbins: int = 256,
-                 mask_key: str | None = None, mask_labels: Sequence[int] | None = None,
-                 names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        output_key: str = "label",
+        classes: int = 3,
+        nbins: int = 256,
+        mask_key: str | None = None,
+        mask_labels: Sequence[int] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         if names is not None and len(names) != classes:
             raise ValueError(f"`names` has {len(names)} entries for {classes} classes")
         self.key, self.output_key, self.classes, self.nbins = key, output_key, classes, nbins
@@ -82,7 +97,9 @@ class MultiOtsuSegmenter:
         if sample.size == 0 or np.ptp(sample) == 0:
             if inside is None:
                 raise StageInputError(f"{self.STAGE}: image is constant; multi-Otsu thresholds are undefined")
-            add_warning(out, f"{self.STAGE}: the mask `{self.mask_key}` is empty or constant inside; label map `{self.output_key}` is empty")
+            add_warning(
+                out, f"{self.STAGE}: the mask `{self.mask_key}` is empty or constant inside; label map `{self.output_key}` is empty"
+            )
             thresholds = []
         else:
             try:
@@ -95,6 +112,12 @@ class MultiOtsuSegmenter:
             else:
                 label[inside] = classes[inside] + 1
         out[self.output_key] = to_label(image, label, default_names(self.classes, first, self.names))
-        record(out, self.STAGE, classes=self.classes, thresholds=[round(t, 6) for t in thresholds],
-               voxels=[int((label == first + c).sum()) for c in range(self.classes)], masked=inside is not None)
+        record(
+            out,
+            self.STAGE,
+            classes=self.classes,
+            thresholds=[round(t, 6) for t in thresholds],
+            voxels=[int((label == first + c).sum()) for c in range(self.classes)],
+            masked=inside is not None,
+        )
         return out

@@ -16,8 +16,8 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from voxpipe.stage import record
 
+from voxpipe.stage import record
 from voxpipe_plugins.segment.base import (
     add_warning,
     default_names,
@@ -66,9 +66,18 @@ def gmm_1d(x: np.ndarray, k: int, seed: int = 0):
     counts = np.bincount(assign, minlength=k)
     variances = np.array([max(float(x[assign == c].var()) if counts[c] > 1 else spread / k**2, floor) for c in range(k)])
     weights = np.maximum(counts / len(x), 1e-6)
-    model = GaussianMixture(k, covariance_type="spherical", tol=TOLERANCE, reg_covar=floor, max_iter=200,
-                            init_params="random_from_data", random_state=seed,  # unused: every parameter is given
-                            weights_init=weights / weights.sum(), means_init=means[:, None], precisions_init=1.0 / variances)
+    model = GaussianMixture(
+        k,
+        covariance_type="spherical",
+        tol=TOLERANCE,
+        reg_covar=floor,
+        max_iter=200,
+        init_params="random_from_data",
+        random_state=seed,  # unused: every parameter is given
+        weights_init=weights / weights.sum(),
+        means_init=means[:, None],
+        precisions_init=1.0 / variances,
+    )
     with warnings.catch_warnings():  # not converged in max_iter: the fit so far is kept, as EM always did
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x[:, None])
@@ -78,9 +87,18 @@ def gmm_1d(x: np.ndarray, k: int, seed: int = 0):
 class _TissueClasses:
     STAGE = "segment.tissue"
 
-    def __init__(self, key: str = "image", output_key: str = "label", classes: int = 3, mask_key: str | None = None,
-                 mask_labels: Sequence[int] | None = None, mask_threshold: float | None = None,
-                 names: Sequence[str] | None = None, max_samples: int = 200_000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        output_key: str = "label",
+        classes: int = 3,
+        mask_key: str | None = None,
+        mask_labels: Sequence[int] | None = None,
+        mask_threshold: float | None = None,
+        names: Sequence[str] | None = None,
+        max_samples: int = 200_000,
+        seed: int = 0,
+    ) -> None:
         if names is not None and len(names) != classes:
             raise ValueError(f"`names` has {len(names)} entries for {classes} classes")
         self.key, self.output_key, self.classes = key, output_key, classes
@@ -101,8 +119,11 @@ class _TissueClasses:
         inside = values[mask].astype(np.float64)
         details: dict = {"classes": self.classes, "mask_voxels": int(inside.size)}
         if inside.size < self.classes or np.ptp(inside) == 0:
-            add_warning(out, f"{self.STAGE}: the mask holds {inside.size} voxel(s) of {len(np.unique(inside))} value(s), "
-                             f"too few for {self.classes} classes; label map `{self.output_key}` is empty")
+            add_warning(
+                out,
+                f"{self.STAGE}: the mask holds {inside.size} voxel(s) of {len(np.unique(inside))} value(s), "
+                f"too few for {self.classes} classes; label map `{self.output_key}` is empty",
+            )
         else:
             rng = np.random.default_rng(self.seed)
             sample = inside if inside.size <= self.max_samples else rng.choice(inside, self.max_samples, replace=False)
@@ -136,7 +157,9 @@ class GMMSegmenter(_TissueClasses):
         rank[order] = np.arange(order.size)  # component -> class by increasing mean
         assign = np.empty(values.shape, dtype=np.int64)
         for start in range(0, values.size, CHUNK):
-            assign[start:start + CHUNK] = rank[model.predict(values[start:start + CHUNK, None])]
-        return assign, {"weights": [round(float(w), 4) for w in model.weights_[order]],
-                        "means": [round(float(m), 4) for m in model.means_[order, 0]],
-                        "stds": [round(float(np.sqrt(v)), 4) for v in model.covariances_[order]]}
+            assign[start : start + CHUNK] = rank[model.predict(values[start : start + CHUNK, None])]
+        return assign, {
+            "weights": [round(float(w), 4) for w in model.weights_[order]],
+            "means": [round(float(m), 4) for m in model.means_[order, 0]],
+            "stds": [round(float(np.sqrt(v)), 4) for v in model.covariances_[order]],
+        }

@@ -11,25 +11,44 @@ deeper than ``h``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from voxpipe.stage import record
 from voxpipe_plugins.common.checks import StageInputError
 from voxpipe_plugins.segment.base import (
-    add_warning, default_names, intensity, label_array, label_names_of, mask_from_case, spacing, to_label,
+    add_warning,
+    default_names,
+    intensity,
+    label_array,
+    label_names_of,
+    mask_from_case,
+    spacing,
+    to_label,
 )
 
 
 class WatershedSegmenter:
     STAGE = "segment.watershed"
 
-    def __init__(self, key: str = "image", output_key: str = "label", surface: str = "gradient", sigma_mm: float = 1.0,
-                 markers: str = "h_maxima", marker_key: str | None = None, marker_lower: float | None = None,
-                 marker_upper: float | None = None, h: float = 1.0, mask_key: str | None = None,
-                 mask_threshold: float | None = None, min_marker_voxels: int = 1, watershed_line: bool = False,
-                 names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        key: str = "image",
+        output_key: str = "label",
+        surface: str = "gradient",
+        sigma_mm: float = 1.0,
+        markers: str = "h_maxima",
+        marker_key: str | None = None,
+        marker_lower: float | None = None,
+        marker_upper: float | None = None,
+        h: float = 1.0,
+        mask_key: str | None = None,
+        mask_threshold: float | None = None,
+        min_marker_voxels: int = 1,
+        watershed_line: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> None:
         self.key, self.output_key, self.surface, self.sigma_mm = key, output_key, surface, sigma_mm
         self.markers, self.marker_key, self.marker_lower, self.marker_upper, self.h = markers, marker_key, marker_lower, marker_upper, h
         self.mask_key, self.mask_threshold, self.min_marker_voxels = mask_key, mask_threshold, min_marker_voxels
@@ -113,6 +132,13 @@ class WatershedSegmenter:
         else:
             names = default_names(count, 1, None, prefix="region")
         out[self.output_key] = to_label(image, label, names)
-        record(out, self.STAGE, surface=self.surface, markers=self.markers, regions=len(values_found),
-               sigma_mm=self.sigma_mm if self.surface == "gradient" else None, h=self.h if self.markers == "h_maxima" else None)
+        record(
+            out,
+            self.STAGE,
+            surface=self.surface,
+            markers=self.markers,
+            regions=len(values_found),
+            sigma_mm=self.sigma_mm if self.surface == "gradient" else None,
+            h=self.h if self.markers == "h_maxima" else None,
+        )
         return out

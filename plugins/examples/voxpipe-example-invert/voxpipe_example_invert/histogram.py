@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
 from voxpipe.plugin import atomic_path, record, report_metric, report_picture
 
 WIDTH, HEIGHT = 256, 96
