@@ -28,3 +28,30 @@ def test_config_as_dict_and_run(sample_inputs, tmp_path):
     assert summary.exit_code == 0 and summary.count("ok") == 4
     with pytest.raises(ConfigError, match="unknown stage"):
         voxpipe.load_pipeline({**config, "stages": [{"use": "load.autoo"}]})
+
+
+def test_run_file_without_output_dir_leaves_no_temp_folder(sample_inputs, tmp_path, monkeypatch):
+    """Each call used to leave a voxpipe-XXXX folder with full outputs behind."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    pipe = voxpipe.load_pipeline(DEMO_CONFIG, device="cpu")
+    for _ in range(2):
+        case = pipe.run_file(sample_inputs / "phantom-3d.nii.gz")
+        assert case["label"].shape == (1, 96, 96, 48)
+        assert "output_dir" not in case
+    assert list(scratch.iterdir()) == []
+
+
+def test_api_and_cli_share_run_defaults():
+    """`voxpipe.run` and `voxpipe run` take the same default workers (one constant)."""
+    import inspect
+
+    from voxpipe.cli import cli
+    from voxpipe.defaults import DEFAULT_WORKERS
+
+    api_default = inspect.signature(voxpipe.run).parameters["workers"].default
+    cli_default = next(p.default for p in cli.commands["run"].params if p.name == "workers")
+    assert api_default == cli_default == DEFAULT_WORKERS

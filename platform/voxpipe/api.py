@@ -20,6 +20,7 @@ import yaml
 from voxpipe import config as config_module
 from voxpipe.cases import case_id
 from voxpipe.config import ValidatedConfig
+from voxpipe.defaults import DEFAULT_WORKERS
 from voxpipe.device import resolve_device
 from voxpipe.errors import StageError, UsageError
 from voxpipe.pipeline import Pipeline
@@ -53,13 +54,25 @@ class NotebookPipeline:
         self.pipeline = Pipeline(validated, device)
 
     def run_file(self, path: str | Path, output_dir: str | Path | None = None) -> dict:
-        """Run the pipeline on one file and return the case dict; raises ``StageError`` on failure."""
+        """Run the pipeline on one file and return the case dict; raises ``StageError`` on failure.
+
+        Without ``output_dir`` the writers' files go to a temporary folder that is removed before
+        this returns: the results are the case dict, in memory, and nothing is left behind.
+        """
         found = self.pipeline.discover(Path(path))
         if not found.cases:
             raise UsageError(f"{path}: not a case the loader `{self.pipeline.loader.spec.id}` can read")
         source = found.cases[0]
-        out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="voxpipe-"))
-        out.mkdir(parents=True, exist_ok=True)
+        if output_dir is not None:
+            out = Path(output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            return self._run_case(source, out)
+        with tempfile.TemporaryDirectory(prefix="voxpipe-") as scratch:
+            case = self._run_case(source, Path(scratch))
+        case.pop("output_dir", None)  # it is gone
+        return case
+
+    def _run_case(self, source, out: Path) -> dict:
         result = self.pipeline.run_case(source, case_id(source), out)
         if not result.ok:
             raise StageError(result.error)
@@ -81,7 +94,7 @@ def run(
     device: str | None = None,
     force: bool = False,
     registry: Registry | None = None,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     executor: str = "local",
     timeout: float | None = None,
     retries: int = 2,
@@ -89,8 +102,9 @@ def run(
 ) -> RunSummary:
     """Run a pipeline over every case under ``input_path``; like ``voxpipe run``.
 
-    ``workers=0`` (the default here) runs the cases in this process; ``workers=N`` uses N
-    isolated worker processes, ``executor="dask-local"`` or ``"tcp://HOST:PORT"`` a Dask cluster.
+    The names and defaults are the CLI's: ``workers`` defaults to ``DEFAULT_WORKERS`` (one
+    isolated worker process, as ``voxpipe run``); ``workers=0`` runs the cases in this process,
+    ``executor="dask-local"`` or ``"tcp://HOST:PORT"`` a Dask cluster.
     """
     registry = registry or load_registry()
     validated = validate(config, overrides, device, registry)

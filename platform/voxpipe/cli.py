@@ -25,6 +25,7 @@ from voxpipe.command_line import (
     split_command,
 )
 from voxpipe.commands_spec import CORE_COMMANDS
+from voxpipe.defaults import DEFAULT_WORKERS
 from voxpipe.errors import VoxpipeError
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -290,7 +291,7 @@ def validate(settings: Settings, config: Path, overrides: tuple[str, ...]) -> in
     "-w",
     "--workers",
     type=click.IntRange(min=0),
-    default=1,
+    default=DEFAULT_WORKERS,
     show_default=True,
     help="Worker processes (each case isolated; threads split between them); 0 runs in this process. "
     "With --executor dask-local: the cluster's workers.",
@@ -326,7 +327,7 @@ def run(
     device: str | None,
     force: bool,
     source_map: Path | None,
-    workers: int = 1,
+    workers: int = DEFAULT_WORKERS,
     executor: str = "local",
     timeout: float | None = None,
     retries: int = 2,
