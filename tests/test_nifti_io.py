@@ -134,3 +134,23 @@ def test_own_writer_with_shear_keeps_sform_exact(tmp_path):
     image = nib.load(tmp_path / "s.nii")
     np.testing.assert_allclose(image.affine, affine, atol=1e-4)  # the sform wins and holds the shear
     assert np.allclose(np.linalg.norm(image.get_qform()[:3, :3], axis=0), np.linalg.norm(affine[:3, :3], axis=0), rtol=0.05)
+
+
+def test_write_nifti_records_label_volumes_for_the_report(cli, tmp_path, write_config):
+    """A pipeline with a label but no picture writer still reports each label's volume (mL from the affine)."""
+    import json
+
+    from tests.conftest import write_nifti as save
+
+    volume = np.zeros((20, 20, 10), np.float32)
+    volume[5:15, 5:15, 2:8] = 100.0  # 600 voxels of 2 x 2 x 3 mm = 7.2 mL
+    save(tmp_path / "in" / "box.nii.gz", volume, np.diag([2.0, 2.0, 3.0, 1.0]))
+    config = write_config(
+        "version: 1\nname: volumes\ndevice: cpu\nstages:\n  - use: load.nifti\n  - use: segment.otsu\n"
+        "  - use: write.nifti\n    with: {keys: [label]}\n"
+    )
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("case-*/case.json")]
+    metrics = {m["name"]: m for m in record["report"]["metrics"]}
+    assert metrics["volumes_ml.foreground"]["value"] == pytest.approx(7.2) and metrics["volumes_ml.foreground"]["unit"] == "mL"

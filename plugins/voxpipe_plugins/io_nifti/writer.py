@@ -91,5 +91,9 @@ class NiftiWriter:
                 with atomic_path(out_dir / f"{key}.labels.json") as tmp:
                     tmp.write_text(json.dumps({str(k): v for k, v in names.items()}, indent=2) + "\n")
                 written.append(f"{key}.labels.json")
+            if key == "label" or names:  # the report's volumes, also for pipelines that draw no picture
+                from voxpipe_plugins.label.volumes import report_label_volumes
+
+                report_label_volumes(case, key)
         record(case, "write.nifti", files=written)
         return case
