@@ -48,8 +48,21 @@ def label_volumes(case: dict, key: str = "label") -> list[tuple[str, float | int
     ]
 
 
-def report_label_volumes(case: dict, key: str = "label") -> None:
-    """Record each label's volume (``volumes_ml.<name>``) or area (``areas_px.<name>``) for the report."""
+def report_label_volumes(case: dict, key: str = "label", source: str = "") -> None:
+    """Record each label's volume (``volumes_ml.<name>``) or area (``areas_px.<name>``) for the report.
+
+    ``source`` (the recording stage's id) is kept on each item, so the report can say where
+    every number came from.
+    """
     for name, size, unit in label_volumes(case, key):
         group = "volumes_ml" if unit == "mL" else "areas_px"
         report_metric(case, f"{group}.{name}", size, unit=unit, label=name)
+        if source:
+            _set_source(case, f"{group}.{name}", source)
+
+
+def _set_source(case: dict, name: str, source: str) -> None:
+    """Add ``source`` to the metric just recorded, copy-on-write like :func:`report_metric`."""
+    items = dict(case["report"])
+    items["metrics"] = [({**m, "source": source} if m.get("name") == name else m) for m in items["metrics"]]
+    case["report"] = items

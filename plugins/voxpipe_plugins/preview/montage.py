@@ -21,6 +21,7 @@ from voxpipe.atomic import atomic_path
 from voxpipe.label_counts import label_values
 from voxpipe.report_items import report_picture
 from voxpipe.stage import record
+from voxpipe.thumbnail import AXIAL, CORONAL, SAGITTAL
 from voxpipe_plugins.common.tensors import affine_of, to_numpy
 from voxpipe_plugins.label.volumes import report_label_volumes
 from voxpipe_plugins.preview.render import PALETTE, _ras, display_planes, render
@@ -117,7 +118,7 @@ class MontageWriter:
         image_key: str = "image",
         label_key: str | None = "label",
         filename: str = "montage.png",
-        alpha: float = 0.45,
+        alpha: float = 0.15,
         panel_size: int = 256,
     ) -> None:
         self.image_key, self.label_key, self.filename = image_key, label_key, filename
@@ -132,12 +133,13 @@ class MontageWriter:
             grey, plane, pixel_mm = display_planes(image, label)
             panels = [("", grey, plane, pixel_mm)]
         pictures = []
-        for _, grey, plane, pixel_mm in panels:
+        letters = {"axial": AXIAL, "coronal": CORONAL, "sagittal": SAGITTAL}
+        for title, grey, plane, pixel_mm in panels:
             # render() scales the *shorter* side to its min_size; scale the longer one to panel_size instead,
             # so thin slabs do not become very wide strips.
             extent = (grey.shape[0] * pixel_mm[0], grey.shape[1] * pixel_mm[1])
             shorter = max(self.panel_size * min(extent) / max(extent), 1.0)
-            pictures.append(render(grey, plane, pixel_mm, self.alpha, shorter))
+            pictures.append(render(grey, plane, pixel_mm, self.alpha, shorter, letters.get(title), title in letters))
         present = label_values(to_numpy(label)) if label is not None else []
         legend = legend_entries(label, present) if label is not None else []
         picture = compose(pictures, [title for title, *_ in panels], legend)
@@ -147,5 +149,5 @@ class MontageWriter:
         record(case, "write.montage", file=self.filename, size=list(picture.size), panels=len(panels), legend=[name for _, name in legend])
         report_picture(case, self.filename)
         if self.label_key:
-            report_label_volumes(case, self.label_key)
+            report_label_volumes(case, self.label_key, source="write.montage")
         return case
