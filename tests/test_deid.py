@@ -394,7 +394,7 @@ def test_two_series_in_separate_runs_and_orders_share_study_and_frame_uids(cli, 
     outputs = {}
     for name, order in (("ab", (a, b)), ("ba", (b, a))):
         for i, series in enumerate(order):
-            result = cli("deid", series, tmp_path / f"out-{name}-{i}", "--key", key)
+            result = cli("deid", series, tmp_path / f"out-{name}-{i}", "--key", key, *(() if key.exists() else ("--new-key",)))
             assert result.exit_code == 0, result
         outputs[name] = _read_all(tmp_path / f"out-{name}-0") + _read_all(tmp_path / f"out-{name}-1")
     studies = {ds.StudyInstanceUID for name in outputs for ds in outputs[name]}
@@ -404,17 +404,17 @@ def test_two_series_in_separate_runs_and_orders_share_study_and_frame_uids(cli, 
     sops = {ds.SOPInstanceUID for ds in outputs["ab"]}
     assert all(ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID in sops for ds in outputs["ab"]), "references still resolve"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and len(bytes.fromhex(key.read_text().strip())) == 32
-    other = cli("deid", a, tmp_path / "out-other", "--key", tmp_path / "keys" / "other.key")
+    other = cli("deid", "-i", a, "-o", tmp_path / "out-other", "--key", tmp_path / "keys" / "other.key", "--new-key")
     assert other.exit_code == 0
     assert _read_all(tmp_path / "out-other")[0].StudyInstanceUID not in {ds.StudyInstanceUID for ds in outputs["ab"]}
 
 
 def test_deid_command_refuses_a_key_inside_the_output_and_its_own_output(cli, tmp_path):
     _write_series(tmp_path / "in", generate_uid(), generate_uid())
-    inside = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "out" / "k.key")
+    inside = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "out" / "k.key", "--new-key")
     assert inside.exit_code == 2 and len(inside.error_lines) == 1 and "outside" in inside.stderr
     assert not (tmp_path / "out" / "k.key").exists()
-    first = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key")
+    first = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key")
     assert first.exit_code == 0 and "de-identified 3 files in 1 series" in first.stdout
     dates = {ds.StudyDate for ds in _read_all(tmp_path / "out")}
     again = cli("deid", tmp_path / "out", tmp_path / "out2", "--key", tmp_path / "k.key")
@@ -477,9 +477,9 @@ def test_clean_structured_keeps_sr_text_without_identifying_values():
 
 def test_listing_is_private_and_kept_out_of_the_output(cli, tmp_path):
     _write_series(tmp_path / "in", generate_uid(), generate_uid())
-    refused = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--list", tmp_path / "out" / "map.tsv")
+    refused = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key", "--list", tmp_path / "out" / "map.tsv")
     assert refused.exit_code == 2 and "outside" in refused.stderr
-    ok = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--list", tmp_path / "map.tsv")
+    ok = cli("deid", "-i", tmp_path / "in", "-o", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key", "--list", tmp_path / "map.tsv")
     assert ok.exit_code == 0
     lines = (tmp_path / "map.tsv").read_text().splitlines()
     assert len(lines) == 4 and all(str(tmp_path / "out") in line for line in lines[1:])
@@ -617,8 +617,40 @@ def test_voxpipe_deid_cleans_text_in_slice_thickness(cli, tmp_path):
         ds = pydicom.dcmread(path)
         ds._dict[pydicom.tag.Tag(0x00180050)] = _raw(0x00180050, "DS", "PHIMKST Doe")
         ds.save_as(path)
-    result = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key")
+    result = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key")
     assert result.exit_code == 0, result.stderr
     for path in (tmp_path / "out").rglob("*.dcm"):
         assert b"PHIMK" not in path.read_bytes() and "SliceThickness" not in pydicom.dcmread(path)
     assert "PHIMK" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("form", ["positional", "options"])
+def test_deid_refuses_a_missing_key_unless_new_key(cli, tmp_path, form):
+    """A typo in --key used to create a fresh key silently: unrelated pseudonyms, no error."""
+    _write_series(tmp_path / "in", generate_uid(), generate_uid())
+    io = (tmp_path / "in", tmp_path / "out") if form == "positional" else ("-i", tmp_path / "in", "-o", tmp_path / "out")
+    key = tmp_path / "keys" / "k.key"
+    for missing in (key, tmp_path / "keys" / "k.kye", tmp_path / "nowhere" / "k.key"):
+        refused = cli("deid", *io, "--key", missing)
+        assert refused.exit_code == 2 and len(refused.error_lines) == 1 and "--new-key" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and not missing.exists() and not (tmp_path / "out").exists()
+    created = cli("deid", *io, "--key", key, "--new-key")
+    assert created.exit_code == 0 and key.exists() and "created a new key" in created.stderr
+    first_key = key.read_text()
+    again = cli("deid", *io, "--key", key, "--new-key")
+    assert again.exit_code == 2 and len(again.error_lines) == 1 and "already exists" in again.stderr
+    assert key.read_text() == first_key and cli("deid", *io, "--key", key).exit_code == 0
+
+
+def test_deid_input_and_output_as_options_or_arguments(cli, tmp_path):
+    _write_series(tmp_path / "in", generate_uid(), generate_uid())
+    key = tmp_path / "k.key"
+    assert cli("deid", "-i", tmp_path / "in", "-o", tmp_path / "a", "--key", key, "--new-key").exit_code == 0
+    assert cli("deid", tmp_path / "in", tmp_path / "b", "--key", key).exit_code == 0
+    assert cli("deid", "--input", tmp_path / "in", "--output", tmp_path / "c", "--key", key).exit_code == 0
+    names = [sorted(p.relative_to(tmp_path / d) for p in (tmp_path / d).rglob("*.dcm")) for d in "abc"]
+    assert names[0] == names[1] == names[2] and names[0]
+    both = cli("deid", tmp_path / "in", tmp_path / "d", "-i", tmp_path / "other", "--key", key)
+    assert both.exit_code == 2 and len(both.error_lines) == 1 and "once" in both.stderr
+    none = cli("deid", "--key", key)
+    assert none.exit_code == 2 and "-i/--input" in none.stderr

@@ -1,4 +1,4 @@
-"""``voxpipe deid INPUT OUTPUT --key KEYFILE``: DICOM de-identification from the command line.
+"""``voxpipe deid -i INPUT -o OUTPUT --key KEYFILE`` (or ``deid INPUT OUTPUT``): DICOM de-identification from the command line.
 
 Registered by :mod:`voxpipe_plugins.deid.plugin` through the commands hook, like any
 plugin's command. Light at import (click only); pydicom and the engine load when it runs. The
@@ -14,18 +14,26 @@ from pathlib import Path
 
 import click
 
+from voxpipe.cli_conventions import input_option, one_path, output_option
 from voxpipe.errors import UsageError
 
 
 @click.command("deid")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("input_path", metavar="[INPUT", required=False, type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT]", required=False, type=click.Path(file_okay=False, path_type=Path))
+@input_option("DICOM file or folder to de-identify (or give it as the first argument).")
+@output_option("Folder for the de-identified tree (or give it as the second argument).", dest="output_option")
 @click.option(
     "--key",
     "key_file",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Key file (64 hex digits). Created with a fresh random key, mode 0600, when missing. Must lie outside OUTPUT.",
+    help="Key file (64 hex digits) that keys every pseudonym. Must exist (see --new-key) and lie outside OUTPUT.",
+)
+@click.option(
+    "--new-key",
+    is_flag=True,
+    help="Create --key with a fresh random key (mode 0600); refused if it exists. New keys give pseudonyms unlinked to earlier runs.",
 )
 @click.option(
     "--retain-dates",
@@ -54,7 +62,13 @@ from voxpipe.errors import UsageError
     help="Images that may show burned-in text: quarantine (not written) or blank --blank-region areas.",
 )
 @click.option("--blank-region", multiple=True, metavar="R0,C0,R1,C1", help="Rectangle to blank with --burned-in blank (repeatable).")
-@click.option("--max-gib", type=float, default=None, help="Refuse files that are, or inflate to, more than this many GiB (default 16).")
+@click.option(
+    "--max-gib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    show_default="$VOXPIPE_MAX_GIB, else 16",
+    help="Refuse files that are, or inflate to, more than this many GiB.",
+)
 @click.option(
     "--list",
     "listing",
@@ -62,9 +76,12 @@ from voxpipe.errors import UsageError
     help="Write input path -> result (TSV, mode 0600) here; it names input files, so it must lie outside OUTPUT.",
 )
 def deid(
-    input_path: Path,
-    output: Path,
+    input_path: Path | None,
+    output_path: Path | None,
+    input_option: Path | None,
+    output_option: Path | None,
     key_file: Path,
+    new_key: bool,
     retain_dates: str,
     retain_patient_chars: bool,
     retain_device: bool,
@@ -79,7 +96,9 @@ def deid(
     max_gib: float | None,
     listing: Path | None,
 ) -> int:
-    """De-identify every DICOM file under INPUT into OUTPUT (DICOM PS3.15 Annex E Basic Profile).
+    """De-identify every DICOM file under INPUT (-i) into OUTPUT (-o) (DICOM PS3.15 Annex E Basic Profile).
+
+    INPUT and OUTPUT may also be given as two arguments, as in earlier versions.
 
     Files are written as OUTPUT/study-<id>/series-<id>/<id>.dcm, names derived from the new
     UIDs. UIDs are remapped with the key (the same in every run and order), dates move by a
@@ -89,7 +108,8 @@ def deid(
 
     \b
     Example:
-      voxpipe deid study/ study-deid/ --key ~/keys/trial.key
+      voxpipe deid -i study/ -o study-deid/ --key ~/keys/trial.key --new-key   # first time
+      voxpipe deid -i study2/ -o study2-deid/ --key ~/keys/trial.key           # same pseudonyms
     """
     from pydantic import ValidationError
 
@@ -116,8 +136,9 @@ def deid(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
-    if max_gib is not None and max_gib <= 0:
-        raise UsageError("--max-gib must be positive")
+    input_path = one_path(input_path, input_option, "INPUT", "-i/--input")
+    output = one_path(output_path, output_option, "OUTPUT", "-o/--output")
+    _check_key(key_file, new_key)
     summary = _deidentify(input_path, output, key_file, params.engine_options(), max_gib, listing)
     from voxpipe_plugins.deid.keys import is_private
 
@@ -132,6 +153,15 @@ def deid(
     if summary.library_warnings:
         click.echo(f"  {summary.library_warnings} warnings from pydicom about unusual values (not shown: they quote header values)")
     return summary.exit_code
+
+
+def _check_key(key_file: Path, new_key: bool) -> None:
+    """A missing key is created only when asked: a typo in --key must not silently start unrelated pseudonyms."""
+    path = key_file.expanduser()
+    if new_key and path.exists():
+        raise UsageError(f"--new-key: {key_file} already exists; drop --new-key to use that key, or give --key a new path")
+    if not new_key and not path.exists():
+        raise UsageError(f"--key {key_file}: no such key file; check the path, or add --new-key to create a fresh key there")
 
 
 def _deidentify(input_path: Path, output: Path, key_file: Path, options, max_gib: float | None, listing: Path | None):
