@@ -70,14 +70,21 @@ def test_report_is_self_contained_and_complete(demo_run):
     page = parse(report)
     text = report.read_text()
     tags = {tag for tag, _ in page.tags}
-    assert "script" not in tags and "iframe" not in tags and "link" not in tags and "object" not in tags
+    assert "iframe" not in tags and "link" not in tags and "object" not in tags and "embed" not in tags
+    from voxpipe.report import SORT_SCRIPT, script_hash
+
+    scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", text, re.S | re.I)
+    assert scripts == [SORT_SCRIPT], "one script: the table sorter, byte for byte"
+    assert [a for tag, a in page.tags if tag == "script"] == [{}], "inline, no src"
+    assert f"script-src '{script_hash()}'" in text, "the CSP allows that script by its hash, nothing else"
+    assert not re.search(r"\son[a-z]+\s*=", re.sub(r"<script\b.*?</script>", "", text, flags=re.S)), "no inline handlers"
     assert not re.search(r"https?://|//[a-z0-9-]+\.[a-z]", text, re.I), "no external references of any kind"
     images = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
     assert "style" in tags and "default-src 'none'" in text  # CSP forbids the network even if something slipped in
 
     manifest = json.loads((out / "manifest.json").read_text())
-    rows = [attrs for tag, attrs in page.tags if tag == "tr" and attrs.get("class") in ("ok", "failed", "skipped")]
+    rows = [a for tag, a in page.tags if tag == "tr" and a.get("class", "").split(" ")[0] in ("ok", "failed", "skipped")]
     assert len(rows) == manifest["summary"]["cases"] == 5
     words = " ".join(page.text)
     for case in manifest["cases"]:
@@ -85,7 +92,10 @@ def test_report_is_self_contained_and_complete(demo_run):
     failed = [c for c in manifest["cases"] if c["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["error"] in words
     assert "foreground (mL)" in words, "label volumes are a key metric"
-    assert len(images) == 4, "one thumbnail per case that produced a preview"
+    cards = [a for tag, a in page.tags if tag == "img" and a.get("class") == "card-pic"]
+    in_rows = [a for tag, a in page.tags if tag == "img" and a.get("class") == "row-thumb"]
+    assert len(cards) == 4, "one picture per case that produced a preview"
+    assert len(in_rows) == 4, "and its thumbnail in its table row"
     assert "Where the time goes" in words and "segment.otsu" in words
 
     readable = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 holds any short string by chance
@@ -103,7 +113,9 @@ def test_rerun_report_keeps_completed_cases_and_plots_are_included(cli, demo_run
     page = parse(out / "report.html")
     words = " ".join(page.text)
     assert "learning_curve.png" in words and "Plots" in words
-    assert sum(1 for tag, attrs in page.tags if tag == "img") == 5, "skipped (complete) cases keep their thumbnails"
+    assert sum(1 for tag, attrs in page.tags if tag == "img" and attrs.get("class") == "card-pic") == 4
+    assert sum(1 for tag, attrs in page.tags if tag == "img" and attrs.get("class") == "row-thumb") == 4
+    assert sum(1 for tag, attrs in page.tags if tag == "img") == 9, "skipped (complete) cases keep their thumbnails; the plot"
     assert words.count("skipped") >= 4
 
 
@@ -112,7 +124,7 @@ def test_thumbnail_rendered_when_the_pipeline_wrote_none(cli, sample_inputs, tmp
     result = cli("run", write_config(NO_PREVIEW), "-i", sample_inputs, "-o", out, "--workers", "0")
     assert result.exit_code == 0, result.stderr
     page = parse(out / "report.html")
-    assert sum(1 for tag, _ in page.tags if tag == "img") == 3, "the 3D cases get a thumbnail from their NIfTI outputs"
+    assert sum(1 for tag, a in page.tags if tag == "img" and a.get("class") == "card-pic") == 3, "3D cases: a thumbnail from their NIfTI"
     assert "rendered from image.nii.gz" in " ".join(page.text)
     no_report = tmp_path / "quiet"
     assert cli("run", write_config(NO_PREVIEW), "-i", sample_inputs, "-o", no_report, "--workers", "0", "--no-report").exit_code == 0

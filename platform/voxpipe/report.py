@@ -1,15 +1,18 @@
-"""``OUTDIR/report.html``: one self-contained page a person would rather look at than read.
+"""``OUTDIR/report.html``: one self-contained page a radiologist can check at a glance.
 
 Everything is inline: CSS in a ``<style>`` element, images as ``data:`` URIs, charts as
-inline SVG, no scripts at all, so the file can be mailed, archived or opened offline and
-never reaches the network. It shows the run (pipeline, config hash, executor, counts), a
-case table (status, time, key metrics, the one-line failure reason), a card per case with
-the pictures and metrics its stages recorded (:mod:`voxpipe.report_items`; a thumbnail drawn
-from the case's ``image`` NIfTI when no stage recorded a picture), statistics of every
-numeric metric across cases, and every other PNG the run produced (learning curves,
-embeddings). The core names no metric and no file of any plugin: what the stages recorded
-in ``case.json`` is what appears. Only pseudonymous case ids and recorded items appear: no
-input names, no header values (the worker redacted the recorded texts).
+inline SVG, one small script (sorting a table by a header click) allowed by its hash in the
+page's Content-Security-Policy, so the file can be mailed, archived or opened offline and
+never reaches the network. It shows the run (pipeline, config hash, executor, counts), the
+failures first with their one-line reason, a case table (failed cases first, each row
+with its thumbnail, status, time, key metrics), each label's volume across cases in mL
+with outliers flagged by a robust z-score (median/MAD, |z| > 3.5) and the stage that
+recorded each number, a card per case with the pictures and metrics its stages recorded
+(:mod:`voxpipe.report_items`; a thumbnail drawn from the case's ``image`` NIfTI when no
+stage recorded a picture), statistics of every numeric metric across cases, and every
+other PNG the run produced. The core names no metric and no file of any plugin: what the
+stages recorded in ``case.json`` is what appears. Only pseudonymous case ids and recorded
+items appear: no input names, no header values (the worker redacted the recorded texts).
 
 The page is rendered from ``templates/report.html.j2`` with autoescape on, so a metric
 name, value or caption holding markup is shown as text.
@@ -18,6 +21,7 @@ name, value or caption holding markup is shown as text.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -37,6 +41,22 @@ MAX_CARDS = 200  # beyond this the table still lists every case; thumbnails stop
 TABLE_COLUMNS = 12
 KEY_METRICS = 4  # shown in the case table's one-line summary
 FALLBACK_CAPTION = "rendered from image.nii.gz"
+ROW_THUMB_WIDTH = 120  # the thumbnail in a case's table row
+OUTLIER_Z = 3.5  # robust z-score (Iglewicz & Hoaglin) beyond which a volume is flagged
+MIN_CASES_FOR_OUTLIERS = 3
+VOLUME_UNITS = {"mL": 1.0, "ml": 1.0, "mm³": 0.001, "mm3": 0.001, "cm³": 1.0, "cm3": 1.0, "L": 1000.0}
+
+# Sorting a table by clicking a header: the only script on the page, allowed by its hash (CSP).
+SORT_SCRIPT = (
+    "document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){"
+    "var row=th.parentNode,body=th.closest('table').tBodies[0],i=Array.prototype.indexOf.call(row.children,th),"
+    "dir=th.getAttribute('data-dir')==='asc'?'desc':'asc';"
+    "row.querySelectorAll('th').forEach(function(h){h.removeAttribute('data-dir')});th.setAttribute('data-dir',dir);"
+    "function key(r){var c=r.cells[i];if(!c)return '';var v=c.hasAttribute('data-v')?c.getAttribute('data-v'):c.textContent.trim();"
+    "var n=parseFloat(v.replace(/,/g,''));return isNaN(n)?v.toLowerCase():n}"
+    "Array.from(body.rows).sort(function(a,b){var x=key(a),y=key(b),r=(typeof x==='number'&&typeof y==='number')?x-y:"
+    "String(x).localeCompare(String(y));return dir==='asc'?r:-r}).forEach(function(r){body.appendChild(r)})})})"
+)
 
 
 def write_report(output_dir: Path) -> Path:
@@ -161,8 +181,17 @@ def _key_metrics(record: dict) -> list[dict]:
     for metric in items.get("metrics") or []:
         if not isinstance(metric, dict) or "name" not in metric:
             continue
-        name, unit = str(metric.get("label") or metric["name"]), str(metric.get("unit") or "")
-        rows.append({"name": f"{name} ({unit})" if unit else name, "value": metric.get("value")})
+        name, unit, value = str(metric.get("label") or metric["name"]), str(metric.get("unit") or ""), metric.get("value")
+        if unit in VOLUME_UNITS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value, unit = round(value * VOLUME_UNITS[unit], 6), "mL"  # one unit for every volume
+        rows.append(
+            {
+                "name": f"{name} ({unit})" if unit else name,
+                "value": value,
+                "unit": unit,
+                "source": str(metric.get("source") or ""),
+            }
+        )
     core = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
     for name, value in (core.get("outputs") or {}).items():  # head predictions (a data-model case key)
         if isinstance(value, dict):
@@ -179,15 +208,97 @@ def _key_metrics(record: dict) -> list[dict]:
 def _across_cases(cases: list[dict]) -> list[dict]:
     """Every numeric metric's statistics over the cases that recorded it."""
     values: dict[str, list[float]] = {}
+    sources: dict[str, set[str]] = {}
     for case in cases:
         for row in case.get("metrics", []):
             value = row["value"]
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values.setdefault(row["name"], []).append(float(value))
+                if row.get("source"):
+                    sources.setdefault(row["name"], set()).add(row["source"])
     return [
-        {"name": name, "cases": len(v), "mean": _fmt(statistics.mean(v)), "min": _fmt(min(v)), "max": _fmt(max(v))}
+        {
+            "name": name,
+            "cases": len(v),
+            "mean": _fmt(statistics.mean(v)),
+            "min": _fmt(min(v)),
+            "max": _fmt(max(v)),
+            "source": ", ".join(sorted(sources.get(name, ()))) or "not stated",
+        }
         for name, v in values.items()
     ]
+
+
+def robust_z(values: list[float]) -> list[float]:
+    """Modified z-scores 0.6745 (x - median) / MAD (Iglewicz & Hoaglin); the mean absolute
+    deviation (x 1.2533) stands in when more than half the values are equal (MAD 0); all 0 when
+    every value is the same. Robust: one huge outlier does not hide itself by inflating the spread.
+    """
+    median = statistics.median(values)
+    deviations = [abs(v - median) for v in values]
+    mad = statistics.median(deviations)
+    if mad > 0:
+        return [0.6745 * (v - median) / mad for v in values]
+    mean_ad = statistics.mean(deviations)
+    return [(v - median) / (1.253314 * mean_ad) if mean_ad > 0 else 0.0 for v in values]
+
+
+def _volumes(cases: list[dict]) -> list[dict]:
+    """Each label's volume (mL) across cases, with each value's robust z-score and outlier flag."""
+    by_label: dict[str, list[dict]] = {}
+    for case in cases:
+        if case.get("status") not in ("ok", "skipped"):
+            continue
+        for row in case.get("metrics", []):
+            value = row["value"]
+            if row.get("unit") == "mL" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                by_label.setdefault(row["name"], []).append(
+                    {"case_id": case["case_id"], "value": float(value), "source": row.get("source") or "not stated"}
+                )
+    labels = []
+    for name, points in by_label.items():
+        scores = robust_z([p["value"] for p in points]) if len(points) >= MIN_CASES_FOR_OUTLIERS else [0.0] * len(points)
+        for point, z in zip(points, scores):
+            point["z"], point["outlier"] = round(z, 1), abs(z) > OUTLIER_Z
+            point["shown"] = _fmt(point["value"])
+        values = [p["value"] for p in points]
+        labels.append(
+            {
+                "name": name,
+                "points": points,
+                "median": statistics.median(values),
+                "top": max(max(values), 0.0) * 1.05 or 1.0,
+                "sources": ", ".join(sorted({p["source"] for p in points})),
+            }
+        )
+    return labels
+
+
+def _volume_chart(labels: list[dict]) -> dict | None:
+    """The volume plot laid out for the template's inline SVG: one row per label, its own mL axis."""
+    if not labels:
+        return None
+    row, label_w, plot_w = 44, 200, 460
+    rows = []
+    for i, label in enumerate(labels):
+        y = 10 + i * row
+
+        def x(value: float, top: float = label["top"]) -> float:
+            return round(label_w + plot_w * max(value, 0.0) / top, 1)
+
+        dots = [{**p, "x": x(p["value"]), "y": y + 22} for p in label["points"]]
+        rows.append(
+            {
+                "name": label["name"],
+                "y": y,
+                "dots": sorted(dots, key=lambda d: d["outlier"]),  # outliers drawn last, on top
+                "median_x": x(label["median"]),
+                "median": _fmt(label["median"]),
+                "top": _fmt(label["top"]),
+                "source": label["sources"],
+            }
+        )
+    return {"rows": rows, "label_w": label_w, "plot_w": plot_w, "width": label_w + plot_w + 90, "height": row * len(labels) + 20}
 
 
 def _metric_table(cases: list[dict]) -> tuple[list[str], list[tuple[str, dict]]]:
@@ -256,6 +367,13 @@ def _stage_chart(cases: list[dict]) -> dict | None:
     return {"bars": bars, "row": row, "label_w": label_w, "width": label_w + bar_w + 90, "height": row * len(medians) + 10}
 
 
+def _row_thumbs(cases: list[dict]) -> None:
+    """Each case's first picture, small, for its table row."""
+    for case in cases:
+        first = case["pictures"][0][0] if case.get("pictures") else None
+        case["thumb"] = _data_uri(first, ROW_THUMB_WIDTH) if first is not None else None
+
+
 def _cards(cases: list[dict]) -> list[dict]:
     cards = []
     for c in [c for c in cases if c.get("pictures")][:MAX_CARDS]:
@@ -286,6 +404,15 @@ def render_page(manifest: dict, cases: list[dict], run_plots: list[Path]) -> str
         case["summary"] = "; ".join(f"{m['name']} {m['shown']}" for m in case["metrics"][:KEY_METRICS]) + (
             " …" if len(case["metrics"]) > KEY_METRICS else ""
         )
+    cases = sorted(cases, key=lambda c: c.get("status") != "failed")  # failures first, otherwise run order
+    _row_thumbs(cases)
+    volumes = _volumes(cases)
+    outliers = [{"label": v["name"], **p} for v in volumes for p in v["points"] if p["outlier"]]
+    flagged: dict[str, list[str]] = {}
+    for o in outliers:
+        flagged.setdefault(o["case_id"], []).append(o["label"])
+    for case in cases:
+        case["outlier_labels"] = flagged.get(case["case_id"], [])
     columns, table = _metric_table(cases)
     plots = [{"uri": uri, "name": p.name} for p in run_plots if (uri := _data_uri(p, PLOT_WIDTH)) is not None]
     return (
@@ -305,5 +432,17 @@ def render_page(manifest: dict, cases: list[dict], run_plots: list[Path]) -> str
             table=table,
             cards=_cards(cases),
             plots=plots,
+            volume_chart=_volume_chart(volumes),
+            outliers=outliers,
+            outlier_z=OUTLIER_Z,
+            min_cases=MIN_CASES_FOR_OUTLIERS,
+            sort_script=SORT_SCRIPT,
+            script_hash=script_hash(),
         )
     )
+
+
+def script_hash() -> str:
+    """The CSP source that allows exactly the page's sorting script and nothing else."""
+    digest = hashlib.sha256(SORT_SCRIPT.encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
