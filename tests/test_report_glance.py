@@ -4,6 +4,8 @@ the volume plot's outliers, failures first, row thumbnails, sortable tables (iss
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,85 @@ def test_orientation_letters_and_scale_bar_are_drawn_on_volumes_only():
 @pytest.mark.parametrize(("width", "expected"), [(5.0, 1.0), (100.0, 20.0), (260.0, 50.0), (512.0, 100.0), (0.3, 0.05)])
 def test_scale_bar_lengths_are_round(width, expected):
     assert scale_length(width) == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+def _case(cid: str, status: str = "ok", volumes: dict | None = None, unit: str = "mL", source: str = "write.preview", seconds: float = 1.0):
+    metrics = [
+        {"name": f"{name} ({unit})", "value": value, "unit": unit, "source": source, "shown": str(value)}
+        for name, value in (volumes or {}).items()
+    ]
+    case = {"case_id": cid, "status": status, "seconds": seconds, "metrics": metrics, "pictures": []}
+    if status == "failed":
+        case["error"] = f"{cid} could not be read: not a NIfTI file"
+    return case
+
+
+def _page(cases: list[dict]) -> str:
+    from voxpipe.report import render_page
+
+    return render_page({"pipeline": "p", "summary": {"cases": len(cases)}}, cases, [])
+
+
+def test_robust_z_flags_the_outlier_a_mean_and_sd_would_hide():
+    from voxpipe.report import robust_z
+
+    values = [100.0, 102.0, 98.0, 101.0, 99.0, 5000.0]
+    z = robust_z(values)
+    assert abs(z[-1]) > 3.5 and all(abs(v) < 3.5 for v in z[:-1])
+    mean, sd = np.mean(values), np.std(values)
+    assert abs((values[-1] - mean) / sd) < 3.5, "a classic z-score misses it: the outlier inflates the SD"
+    assert robust_z([5.0, 5.0, 5.0, 5.0]) == [0.0] * 4
+    mostly_equal = robust_z([5.0, 5.0, 5.0, 5.0, 9.0])  # MAD 0: the mean absolute deviation stands in
+    assert mostly_equal[-1] > 3.5 and mostly_equal[0] == 0.0
+    assert robust_z([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]) == pytest.approx([0.6745 * (x - 4) / 2 for x in range(1, 8)])  # MAD 2
+
+
+@pytest.mark.parametrize(("unit", "factor"), [("mL", 1.0), ("mm³", 1000.0), ("mm3", 1000.0), ("cm³", 1.0)])
+def test_volumes_in_any_unit_are_plotted_in_ml_and_outliers_flagged(unit, factor):
+    from voxpipe.report import _key_metrics
+
+    cases = []
+    for i, ml in enumerate([210.0, 190.0, 205.0, 198.0, 2900.0]):
+        record = {
+            "report": {"metrics": [{"name": "volumes.liver", "value": ml * factor, "unit": unit, "label": "liver", "source": "stage.x"}]}
+        }
+        cases.append({"case_id": f"case-{i}", "status": "ok", "seconds": 1.0, "metrics": _key_metrics(record), "pictures": []})
+    text = _page(cases)
+    assert "liver (mL)" in text and "mm³" not in text and "mm3" not in text, "one unit for every volume"
+    flagged = re.findall(r'<circle class="outlier"[^>]*><title>([^<]*)</title>', text)
+    assert len(flagged) == 1 and flagged[0].startswith("case-4: 2,900 mL"), flagged
+    assert len(re.findall(r'<circle class="case"', text)) == 4
+    assert "stage.x" in text, "the source of each number is stated"
+    assert re.search(r'<tr class="ok outlier">\s*<td class=mono>case-4', text), "the case's row is flagged too"
+
+
+def test_too_few_cases_flag_nothing_and_an_unstated_source_says_so():
+    text = _page([_case("case-a", volumes={"liver": 10.0}, source=""), _case("case-b", volumes={"liver": 9000.0}, source="")])
+    assert 'class="outlier"' not in text and "Flagged volumes" not in text
+    assert "not stated" in text
+
+
+def test_failures_come_first_with_their_reason():
+    cases = [_case("case-1"), _case("case-2", "failed"), _case("case-3"), _case("case-4", "failed"), _case("case-5", "skipped")]
+    text = _page(cases)
+    rows = re.findall(r'<tr class="(ok|failed|skipped)[^"]*">\s*<td class=mono>(?:<a[^>]*>)?(case-\d)', text)
+    assert [cid for _, cid in rows] == ["case-2", "case-4", "case-1", "case-3", "case-5"], rows
+    failures = text.index("<h2>Failures</h2>")
+    assert failures < text.index("<h2>Cases</h2>"), "the failures section is the first thing after the run's facts"
+    assert "case-2 could not be read: not a NIfTI file" in text[failures : text.index("<h2>Cases</h2>")]
+
+
+def test_every_table_is_sortable_and_the_page_needs_no_network():
+    from voxpipe.report import SORT_SCRIPT, script_hash
+
+    cases = [_case(f"case-{i}", volumes={"liver": 100.0 + i}) for i in range(4)]
+    text = _page(cases)
+    tables = re.findall(r"<table[^>]*>", text)
+    assert tables and all("sortable" in t for t in tables if "mini" not in t), tables
+    assert f"<script>{SORT_SCRIPT}</script>" in text
+    assert f"script-src '{script_hash()}'" in text and "default-src 'none'" in text
+    assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?!data:|#)[a-z]", text, re.I), "no resource but data: URIs and in-page anchors"
+    assert not re.search(r"https?:|//[a-z0-9-]+\.[a-z]|@import|url\(", text, re.I)
