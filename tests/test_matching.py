@@ -183,7 +183,7 @@ def test_match_and_evaluate_commands_on_a_store(tmp_path, cli):
     assert [m["distance"] for m in matches] == sorted(m["distance"] for m in matches)
     iso = cli("match", "--store", tmp_path / "store", "--query", "case-0003", "-k", "3", "--space", "isomap")
     assert iso.exit_code == 0 and iso.stdout.count("case-") == 4
-    ev = cli("evaluate", "--store", tmp_path / "store", "-k", "1", "-k", "5", "-o", tmp_path / "eval")
+    ev = cli("evaluate", "--store", tmp_path / "store", "-k", "1", "-k", "5", "--space", "isomap", "-o", tmp_path / "eval")
     assert ev.exit_code == 0, ev.stderr
     results = json.loads((tmp_path / "eval" / "retrieval.json").read_text())["results"]
     raw = next(r for r in results if r["space"] == "raw")
@@ -362,3 +362,102 @@ def test_singleton_classes_are_left_out_of_retrieval_scores(tmp_path, cli):
     make_store(points[:2].astype(np.float32), ["x", "y"]).save(tmp_path / "s2")
     alone = cli("evaluate", "--store", tmp_path / "s2")
     assert alone.exit_code == 2 and "every label occurs once" in alone.error_lines[0]
+
+
+def _two_set_store(path):
+    """A store with two feature sets, so every command has to be told which (by --feature-set)."""
+    x, labels = gallery(n_per_class=6, classes=2, dims=5, informative=5, seed=7)
+    ids = [f"case-{i:04d}" for i in range(len(x))]
+    names = {"a": [f"f{i}" for i in range(5)], "b": [f"g{i}" for i in range(5)]}
+    stores.FeatureStore(ids, {"a": x, "b": x[:, ::-1].copy()}, names, [], dict(zip(ids, labels))).save(path)
+    return ids
+
+
+FEATURE_SET_COMMANDS = {
+    "match": ["match", "{store}", "--query", "case-0000", "-k", "2"],
+    "cluster": ["cluster", "{store}", "--clusters", "2"],
+    "evaluate": ["evaluate", "{store}", "-k", "1"],
+    "export": ["features", "export", "{store}", "-o", "-"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(FEATURE_SET_COMMANDS))
+@pytest.mark.parametrize("store_spelling", ["-i", "--input", "--store"])
+def test_feature_set_is_chosen_with_feature_set_and_old_set_still_works_with_a_warning(tmp_path, cli, command, store_spelling):
+    """`--set` means STAGE.FIELD=VALUE elsewhere; here it was the feature set. Now `--feature-set`; `--set` warns."""
+    _two_set_store(tmp_path / "store")
+    if command == "evaluate":  # its --store picks the retrieval mode (docs/cli.md): no -i there
+        store_spelling = "--store"
+    args = [store_spelling if a == "{store}" else a for a in FEATURE_SET_COMMANDS[command]]
+    args.insert(args.index(store_spelling) + 1, str(tmp_path / "store"))
+    unchosen = cli(*args)
+    assert unchosen.exit_code == 2 and "--feature-set" in unchosen.error_lines[0]
+    new = cli(*args, "--feature-set", "a")
+    assert new.exit_code == 0, new.stderr
+    assert "deprecated" not in new.stderr
+    old = cli(*args, "--set", "a")
+    assert old.exit_code == 0 and old.stdout == new.stdout
+    warnings = [line for line in old.stderr.splitlines() if "deprecated" in line]
+    assert len(warnings) == 1 and "--feature-set" in warnings[0]
+    unknown = cli(*args, "--feature-set", "nope")
+    assert unknown.exit_code == 2 and "--feature-set" in unknown.error_lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["match", "-i", "{store}", "--query", "case-0000", "-k", "3", "--json"],
+        ["cluster", "-i", "{store}", "--clusters", "2", "--json"],
+        ["evaluate", "--store", "{store}", "-k", "1", "--json"],
+        ["evaluate", "--store", "{store}", "-k", "1", "--space", "isomap", "--json"],
+    ],
+    ids=["match", "cluster", "evaluate-raw", "evaluate-isomap"],
+)
+def test_table_commands_print_valid_json(tmp_path, cli, args):
+    _two_set_store(tmp_path / "store")
+    result = cli(*[str(tmp_path / "store") if a == "{store}" else a for a in args], "--feature-set", "b")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)  # the whole of stdout is one JSON document
+    assert isinstance(data, dict) and data
+
+
+def test_evaluate_space_defaults_to_raw_like_match_and_cluster(tmp_path, cli):
+    _two_set_store(tmp_path / "store")
+    result = cli("evaluate", "--store", tmp_path / "store", "--feature-set", "a", "-k", "1", "--json")
+    assert [r["space"] for r in json.loads(result.stdout)["results"]] == ["raw"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["cluster", "-i", "{store}", "--clusters", "2", "--feature-set", "a", "-o", "{out}"],
+        ["evaluate", "--store", "{store}", "-k", "1", "--feature-set", "a", "-o", "{out}"],
+        ["features", "export", "-i", "{store}", "--feature-set", "a", "-o", "{out}/table.csv"],
+        ["features", "export", "{store}", "{out}/table.csv", "--feature-set", "a"],
+    ],
+    ids=["cluster", "evaluate", "export", "export-positional"],
+)
+def test_outputs_are_never_overwritten_without_force(tmp_path, cli, command):
+    _two_set_store(tmp_path / "store")
+    out = tmp_path / "out"
+    args = [a.replace("{store}", str(tmp_path / "store")).replace("{out}", str(out)) for a in command]
+    assert cli(*args).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for p in before:
+        p.write_bytes(b"mine")
+    again = cli(*args)
+    assert again.exit_code == 2 and len(again.error_lines) == 1 and "--force" in again.error_lines[0]
+    assert all(p.read_bytes() == b"mine" for p in before), "nothing replaced"
+    forced = cli(*args, "--force")
+    assert forced.exit_code == 0 and all(p.read_bytes() != b"mine" for p in before)
+
+
+def test_collect_takes_inputs_as_options_or_arguments(tmp_path, cli):
+    run = tmp_path / "run"
+    write_case(run / "case-aaa", {"radiomics": np.ones(5, np.float32)})
+    write_case(run / "case-bbb", {"radiomics": np.zeros(5, np.float32)})
+    assert cli("features", "collect", "-i", run, "-o", tmp_path / "s1").exit_code == 0
+    assert cli("features", "collect", run, "-o", tmp_path / "s2").exit_code == 0
+    assert stores.load(tmp_path / "s1").case_ids == stores.load(tmp_path / "s2").case_ids == ["case-aaa", "case-bbb"]
+    none = cli("features", "collect", "-o", tmp_path / "s3")
+    assert none.exit_code == 2 and "-i/--input" in none.error_lines[0]

@@ -8,6 +8,7 @@ one command (or dcm2niix / TotalSegmentator's ``-i/-o``) can guess the others. L
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -101,5 +102,17 @@ def refuse_overwrite(paths: Iterable[Path], force: bool, where: str = "-o/--outp
 
 
 def echo_json(data: Any) -> None:
-    """Machine output: one JSON document on stdout."""
-    click.echo(json.dumps(data, indent=2, default=str))
+    """Machine output: one strict JSON document on stdout (NaN and infinities become null)."""
+    click.echo(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:  # numpy scalars
+        return _finite(value.item())
+    return value

@@ -13,6 +13,17 @@ from pathlib import Path
 
 import click
 
+from voxpipe.cli_conventions import (
+    echo_json,
+    feature_set_option,
+    feature_sets,
+    force_option,
+    json_option,
+    one_path,
+    output_option,
+    refuse_overwrite,
+)
+from voxpipe.defaults import DEFAULT_SPACE
 from voxpipe.errors import UsageError
 
 SPACE = click.Choice(["raw", "isomap"])
@@ -23,10 +34,10 @@ def _space_options(function):
     """Options shared by the commands that work in a feature space."""
     for option in reversed(
         [
+            feature_set_option("Feature set(s) to use (repeat to concatenate); default: the only one."),
             click.option(
-                "--set", "sets", multiple=True, metavar="NAME", help="Feature set(s) to use (repeat to concatenate); default: the only one."
+                "--space", type=SPACE, default=DEFAULT_SPACE, show_default=True, help="Standardised features, or their Isomap embedding."
             ),
-            click.option("--space", type=SPACE, default="raw", show_default=True, help="Standardised features, or their Isomap embedding."),
             click.option("--metric", type=METRIC, default="euclidean", show_default=True, help="Distance between vectors."),
             click.option("--no-standardize", is_flag=True, help="Use the features as stored (no z-scoring)."),
             click.option(
@@ -37,6 +48,19 @@ def _space_options(function):
     ):
         function = option(function)
     return function
+
+
+def _store_option(function):
+    """The feature store a command reads: ``-i/--input``, also spelled ``--store``."""
+    return click.option(
+        "-i",
+        "--input",
+        "--store",
+        "store_path",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Feature store folder.",
+    )(function)
 
 
 def _fit(store, sets, space, no_standardize, neighbors, components):
@@ -61,17 +85,23 @@ def features_group() -> None:
 
 
 @features_group.command("collect")
-@click.argument("run_outputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_OUTPUT...")
+@click.argument("run_outputs", nargs=-1, type=click.Path(path_type=Path), metavar="[RUN_OUTPUT]...")
 @click.option(
-    "-o", "--output", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store folder to write."
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A `voxpipe run` output folder (repeat for several; or give them as arguments).",
 )
+@output_option("Store folder to write.", required=True, dest="store_path")
 @click.option(
     "--labels",
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV with columns case_id,label (classes for retrieval evaluation and plots).",
 )
-@click.option("--force", is_flag=True, help="Replace an existing store.")
-def collect_command(run_outputs: tuple[Path, ...], store_path: Path, labels: Path | None, force: bool) -> None:
+@force_option("Replace an existing store.")
+def collect_command(run_outputs: tuple[Path, ...], inputs: tuple[Path, ...], store_path: Path, labels: Path | None, force: bool) -> None:
     """Gather features.npz of every case under RUN_OUTPUT... (`voxpipe run` folders with a `write.features`
     stage) into one feature store. Vectors of one set must have one length: a case that differs is named
     and nothing is written.
@@ -79,9 +109,13 @@ def collect_command(run_outputs: tuple[Path, ...], store_path: Path, labels: Pat
     \b
     Example:
       voxpipe run configs/radiomics.yaml -i scans/ -o runs/radiomics
-      voxpipe features collect runs/radiomics -o stores/radiomics --labels classes.csv
+      voxpipe features collect -i runs/radiomics -o stores/radiomics --labels classes.csv
     """
     from voxpipe_plugins.match import store as stores
+
+    run_outputs = tuple(run_outputs) + tuple(inputs)
+    if not run_outputs:
+        raise UsageError("missing RUN_OUTPUT: give one or more `voxpipe run` output folders with -i/--input")
 
     given = stores.read_labels(labels) if labels else None
     store = stores.collect(list(run_outputs), given)
@@ -100,17 +134,44 @@ def collect_command(run_outputs: tuple[Path, ...], store_path: Path, labels: Pat
 
 
 @features_group.command("export")
-@click.argument("store_path", metavar="STORE", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("output", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="NAME", help="Feature set(s) to export; default: the only one.")
-def export_command(store_path: Path, output: Path, sets: tuple[str, ...]) -> None:
-    """Write the store as a table, one row per case: case_id, label, then `<set>.<feature>` columns.
+@click.argument("store_arg", metavar="[STORE", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("output_arg", metavar="OUT]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-i", "--input", "--store", "store_option", type=click.Path(file_okay=False, path_type=Path), help="Feature store folder (or STORE)."
+)
+@output_option("Table to write: .csv, .parquet, or - for CSV on stdout (or OUT).", folder=False, dest="output_option")
+@feature_set_option("Feature set(s) to export; default: the only one.")
+@force_option()
+def export_command(
+    store_arg: Path | None,
+    output_arg: Path | None,
+    store_option: Path | None,
+    output_option: Path | None,
+    sets: tuple[str, ...],
+    deprecated_sets: tuple[str, ...],
+    force: bool,
+) -> None:
+    """Write the store STORE (-i) as a table OUT (-o), one row per case: case_id, label, then `<set>.<feature>` columns.
 
     OUT ending in .csv writes CSV, .parquet writes Parquet (needs pyarrow), `-` prints CSV.
+
+    \b
+    Example:
+      voxpipe features export -i stores/radiomics -o features.csv
     """
     from voxpipe_plugins.match import export
 
+    store_path = one_path(store_arg, store_option, "STORE", "-i/--input")
+    output = one_path(output_arg, output_option, "OUT", "-o/--output")
+    sets = feature_sets(sets, deprecated_sets)
+    if str(output) != "-":
+        refuse_overwrite([output], force)
     store = _load_store(store_path)
+    if str(output) != "-":
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"-o {output}: cannot create its folder ({exc.strerror}); choose another") from None
     if str(output) == "-":
         click.echo(export.write_csv(store, None, sets), nl=False)
         return
@@ -153,20 +214,21 @@ def _query_vector(store, query: str, sets) -> tuple[object, int | None]:
 
 
 @click.command("match")
-@click.option("--store", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path), help="Feature store folder.")
+@_store_option
 @click.option("--query", required=True, metavar="CASE_ID|FILE", help="A case id in the store, or a case folder / features.npz.")
 @click.option("-k", "k", type=click.IntRange(1, 10000), default=5, show_default=True, help="Number of matches.")
 @_space_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def match_command(store_path, query, k, sets, space, metric, no_standardize, neighbors, components, as_json) -> None:
+@json_option()
+def match_command(store_path, query, k, sets, deprecated_sets, space, metric, no_standardize, neighbors, components, as_json) -> None:
     """The K gallery cases most similar to a query, with distances (and labels when the store has them).
 
     \b
     Example:
-      voxpipe match --store stores/radiomics --query case-1f0c2a9d4e7b -k 5 --space isomap
+      voxpipe match -i stores/radiomics --query case-1f0c2a9d4e7b -k 5 --space isomap
     """
     from voxpipe_plugins.match.space import distances, top_k
 
+    sets = feature_sets(sets, deprecated_sets)
     store = _load_store(store_path)
     vector, own = _query_vector(store, query, sets)
     fitted, coords = _fit(store, sets, space, no_standardize, neighbors, components)
@@ -184,9 +246,18 @@ def match_command(store_path, query, k, sets, space, metric, no_standardize, nei
         click.echo(f"{hit['rank']:>4}  {hit['case_id']}  {hit['distance']:.4f}{label}")
 
 
+CLUSTER_FILES = ("clusters.csv", "clusters.json", "embedding.png")
+
+
 @click.command("cluster")
-@click.option("--store", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path), help="Feature store folder.")
-@click.option("--method", type=click.Choice(["kmeans", "agglomerative"]), default="kmeans", show_default=True)
+@_store_option
+@click.option(
+    "--method",
+    type=click.Choice(["kmeans", "agglomerative"]),
+    default="kmeans",
+    show_default=True,
+    help="k-means (compact, similar-sized groups) or agglomerative (hierarchical; see --linkage).",
+)
 @click.option("--clusters", "n_clusters", type=click.IntRange(2, 1000), help="Number of clusters; default: the best silhouette in 2..10.")
 @click.option(
     "--linkage",
@@ -200,23 +271,34 @@ def match_command(store_path, query, k, sets, space, metric, no_standardize, nei
     type=click.Path(dir_okay=False, path_type=Path),
     help="case_id,label CSV (overrides the store's labels) for the adjusted Rand index.",
 )
-@click.option(
-    "-o",
-    "--output",
-    "output_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write clusters.csv, clusters.json and embedding.png (2D Isomap, coloured by cluster and label) here.",
-)
+@output_option("Write clusters.csv, clusters.json and embedding.png (2D Isomap, coloured by cluster and label) here.", dest="output_dir")
+@force_option()
 @_space_options
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means initialisation seed.")
+@json_option("Print the result as JSON on stdout (sizes, silhouette, and each case's cluster) instead of the summary line.")
 def cluster_command(
-    store_path, method, n_clusters, linkage, labels, output_dir, sets, space, metric, no_standardize, neighbors, components, seed
+    store_path,
+    method,
+    n_clusters,
+    linkage,
+    labels,
+    output_dir,
+    force,
+    sets,
+    deprecated_sets,
+    space,
+    metric,
+    no_standardize,
+    neighbors,
+    components,
+    seed,
+    as_json=False,
 ) -> None:
     """Cluster the store's cases (k-means or agglomerative) and report the silhouette score.
 
     \b
     Example:
-      voxpipe cluster --store stores/radiomics --method agglomerative --clusters 3 -o clusters/
+      voxpipe cluster -i stores/radiomics --method agglomerative --clusters 3 -o clusters/
     """
     from voxpipe.atomic import atomic_path, write_json
     from voxpipe_plugins.match.cluster import cluster
@@ -224,6 +306,9 @@ def cluster_command(
 
     if metric != "euclidean":
         raise UsageError("clustering uses Euclidean distances; drop --metric")
+    sets = feature_sets(sets, deprecated_sets)
+    if output_dir is not None:
+        refuse_overwrite([output_dir / name for name in CLUSTER_FILES], force)
     store = _load_store(store_path, labels)
     _, coords = _fit(store, sets, space, no_standardize, neighbors, components)
     label_list = store.label_list() if store.labels else None
@@ -231,7 +316,12 @@ def cluster_command(
     line = f"{method}: {result['clusters']} clusters of sizes {result['sizes']}, silhouette {result['silhouette']:.3f}"
     if "adjusted_rand" in result:
         line += f", adjusted Rand {result['adjusted_rand']:.3f} against {result['labelled']} labels"
-    click.echo(line)
+    if as_json:
+        summary = {k: v for k, v in result.items() if k != "assignment"}
+        assignment = dict(zip(store.case_ids, (int(a) for a in result["assignment"])))
+        echo_json({"method": method, "space": space, "sets": store.choose(sets), **summary, "assignment": assignment})
+    else:
+        click.echo(line)
     if output_dir is None:
         return
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +347,7 @@ def evaluate_retrieval(
     sets=(),
     space: str = "raw",
     metric: str = "euclidean",
+    as_json: bool = False,
 ) -> int:
     """``voxpipe evaluate --store``: leave-one-out precision@k and mAP over the labelled cases, raw and chosen space."""
     from voxpipe.atomic import write_json
@@ -284,11 +375,14 @@ def evaluate_retrieval(
         scores = leave_one_out(distances(coords, coords, metric), names, ks)
         rows.append({"space": kind, "metric": metric, **{k: v for k, v in scores.items() if k != "per_case"}})
     header = ["space", "queries"] + [f"precision@{k}" for k in ks] + ["map", "chance"]
-    click.echo("| " + " | ".join(header) + " |")
-    click.echo("|" + "---|" * len(header))
-    for row in rows:
-        cells = [row["space"], str(row["queries"])] + [f"{row[h]:.3f}" for h in header[2:]]
-        click.echo("| " + " | ".join(cells) + " |")
+    if as_json:
+        echo_json({"sets": store.choose(sets), "classes": sorted(set(names)), "results": rows})
+    else:
+        click.echo("| " + " | ".join(header) + " |")
+        click.echo("|" + "---|" * len(header))
+        for row in rows:
+            cells = [row["space"], str(row["queries"])] + [f"{row[h]:.3f}" for h in header[2:]]
+            click.echo("| " + " | ".join(cells) + " |")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / "retrieval.json", {"sets": store.choose(sets), "classes": sorted(set(names)), "results": rows})
@@ -313,6 +407,9 @@ def _read_volume(path: Path, role: str):
     return array[0], affine_of(image)
 
 
+REGISTER_FILES = ("transform.json", "moving_resampled.nii.gz")
+
+
 @click.command("register")
 @click.argument("fixed", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("moving", type=click.Path(dir_okay=False, path_type=Path))
@@ -324,6 +421,7 @@ def _read_volume(path: Path, role: str):
     type=click.Path(file_okay=False, path_type=Path),
     help="Writes transform.json and moving_resampled.nii.gz (the moving image on the fixed grid).",
 )
+@force_option()
 @click.option(
     "--method",
     type=click.Choice(["mi", "ncc", "phase"]),
@@ -331,7 +429,7 @@ def _read_volume(path: Path, role: str):
     show_default=True,
     help="mutual information (any contrast), normalised cross-correlation (same contrast), or phase correlation (shift only, same grid).",
 )
-def register_command(fixed: Path, moving: Path, output_dir: Path, method: str) -> None:
+def register_command(fixed: Path, moving: Path, output_dir: Path, method: str, force: bool = False) -> None:
     """Rigidly register MOVING to FIXED (NIfTI volumes): rotation and shift in RAS millimetres.
 
     transform.json holds the 4x4 fixed->moving matrix (x_moving = T x_fixed) and its inverse.
@@ -346,6 +444,7 @@ def register_command(fixed: Path, moving: Path, output_dir: Path, method: str) -
     from voxpipe_plugins.io_nifti.writer import write_nifti
     from voxpipe_plugins.match.register import register, resample
 
+    refuse_overwrite([output_dir / name for name in REGISTER_FILES], force)
     f, f_affine = _read_volume(fixed, "FIXED")
     m, m_affine = _read_volume(moving, "MOVING")
     result = register(f, f_affine, m, m_affine, method)
@@ -370,6 +469,9 @@ def _read_picture(path: Path, role: str):
         raise UsageError(f"{role}: cannot read it as an image (PNG, JPEG, TIFF, BMP)") from None
 
 
+KEYPOINT_FILES = ("keypoints.json", "matches.png", "moving_on_fixed.png")
+
+
 @click.command("keypoints")
 @click.argument("fixed", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("moving", type=click.Path(dir_okay=False, path_type=Path))
@@ -381,14 +483,21 @@ def _read_picture(path: Path, role: str):
     type=click.Path(file_okay=False, path_type=Path),
     help="Writes keypoints.json, matches.png and moving_on_fixed.png.",
 )
-@click.option("--detector", type=click.Choice(["orb", "sift"]), default="orb", show_default=True)
+@force_option()
+@click.option(
+    "--detector",
+    type=click.Choice(["orb", "sift"]),
+    default="orb",
+    show_default=True,
+    help="ORB (fast, binary descriptors) or SIFT (slower, more robust to scale and contrast).",
+)
 @click.option("--model", type=click.Choice(["rigid", "similarity"]), default="rigid", show_default=True, help="Transform fitted by RANSAC.")
 @click.option(
     "--keypoints", "n_keypoints", type=click.IntRange(10, 20000), default=800, show_default=True, help="Keypoints per image (at most)."
 )
 @click.option("--ratio", type=click.FloatRange(0.1, 1.0), default=0.8, show_default=True, help="Lowe's ratio test for descriptor matches.")
 @click.option("--residual", type=click.FloatRange(0.1, 100), default=2.0, show_default=True, help="RANSAC inlier distance (pixels).")
-def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, ratio, residual) -> None:
+def keypoints_command(fixed, moving, output_dir, force, detector, model, n_keypoints, ratio, residual) -> None:
     """Match two 2D images by keypoints (ORB or SIFT) and fit a rigid or similarity transform with RANSAC.
 
     \b
@@ -404,6 +513,7 @@ def keypoints_command(fixed, moving, output_dir, detector, model, n_keypoints, r
         warp_onto_fixed,
     )
 
+    refuse_overwrite([output_dir / name for name in KEYPOINT_FILES], force)
     a, b = _read_picture(fixed, "FIXED"), _read_picture(moving, "MOVING")
     result = match_images(a, b, detector, model, n_keypoints, ratio, residual)
     output_dir.mkdir(parents=True, exist_ok=True)

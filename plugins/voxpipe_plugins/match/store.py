@@ -60,10 +60,10 @@ class FeatureStore:
         if not sets:
             if len(self.matrices) == 1:
                 return self.sets
-            raise UsageError(f"the store has feature sets {', '.join(self.sets)}; choose with --set NAME (repeat to concatenate)")
+            raise UsageError(f"the store has feature sets {', '.join(self.sets)}; choose with --feature-set NAME (repeat to concatenate)")
         unknown = [s for s in sets if s not in self.matrices]
         if unknown:
-            raise UsageError(f"no feature set {unknown[0]!r} in the store (it has {', '.join(self.sets)}); check --set")
+            raise UsageError(f"no feature set {unknown[0]!r} in the store (it has {', '.join(self.sets)}); check --feature-set")
         return list(sets)
 
     def matrix(self, sets=()) -> np.ndarray:
