@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from voxpipe.cases import case_id, id_key
+from voxpipe.cli_conventions import force_option, input_option, json_option
 from voxpipe.errors import UsageError, one_line
 from voxpipe_plugins.io_dicom.frames import frames_of
 from voxpipe_plugins.io_dicom.geometry import stack_geometry
@@ -33,7 +34,10 @@ from voxpipe_plugins.io_dicom.loader import (
     load_volume,
     select_series,
 )
+from voxpipe_plugins.io_dicom.naming import DEFAULT_TEMPLATE, TEMPLATE_HELP, check_template, render, stale_pattern
 from voxpipe_plugins.io_dicom.series import Series
+from voxpipe_plugins.io_dicom.sidecar import sidecar_fields, sidecar_path, write_sidecar_fields
+from voxpipe_plugins.io_nifti.summary import nifti_geometry
 
 
 def syntax_name(uid: str) -> str:
@@ -49,6 +53,33 @@ class ConvertResult:
     output: Path | None
     error: str | None
     warnings: list[str]
+    status: str = "converted"  # converted | exists | failed
+    sidecar: Path | None = None
+    size: str = ""
+    spacing: str = ""
+
+    def summary(self) -> dict:
+        """The JSON form of this result (``convert --json``)."""
+        return {
+            "case_id": self.case_id,
+            "status": self.status,
+            "file": str(self.output) if self.output else None,
+            "sidecar": str(self.sidecar) if self.sidecar else None,
+            "size": self.size,
+            "spacing": self.spacing,
+            "warnings": self.warnings,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How convert names and writes its outputs (the dcm2niix-like options)."""
+
+    template: str = DEFAULT_TEMPLATE
+    force: bool = False
+    sidecar: bool = True
+    sidecar_phi: bool = False
 
 
 def find_series(input_path: Path, options: DicomOptions, series_uid: str | None = None) -> tuple[list[Series], Counter]:
@@ -71,17 +102,25 @@ def find_series(input_path: Path, options: DicomOptions, series_uid: str | None 
     return series, skipped
 
 
-def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: str | None = None) -> tuple[list[ConvertResult], Counter]:
-    """Write each series as NIfTI: to ``output`` if it names a .nii/.nii.gz file, else into the folder ``output``.
+def convert(
+    input_path: Path,
+    output: Path,
+    options: DicomOptions,
+    series_uid: str | None = None,
+    write: WriteOptions | None = None,
+) -> tuple[list[ConvertResult], Counter]:
+    """Write each series as NIfTI (+ JSON sidecar): to ``output`` if it names a .nii/.nii.gz file, else into the folder ``output``.
 
     Regular uncompressed series stream slice by slice (:mod:`.streaming`); the rest are
-    loaded whole first. Both give the same file.
+    loaded whole first. Both give the same file. An existing output is refused (that
+    series only) unless ``write.force``.
     """
     from voxpipe.atomic import clear_stale_temps, folder_lock, make_dirs
     from voxpipe.safe_paths import check_separate
 
+    write = write or WriteOptions()
     if input_path.exists():  # else find_series says so
-        check_separate(input_path, output, "INPUT", "OUTPUT")
+        check_separate(input_path, output, "-i/--input", "-o/--output")
     series, skipped = find_series(input_path, options, series_uid)
     single_file = output.name.lower().endswith((".nii", ".nii.gz"))
     if single_file and len(series) > 1:
@@ -97,16 +136,55 @@ def convert(input_path: Path, output: Path, options: DicomOptions, series_uid: s
         raise UsageError(f"output folder {output.parent} does not exist")
     folder = output.parent if single_file else output
     with folder_lock(folder, "voxpipe convert"):
-        clear_stale_temps(folder, re.escape(output.name) if single_file else OUTPUT_NAME)
-        return _convert_each(series, output, single_file, options), skipped
+        if single_file:
+            names = re.escape(output.name) + (f"|{re.escape(sidecar_path(output).name)}" if write.sidecar else "")
+        else:
+            names = OUTPUT_NAME if write.template == DEFAULT_TEMPLATE else stale_pattern(write.template)
+        clear_stale_temps(folder, names)
+        return _convert_each(series, output, single_file, options, write), skipped
 
 
-OUTPUT_NAME = r"case-[0-9a-f]{12}_[A-Z0-9]+\.nii\.gz"
-"""What convert names the files it writes into a folder (and so the only temporary folders it clears there)."""
+OUTPUT_NAME = r"case-[0-9a-f]{12}_[A-Z0-9]+\.(nii\.gz|json)"
+"""What convert names the files it writes into a folder by default (and so the only temporary folders it clears there)."""
 
 
-def _convert_each(series: list[Series], output: Path, single_file: bool, options: DicomOptions) -> list[ConvertResult]:
+def _convert_each(series: list[Series], output: Path, single_file: bool, options: DicomOptions, write: WriteOptions) -> list[ConvertResult]:
     from voxpipe.input_redaction import print_debug_traceback
+    from voxpipe.pipeline import redact
+
+    key = id_key()
+    results = []
+    used: set[str] = set()
+    for item in series:
+        source = case_source(item)
+        cid = case_id(source, key)
+        try:
+            target = output if single_file else output / (render(write.template, cid, item.first.get) + ".nii.gz")
+        except UsageError as exc:
+            results.append(ConvertResult(cid, None, one_line(exc), [], status="failed"))
+            continue
+        sidecar = sidecar_path(target) if write.sidecar else None
+        if target.name in used:
+            error = f"-f/--filename gives {target.name} to an earlier series too; add %i or %s to the template"
+            results.append(ConvertResult(cid, None, error, [], status="failed"))
+            continue
+        used.add(target.name)
+        existing = [p for p in (target, sidecar) if p is not None and os.path.lexists(p)]
+        if existing and not write.force:
+            error = f"{existing[0]} exists; add --force to overwrite it"
+            results.append(ConvertResult(cid, None, error, [], status="exists"))
+            continue
+        try:
+            results.append(_convert_one(item, target, sidecar, cid, options, write))
+        except Exception as exc:  # noqa: BLE001 - one bad series never stops the others
+            if os.environ.get("VOXPIPE_DEBUG"):
+                print_debug_traceback()
+            results.append(ConvertResult(cid, None, redact(one_line(exc), source), [], status="failed"))
+    return results
+
+
+def _convert_one(item: Series, target: Path, sidecar: Path | None, cid: str, options: DicomOptions, write: WriteOptions) -> ConvertResult:
+    """One series -> NIfTI (+ sidecar); the sidecar's fields are read first, so a failure leaves neither file."""
     from voxpipe.pipeline import redact
     from voxpipe_plugins.io_dicom.streaming import NotStreamable, stream_to_nifti
     from voxpipe_plugins.io_nifti.writer import (  # numpy only: no torch, no nibabel for convert
@@ -114,27 +192,22 @@ def _convert_each(series: list[Series], output: Path, single_file: bool, options
         write_nifti,
     )
 
-    key = id_key()
-    results = []
-    for item in series:
-        source = case_source(item)
-        cid = case_id(source, key)
-        modality = re.sub(r"[^A-Z0-9]", "", (item.modality or "OT").upper()) or "OT"  # a header value: never a path part
-        target = output if single_file else output / f"{cid}_{modality}.nii.gz"
+    fields = sidecar_fields(item.first.path, write.sidecar_phi) if sidecar else None
+    try:
+        stream_to_nifti(item, target, options, gzip_level=GZIP_LEVEL)
+        found: list[str] = []
+    except NotStreamable:
+        volume = load_volume([h.path for h in item.headers], options, item.frames, item.headers)
+        write_nifti(volume.array, target, affine=volume.affine, meta=volume.meta)
+        found = [redact(warning, case_source(item)) for warning in volume.warnings]
+    if sidecar is not None and fields is not None:
         try:
-            try:
-                stream_to_nifti(item, target, options, gzip_level=GZIP_LEVEL)
-                found: list[str] = []
-            except NotStreamable:
-                volume = load_volume([h.path for h in item.headers], options, item.frames, item.headers)
-                write_nifti(volume.array, target, affine=volume.affine, meta=volume.meta)
-                found = [redact(warning, source) for warning in volume.warnings]
-            results.append(ConvertResult(cid, target, None, found))
-        except Exception as exc:  # noqa: BLE001 - one bad series never stops the others
-            if os.environ.get("VOXPIPE_DEBUG"):
-                print_debug_traceback()
-            results.append(ConvertResult(cid, None, redact(one_line(exc), source), []))
-    return results
+            write_sidecar_fields(sidecar, fields, write.sidecar_phi)
+        except Exception:
+            target.unlink(missing_ok=True)  # no NIfTI without its sidecar
+            raise
+    size, spacing = nifti_geometry(target)
+    return ConvertResult(cid, target, None, found, sidecar=sidecar, size=size, spacing=spacing)
 
 
 def describe(input_path: Path, options: DicomOptions, show_phi: bool = False) -> tuple[list[dict], Counter]:
@@ -215,9 +288,32 @@ def _options(irregular: str = "refuse", dtype: str = "auto") -> DicomOptions:
     return DicomOptions(dtype=dtype, irregular=irregular)
 
 
+def paths_from(option: Path | None, positional: list[Path]) -> tuple[Path | None, list[Path]]:
+    """``-i X`` or the next positional (the dcm2niix-style alias), never both."""
+    if option is not None:
+        return option, positional
+    if positional:
+        return positional[0], positional[1:]
+    return None, positional
+
+
 @click.command("convert")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(path_type=Path))
+@click.argument("positional", metavar="[INPUT] [OUTPUT]", nargs=-1, type=click.Path(path_type=Path))
+@input_option("DICOM file or folder (or give it as INPUT, as with dcm2niix).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="A .nii/.nii.gz file (one series) or a folder that receives one file per series (or give it as OUTPUT).",
+)
+@click.option("-f", "--filename", "template", default=DEFAULT_TEMPLATE, show_default=True, help=TEMPLATE_HELP)
+@force_option("Overwrite existing outputs; without it an existing file is never replaced (that series is refused).")
+@click.option("--no-sidecar", is_flag=True, help="Do not write the BIDS-style JSON sidecar beside each NIfTI.")
+@click.option(
+    "--sidecar-phi",
+    is_flag=True,
+    help="Also put free text, institution, station, device serial, acquisition time and UIDs in the sidecar (may identify the patient).",
+)
 @click.option(
     "--series", "series_uid", metavar="ID", help="Convert only the series with this case id (see `voxpipe info`) or SeriesInstanceUID."
 )
@@ -235,27 +331,72 @@ def _options(irregular: str = "refuse", dtype: str = "auto") -> DicomOptions:
     show_default=True,
     help="auto keeps exact integers when the rescale allows it.",
 )
-def convert_command(input_path: Path, output: Path, series_uid: str | None, irregular: str, dtype: str) -> int:
-    """Convert DICOM series under INPUT to NIfTI, like dcm2niix.
+@json_option("Print the summary as JSON on stdout (the per-series lines still go to stderr).")
+def convert_command(
+    positional: tuple[Path, ...],
+    input_option: Path | None,
+    output: Path | None,
+    template: str,
+    force: bool,
+    no_sidecar: bool,
+    sidecar_phi: bool,
+    series_uid: str | None,
+    irregular: str,
+    dtype: str,
+    as_json: bool,
+) -> int:
+    """Convert DICOM series to NIfTI with a JSON sidecar, like dcm2niix.
 
-    OUTPUT is a .nii/.nii.gz file (one series: use --series when there are several) or a
-    folder that receives one file per series, named by its pseudonymous case id and
-    modality (never by patient or file names).
+    The output is a .nii/.nii.gz file (one series: use --series when there are several) or
+    a folder that receives one file per series, named by -f (default: pseudonymous case id
+    and modality, never patient or file names). Beside each NIfTI a BIDS-style .json holds
+    the acquisition parameters (times in seconds), without PHI unless --sidecar-phi.
+    Existing files are refused (one line each, exit 1; the other series are still
+    converted) unless --force.
 
     \b
     Examples:
+      voxpipe convert -i study/ -o nifti/
       voxpipe convert study/ ct.nii.gz --series 1.2.840.113619.2.55.3
-      voxpipe convert study/ nifti/
+      voxpipe convert -i study/ -o nifti/ -f %i_%s_%m --force
     """
-    results, skipped = convert(input_path, output, _options(irregular, dtype), series_uid)
+    from voxpipe.input_redaction import show_phi
+
+    input_path, rest = paths_from(input_option, list(positional))
+    output, rest = paths_from(output, rest)
+    if input_path is None or output is None:
+        raise UsageError("convert needs an input and an output: voxpipe convert -i DICOM_FOLDER -o OUT_FOLDER (or OUT.nii.gz)")
+    if rest:
+        raise UsageError(
+            f"convert takes one input and one output; {len(rest)} extra path(s) given (an input given twice, as -i and INPUT?)"
+        )
+    write = WriteOptions(check_template(template, show_phi()), force, not no_sidecar, sidecar_phi)
+    results, skipped = convert(input_path, output, _options(irregular, dtype), series_uid, write)
+    counts = Counter(r.status for r in results)
     for result in results:
-        status = f"-> {result.output}" if result.output else f"failed: {result.error}"
-        click.echo(f"{result.case_id}  {status}", err=True)
+        click.echo(_summary_line(result), err=True)
         for warning in result.warnings:
             click.echo(f"    warning: {warning}", err=True)
     if skipped:
         click.echo("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()), err=True)
-    return 1 if any(r.error for r in results) else 0
+    click.echo(
+        f"converted {counts['converted']} of {len(results)} series; {counts['exists']} refused (exists), {counts['failed']} failed",
+        err=True,
+    )
+    if as_json:
+        summary = {"series": [r.summary() for r in results], "counts": {k: counts[k] for k in ("converted", "exists", "failed")}}
+        click.echo(json.dumps({**summary, "passed_over": dict(skipped)}, indent=2))
+    return 1 if counts["exists"] or counts["failed"] else 0
+
+
+def _summary_line(result: ConvertResult) -> str:
+    """One line per series: what was written (case id, size, spacing, file), or why not."""
+    if result.status == "converted":
+        extra = f" + {result.sidecar.name}" if result.sidecar else ""
+        return f"{result.case_id}  {result.size}  {result.spacing} mm  -> {result.output}{extra}"
+    if result.status == "exists":
+        return f"{result.case_id}  refused: {result.error}"
+    return f"{result.case_id}  failed: {result.error}"
 
 
 @click.command("info")
