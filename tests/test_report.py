@@ -168,3 +168,72 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200, "text, chips and thumbnails give many colours"
     green = (np.abs(pixels - np.array([0x1F, 0x9D, 0x55])).sum(axis=-1) < 40).sum()
     assert green > 50, "the ok status chips are drawn"
+
+
+PROBE = (
+    "var th=document.querySelectorAll('table.cases thead th')[4];function order(){return Array.from("
+    "document.querySelectorAll('table.cases tbody tr')).map(function(r){return r.cells[4].getAttribute('data-v')}).join(',')}"
+    "th.click();document.body.setAttribute('data-asc',order());th.click();document.body.setAttribute('data-desc',order());"
+)
+INTRUDER = "document.body.setAttribute('data-intruder','ran');"
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
+def test_report_at_a_glance_in_headless_chromium(demo_run, tmp_path):
+    """DOM after the page's script ran: failures first, outliers flagged, contours drawn, sorting works, CSP holds."""
+    import base64
+    import hashlib
+    import io
+    import os
+
+    from PIL import Image
+
+    from voxpipe.report import script_hash
+
+    out, _ = demo_run
+    page = (out / "report.html").read_text(encoding="utf-8")
+    probe_hash = "sha256-" + base64.b64encode(hashlib.sha256(PROBE.encode()).digest()).decode()
+    probed = page.replace(f"script-src '{script_hash()}'", f"script-src '{script_hash()}' '{probe_hash}'")
+    probed = probed.replace("</body>", f"<script>{PROBE}</script><script>{INTRUDER}</script></body>")
+    copy = tmp_path / "probed.html"
+    copy.write_text(probed, encoding="utf-8")
+    dom = _chromium("--dump-dom", copy.as_uri(), profile=tmp_path / "p1").stdout
+    assert "<table" in dom, "Chromium dumped the page"
+
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    assert "data-intruder" not in body, "the CSP refuses a script it does not know by hash"
+    asc = [float(v) for v in re.search(r'data-asc="([^"]*)"', body).group(1).split(",")]
+    desc = [float(v) for v in re.search(r'data-desc="([^"]*)"', body).group(1).split(",")]
+    assert asc == sorted(asc) and desc == sorted(desc, reverse=True) and len(asc) == 5, "a header click sorts, a second reverses"
+
+    rows = re.findall(r'<tr class="(ok|failed|skipped)[^"]*">', page)
+    assert rows[0] == "failed" and rows.count("failed") == 1, "failures first"
+    assert len(re.findall(r'<circle class="outlier"', dom)) >= 1, "the demo's outlying volume is flagged in the plot"
+    assert "Flagged volumes" in dom and "write.preview" in dom, "with the stage that recorded the number"
+
+    thumbs = re.findall(r"<img class=\"card-pic\" src=\"data:image/png;base64,([^\"]+)\"", dom)
+    pictures = [np.asarray(Image.open(io.BytesIO(base64.b64decode(t))).convert("RGB")).astype(int) for t in thumbs]
+    contour = [(np.abs(p - np.array([230, 25, 75])).sum(axis=-1) < 60).sum() for p in pictures]
+    yellow = [((p[..., 0] > 180) & (p[..., 1] > 180) & (p[..., 2] < 90)).sum() for p in pictures]
+    assert len(pictures) == 4 and sum(c > 20 for c in contour) >= 3, f"label contours drawn on the volumes: {contour}"
+    assert sum(y > 5 for y in yellow) >= 3, f"orientation letters on the volumes: {yellow}"
+
+    shot = tmp_path / "glance.png"
+    _chromium(
+        f"--screenshot={shot}", "--window-size=1200,2000", "--hide-scrollbars", (out / "report.html").as_uri(), profile=tmp_path / "p2"
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    red = (np.abs(pixels - np.array([0xD6, 0x45, 0x45])).sum(axis=-1) < 30).sum()
+    assert red > 60, "the failed chip and the flagged volume are drawn in red"
+    if os.environ.get("VOXPIPE_UPDATE_SCREENSHOTS"):  # docs/images/demo-report.png, shown in docs/report.md
+        shutil.copyfile(shot, Path(__file__).resolve().parents[1] / "docs" / "images" / "demo-report.png")
