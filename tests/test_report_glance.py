@@ -163,3 +163,21 @@ def test_every_table_is_sortable_and_the_page_needs_no_network():
     assert f"script-src '{script_hash()}'" in text and "default-src 'none'" in text
     assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?!data:|#)[a-z]", text, re.I), "no resource but data: URIs and in-page anchors"
     assert not re.search(r"https?:|//[a-z0-9-]+\.[a-z]|@import|url\(", text, re.I)
+
+
+def test_label_volumes_carry_their_source_copy_on_write():
+    from monai.data import MetaTensor
+
+    from voxpipe_plugins.label.volumes import report_label_volumes
+
+    label = MetaTensor(np.zeros((1, 10, 10, 10), dtype=np.int16), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    label[0, :5] = 1
+    case = {"label": label}
+    report_label_volumes(case, "label")
+    before = case["report"]
+    out = dict(case)
+    report_label_volumes(out, "label", source="write.preview")
+    assert case["report"] is before and "source" not in before["metrics"][0], "the input case is not changed"
+    assert out["report"]["metrics"] == [
+        {"name": "volumes_ml.label 1", "value": 4.0, "unit": "mL", "label": "label 1", "source": "write.preview"}
+    ]
