@@ -82,7 +82,10 @@ class WriteOptions:
     sidecar_phi: bool = False
 
 
-def find_series(input_path: Path, options: DicomOptions, series_uid: str | None = None) -> tuple[list[Series], Counter]:
+def find_series(
+    input_path: Path, options: DicomOptions, series_uid: str | None = None, files: list[Path] | None = None
+) -> tuple[list[Series], Counter]:
+    """The series under ``input_path`` (or among ``files``, a part of it); none is an error."""
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist")
     from voxpipe.input_redaction import register_input
@@ -91,7 +94,7 @@ def find_series(input_path: Path, options: DicomOptions, series_uid: str | None 
     skipped: Counter = Counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        series = discover_series(input_path, options.selection, skipped)
+        series = discover_series(files if files is not None else input_path, options.selection, skipped)
     if series_uid:
         series = select_series(series, series_uid, id_key())
         if not series:
@@ -210,9 +213,11 @@ def _convert_one(item: Series, target: Path, sidecar: Path | None, cid: str, opt
     return ConvertResult(cid, target, None, found, sidecar=sidecar, size=size, spacing=spacing)
 
 
-def describe(input_path: Path, options: DicomOptions, show_phi: bool = False) -> tuple[list[dict], Counter]:
+def describe(
+    input_path: Path, options: DicomOptions, show_phi: bool = False, files: list[Path] | None = None
+) -> tuple[list[dict], Counter]:
     """One row per series from headers only (no pixel data read)."""
-    series, skipped = find_series(input_path, options)
+    series, skipped = find_series(input_path, options, files=files)
     key = id_key()
     rows = []
     for item in series:
@@ -268,7 +273,7 @@ def _identifying(path: Path, item: Series) -> dict:
     }
 
 
-def render_table(rows: list[dict], skipped: Counter, show_phi: bool) -> str:
+def render_table(rows: list[dict], skipped: Counter, show_phi: bool, note: bool = True) -> str:
     columns = ["case_id", "modality", "orientation", "size", "spacing", "transfer_syntax"]
     if show_phi:
         columns += ["patient_name", "patient_id", "study_date", "series_description", "series_uid"]
@@ -279,7 +284,7 @@ def render_table(rows: list[dict], skipped: Counter, show_phi: bool) -> str:
         lines += [f"    warning: {w}" for w in row["warnings"]]
     if skipped:
         lines.append("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()))
-    if not show_phi:
+    if not show_phi and note:
         lines.append("(identifying attributes hidden; --show-phi shows them)")
     return "\n".join(lines)
 
@@ -400,20 +405,75 @@ def _summary_line(result: ConvertResult) -> str:
 
 
 @click.command("info")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--show-phi", is_flag=True, help="Also show patient name, ID, study date, series description and UID.")
-def info_command(path: Path, as_json: bool, show_phi: bool) -> None:
-    """List the DICOM series under PATH: modality, size, spacing, orientation, transfer syntax, warnings.
+@click.argument("positional", metavar="[PATH]", required=False, type=click.Path(path_type=Path))
+@input_option("DICOM folder or file, NIfTI file, 2D image, or a folder mixing them (or give it as PATH).")
+@json_option("Print machine-readable JSON on stdout instead of the tables.")
+@click.option("--show-phi", is_flag=True, help="Also show patient name, ID, study date, series description, UID and file names.")
+def info_command(positional: Path | None, input_option: Path | None, as_json: bool, show_phi: bool) -> None:
+    """Describe every input VoxPipe reads under PATH: DICOM series, NIfTI volumes and 2D images.
 
-    Reads headers only. Identifying attributes are hidden unless --show-phi is given.
+    DICOM: modality, size, spacing, orientation, transfer syntax, warnings (headers only).
+    NIfTI and 2D images: size, spacing, orientation code, dtype and value range. Nothing
+    identifying is shown (no patient attributes, no NIfTI description fields, no file
+    names: each input is named by its pseudonymous case id) unless --show-phi is given.
 
     \b
-    Example:
+    Examples:
       voxpipe info study/ --json
+      voxpipe info -i ct.nii.gz
     """
-    rows, skipped = describe(path, _options(), show_phi)
+    from voxpipe.cli_conventions import one_path
+
+    path = one_path(positional, input_option, "input", "-i/--input")
+    if not path.exists():
+        raise UsageError(f"input path {path} does not exist")
+    rows, file_rows, skipped = inventory(path, show_phi)
     if as_json:
-        click.echo(json.dumps({"series": rows, "passed_over": dict(skipped)}, indent=2))
-    else:
-        click.echo(render_table(rows, skipped, show_phi))
+        click.echo(json.dumps({"series": rows, "files": file_rows, "passed_over": dict(skipped)}, indent=2))
+        return
+    from voxpipe_plugins.io_auto.describe import render_files
+
+    parts = []
+    if rows or not file_rows:
+        parts.append(render_table(rows, Counter(), show_phi, note=False))  # the PHI note comes once, below
+    if file_rows:
+        parts.append("\n".join(render_files(file_rows, show_phi)))
+    if skipped:
+        parts.append("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()))
+    if not show_phi:
+        parts.append("(identifying attributes and file names hidden; --show-phi shows them)")
+    click.echo("\n".join(parts))
+
+
+def inventory(path: Path, show_phi: bool) -> tuple[list[dict], list[dict], Counter]:
+    """DICOM series rows, NIfTI/2D rows and what was passed over, for everything under ``path``."""
+    from voxpipe.cases import iter_files, suffix_of
+    from voxpipe.input_redaction import register_input
+    from voxpipe_plugins.io_auto.describe import describe_file, kind_of
+    from voxpipe_plugins.io_auto.loader import NOT_DICOM_SUFFIXES
+
+    register_input(path)
+    known, candidates, skipped = [], [], Counter()
+    for file in iter_files(path):
+        if kind_of(file):
+            known.append(file)
+        elif suffix_of(file) in NOT_DICOM_SUFFIXES:
+            skipped[f"not a supported file type ({suffix_of(file)})"] += 1
+        else:
+            candidates.append(file)
+    key = id_key()
+    file_rows = [describe_file(file, key, show_phi) for file in known]
+    if not known:
+        rows, found = describe(path, _options(), show_phi)  # as before: no series is an error that says why
+        return rows, [], found
+    rows: list[dict] = []
+    if candidates:
+        try:
+            rows, found = describe(path, _options(), show_phi, candidates)
+        except UsageError:  # only the files above: the rest was not DICOM
+            found = Counter()
+            discover_series(candidates, _options().selection, found)
+        skipped.update(found)
+    if path.is_file() and file_rows and file_rows[0].get("error"):
+        raise UsageError(f"-i/--input: {file_rows[0]['error']}")
+    return rows, file_rows, skipped
