@@ -720,8 +720,9 @@ def test_convert_folder_writes_one_nifti_per_series(cli, two_series, tmp_path):
     out.mkdir()
     result = cli("convert", two_series, out)
     assert result.exit_code == 0, result.stderr
-    written = sorted(out.iterdir())
+    written = sorted(out.glob("*.nii.gz"))
     assert [re.fullmatch(r"case-[0-9a-f]{12}_(CT|MR)\.nii\.gz", p.name) is not None for p in written] == [True, True]
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".json") == sorted(p.name.replace(".nii.gz", ".json") for p in written)
     by_modality = {p.name.split("_")[1].split(".")[0]: p for p in written}
     for modality, source in (("CT", two_series / "a" / "IM0001"), ("MR", two_series / "IM0002")):
         image = nib.load(by_modality[modality])
@@ -767,7 +768,7 @@ def test_convert_goes_on_past_an_undecodable_series(cli, tmp_path):
     result = cli("convert", folder, out)
     assert result.exit_code == 1, result.stderr
     assert "internal error" not in result.stderr
-    assert [p.name.endswith("_CT.nii.gz") for p in out.iterdir()] == [True]
+    assert sorted(p.name.split("_", 1)[1] for p in out.iterdir()) == ["CT.json", "CT.nii.gz"]  # the failed series left nothing
 
 
 # --------------------------------------------------------------------------- 9. voxpipe run
