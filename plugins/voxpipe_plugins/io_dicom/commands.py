@@ -437,7 +437,7 @@ def info_command(positional: Path | None, input_option: Path | None, as_json: bo
     if rows or not file_rows:
         parts.append(render_table(rows, Counter(), show_phi, note=False))  # the PHI note comes once, below
     if file_rows:
-        parts.append("\n".join(render_files(file_rows, show_phi)))
+        parts.append(("\n" if parts else "") + "\n".join(render_files(file_rows, show_phi)))
     if skipped:
         parts.append("passed over: " + ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()))
     if not show_phi:
