@@ -1,4 +1,4 @@
-"""Registers `load.dicom`, `write.dicom_seg`, and the `voxpipe convert` and `voxpipe info` commands."""
+"""Registers `load.dicom`, `write.dicom_seg`, and the `voxpipe convert` and `voxpipe info` commands (info covers every input kind)."""
 
 from __future__ import annotations
 
@@ -60,14 +60,14 @@ def voxpipe_register_commands(register):
     register(
         CommandSpec(
             name="convert",
-            summary="Convert DICOM series to NIfTI, like dcm2niix (files named by pseudonymous case id).",
+            summary="Convert DICOM series to NIfTI with a BIDS-style JSON sidecar, like dcm2niix (-f names, no overwrite without --force).",
             factory="voxpipe_plugins.io_dicom.commands:convert_command",
         )
     )
     register(
         CommandSpec(
             name="info",
-            summary="List the DICOM series under a folder: modality, size, spacing, orientation, transfer syntax.",
+            summary="Describe DICOM series, NIfTI volumes and 2D images: size, spacing, orientation, dtype, range.",
             factory="voxpipe_plugins.io_dicom.commands:info_command",
         )
     )
