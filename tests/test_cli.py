@@ -32,7 +32,7 @@ def test_plugins_json(cli):
     assert "segment.otsu" in ids
     gaussian = next(s for s in data["stages"] if s["id"] == "denoise.gaussian")
     sigma = next(p for p in gaussian["parameters"] if p["name"] == "sigma_mm")
-    assert sigma["default"] == "1.0" and "> 0" in sigma["bounds"] and sigma["description"]
+    assert sigma["default"] == 1.0 and sigma["required"] is False and "> 0" in sigma["bounds"] and sigma["description"]
 
 
 def test_plugins_show(cli):
@@ -60,7 +60,15 @@ def test_usage_errors_exit_2(cli):
 
 
 def test_sample_data(cli, tmp_path):
-    out = cli("sample-data", tmp_path / "s")
+    out = cli("sample-data", "-o", tmp_path / "s")
     assert out.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["ct-series", "phantom-3d.nii.gz", "shepp-logan.png", "t1-brain.nii.gz"]
     assert len(list((tmp_path / "s" / "ct-series").iterdir())) == 40
+    (tmp_path / "s" / "phantom-3d.nii.gz").write_bytes(b"mine")
+    for args in (("-o", tmp_path / "s"), (tmp_path / "s",)):  # the positional DIRECTORY is an alias of -o
+        again = cli("sample-data", *args)
+        assert again.exit_code == 2 and len(again.error_lines) == 1 and "--force" in again.error_lines[0]
+    assert (tmp_path / "s" / "phantom-3d.nii.gz").read_bytes() == b"mine"
+    assert cli("sample-data", tmp_path / "s", "--force").exit_code == 0
+    assert (tmp_path / "s" / "phantom-3d.nii.gz").read_bytes() != b"mine"
+    assert cli("sample-data", tmp_path / "t").exit_code == 0

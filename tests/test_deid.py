@@ -477,9 +477,13 @@ def test_clean_structured_keeps_sr_text_without_identifying_values():
 
 def test_listing_is_private_and_kept_out_of_the_output(cli, tmp_path):
     _write_series(tmp_path / "in", generate_uid(), generate_uid())
-    refused = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key", "--list", tmp_path / "out" / "map.tsv")
+    refused = cli(
+        "deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key", "--list", tmp_path / "out" / "map.tsv"
+    )
     assert refused.exit_code == 2 and "outside" in refused.stderr
-    ok = cli("deid", "-i", tmp_path / "in", "-o", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key", "--list", tmp_path / "map.tsv")
+    ok = cli(
+        "deid", "-i", tmp_path / "in", "-o", tmp_path / "out", "--key", tmp_path / "k.key", "--new-key", "--list", tmp_path / "map.tsv"
+    )
     assert ok.exit_code == 0
     lines = (tmp_path / "map.tsv").read_text().splitlines()
     assert len(lines) == 4 and all(str(tmp_path / "out") in line for line in lines[1:])

@@ -85,6 +85,12 @@ def test_voxpipe_test_reproduces_the_held_out_metrics(trained, cli):
     again, saved = json.loads(out.read_text()), json.loads((folder / "run" / "metrics.json").read_text())
     assert again["classification"]["accuracy"] == pytest.approx(saved["classification"]["accuracy"])
     assert again["regression"]["r2"] == pytest.approx(saved["regression"]["r2"], abs=1e-6)
+    out.write_text("mine")
+    refused = cli("test", config, "--checkpoint", folder / "run" / "best.safetensors", "-o", out)
+    assert refused.exit_code == 2 and "--force" in refused.error_lines[0] and out.read_text() == "mine"
+    as_json = cli("test", config, "--checkpoint", folder / "run" / "best.safetensors", "-o", out, "--force", "--json")
+    assert as_json.exit_code == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == json.loads(out.read_text()) == again
 
 
 def test_trained_head_runs_in_voxpipe_run(trained, cli):
@@ -274,10 +280,13 @@ def test_rnn_head_trains_resumes_and_runs_on_volumes(tmp_path, cli):
     config.write_text(RNN_CONFIG)
     first = cli("train", config, "-o", tmp_path / "run")
     assert first.exit_code == 0, first.stderr
+    final = first.stdout.splitlines()  # the final metrics on stdout, as `voxpipe test` prints its own
+    assert final and all(": " in line for line in final)
     again = cli("train", config, "-o", tmp_path / "run")
     assert again.exit_code == 2 and "--resume" in again.error_lines[0]
-    resumed = cli("train", config, "-o", tmp_path / "run", "--resume", "--set", "training.epochs=3")
+    resumed = cli("train", config, "-o", tmp_path / "run", "--resume", "--set", "training.epochs=3", "--json")
     assert resumed.exit_code == 0 and "resuming after epoch 2" in resumed.stderr, resumed.stderr
+    assert set(json.loads(resumed.stdout)) == {line.split(": ")[0] for line in final}
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2, 3]
     from safetensors.torch import load_file

@@ -413,7 +413,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
       voxpipe plugins
       voxpipe plugins show segment.otsu
       voxpipe plugins check my_plugin
-      voxpipe plugins new my_plugin --dir ~/src
+      voxpipe plugins new my_plugin -o ~/src
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -426,12 +426,23 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 
 @plugins.command("show")
 @click.argument("stage_id")
-@click.pass_obj
-def plugins_show(settings: Settings, stage_id: str) -> None:
-    """Show STAGE_ID's parameters: types, defaults, bounds and descriptions."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (also `voxpipe plugins --json show STAGE_ID`).")
+@click.pass_context
+def plugins_show(ctx: click.Context, stage_id: str, as_json: bool = False) -> None:
+    """Show STAGE_ID's parameters: types, required or default, bounds and descriptions.
+
+    \b
+    Example:
+      voxpipe plugins show segment.threshold
+      voxpipe plugins show segment.threshold --json
+    """
     from voxpipe import cli_plugins
 
-    click.echo(cli_plugins.render_stage(settings.registry(), stage_id))
+    registry = ctx.obj.registry()
+    if as_json or (ctx.parent is not None and ctx.parent.params.get("as_json")):  # --json before or after `show`
+        click.echo(cli_plugins.stage_json(registry, stage_id))
+    else:
+        click.echo(cli_plugins.render_stage(registry, stage_id))
 
 
 @plugins.command("check")
@@ -460,19 +471,21 @@ def plugins_check(settings: Settings, name: str | None) -> int:
 @plugins.command("new")
 @click.argument("name")
 @click.option(
+    "-o",
+    "--output",
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Folder to create the package in.",
+    help="Folder to create the package NAME in (--dir is the older spelling).",
 )
 def plugins_new(name: str, directory: Path) -> None:
     """Write a working plugin package NAME (a stage, a command, a test, pyproject.toml) to start from.
 
     \b
     Example:
-      voxpipe plugins new my_plugin --dir ~/src && pip install -e ~/src/my_plugin
+      voxpipe plugins new my_plugin -o ~/src && pip install -e ~/src/my_plugin
     """
     write_plugin_package = _author_tool("voxpipe.plugin_template", "write_plugin_package", "plugins new")
     path = write_plugin_package(name, directory)
@@ -503,9 +516,12 @@ def _author_tool(module: str, function: str, command: str):
 )
 @_overrides_option
 @click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device.")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT (an existing OUTPUT is refused without it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON on stdout instead of `name: value` lines.")
 @click.pass_obj
-def train(settings: Settings, config: Path, output_dir: Path, overrides: tuple[str, ...], device: str | None, resume: bool) -> int:
+def train(
+    settings: Settings, config: Path, output_dir: Path, overrides: tuple[str, ...], device: str | None, resume: bool, as_json: bool = False
+) -> int:
     """Train the model described by CONFIG's `training:` section, writing checkpoints to OUTPUT.
 
     The config's stages are the preprocessing (and, for a deep segmenter, the model that
@@ -533,8 +549,9 @@ def train(settings: Settings, config: Path, output_dir: Path, overrides: tuple[s
     trainer = build_trainer(validated.trainer, validated.training, validated, context)
     prepare_output(output_dir)
     summary = trainer.run(output_dir, resume=resume) or {}
-    for key, value in summary.items():
-        click.echo(f"{key}: {value}", err=True)
+    from voxpipe.cli_conventions import print_metrics
+
+    print_metrics(summary, as_json)  # stdout, like `voxpipe test`: the result, not a log line
     return EXIT_OK
 
 

@@ -116,3 +116,14 @@ def _finite(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:  # numpy scalars
         return _finite(value.item())
     return value
+
+
+def print_metrics(metrics: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+    """Final metrics of ``train`` and ``test``, printed the same way: on stdout, as text or (``--json``) JSON."""
+    if as_json:
+        echo_json(metrics)
+    elif text is not None:
+        click.echo(text)
+    else:
+        for key, value in metrics.items():
+            click.echo(f"{key}: {value}")

@@ -90,8 +90,10 @@ def render_json(registry: Registry) -> str:
 
 
 def parameter_rows(spec: StageSpec) -> list[dict[str, Any]]:
-    """One row per parameter: name, type, default, bounds, description."""
+    """One row per parameter: name, type (as a person reads it), required, default (the value itself), bounds, description."""
     from pydantic_core import PydanticUndefined
+
+    from voxpipe.param_types import plain, type_text
 
     rows = []
     for name, info in spec.params.model_fields.items():
@@ -101,18 +103,27 @@ def parameter_rows(spec: StageSpec) -> list[dict[str, Any]]:
                 value = getattr(item, attr, None)
                 if value is not None:
                     bounds.append(f"{symbol} {value}")
-        if info.default is not PydanticUndefined:
-            default = repr(info.default)
-        elif info.default_factory is not None:
-            default = repr(info.default_factory())
-        else:
-            default = "required"
         shown = (info.json_schema_extra or {}).get("shown", {}) if isinstance(info.json_schema_extra, dict) else {}
+        if "default" in shown:  # a MONAI transform's argument: its signature's default, or "required"
+            required, default = (
+                shown["default"] == "required",
+                (None if shown["default"] == "required" else _source_value(shown["default"])),
+            )
+        elif info.default is not PydanticUndefined:
+            required, default = False, info.default
+        elif info.default_factory is not None:
+            required, default = False, info.default_factory()
+        else:
+            required, default = True, None
+        computed, shown_type = type_text(info.annotation), shown.get("type")
+        if isinstance(shown_type, str) and ("any" in computed or "default" in computed):  # MONAI: the signature says more
+            computed = shown_type
         rows.append(
             {
                 "name": info.alias or name,
-                "type": shown.get("type") or _type_name(info.annotation),
-                "default": shown.get("default") or default,
+                "type": computed,
+                "required": required,
+                "default": plain(default),
                 "bounds": ", ".join(bounds),
                 "description": info.description or "",
             }
@@ -120,18 +131,47 @@ def parameter_rows(spec: StageSpec) -> list[dict[str, Any]]:
     return rows
 
 
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation)
-    for noise in ("typing.", "voxpipe.monai_adapter.", "pathlib.", "<class '", "'>"):
-        text = text.replace(noise, "")
-    return text.replace("_MonaiDefault", "default").replace("NoneType", "None")
+def _source_value(text: Any) -> Any:
+    """A default written as Python source in a signature (``None``, ``'False'``) as the value it is, else the text."""
+    import ast
+
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
-def render_stage(registry: Registry, stage_id: str) -> str:
+def stage_json(registry: Registry, stage_id: str) -> str:
+    """``plugins show STAGE --json``: the stage and its parameter rows, as valid JSON."""
+    spec = _stage(registry, stage_id)
+    data = {
+        "id": spec.id,
+        "kind": spec.kind.value,
+        "summary": spec.summary,
+        "plugin": spec.plugin,
+        "distribution": spec.distribution,
+        "version": spec.version,
+        "reads": list(spec.reads),
+        "writes": list(spec.writes),
+        "parameters": parameter_rows(spec),
+    }
+    return json.dumps(data, indent=2, default=str)
+
+
+def _stage(registry: Registry, stage_id: str) -> StageSpec:
     spec = registry.get(stage_id)
     if spec is None:
         raise UsageError(f"unknown stage `{stage_id}`{did_you_mean(stage_id, registry.stages) or '; run `voxpipe plugins` to list stages'}")
+    return spec
+
+
+def render_stage(registry: Registry, stage_id: str) -> str:
+    """``plugins show STAGE``: what a person needs to write the stage's ``with:`` block."""
+    from voxpipe.param_types import value_text
+
+    spec = _stage(registry, stage_id)
     lines = [f"{spec.id}  ({spec.kind.value})  from plugin `{spec.plugin}`, {spec.distribution} {spec.version}".rstrip(), spec.summary]
     description = textwrap.dedent(spec.description).strip()
     if description.startswith(spec.summary):
@@ -148,11 +188,12 @@ def render_stage(registry: Registry, stage_id: str) -> str:
     width = max((len(r["name"]) for r in rows), default=4) + 2
     for row in rows:
         extra = f"  [{row['bounds']}]" if row["bounds"] else ""
-        lines.append(f"  {row['name']:<{width}}{row['type']}, default {row['default']}{extra}")
+        default = "required" if row["required"] else f"default {value_text(row['default'])}"
+        lines.append(f"  {row['name']:<{width}}{row['type']}, {default}{extra}")
         if row["description"]:
             for wrapped in textwrap.wrap(row["description"], 88):
                 lines.append(f"  {'':<{width}}{wrapped}")
-    example = {r["name"]: "..." for r in rows if r["default"] == "required"}
+    example = {r["name"]: "..." for r in rows if r["required"]}
     lines += ["", "Example:", f"  - use: {spec.id}"]
     if example:
         lines.append("    with:")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from voxpipe.cli_conventions import force_option, json_option, output_option, print_metrics, refuse_overwrite
+
 
 @click.command("test")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
@@ -27,14 +29,22 @@ import click
     show_default=True,
     help="Which part of the patient-grouped split to score (the same table and seed give the same split).",
 )
-@click.option(
-    "-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics as JSON to this file."
-)
+@output_option("Also write the metrics as JSON to this file (one file: the metrics).", folder=False)
+@force_option("Overwrite an existing -o file.")
+@json_option("Print the metrics as JSON on stdout instead of the table.")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.FIELD=VALUE", help="Override a config value, as for `voxpipe run`.")
 @click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device.")
 @click.pass_obj
 def test_command(
-    settings, config: Path, checkpoint_path: Path, split_name: str, output: Path | None, overrides: tuple[str, ...], device: str | None
+    settings,
+    config: Path,
+    checkpoint_path: Path,
+    split_name: str,
+    output: Path | None,
+    overrides: tuple[str, ...],
+    device: str | None,
+    force: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Score CHECKPOINT on CONFIG's test split: accuracy, balanced accuracy, ROC AUC, F1, confusion matrix, MAE, RMSE, R².
 
@@ -48,8 +58,10 @@ def test_command(
     """
     from voxpipe_plugins.heads.testing import test_checkpoint
 
+    if output is not None:
+        refuse_overwrite([output], force)
     metrics, text = test_checkpoint(settings.registry(), config, checkpoint_path, split_name, overrides, device)
-    click.echo(text)
+    print_metrics(metrics, as_json, text)  # stdout, like `voxpipe train`
     if output is not None:
         from voxpipe.atomic import write_json
 

@@ -1,4 +1,4 @@
-"""``voxpipe sample-data DIRECTORY``: the click command (light at import; the data is made when it runs)."""
+"""``voxpipe sample-data -o DIRECTORY``: the click command (light at import; the data is made when it runs)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ from pathlib import Path
 
 import click
 
+from voxpipe.cli_conventions import force_option, one_path, output_option
+from voxpipe.errors import UsageError
+
 
 @click.command("sample-data")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="[DIRECTORY]", required=False, type=click.Path(file_okay=False, path_type=Path))
+@output_option("Folder to write the demo inputs to (or give it as the argument DIRECTORY).", dest="output")
+@force_option("Write into DIRECTORY even if it already holds files (the demo files there are replaced).")
 @click.option(
     "--ct-series",
     type=click.IntRange(1, 50),
@@ -16,16 +21,20 @@ import click
     show_default=True,
     help="How many synthetic thorax CT series (DICOM) to write; the demo uses 3.",
 )
-def sample_data(directory: Path, ct_series: int = 1) -> None:
+def sample_data(directory: Path | None, output: Path | None, force: bool = False, ct_series: int = 1) -> None:
     """Write small demo inputs to DIRECTORY: a real T1 MRI (from nibabel's test data),
     a 3D phantom NIfTI, a 2D Shepp-Logan PNG and synthetic thorax CT series (one DICOM
     file per slice). Nothing is downloaded.
 
     \b
     Example:
-      voxpipe sample-data demo-input/ --ct-series 3 && voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/
+      voxpipe sample-data -o demo-input/ --ct-series 3 && voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/
     """
     from voxpipe_plugins.samples.data import write_sample_data
+
+    directory = one_path(directory, output, "DIRECTORY", "-o/--output")
+    if not force and directory.is_dir() and any(directory.iterdir()):
+        raise UsageError(f"-o {directory}: the folder is not empty; add --force to write the demo files into it, or choose another")
 
     for path in write_sample_data(directory, ct_series=ct_series):
         click.echo(str(path))
