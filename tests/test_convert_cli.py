@@ -238,6 +238,13 @@ def test_unknown_fields_and_folders_are_refused(cli, study, tmp_path, template):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_template_with_a_single_file_output_is_refused(cli, study, tmp_path):
+    root, uids = study
+    result = cli("convert", "-i", root, "-o", tmp_path / "ct.nii.gz", "--series", uids[0], "-f", "%s_%m")
+    assert result.exit_code == 2 and len(result.error_lines) == 1 and "-f" in result.error_lines[0]
+    assert list(tmp_path.glob("*.nii*")) == []
+
+
 def test_a_template_that_gives_two_series_one_name_fails_the_second_only(cli, study, tmp_path):
     root, _ = study
     out = tmp_path / "out"

@@ -1,7 +1,9 @@
-"""``voxpipe convert`` (DICOM -> NIfTI) and ``voxpipe info`` (series table): the click commands and the work behind them.
+"""``voxpipe convert`` (DICOM -> NIfTI + JSON sidecar) and ``voxpipe info`` (every input kind): the click commands and the work behind them.
 
 Both are registered by :mod:`voxpipe_plugins.io_dicom.plugin` through the commands hook,
 like any plugin's command, and this module is imported only when one of them runs.
+``convert`` behaves as dcm2niix users expect (docs/io.md): ``-f`` names (:mod:`.naming`),
+a PHI-free sidecar (:mod:`.sidecar`), and no existing file replaced without ``--force``.
 
 ``convert`` follows the rules of ``voxpipe run``: its output never overlaps the input, new
 folders are private, a series' error is redacted by the run's own function
@@ -126,6 +128,8 @@ def convert(
         check_separate(input_path, output, "-i/--input", "-o/--output")
     series, skipped = find_series(input_path, options, series_uid)
     single_file = output.name.lower().endswith((".nii", ".nii.gz"))
+    if single_file and write.template != DEFAULT_TEMPLATE:
+        raise UsageError(f"-f/--filename names the files written into an output folder; {output.name} already names the file")
     if single_file and len(series) > 1:
         raise UsageError(f"{len(series)} series found under {input_path}; {choose_one_hint(series, id_key())}, or give an output folder")
     if not single_file:
