@@ -92,7 +92,7 @@ def test_report_is_self_contained_and_complete(demo_run):
     failed = [c for c in manifest["cases"] if c["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["error"] in words
     assert "foreground (mL)" in words, "label volumes are a key metric"
-    cards = [a for tag, a in page.tags if tag == "img" and a.get("class") == "card-pic"]
+    cards = [a for tag, a in page.tags if tag == "img" and "class" not in a]  # the case cards' pictures (no run plots here)
     in_rows = [a for tag, a in page.tags if tag == "img" and a.get("class") == "row-thumb"]
     assert len(cards) == 4, "one picture per case that produced a preview"
     assert len(in_rows) == 4, "and its thumbnail in its table row"
@@ -113,7 +113,7 @@ def test_rerun_report_keeps_completed_cases_and_plots_are_included(cli, demo_run
     page = parse(out / "report.html")
     words = " ".join(page.text)
     assert "learning_curve.png" in words and "Plots" in words
-    assert sum(1 for tag, attrs in page.tags if tag == "img" and attrs.get("class") == "card-pic") == 4
+    assert sum(1 for tag, attrs in page.tags if tag == "img" and "class" not in attrs) == 5, "4 case cards and the run's plot"
     assert sum(1 for tag, attrs in page.tags if tag == "img" and attrs.get("class") == "row-thumb") == 4
     assert sum(1 for tag, attrs in page.tags if tag == "img") == 9, "skipped (complete) cases keep their thumbnails; the plot"
     assert words.count("skipped") >= 4
@@ -124,7 +124,7 @@ def test_thumbnail_rendered_when_the_pipeline_wrote_none(cli, sample_inputs, tmp
     result = cli("run", write_config(NO_PREVIEW), "-i", sample_inputs, "-o", out, "--workers", "0")
     assert result.exit_code == 0, result.stderr
     page = parse(out / "report.html")
-    assert sum(1 for tag, a in page.tags if tag == "img" and a.get("class") == "card-pic") == 3, "3D cases: a thumbnail from their NIfTI"
+    assert sum(1 for tag, a in page.tags if tag == "img" and "class" not in a) == 3, "3D cases: a thumbnail from their NIfTI"
     assert "rendered from image.nii.gz" in " ".join(page.text)
     no_report = tmp_path / "quiet"
     assert cli("run", write_config(NO_PREVIEW), "-i", sample_inputs, "-o", no_report, "--workers", "0", "--no-report").exit_code == 0
@@ -221,7 +221,7 @@ def test_report_at_a_glance_in_headless_chromium(demo_run, tmp_path):
     assert len(re.findall(r'<circle class="outlier"', dom)) >= 1, "the demo's outlying volume is flagged in the plot"
     assert "Flagged volumes" in dom and "write.preview" in dom, "with the stage that recorded the number"
 
-    thumbs = re.findall(r"<img class=\"card-pic\" src=\"data:image/png;base64,([^\"]+)\"", dom)
+    thumbs = re.findall(r"<figure><img src=\"data:image/png;base64,([^\"]+)\"", dom)  # the case cards' pictures
     pictures = [np.asarray(Image.open(io.BytesIO(base64.b64decode(t))).convert("RGB")).astype(int) for t in thumbs]
     contour = [(np.abs(p - np.array([230, 25, 75])).sum(axis=-1) < 60).sum() for p in pictures]
     yellow = [((p[..., 0] > 180) & (p[..., 1] > 180) & (p[..., 2] < 90)).sum() for p in pictures]

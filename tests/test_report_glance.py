@@ -181,3 +181,18 @@ def test_label_volumes_carry_their_source_copy_on_write():
     assert out["report"]["metrics"] == [
         {"name": "volumes_ml.label 1", "value": 4.0, "unit": "mL", "label": "label 1", "source": "write.preview"}
     ]
+
+
+def test_montage_planes_cross_through_the_smallest_label():
+    from voxpipe_plugins.preview.montage import centre_of
+
+    labels = np.zeros((30, 30, 30), dtype=np.int16)
+    labels[2:28, 2:28, 2:28] = 1  # the body
+    labels[20:23, 5:8, 9:12] = 2  # a small lesion off-centre, largest at x=21, y=6, z=10
+    labels[21, 6, 10] = 2
+    labels[20:23, 5:8, 10] = 2
+    labels[19:24, 4:9, 10] = 2
+    assert centre_of(labels, labels.shape)[2] == 10
+    x, y, _ = centre_of(labels, labels.shape)
+    assert labels[x, y, 10] == 2, "the three planes meet inside the lesion, not in the body's centre"
+    assert centre_of(None, (8, 6, 4)) == (4, 3, 2)

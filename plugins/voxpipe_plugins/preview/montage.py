@@ -3,8 +3,8 @@
 Volumes are reoriented to RAS (``render._ras``) and shown in radiological convention
 (patient's right on the left of the axial and coronal panels, superior at the top of the
 coronal and sagittal ones, anterior on the left of the sagittal one), each panel with its
-physical pixel aspect. The three planes cross at the centre of the labelled voxels'
-bounding box (the volume's centre without labels; a slice with labels when the centre has none). 2D images give one panel. Grey levels,
+physical pixel aspect, label contours, orientation letters and a mm scale bar. The three
+planes cross where the smallest label is largest (the volume's centre without labels). 2D images give one panel. Grey levels,
 scaling and the overlay colours come from :mod:`voxpipe_plugins.preview.render`, so a
 label has the same colour in the preview and the montage; the legend names each label
 value present with its colour.
@@ -21,7 +21,7 @@ from voxpipe.atomic import atomic_path
 from voxpipe.label_counts import label_values
 from voxpipe.report_items import report_picture
 from voxpipe.stage import record
-from voxpipe.thumbnail import AXIAL, CORONAL, SAGITTAL
+from voxpipe.thumbnail import AXIAL, CORONAL, SAGITTAL, best_slice
 from voxpipe_plugins.common.tensors import affine_of, to_numpy
 from voxpipe_plugins.label.volumes import report_label_volumes
 from voxpipe_plugins.preview.render import PALETTE, _ras, display_planes, render
@@ -36,23 +36,14 @@ def colour_of(value: int) -> tuple[int, int, int]:
 
 
 def centre_of(labels: np.ndarray | None, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Per axis, the centre of the labelled voxels' bounding box, or of the volume without labels.
+    """Per axis, the slice where the smallest label is largest (:func:`voxpipe.thumbnail.best_slice`).
 
-    When the slice at the centre holds no label (two lungs: the centre lies between them),
-    the slice with the most labelled voxels is taken instead (the nearest such to the centre).
+    The small structure is what needs checking (the body shows on any slice), so the three
+    planes cross through it; the volume's centre without labels.
     """
     if labels is None or not labels.any():
         return tuple(n // 2 for n in shape)
-    centre = []
-    for axis in range(labels.ndim):
-        counts = (labels > 0).sum(axis=tuple(a for a in range(labels.ndim) if a != axis))
-        hits = np.flatnonzero(counts)
-        middle = int((hits[0] + hits[-1]) // 2)
-        if counts[middle] == 0:
-            best = np.flatnonzero(counts == counts.max())
-            middle = int(best[np.argmin(np.abs(best - middle))])
-        centre.append(middle)
-    return tuple(centre)
+    return tuple(best_slice(labels, axis) for axis in range(labels.ndim))
 
 
 def volume_panels(image, label=None):

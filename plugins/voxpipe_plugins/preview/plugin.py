@@ -58,7 +58,7 @@ def voxpipe_register_stages(register):
             kind=StageKind.WRITER,
             summary="Write a PNG montage: axial, coronal and sagittal slices through the labels, label contours, orientation letters, scale bar, legend of label names.",
             description=(
-                "The planes cross at the centre of the labelled voxels' bounding box (the volume's centre when the label map is "
+                "The planes cross where the smallest label is largest, on each axis (the volume's centre when the label map is "
                 "empty or absent). Volumes are shown in RAS, radiological convention, with physical aspect ratios; 2D images give "
                 "one panel. The legend lists every label value present with its name from the label table and its overlay colour."
             ),
