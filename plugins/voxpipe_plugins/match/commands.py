@@ -498,7 +498,7 @@ KEYPOINT_FILES = ("keypoints.json", "matches.png", "moving_on_fixed.png")
 @click.option("--ratio", type=click.FloatRange(0.1, 1.0), default=0.8, show_default=True, help="Lowe's ratio test for descriptor matches.")
 @click.option("--residual", type=click.FloatRange(0.1, 100), default=2.0, show_default=True, help="RANSAC inlier distance (pixels).")
 def keypoints_command(fixed, moving, output_dir, force, detector, model, n_keypoints, ratio, residual) -> None:
-    """Match two 2D images by keypoints (ORB or SIFT) and fit a rigid or similarity transform with RANSAC.
+    """Match two 2D images, FIXED and MOVING, by keypoints (ORB or SIFT) and fit a rigid or similarity transform with RANSAC.
 
     \b
     Example:
