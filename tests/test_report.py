@@ -126,6 +126,16 @@ def test_thumbnail_rendered_when_the_pipeline_wrote_none(cli, sample_inputs, tmp
     page = parse(out / "report.html")
     assert sum(1 for tag, a in page.tags if tag == "img" and "class" not in a) == 3, "3D cases: a thumbnail from their NIfTI"
     assert "rendered from image.nii.gz" in " ".join(page.text)
+    import base64
+    import io
+
+    from PIL import Image
+
+    for tag, attrs in page.tags:
+        if tag == "img" and "class" not in attrs:
+            pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(attrs["src"].split(",", 1)[1]))).convert("RGB")).astype(int)
+            yellow = ((pixels[..., 0] > 180) & (pixels[..., 1] > 180) & (pixels[..., 2] < 90)).sum()
+            assert yellow > 20, "the fallback thumbnail has the previews' orientation letters and scale label"
     no_report = tmp_path / "quiet"
     assert cli("run", write_config(NO_PREVIEW), "-i", sample_inputs, "-o", no_report, "--workers", "0", "--no-report").exit_code == 0
     assert not (no_report / "report.html").exists()

@@ -132,7 +132,7 @@ def _render_from_nifti(folder: Path):
         import nibabel as nib
         import numpy as np
 
-        from voxpipe.thumbnail import planes, render
+        from voxpipe.thumbnail import AXIAL, planes, render
 
         def load(path):
             img = nib.load(str(path))
@@ -142,7 +142,8 @@ def _render_from_nifti(folder: Path):
         array, affine = load(image_path)
         label = load(folder / "label.nii.gz")[0][0] if _plain_file(folder, "label.nii.gz") else None
         grey, plane, pixel_mm = planes(array, affine, label)
-        return render(grey, plane, pixel_mm, 0.45, 256)
+        volume = array.ndim == 4
+        return render(grey, plane, pixel_mm, 0.15, 256, AXIAL if volume else None, volume)
     except Exception:  # noqa: BLE001 - a thumbnail we cannot draw is simply left out
         return None
 
