@@ -117,6 +117,13 @@ def test_side_by_side_table(cli, tmp_path, folders):
     assert float(shift1["dice"]) == pytest.approx(2 * 5 / 12)  # 6-voxel-wide box moved by 1 along axis 0
     markdown = (out / "evaluation.md").read_text()
     assert "| 1 liver |" in markdown and "± " in markdown
+    again = cli("evaluate", "--ref", ref_dir, "--pred", f"unet={good}", "--pred", f"classical={worse}", "-o", out)
+    assert again.exit_code == 2 and "--force" in again.error_lines[0] and (out / "evaluation.md").read_text() == markdown
+    as_json = cli("evaluate", "--ref", ref_dir, "--pred", f"unet={good}", "--pred", f"classical={worse}", "--json")
+    data = json.loads(as_json.stdout)  # strict JSON: the missed label's infinite distance is null
+    assert data["pipelines"] == ["unet", "classical"] and len(data["per_case"]) == len(rows)
+    kidney = next(r for r in data["summary"] if r["pipeline"] == "classical" and r["name"] == "kidney")
+    assert kidney["hd95_mm_mean"] is None and kidney["dice_mean"] < 1.0
 
 
 def test_run_output_matched_through_source_map(cli, tmp_path):

@@ -103,6 +103,12 @@ def test_register_command_writes_transform_and_resampled_image(tmp_path, cli):
     assert bad.exit_code == 2 and bad.error_lines[0].startswith("error: MOVING:") and "NIfTI" in bad.error_lines[0]
     assert "nope" not in bad.stderr  # file names may name patients: errors name the argument instead
     assert not (tmp_path / "reg2").exists()
+    written = (tmp_path / "reg" / "transform.json").read_text()
+    again = cli("register", tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", "-o", tmp_path / "reg", "--method", "phase")
+    assert again.exit_code == 2 and "--force" in again.error_lines[0]
+    assert (tmp_path / "reg" / "transform.json").read_text() == written, "not overwritten without --force"
+    forced = cli("register", tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", "-o", tmp_path / "reg", "--method", "phase", "--force")
+    assert forced.exit_code == 0 and (tmp_path / "reg" / "transform.json").read_text() != written
 
 
 def test_mutual_information_registers_across_a_contrast_change():
