@@ -40,7 +40,7 @@ from tests.conftest import REPO
 
 PAGES = [REPO / "README.md"] + sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "writing-plugins.md")
 RUN_LANGS = {"bash", "sh", "console", "python"}
-BLOCK = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
+BLOCK = re.compile(r"^(?P<indent> *)```(\w*)[^\n]*\n(.*?)^(?P=indent)```", re.DOTALL | re.MULTILINE)
 MARKER = re.compile(r"<!--\s*(not-run|slow):\s*(.*?)\s*-->\s*$")
 FILE = re.compile(r"^# file: (\S+)\n")
 TIMEOUT_S = 300
@@ -79,8 +79,8 @@ def blocks(page: Path) -> list[Block]:
             Block(
                 page,
                 text.count("\n", 0, m.start()) + 1,
-                m.group(1),
                 m.group(2),
+                re.sub(rf"^{m.group('indent')}", "", m.group(3), flags=re.MULTILINE),
                 mark.group(1) if mark else "",
                 mark.group(2) if mark else "",
             )
