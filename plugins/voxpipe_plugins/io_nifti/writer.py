@@ -94,6 +94,6 @@ class NiftiWriter:
             if key == "label" or names:  # the report's volumes, also for pipelines that draw no picture
                 from voxpipe_plugins.label.volumes import report_label_volumes
 
-                report_label_volumes(case, key)
+                report_label_volumes(case, key, source="write.nifti")
         record(case, "write.nifti", files=written)
         return case
