@@ -48,7 +48,6 @@ FORCE_EXCEPTIONS = {
     "train": "--resume continues a run; an existing OUTPUT is refused without it",
     "deid": "a rerun rewrites the same keyed file names from the same inputs (resumable); never another tree's files",
     "plugins new": "refuses an existing package folder; there is nothing to force",
-    "features collect": "--force replaces the store (checked by its own tests)",
 }
 
 # Option spellings that the convention replaces, and what replaces them.
@@ -272,3 +271,20 @@ def test_type_text_family():
         "'yes'",
         "x",
     ]
+
+
+GLOBALS = [["--strict"], ["--debug"], ["--block-plugin", "deid"], ["--allow-plugin", "io_nifti,segment,samples,evaluate"]]
+
+
+@pytest.mark.parametrize("global_option", GLOBALS, ids=lambda g: g[0])
+@pytest.mark.parametrize(
+    "command", [["plugins", "show", "segment.otsu"], ["validate", "{config}"], ["evaluate"]], ids=["plugins-show", "validate", "evaluate"]
+)
+def test_global_options_before_or_after_the_command(cli, command, global_option):
+    """Core and plugin commands alike: the same outcome with the global option on either side."""
+    from tests.conftest import DEMO_CONFIG
+
+    args = [str(DEMO_CONFIG) if a == "{config}" else a for a in command]
+    before, after = cli(*global_option, *args), cli(*args, *global_option)
+    assert "No such option" not in before.stderr + after.stderr
+    assert before.exit_code == after.exit_code and before.stdout == after.stdout
