@@ -55,3 +55,15 @@ def test_api_and_cli_share_run_defaults():
     api_default = inspect.signature(voxpipe.run).parameters["workers"].default
     cli_default = next(p.default for p in cli.commands["run"].params if p.name == "workers")
     assert api_default == cli_default == DEFAULT_WORKERS
+
+
+def test_api_run_takes_the_cli_options_by_the_same_names():
+    """Every `voxpipe run` option has a keyword of the same name in `voxpipe.run` (`--no-report` is `report=False`)."""
+    import inspect
+
+    from voxpipe.cli import cli
+
+    api = set(inspect.signature(voxpipe.run).parameters)
+    spelled = {"input_path": "input_path", "output_dir": "output_dir", "no_report": "report"}
+    for param in cli.commands["run"].params:
+        assert spelled.get(param.name, param.name) in api, f"voxpipe.run has no `{param.name}`"

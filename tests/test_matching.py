@@ -349,6 +349,11 @@ def test_keypoints_command_writes_transform_and_pictures(tmp_path, cli):
     (tmp_path / "flat.png").write_bytes(b"not a png")
     bad = cli("keypoints", tmp_path / "flat.png", tmp_path / "b.png", "-o", tmp_path / "kp2")
     assert bad.exit_code == 2 and "cannot read" in bad.error_lines[0]
+    written = (tmp_path / "kp" / "keypoints.json").read_bytes()
+    again = cli("keypoints", tmp_path / "b.png", tmp_path / "a.png", "-o", tmp_path / "kp")
+    assert again.exit_code == 2 and "--force" in again.error_lines[0] and (tmp_path / "kp" / "keypoints.json").read_bytes() == written
+    forced = cli("keypoints", tmp_path / "b.png", tmp_path / "a.png", "-o", tmp_path / "kp", "--force")
+    assert forced.exit_code == 0 and (tmp_path / "kp" / "keypoints.json").read_bytes() != written
 
 
 def test_singleton_classes_are_left_out_of_retrieval_scores(tmp_path, cli):

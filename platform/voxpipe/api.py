@@ -99,6 +99,7 @@ def run(
     timeout: float | None = None,
     retries: int = 2,
     report: bool = True,
+    source_map: str | Path | None = None,
 ) -> RunSummary:
     """Run a pipeline over every case under ``input_path``; like ``voxpipe run``.
 
@@ -119,4 +120,5 @@ def run(
         timeout=timeout,
         retries=retries,
         report=report,
+        source_map=Path(source_map) if source_map is not None else None,
     )
