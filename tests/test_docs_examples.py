@@ -100,12 +100,7 @@ def commands(block: Block) -> list[str]:
             continue
         joined.append(cur + ln)
         cur = ""
-    out = []
-    for ln in joined:
-        words = shlex.split(ln, comments=True)
-        if words:
-            out.append(" ".join(shlex.quote(w) for w in words))
-    return out
+    return [ln.strip() for ln in joined if shlex.split(ln, comments=True)]
 
 
 def skip_reason(command: str) -> str | None:
@@ -158,8 +153,8 @@ def _run_page(page: Path, slow: bool, tmp_path: Path, cli, monkeypatch) -> int:
         for command in commands(block):
             if skip_reason(command):
                 continue
-            words = shlex.split(command)
-            if words[0] == "voxpipe" and not set("|&;<>$`*") & set(command):
+            words = shlex.split(command, comments=True)
+            if words[0] == "voxpipe" and not set("|&;<>$`*") & set(" ".join(words)):
                 result = cli(*[os.path.expanduser(w) for w in words[1:]])
                 assert result.exit_code == 0, (
                     f"{block.where}: `{command}` exited {result.exit_code}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
@@ -211,7 +206,7 @@ def test_every_runnable_command_is_known():
             if b.marker == "not-run" or b.lang not in {"bash", "sh", "console"}:
                 continue
             for command in commands(b):
-                first = shlex.split(command)[0]
+                first = shlex.split(command, comments=True)[0]
                 assert first in {"voxpipe", "python", "pytest"} or skip_reason(command), (
                     f"{b.where}: `{command}`: run it, or add it to SKIP with a reason"
                 )
