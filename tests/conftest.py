@@ -93,3 +93,8 @@ def write_config(tmp_path):
         return path
 
     return _write
+
+
+def key_args(key) -> tuple:
+    """`voxpipe deid` key options: `--new-key` the first time a test's key file is used."""
+    return ("--key", key) if Path(key).exists() else ("--key", key, "--new-key")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CONFIG
+from conftest import DEMO_CONFIG, key_args
 
 MARK = "PHIMK"
 
@@ -128,7 +128,7 @@ def test_info_and_deid_name_no_input(cli, corpus, tmp_path, debug):
     info = cli(*flags, "info", corpus)
     assert info.exit_code == 0, info.stderr
     assert MARK not in info.stdout + info.stderr
-    deid = cli(*flags, "deid", corpus, tmp_path / "deid", "--key", tmp_path / "k.key")
+    deid = cli(*flags, "deid", corpus, tmp_path / "deid", *key_args(tmp_path / "k.key"))
     assert MARK not in deid.stdout + deid.stderr + everything_written(tmp_path / "deid")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_CONFIG, write_nifti
+from conftest import DEMO_CONFIG, key_args, write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_overlapping_input_and_output_are_refused_in_every_spelling(cli, tmp_pat
         elif command == "convert":
             result = cli("convert", source, output)
         else:
-            result = cli("deid", source, output, "--key", tmp_path / "keys" / "k.key")
+            result = cli("deid", source, output, *key_args(tmp_path / "keys" / "k.key"))
         assert result.exit_code == 2, (name, result.stderr)
         assert len(result.error_lines) == 1 and "Traceback" not in result.stderr, (name, result.stderr)
         assert "outside" in result.error_lines[0] and ("inside" in result.error_lines[0] or " is the input" in result.error_lines[0]), name
@@ -134,7 +134,7 @@ def test_input_listing_inside_the_output_is_refused_in_every_spelling(cli, tmp_p
         if command == "run":
             result = cli("run", DEMO_CONFIG, "-i", source, "-o", out, "-w", "0", "--no-report", "--set", "device=cpu", option, target)
         else:
-            result = cli("deid", source, out, "--key", tmp_path / "keys" / "k.key", option, target)
+            result = cli("deid", source, out, *key_args(tmp_path / "keys" / "k.key"), option, target)
         assert result.exit_code == 2 and len(result.error_lines) == 1, (name, result.stderr)
         assert option in result.error_lines[0] and "inside the output" in result.error_lines[0], name
         assert not any(out.rglob("map.tsv")) and list(out.iterdir()) == [], name  # nothing ran
@@ -152,7 +152,7 @@ def test_input_listing_is_never_written_through_a_link(cli, tmp_path, command):
             "run", DEMO_CONFIG, "-i", source, "-o", tmp_path / "out", "-w", "0", "--no-report", "--set", "device=cpu", "--source-map", link
         )
     else:
-        result = cli("deid", source, tmp_path / "out", "--key", tmp_path / "k.key", "--list", link)
+        result = cli("deid", source, tmp_path / "out", *key_args(tmp_path / "k.key"), "--list", link)
     assert result.exit_code == 2 and len(result.error_lines) == 1 and "symbolic link" in result.error_lines[0], result.stderr
     assert victim.read_text() == "keep me\n" and link.is_symlink()
 
@@ -183,7 +183,7 @@ def test_input_listing_replaces_an_existing_wider_file_with_a_private_one(cli, t
             target,
         )
     else:
-        result = cli("deid", source, tmp_path / "out", "--key", tmp_path / "k.key", "--list", target)
+        result = cli("deid", source, tmp_path / "out", *key_args(tmp_path / "k.key"), "--list", target)
     assert result.exit_code == 0, result.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and not target.is_symlink()
     assert "old" not in target.read_text() and str(source) in target.read_text()
@@ -239,7 +239,7 @@ def test_run_convert_and_deid_create_only_private_folders_and_files(cli, tmp_pat
     single = cli("convert", tmp_path / "in" / "dicom", base / "b" / "one.nii.gz")
     assert single.exit_code == 0, single.stderr
     deid = cli(
-        "deid", tmp_path / "in" / "dicom", base / "c" / "deid", "--key", tmp_path / "keys" / "k.key", "--list", base / "d" / "list.tsv"
+        "deid", tmp_path / "in" / "dicom", base / "c" / "deid", *key_args(tmp_path / "keys" / "k.key"), "--list", base / "d" / "list.tsv"
     )
     assert deid.exit_code == 0, deid.stderr
     count = _assert_private(base)
@@ -260,7 +260,7 @@ def test_group_modes_widen_only_as_asked(cli, tmp_path, umask, monkeypatch):
     monkeypatch.setenv("VOXPIPE_FILE_MODE", "0640")
     monkeypatch.setenv("VOXPIPE_DIR_MODE", "0750")
     assert cli("convert", tmp_path / "in", tmp_path / "new" / "nifti").exit_code == 0
-    assert cli("deid", tmp_path / "in", tmp_path / "new" / "deid", "--key", tmp_path / "k.key").exit_code == 0
+    assert cli("deid", tmp_path / "in", tmp_path / "new" / "deid", *key_args(tmp_path / "k.key")).exit_code == 0
     _assert_private(tmp_path / "new", 0o640, 0o750)
 
 
@@ -386,7 +386,7 @@ def test_convert_rerun_clears_its_own_stale_temporaries_and_nothing_else(cli, tm
     ]
     stale[2].mkdir()  # killed before the writer created its file
     decoys = _plant_decoys(out)
-    result = cli("convert", tmp_path / "in", out)
+    result = cli("convert", tmp_path / "in", out, "--force")  # the first run's outputs are there
     assert result.exit_code == 0, result.stderr
     assert not any(path.exists() for path in stale)
     assert all(path.exists() for path in decoys)
@@ -414,12 +414,11 @@ def test_run_rerun_keeps_a_users_dot_files(cli, tmp_path):
 def test_deid_rerun_clears_stale_temporaries_in_the_tree(cli, tmp_path):
     dicom_series(tmp_path / "in")
     out = tmp_path / "out"
-    args = ("deid", tmp_path / "in", out, "--key", tmp_path / "k.key")
-    assert cli(*args).exit_code == 0
+    assert cli("deid", tmp_path / "in", out, *key_args(tmp_path / "k.key")).exit_code == 0
     series = next(out.glob("study-*/series-*"))
     stale = _plant_stale(series, "2.25.1234.dcm")
     (series / ".notes.tmp").write_text("mine")
-    cli(*args)  # a rerun refuses already de-identified... no: inputs are the originals; it rewrites
+    cli("deid", tmp_path / "in", out, *key_args(tmp_path / "k.key"))  # a rerun with the same key: it rewrites
     assert not stale.exists() and (series / ".notes.tmp").exists()
 
 
@@ -449,8 +448,8 @@ def test_a_convert_killed_mid_write_leaves_nothing_after_the_rerun(tmp_path):
     assert leftovers and not list(out.glob("case-*.nii.gz"))
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr
-    assert sorted(p.name for p in out.iterdir()) == [p.name for p in out.glob("case-*_CT.nii.gz")]
-    assert len(list(out.iterdir())) == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in out.glob("case-*_CT.*"))
+    assert sorted(p.name.split(".", 1)[1] for p in out.iterdir()) == ["json", "nii.gz"]  # the NIfTI and its sidecar
 
 
 # ----------------------------------------------------------------------------- the Python API keeps the command's rules

@@ -62,7 +62,7 @@ def test_no_marker_after_voxpipe_deid(corpus, tmp_path):
     root, markers = corpus
     out = tmp_path / "deid-out"
     proc = subprocess.run(
-        [sys.executable, "-m", "voxpipe", "deid", str(root), str(out), "--key", str(tmp_path / "deid.key")],
+        [sys.executable, "-m", "voxpipe", "deid", str(root), str(out), "--key", str(tmp_path / "deid.key"), "--new-key"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import key_args
 from voxpipe.limits import ResourceLimitError, check_gzip_file
 from voxpipe.safe_paths import UnsafePathError, safe_join
 
@@ -289,7 +290,7 @@ def test_deflated_dicom_bomb_is_refused_within_a_small_memory_budget(tmp_path, m
     monkeypatch.setenv("VOXPIPE_MAX_GIB", "0.0625")
     peak, caught = _peak(lambda: header_of(bomb))
     assert isinstance(caught, ResourceLimitError) and peak < MEMORY_BUDGET
-    result = cli("deid", tmp_path / "in", tmp_path / "out", "--key", tmp_path / "k.key", "--max-gib", "0.0625")
+    result = cli("deid", tmp_path / "in", tmp_path / "out", *key_args(tmp_path / "k.key"), "--max-gib", "0.0625")
     assert result.exit_code == 1 and "decompression bomb" in result.stdout and not list((tmp_path / "out").rglob("*.dcm"))
 
 
