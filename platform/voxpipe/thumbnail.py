@@ -106,11 +106,17 @@ def scale_length(width_mm: float) -> float:
     return float(max(m * power for m in (1, 2, 5) if m * power <= target))
 
 
+MIN_ANNOTATED_PX = 96
+"""Smaller pictures get no letters or scale bar: 11-pixel text would cover the anatomy."""
+
+
 def annotate(picture: Image.Image, letters: tuple[str, str, str, str] | None, px_per_mm: float | None) -> Image.Image:
     """Draw orientation letters at the edges' midpoints and a mm scale bar at the bottom left."""
+    w, h = picture.size
+    if min(w, h) < MIN_ANNOTATED_PX:
+        return picture
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default()
-    w, h = picture.size
 
     def text(xy, value):
         for ox, oy in ((-1, 0), (1, 0), (0, -1), (0, 1)):  # dark outline: readable on any grey
