@@ -10,7 +10,10 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import TextIO, TypeVar
+
+T = TypeVar("T")
 
 
 def format_duration(seconds: float) -> str:
@@ -100,3 +103,58 @@ class Progress:
             lines += [f"  {o.case_id}  {o.error}" for o in failures]
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
+
+
+class ItemProgress:
+    """Count, rate and ETA of a command's items (series, files): one live line on a terminal,
+    a plain line at most every ``every`` seconds in logs, and always a last line. Lines name
+    no input, only counts.
+    """
+
+    def __init__(self, noun: str, stream: TextIO | None = None, live: bool | None = None, every: float = 10.0) -> None:
+        self.noun = noun
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.every = every
+        self.total = 0
+        self.done = 0
+        self.started = self.last_line = time.monotonic()
+
+    def start(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last_line = time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.live:
+            self.stream.write("\r\x1b[2K" + self.text(now))
+            self.stream.flush()
+        elif now - self.last_line >= self.every and self.done < self.total:
+            self._line(self.text(now))
+            self.last_line = now
+
+    def close(self) -> None:
+        if self.total:
+            if self.live:
+                self.stream.write("\r\x1b[2K")
+            self._line(self.text(time.monotonic()))
+
+    def text(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = self.total - self.done
+        eta = f"  ETA {format_duration(left / rate)}" if rate > 0 and left > 0 else ""
+        return f"{self.noun}: {self.done}/{self.total}  {rate:.1f}/s  {format_duration(elapsed)}{eta}"
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def counted(items: Iterable[T], on_done: Callable[[], None] | None) -> Iterator[T]:
+    """Yield ``items``, calling ``on_done`` after the loop body has finished with each (``continue`` included)."""
+    for item in items:
+        yield item
+        if on_done is not None:
+            on_done()

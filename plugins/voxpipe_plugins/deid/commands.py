@@ -184,7 +184,13 @@ def _deidentify(input_path: Path, output: Path, key_file: Path, options, max_gib
             stack.enter_context(folder_lock(output, "voxpipe deid"))
             for folder, _subdirs, _files in _walk_real(output):
                 clear_stale_temps(folder)
-        return deidentify_tree(input_path, output, key_file, options, max_gib, listing)  # the list is written whole, 0600, at the end
+        from voxpipe.progress import ItemProgress
+
+        progress = ItemProgress("files")
+        try:
+            return deidentify_tree(input_path, output, key_file, options, max_gib, listing, progress)
+        finally:
+            progress.close()  # the list is written whole, 0600, at the end
 
 
 def _walk_real(root: Path):

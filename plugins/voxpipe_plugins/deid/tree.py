@@ -19,6 +19,7 @@ from voxpipe.cases import iter_files
 from voxpipe.errors import UsageError
 from voxpipe.limits import ResourceLimitError, max_bytes
 from voxpipe.private_files import check_link_file, write_link_file
+from voxpipe.progress import counted
 from voxpipe.safe_paths import UnsafePathError, check_separate
 from voxpipe_plugins.deid.engine import AlreadyDeidentified, Deidentifier, DeidError, DeidOptions, Quarantined
 from voxpipe_plugins.deid.keys import fingerprint, load_or_create
@@ -44,8 +45,15 @@ class TreeSummary:
 
 
 def deidentify_tree(
-    input_path: Path, output: Path, key_file: Path, options: DeidOptions, max_gib: float | None = None, listing: Path | None = None
+    input_path: Path,
+    output: Path,
+    key_file: Path,
+    options: DeidOptions,
+    max_gib: float | None = None,
+    listing: Path | None = None,
+    progress=None,
 ) -> TreeSummary:
+    """De-identify every file under ``input_path``; ``progress`` (a :class:`voxpipe.progress.ItemProgress`) counts files."""
     input_path, output = Path(input_path), Path(output)
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist; pass a DICOM file or folder")
@@ -61,7 +69,10 @@ def deidentify_tree(
     summary = TreeSummary(key_created=created)
     cap = max_bytes(max_gib)
     lines = ["source\tresult"]
-    for path in iter_files(input_path):
+    files = list(iter_files(input_path))
+    if progress is not None:
+        progress.start(len(files))
+    for path in counted(files, progress.step if progress is not None else None):
         result = _one(path, output, engine, cap, summary)
         lines.append(f"{path}\t{result}")
     write_json(output / REPORT, _report(summary, options, engine, key))

@@ -113,6 +113,7 @@ def convert(
     options: DicomOptions,
     series_uid: str | None = None,
     write: WriteOptions | None = None,
+    progress=None,
 ) -> tuple[list[ConvertResult], Counter]:
     """Write each series as NIfTI (+ JSON sidecar): to ``output`` if it names a .nii/.nii.gz file, else into the folder ``output``.
 
@@ -148,21 +149,28 @@ def convert(
         else:
             names = OUTPUT_NAME if write.template == DEFAULT_TEMPLATE else stale_pattern(write.template)
         clear_stale_temps(folder, names)
-        return _convert_each(series, output, single_file, options, write), skipped
+        return _convert_each(series, output, single_file, options, write, progress), skipped
 
 
 OUTPUT_NAME = r"case-[0-9a-f]{12}_[A-Z0-9]+\.(nii\.gz|json)"
 """What convert names the files it writes into a folder by default (and so the only temporary folders it clears there)."""
 
 
-def _convert_each(series: list[Series], output: Path, single_file: bool, options: DicomOptions, write: WriteOptions) -> list[ConvertResult]:
+def _convert_each(
+    series: list[Series], output: Path, single_file: bool, options: DicomOptions, write: WriteOptions, progress=None
+) -> list[ConvertResult]:
+    """Convert each series; ``progress`` (a :class:`voxpipe.progress.ItemProgress`) counts them as they finish."""
     from voxpipe.input_redaction import print_debug_traceback
     from voxpipe.pipeline import redact
 
     key = id_key()
     results = []
     used: set[str] = set()
-    for item in series:
+    from voxpipe.progress import counted
+
+    if progress is not None:
+        progress.start(len(series))
+    for item in counted(series, progress.step if progress is not None else None):
         source = case_source(item)
         cid = case_id(source, key)
         try:
@@ -380,7 +388,11 @@ def convert_command(
             f"convert takes one input and one output; {len(rest)} extra path(s) given (an input given twice, as -i and INPUT?)"
         )
     write = WriteOptions(check_template(template, show_phi()), force, not no_sidecar, sidecar_phi)
-    results, skipped = convert(input_path, output, _options(irregular, dtype), series_uid, write)
+    from voxpipe.progress import ItemProgress
+
+    progress = ItemProgress("series")
+    results, skipped = convert(input_path, output, _options(irregular, dtype), series_uid, write, progress)
+    progress.close()
     counts = Counter(r.status for r in results)
     for result in results:
         click.echo(_summary_line(result), err=True)
