@@ -63,3 +63,11 @@ def test_convert_and_deid_report_progress_without_input_names(cli, tmp_path):
     deid = cli("deid", "-i", tmp_path / "Doe_Jane_study", "-o", tmp_path / "deid", *key_args(tmp_path / "k.key"))
     assert deid.exit_code == 0, deid.stderr
     assert f"files: {files}/{files}" in deid.stderr and "Doe_Jane" not in deid.stderr
+
+
+def test_training_logs_give_an_eta_from_the_epochs_run_so_far():
+    from voxpipe.progress import epochs_eta
+
+    history = [{"epoch": 1, "epoch_seconds": 10.0}, {"epoch": 2, "epoch_seconds": 20.0}]
+    assert epochs_eta(history, 6) == "  ETA 1m00s"  # 15 s a epoch, 4 to go
+    assert epochs_eta(history, 2) == "" and epochs_eta([], 5) == ""

@@ -158,3 +158,12 @@ def counted(items: Iterable[T], on_done: Callable[[], None] | None) -> Iterator[
         yield item
         if on_done is not None:
             on_done()
+
+
+def epochs_eta(history: list[dict], epochs: int) -> str:
+    """``"  ETA 3m20s"`` from the mean ``epoch_seconds`` of the epochs run so far, for training logs."""
+    seconds = [e["epoch_seconds"] for e in history if e.get("epoch_seconds") is not None]
+    done = history[-1].get("epoch", len(history)) if history else 0
+    if not seconds or done >= epochs:
+        return ""
+    return f"  ETA {format_duration(sum(seconds) / len(seconds) * (epochs - done))}"

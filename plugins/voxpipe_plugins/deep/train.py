@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from voxpipe.errors import ConfigError, VoxpipeError
+from voxpipe.progress import epochs_eta
 from voxpipe.stage import StageContext, build_stage
 from voxpipe_plugins.deep.infer import default_label_names, resolve
 from voxpipe_plugins.deep.weights import (
@@ -476,7 +477,7 @@ class SegmentationTrainer:
             dice_text = f"  val Dice {entry['val_dice']:.4f}" if entry["val_dice"] is not None else ""
             _log(
                 f"epoch {epoch}/{p.epochs}  loss {entry['loss']:.4f}{dice_text}  best {max(best, 0):.4f} (epoch {best_epoch})  "
-                f"{entry['epoch_seconds']:.1f} s"
+                f"{entry['epoch_seconds']:.1f} s{epochs_eta(history, p.epochs)}"
             )
             if out_of_time:
                 _log(f"stopping: max_minutes ({p.max_minutes}) reached")

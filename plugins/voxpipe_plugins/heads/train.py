@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxpipe.progress import epochs_eta
 from voxpipe.stage import StageContext
 from voxpipe_plugins.deep.infer import resolve
 from voxpipe_plugins.deep.weights import fit_weights, load_torch_file, read_sidecar, read_state_dict
@@ -317,7 +318,7 @@ class HeadsTrainer:
             )
             _log(
                 f"epoch {epoch}/{p.epochs}  loss {train_loss:.4f}  val loss {val_loss:.4f}{scores}  "
-                f"best {best:.4f} (epoch {best_epoch})  {entry['epoch_seconds']:.1f} s"
+                f"best {best:.4f} (epoch {best_epoch})  {entry['epoch_seconds']:.1f} s{epochs_eta(history, p.epochs)}"
             )
             if p.patience and epoch - best_epoch >= p.patience:
                 stopped = f"early stop: no better validation loss for {p.patience} epochs"
