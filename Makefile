@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/voxpipe sample-data build/demo/input --ct-series 3
+	@# the inputs are written once: new sample series would get new UIDs, so new case ids
+	test -d build/demo/input || $(BIN)/voxpipe sample-data -o build/demo/input --ct-series 3
 	$(BIN)/voxpipe run configs/demo.yaml -i build/demo/input -o build/demo/output --workers 2
 	@echo "outputs: build/demo/output (one folder per CT case, manifest.json, report.html)"
 
