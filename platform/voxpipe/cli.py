@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from voxpipe import __version__
+from voxpipe.cli_conventions import output_option
 from voxpipe.command_line import (
     GLOBAL_VALUED,
     options_part,
@@ -506,14 +507,7 @@ def _author_tool(module: str, function: str, command: str):
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "output_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for checkpoints, the learning curve and the training log.",
-)
+@output_option("Folder for checkpoints, the learning curve and the training log.", required=True, dest="output_dir")
 @_overrides_option
 @click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT (an existing OUTPUT is refused without it).")

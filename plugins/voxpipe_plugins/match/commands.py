@@ -413,14 +413,7 @@ REGISTER_FILES = ("transform.json", "moving_resampled.nii.gz")
 @click.command("register")
 @click.argument("fixed", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("moving", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "output_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Writes transform.json and moving_resampled.nii.gz (the moving image on the fixed grid).",
-)
+@output_option("Writes transform.json and moving_resampled.nii.gz (the moving image on the fixed grid).", required=True, dest="output_dir")
 @force_option()
 @click.option(
     "--method",
@@ -475,14 +468,7 @@ KEYPOINT_FILES = ("keypoints.json", "matches.png", "moving_on_fixed.png")
 @click.command("keypoints")
 @click.argument("fixed", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("moving", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "output_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Writes keypoints.json, matches.png and moving_on_fixed.png.",
-)
+@output_option("Writes keypoints.json, matches.png and moving_on_fixed.png.", required=True, dest="output_dir")
 @force_option()
 @click.option(
     "--detector",
