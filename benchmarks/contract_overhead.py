@@ -33,11 +33,7 @@ def main() -> None:
     from voxpipe.cases import case_id, id_key
     from voxpipe.config import load_config
     from voxpipe.registry import Registry
-
-    try:
-        from voxpipe_plugins.samples.data import write_sample_data
-    except ImportError:  # before the sample data moved to its plugin
-        from voxpipe_plugins.samples.data import write_sample_data
+    from voxpipe_plugins.samples.data import write_sample_data
 
     spent = [0.0]
     calls = [0]
