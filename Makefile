@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxpipe-installed
 
-.PHONY: setup demo test lint bench bench-all clean
+.PHONY: setup demo test lint bench bench-peers bench-all clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench-peers: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench-peers]'
 
 bench: setup
 	$(BIN)/python benchmarks/cli_startup.py --write
