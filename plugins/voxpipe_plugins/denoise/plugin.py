@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec
 from voxpipe_plugins.common.params import ImageKeyParams
+from voxpipe_plugins.denoise.cnn_spec import register_cnn_stage, register_cnn_trainer
 
 Backend = Literal["auto", "torch", "skimage"]
 
@@ -226,3 +227,9 @@ def voxpipe_register_stages(register):
             "Shrinks the detail coefficients of an orthogonal wavelet transform. " + COMMON,
         )
     )
+    register_cnn_stage(register)
+
+
+@hookimpl
+def voxpipe_register_trainers(register):
+    register_cnn_trainer(register)

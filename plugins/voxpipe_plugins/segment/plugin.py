@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from voxpipe.hookspecs import hookimpl
 from voxpipe.stage import StageKind, StageSpec
 from voxpipe_plugins.common.params import CaseKey, ImageKeyParams
+from voxpipe_plugins.segment.brain_mask_spec import register_brain_mask
 
 
 class OtsuParams(ImageKeyParams):
@@ -282,3 +283,4 @@ def voxpipe_register_stages(register):
             reads=("{key}", "{mask_key}"),
         )
     )
+    register_brain_mask(register)
