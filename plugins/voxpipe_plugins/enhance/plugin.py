@@ -1,5 +1,5 @@
 """Registers the `enhance.*` stages: CT windowing, normalisation, histogram equalisation,
-CLAHE, gamma, unsharp masking, resampling and reorientation.
+CLAHE, gamma, unsharp masking, N4 bias-field correction, resampling and reorientation.
 
 Light on purpose (pydantic and voxpipe only): the implementations are imported from the
 `factory` strings when a pipeline is built. docs/enhancement.md describes every stage.
@@ -278,6 +278,94 @@ class ReorientParams(StageParams):
         return value
 
 
+# --------------------------------------------------------------------------- bias_n4
+
+
+class BiasN4Params(MaskParams):
+    shrink_factor: int | list[int] = Field(
+        4,
+        description="Downsampling of the image the field is fitted on (the correction is applied at full resolution). "
+        "One number: the finest axis is shrunk by it and coarser axes proportionally less (about the same mm per "
+        "shrunk voxel on every axis); a list: the factor per spatial array axis, as given. Each factor is capped so "
+        "that at least 8 voxels remain along an axis.",
+    )
+    iterations: list[int] = Field(
+        [50, 50, 50, 50],
+        min_length=1,
+        max_length=10,
+        description="Maximum iterations per fitting level, coarse to fine; the number of levels is the list's "
+        "length (each level doubles the B-spline mesh).",
+    )
+    convergence_threshold: float = Field(
+        0.001, gt=0, le=1, description="A level stops when the change of the field's coefficient of variation falls below this."
+    )
+    spline_distance_mm: float | None = Field(
+        200.0,
+        gt=0,
+        le=10000,
+        description="Distance between B-spline knots at the first level, in mm (ANTs' `-b [200]`): the control "
+        "points per axis are ceil(extent / distance) + spline_order. Unset it to give `control_points` instead.",
+    )
+    control_points: int | list[int] | None = Field(
+        None,
+        description="Control points at the first level, one number or one per spatial axis (at least spline_order + 1); "
+        "only without `spline_distance_mm`.",
+    )
+    spline_order: int = Field(3, ge=1, le=5, description="Order of the B-spline that models the log bias field.")
+    histogram_bins: int = Field(200, ge=16, le=4096, description="Bins of the log-intensity histogram that N4 sharpens.")
+    bias_fwhm: float = Field(
+        0.15, gt=0, le=2, description="Full width at half maximum of the Gaussian that models the bias in the log histogram."
+    )
+    wiener_noise: float = Field(0.01, gt=0, le=1, description="Wiener filter noise used to deconvolve the log histogram.")
+    auto_mask: Literal["otsu", "none"] = Field(
+        "otsu",
+        description="Without `mask_key` and `mask_threshold`: `otsu` fits the field on the voxels above Otsu's threshold "
+        "(the head or object, not the background noise); `none` uses every voxel. Voxels <= 0 are never used (N4 works on log intensities).",
+    )
+    bias_key: CaseKey | None = Field(
+        None,
+        json_schema_extra={"shown": {"type": "str | None"}},
+        description="Also write the estimated log bias field (natural log, float32, on the image grid) to this case key; "
+        "the corrected image is the input divided by exp(field).",
+    )
+
+    @field_validator("shrink_factor", "control_points")
+    @classmethod
+    def _per_axis(cls, value, info):
+        if value is None:
+            return value
+        values = value if isinstance(value, list) else [value]
+        low, high = (1, 64) if info.field_name == "shrink_factor" else (2, 1000)
+        if not 1 <= len(values) <= 3:
+            raise ValueError(f"give one number or one per spatial axis (2 or 3), got {len(values)}")
+        for v in values:
+            if not low <= v <= high:
+                raise ValueError(f"values must lie in [{low}, {high}], got {v}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _points_replace_distance(cls, data):
+        """`control_points` given alone replaces the default `spline_distance_mm`."""
+        if isinstance(data, dict) and data.get("control_points") is not None and "spline_distance_mm" not in data:
+            data = {**data, "spline_distance_mm": None}
+        return data
+
+    @model_validator(mode="after")
+    def _mesh(self):
+        if self.control_points is not None and self.spline_distance_mm is not None:
+            raise ValueError("set either `spline_distance_mm` or `control_points`, not both")
+        if self.control_points is None and self.spline_distance_mm is None:
+            raise ValueError("set `spline_distance_mm` or `control_points`")
+        if self.control_points is not None:
+            values = self.control_points if isinstance(self.control_points, list) else [self.control_points]
+            if min(values) < self.spline_order + 1:
+                raise ValueError(f"control_points must be at least spline_order + 1 ({self.spline_order + 1})")
+        if self.bias_key is not None and self.bias_key == self.key:
+            raise ValueError("`bias_key` must differ from `key` (the corrected image)")
+        return self
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -354,6 +442,20 @@ def voxpipe_register_stages(register):
             "separable filtering, on the GPU when there is one.",
             UnsharpParams,
             "unsharp:Unsharp",
+        )
+    )
+    register(
+        _spec(
+            "enhance.bias_n4",
+            "Bias-field (intensity inhomogeneity) correction with N4 (SimpleITK), fitted on a shrunk image inside a mask; float32 out.",
+            BiasN4Params,
+            "bias_n4:BiasN4",
+            description="SimpleITK's N4BiasFieldCorrectionImageFilter (Tustison 2010) on each channel: a smooth multiplicative "
+            "field is fitted as a B-spline of log intensity on a shrunk copy, in physical space (spacing and direction "
+            "from the affine, RAS turned into ITK's LPS), then divided out at full resolution. Mask: `mask_key`/`mask_labels`, "
+            "`mask_threshold`, or Otsu's foreground by default. 2D and 3D; the affine and metadata are kept.",
+            reads=("{key}", "{mask_key}"),
+            writes=("{key}", "{bias_key}"),
         )
     )
     register(
