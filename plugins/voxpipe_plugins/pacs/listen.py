@@ -1,0 +1,247 @@
+"""``voxpipe listen``: receive DICOM by C-STORE and run a pipeline on every series once it stops arriving.
+
+The output folder holds ``spool/`` (private: received instances, state) and ``results/``, which is
+exactly what ``voxpipe run -o results/`` writes (case folders, ``manifest.json``, ``report.html``):
+each batch of idle series goes through :func:`voxpipe.runner.run`, the code path of ``voxpipe run``
+(workers, resume, manifest, report). The runner writes a manifest of its own batch; the listener
+then rewrites it with every case it has run so far, so ``results/manifest.json`` and the report
+cover the whole session. SIGINT/SIGTERM stop the listener: a running batch is abandoned (its
+staging is cleared by the next run; the batch is run again after a restart, finished cases
+skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from voxpipe.cli_conventions import output_option
+from voxpipe.defaults import DEFAULT_WORKERS
+from voxpipe.errors import UsageError
+
+RESULTS = "results"
+POLL_S = 0.2
+
+
+class ListenStopped(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM/SIGINT while a batch runs; an interrupt, so no stage swallows it."""
+
+
+def _ae_title(ctx, param, value: str | tuple[str, ...]):
+    values = (value,) if isinstance(value, str) else value
+    for title in values:
+        if not (1 <= len(title) <= 16) or not title.isascii() or "\\" in title or not title.strip() or not title.isprintable():
+            raise click.BadParameter("an AE title is 1-16 printable ASCII characters, no backslash", ctx=ctx, param=param)
+    return value
+
+
+@click.command("listen")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--port", type=click.IntRange(0, 65535), required=True, help="TCP port to accept associations on (0: any free port, printed)."
+)
+@click.option(
+    "--ae-title", default="VOXPIPE", show_default=True, callback=_ae_title, help="This listener's AE title; calls to another are refused."
+)
+@output_option("Folder for the spool (spool/) and the results (results/: case folders, manifest.json, report.html).", required=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback needs --allow-calling-ae.")
+@click.option(
+    "--allow-calling-ae",
+    "allowed",
+    multiple=True,
+    callback=_ae_title,
+    metavar="AET",
+    help="Accept associations only from these calling AE titles (repeatable). Without it, any caller that can reach --host.",
+)
+@click.option(
+    "--idle",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Run a series once no instance of it has arrived for this long.",
+)
+@click.option(
+    "-w", "--workers", type=click.IntRange(min=0), default=DEFAULT_WORKERS, show_default=True, help="Worker processes, as for voxpipe run."
+)
+@click.option("--set", "overrides", multiple=True, metavar="STAGE.FIELD=VALUE", help="Override a config value, as for voxpipe run.")
+@click.option("--device", metavar="auto|cpu|cuda[:N]", help="Override the config's device.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop a case after this long, as for voxpipe run."
+)
+@click.option("--no-report", is_flag=True, help="Do not write results/report.html.")
+@click.option(
+    "--exit-after", type=click.IntRange(min=1), hidden=True, help="Stop after this many series were processed (tests, benchmarks)."
+)
+@click.pass_obj
+def listen_command(
+    settings,
+    config: Path,
+    port: int,
+    ae_title: str,
+    output: Path,
+    host: str = "127.0.0.1",
+    allowed: tuple[str, ...] = (),
+    idle: float = 10.0,
+    workers: int = DEFAULT_WORKERS,
+    overrides: tuple[str, ...] = (),
+    device: str | None = None,
+    timeout: float | None = None,
+    no_report: bool = False,
+    exit_after: int | None = None,
+) -> int:
+    """Receive DICOM (C-STORE) and run CONFIG on each series once it has been idle for --idle seconds.
+
+    Instances are spooled privately under OUTPUT/spool/ (each written whole; a repeated instance is
+    stored once); results go to OUTPUT/results/ as with voxpipe run. A restart processes what was
+    spooled before it, and never a series twice. Stop it with Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      voxpipe listen configs/ct-body-mask.yaml --port 11112 --ae-title VOXPIPE -o listen-out/ --allow-calling-ae ORTHANC
+    """
+    from voxpipe.cases import id_key
+    from voxpipe.config import load_config
+    from voxpipe_plugins.pacs.scp import StoreSCP, check_exposure, spool_folder
+    from voxpipe_plugins.pacs.spool import Spool
+
+    check_exposure(host, allowed)
+    registry = settings.registry()
+    validated = load_config(config, registry, overrides=overrides, device=device)
+    output = Path(output)
+    try:
+        spool = Spool(spool_folder(output), id_key())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"-o {output}: cannot use it for the spool ({getattr(exc, 'strerror', None) or exc})") from None
+    runner = BatchRunner(validated, registry, spool, output / RESULTS, workers=workers, timeout=timeout, report=not no_report)
+    scp = StoreSCP(spool, ae_title, host, port, allowed)
+    stop = threading.Event()
+    busy = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+        if busy.is_set():
+            raise ListenStopped()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        scp.start()
+        click.echo(f"listening on {host}:{scp.port} as {ae_title}; results in {output / RESULTS}", err=True)
+        try:
+            loop(spool, runner, idle, stop, busy, exit_after)
+        except ListenStopped:
+            click.echo("stopping: the running batch was abandoned; it runs again after a restart", err=True)
+    finally:
+        scp.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    counts = spool.counts
+    click.echo(
+        f"stopped: {runner.series_done} series processed ({runner.cases_ok} cases ok, {runner.cases_failed} failed); "
+        f"{counts['stored']} instances received, {counts['duplicate']} duplicates, {counts['late']} after their series ran, "
+        f"{scp.errors} refused; {spool.pending()} series left in the spool",
+        err=True,
+    )
+    return 1 if runner.cases_failed else 0
+
+
+def loop(spool, runner: BatchRunner, idle: float, stop: threading.Event, busy: threading.Event, exit_after: int | None) -> None:
+    """Hand idle series to the runner until stopped; a batch a crash left behind goes first."""
+    leftover = spool.leftover_batch()
+    if leftover is not None:
+        _run(runner, leftover, busy)
+    while not stop.is_set():
+        if exit_after is not None and runner.series_done >= exit_after:
+            return
+        batch = spool.take_ready(idle)
+        if batch is None:
+            stop.wait(POLL_S)
+            continue
+        _run(runner, batch, busy)
+
+
+def _run(runner: BatchRunner, batch: Path, busy: threading.Event) -> None:
+    busy.set()
+    try:
+        runner.run_batch(batch)
+    finally:
+        busy.clear()
+
+
+class BatchRunner:
+    """Runs one batch folder through the normal runner and keeps the session's manifest whole."""
+
+    def __init__(self, validated, registry, spool, results: Path, workers: int, timeout: float | None, report: bool) -> None:
+        self.validated, self.registry, self.spool, self.results = validated, registry, spool, results
+        self.workers, self.timeout, self.report = workers, timeout, report
+        self.series_done = self.cases_ok = self.cases_failed = 0
+
+    def run_batch(self, batch: Path) -> None:
+        from voxpipe.errors import one_line
+        from voxpipe.progress import Progress
+        from voxpipe.runner import run
+
+        series = len([p for p in batch.iterdir() if p.is_dir()])
+        started = time.monotonic()
+        progress = Progress()
+        cases: list[dict] = []
+        try:
+            summary = run(
+                self.validated,
+                self.registry,
+                batch,
+                self.results,
+                on_case=progress.case,
+                workers=self.workers,
+                timeout=self.timeout,
+                report=False,
+                on_start=progress.start,
+            )
+            cases = [outcome.as_dict() for outcome in summary.outcomes]
+            note = summary.fatal
+        except UsageError as exc:  # e.g. no case the loader can read in these series: say so, keep listening
+            note = str(exc).replace(str(batch), "the received series")
+        except Exception as exc:  # noqa: BLE001 - one bad batch never stops the listener
+            note = f"internal error: {one_line(exc)}"
+        self.spool.finish_batch(batch, cases)
+        self._write_session_manifest()
+        ok = sum(c["status"] in ("ok", "skipped") for c in cases)
+        failed = len(cases) - ok
+        self.series_done += series
+        self.cases_ok += ok
+        self.cases_failed += failed + (1 if note and not cases else 0)
+        extra = f"; {note}" if note else ""
+        click.echo(f"{series} series: {ok} cases ok, {failed} failed in {time.monotonic() - started:.1f}s{extra}", err=True)
+
+    def _write_session_manifest(self) -> None:
+        """results/manifest.json with every case of the session (the runner's covers its batch), then the report."""
+        from voxpipe.atomic import write_json
+
+        path = self.results / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        cases = self.spool.state.cases
+        manifest["cases"] = cases
+        manifest["summary"] = {
+            "cases": len(cases),
+            "ok": sum(c.get("status") == "ok" for c in cases),
+            "failed": sum(c.get("status") == "failed" for c in cases),
+            "skipped": sum(c.get("status") == "skipped" for c in cases),
+        }
+        manifest["listen"] = {"series_processed": len(self.spool.state.processed)}
+        write_json(path, manifest)
+        if self.report:
+            from voxpipe.errors import one_line
+            from voxpipe.report import write_report
+
+            try:
+                write_report(self.results)
+            except Exception as exc:  # noqa: BLE001 - the report is a courtesy; the results stand
+                click.echo(f"warning: report.html not written: {one_line(exc)}", err=True)
