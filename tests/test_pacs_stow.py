@@ -1,0 +1,285 @@
+"""``write.stow``: the SEG goes into its source's study on a real Orthanc; credentials only from the environment;
+transient errors retried (a local fake server), anything else one line for the case, the run going on."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from tests.orthanc_server import orthanc  # noqa: F401  (the session fixture)
+from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
+
+STOW_CONFIG = """version: 1
+name: stow
+device: cpu
+stages:
+  - use: load.dicom
+  - use: segment.threshold
+    with:
+      ranges: [{{name: body, min: -500}}]
+  - use: write.dicom_seg
+    with: {{identity: {identity}}}
+  - use: write.stow
+    with: {{url: "{url}", retries: 1, backoff_s: 0.05}}
+"""
+
+
+def _config(folder: Path, url: str, identity: str = "source") -> Path:
+    path = folder / "stow.yaml"
+    path.write_text(STOW_CONFIG.format(url=url, identity=identity))
+    return path
+
+
+def _two_series(folder: Path) -> tuple[SeriesSpec, list[Path]]:
+    study = SeriesSpec().study_uid
+    specs = [SeriesSpec(study_uid=study, seed=i) for i in range(2)]
+    paths = []
+    for i, spec in enumerate(specs):
+        paths += write_series(folder / f"s{i}", ct_like_volume((6, 24, 24), seed=i), spec)
+    return specs[0], paths
+
+
+def _seg_instances(server) -> list[dict]:
+    found = []
+    for series in server.get("/series"):
+        info = server.get(f"/series/{series}")
+        if info["MainDicomTags"].get("Modality") == "SEG":
+            found += [server.get(f"/instances/{i}/simplified-tags") for i in info["Instances"]]
+    return found
+
+
+def _everything_written(out: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".html"))
+
+
+def test_stow_puts_the_seg_into_the_source_study_referencing_its_series(orthanc, cli, tmp_path, monkeypatch):  # noqa: F811
+    orthanc.delete_all()
+    spec, paths = _two_series(tmp_path / "in")
+    orthanc.upload(paths)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", orthanc.password)
+    result = cli("run", _config(tmp_path, orthanc.dicomweb_url), "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    segs = _seg_instances(orthanc)
+    assert len(segs) == 2
+    sources = {str(pydicom.dcmread(p).SeriesInstanceUID) for p in paths}
+    assert {seg["StudyInstanceUID"] for seg in segs} == {spec.study_uid}  # filed in the source's study, not a new patient
+    assert len(orthanc.get("/patients")) == 1 and len(orthanc.get("/studies")) == 1
+    referenced = {seg["ReferencedSeriesSequence"][0]["SeriesInstanceUID"] for seg in segs}
+    assert referenced == sources
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    stow = [
+        h
+        for case in manifest["cases"]
+        for h in json.loads((tmp_path / "out" / case["case_id"] / "case.json").read_text())["history"]
+        if h["op"] == "write.stow"
+    ]
+    assert [h["instances"] for h in stow] == [1, 1]
+    written = _everything_written(tmp_path / "out") + result.stdout + result.stderr
+    assert orthanc.password not in written
+
+
+def test_wrong_credentials_fail_each_case_in_one_line_and_the_run_goes_on(orthanc, cli, tmp_path, monkeypatch):  # noqa: F811
+    orthanc.delete_all()
+    _, paths = _two_series(tmp_path / "in")
+    orthanc.upload(paths)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", "wrong-Pa55word")
+    result = cli("run", _config(tmp_path, orthanc.dicomweb_url), "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 1
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [c["status"] for c in manifest["cases"]] == ["failed", "failed"]  # the second case was still tried
+    for case in manifest["cases"]:
+        assert "\n" not in case["error"] and "refused the credentials (HTTP 401)" in case["error"]
+        assert "VOXPIPE_DICOMWEB_PASSWORD" in case["error"]
+    assert _seg_instances(orthanc) == []
+    assert not any((tmp_path / "out").glob("case-*"))  # nothing partial published
+    written = _everything_written(tmp_path / "out") + result.stdout + result.stderr
+    assert "wrong-Pa55word" not in written and "Traceback" not in written
+
+
+def test_a_pseudonymous_seg_is_refused_before_anything_is_sent(orthanc, cli, tmp_path, monkeypatch):  # noqa: F811
+    orthanc.delete_all()
+    _, paths = _two_series(tmp_path / "in")
+    orthanc.upload(paths)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", orthanc.password)
+    config = _config(tmp_path, orthanc.dicomweb_url, identity="deidentified")
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 1
+    errors = [c["error"] for c in json.loads((tmp_path / "out" / "manifest.json").read_text())["cases"]]
+    assert len(errors) == 2 and all("identity: source" in e and "Nothing was sent" in e for e in errors)
+    assert _seg_instances(orthanc) == [] and len(orthanc.get("/patients")) == 1
+
+
+# -- credentials never in a config ------------------------------------------------------------------
+
+CREDENTIAL_FIELDS = [
+    "user",
+    "username",
+    "User",
+    "password",
+    "Password",
+    "passwd",
+    "token",
+    "access_token",
+    "api_key",
+    "apiKey",
+    "auth",
+    "bearer",
+]
+
+
+@pytest.mark.parametrize("name", CREDENTIAL_FIELDS)
+def test_a_credential_field_in_the_config_is_refused_in_one_line(cli, tmp_path, name):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f'version: 1\nname: t\nstages:\n  - use: load.dicom\n  - use: write.stow\n    with: {{url: "http://127.0.0.1:1/dicom-web", {name}: S3cretValue}}\n'
+    )
+    result = cli("validate", config)
+    assert result.exit_code == 2 and len(result.error_lines) == 1
+    assert "never read from a config" in result.error_lines[0] and "VOXPIPE_DICOMWEB" in result.error_lines[0]
+    assert "S3cretValue" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bob:S3cretValue@127.0.0.1:8042/dicom-web",
+        "https://bob@127.0.0.1/dicom-web",
+        "http://S3cretValue@127.0.0.1/",
+        "http://127.0.0.1:8042/dicom-web?access_token=S3cretValue",
+        "http://127.0.0.1:8042/dicom-web#S3cretValue",
+        "ftp://127.0.0.1/S3cretValue",
+        "file:///S3cretValue",
+    ],
+)
+def test_credentials_or_anything_but_a_plain_http_root_in_the_url_are_refused_without_echoing_it(cli, tmp_path, url):
+    config = tmp_path / "c.yaml"
+    config.write_text(f'version: 1\nname: t\nstages:\n  - use: load.dicom\n  - use: write.stow\n    with: {{url: "{url}"}}\n')
+    for args in (("validate", config), ("validate", config, "--set", "write.stow.url=" + url)):
+        result = cli(*args)
+        assert result.exit_code == 2 and len(result.error_lines) == 1 and "`url`" in result.error_lines[0]
+        assert "S3cretValue" not in result.stderr + result.stdout
+
+
+def test_a_credential_set_from_the_command_line_is_refused_too(cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        'version: 1\nname: t\nstages:\n  - use: load.dicom\n  - use: write.stow\n    with: {url: "http://127.0.0.1:1/dicom-web"}\n'
+    )
+    result = cli("validate", config, "--set", "write.stow.password=S3cretValue")
+    assert result.exit_code == 2 and "never read from a config" in result.stderr and "S3cretValue" not in result.stderr
+
+
+def test_half_set_credentials_stop_the_run_before_any_case(cli, tmp_path, monkeypatch):
+    _, _ = _two_series(tmp_path / "in")
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", "someone")
+    monkeypatch.delenv("VOXPIPE_DICOMWEB_PASSWORD", raising=False)
+    monkeypatch.delenv("VOXPIPE_DICOMWEB_TOKEN", raising=False)
+    result = cli("run", _config(tmp_path, "http://127.0.0.1:9/dicom-web"), "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 2 and len(result.error_lines) == 1 and "VOXPIPE_DICOMWEB_PASSWORD is not set" in result.error_lines[0]
+
+
+# -- transient errors: a local fake STOW-RS server ----------------------------------------------------
+
+
+class _FakeStow(http.server.BaseHTTPRequestHandler):
+    plan: list = []  # what to answer, request by request: an HTTP status, or "reset"
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        type(self).seen.append((self.path, self.headers.get("Authorization")))
+        action = type(self).plan.pop(0) if type(self).plan else 200
+        if action == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+            return
+        body = json.dumps({"00081199": {"vr": "SQ", "Value": [{}]}}).encode() if action == 200 else b""
+        self.send_response(action)
+        if action == 429:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_stow():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeStow)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    _FakeStow.plan, _FakeStow.seen = [], []
+    yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    server.shutdown()
+    server.server_close()
+
+
+def _case(tmp_path: Path) -> dict:
+    from voxpipe.cases import CaseSource
+
+    folder = tmp_path / "case"
+    folder.mkdir()
+    source = write_series(tmp_path / "src", np.zeros((1, 8, 8)), SeriesSpec())[0]
+    (folder / "segmentation.dcm").write_bytes(source.read_bytes())
+    (folder / "notes.txt").write_text("not DICOM")
+    return {"output_dir": folder, "source": CaseSource("x", (source,), "dicom"), "history": []}
+
+
+@pytest.mark.parametrize("plan", [[503], [500, 502], ["reset"], [429, "reset"], [504]])
+def test_transient_errors_are_retried(fake_stow, tmp_path, monkeypatch, plan):
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_TOKEN", "tok-S3cret")
+    _FakeStow.plan = list(plan)
+    case = StowWriter(url=fake_stow, retries=2, backoff_s=0.01)(_case(tmp_path))
+    assert case["history"][-1] == {"op": "write.stow", "instances": 1, "requests": len(plan) + 1}
+    assert len(_FakeStow.seen) == len(plan) + 1
+    assert all(path == "/dicom-web/studies" and auth == "Bearer tok-S3cret" for path, auth in _FakeStow.seen)
+
+
+@pytest.mark.parametrize(
+    ("plan", "expected"),
+    [
+        ([503, 503, 503], "still failing after 3 attempts (HTTP 503)"),
+        (["reset"] * 3, "still failing after 3 attempts (connection"),
+        ([401], "refused the credentials (HTTP 401)"),
+        ([403], "refused the credentials (HTTP 403)"),
+        ([400], "rejected the instances (HTTP 400)"),
+        ([409], "rejected the instances (HTTP 409)"),
+    ],
+)
+def test_other_errors_fail_the_case_in_one_line_without_retrying_forever(fake_stow, tmp_path, monkeypatch, plan, expected):
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_TOKEN", "tok-S3cret")
+    _FakeStow.plan = list(plan)
+    with pytest.raises(Exception) as caught:
+        StowWriter(url=fake_stow, retries=2, backoff_s=0.01)(_case(tmp_path))
+    message = str(caught.value)
+    assert expected in message and "\n" not in message and "tok-S3cret" not in message
+    assert len(_FakeStow.seen) == len(plan)  # auth and client errors are not retried; transient ones retries+1 times
+
+
+def test_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(Exception) as caught:
+        StowWriter(url=f"http://127.0.0.1:{port}/dicom-web", retries=1, backoff_s=0.01)(_case(tmp_path))
+    assert "still failing after 2 attempts (connection refused)" in str(caught.value)
