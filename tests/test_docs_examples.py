@@ -239,6 +239,6 @@ def test_unet_weights_are_where_the_readme_trains_them():
     base = REPO / "configs"
     out = Path(trained.group(1).rstrip("/"))
     assert (base / weights).resolve() == (REPO / out / "best.safetensors").resolve()
-    generated = re.search(r"write_dataset\(Path\('([^']+)'\)", readme)
+    generated = re.search(r"python -m voxpipe_plugins\.deep\.synthetic (\S+)", readme)
     assert generated, "README.md shows the command that makes the UNet's training data"
     assert (base / data).resolve() == (REPO / generated.group(1)).resolve()

@@ -22,6 +22,7 @@ from voxpipe_plugins.match.export import read_csv, write_csv
 from voxpipe_plugins.match.retrieval import leave_one_out
 from voxpipe_plugins.match.space import distances, fit_space
 from voxpipe_plugins.match.writer import FeatureWriter
+from voxpipe_plugins.samples.matching import lesion_volume
 
 
 def gallery(n_per_class=15, classes=3, dims=16, informative=6, seed=0):
@@ -210,29 +211,12 @@ def test_cluster_command_writes_table_and_plot(tmp_path, cli):
     assert len((tmp_path / "c" / "clusters.csv").read_text().splitlines()) == 31
 
 
-def blob_volume(kind, size_mm, seed):
-    """A bright lesion in noise, 28^3 voxels of 1 mm: a smooth sphere, or a cube with a coarse texture."""
-    rng = np.random.default_rng(seed)
-    n = 28
-    grid = np.indices((n, n, n)) - (n - 1) / 2 + rng.uniform(-1.5, 1.5, size=(3, 1, 1, 1))
-    if kind == "sphere":
-        inside = (grid**2).sum(0) <= (size_mm / 2) ** 2
-    else:
-        inside = np.all(np.abs(grid) <= size_mm / 2, axis=0)
-    texture = 0.0
-    if kind == "cube":
-        from scipy import ndimage
-
-        texture = 40 * ndimage.gaussian_filter(rng.normal(0, 1, inside.shape), 1.0) / 0.18
-    return (np.where(inside, 200.0 + texture, 20.0) + rng.normal(0, 8, inside.shape)).astype(np.float32)
-
-
 def test_radiomics_config_end_to_end_retrieves_shape_classes(tmp_path, cli):
     inputs = tmp_path / "in"
     rng = np.random.default_rng(0)
     for i in range(12):
         kind = "sphere" if i % 2 else "cube"
-        write_nifti(inputs / f"{kind}{i:02d}.nii.gz", blob_volume(kind, rng.uniform(10, 16), i))
+        write_nifti(inputs / f"{kind}{i:02d}.nii.gz", lesion_volume(kind, rng.uniform(10, 16), i))
     write_nifti(inputs / "blank.nii.gz", np.zeros((16, 16, 16), np.float32))  # nothing to segment: that case fails alone
     run = cli(
         "run",
@@ -466,3 +450,62 @@ def test_collect_takes_inputs_as_options_or_arguments(tmp_path, cli):
     assert stores.load(tmp_path / "s1").case_ids == stores.load(tmp_path / "s2").case_ids == ["case-aaa", "case-bbb"]
     none = cli("features", "collect", "-o", tmp_path / "s3")
     assert none.exit_code == 2 and "-i/--input" in none.error_lines[0]
+
+
+def test_labels_and_query_name_inputs_through_the_private_source_map(tmp_path, cli):
+    """Users know files, not case ids: `--labels input,label` and `--query FILE` go through `--source-map`."""
+    from voxpipe_plugins.samples.matching import write_matching_data
+
+    data = tmp_path / "samples"
+    write_matching_data(data, count=6)
+    run = cli("run", REPO / "configs" / "radiomics.yaml", "-i", data / "shapes", "-o", tmp_path / "out", "--workers", "0", "--no-report",
+              "--source-map", tmp_path / "map.tsv")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    collected = cli("features", "collect", tmp_path / "out", "-o", tmp_path / "store", "--labels", data / "labels.csv",
+                    "--source-map", tmp_path / "map.tsv")  # fmt: skip
+    assert collected.exit_code == 0, collected.stderr
+    store = stores.load(tmp_path / "store")
+    mapping = dict(line.split("\t") for line in (tmp_path / "map.tsv").read_text().splitlines()[1:])
+    assert {store.labels[c] for c in store.case_ids} == {"sphere", "cube"}
+    assert all(store.labels[c] in mapping[c] for c in store.case_ids)  # each label went to its own file's case
+    query = data / "shapes" / "sphere01.nii.gz"
+    for given in (str(query), "sphere01.nii.gz"):  # the path as given to run, or a unique file name
+        hit = cli("match", "--store", tmp_path / "store", "--query", given, "--source-map", tmp_path / "map.tsv", "-k", "2", "--json")
+        assert hit.exit_code == 0, hit.stderr
+        answer = json.loads(hit.stdout)
+        assert answer["query"].startswith("case-") and "sphere01" not in hit.stdout  # the output names case ids only
+        assert [m["label"] for m in answer["matches"]] == ["sphere", "sphere"]
+    unknown = cli("match", "--store", tmp_path / "store", "--query", "patient-smith.nii.gz", "--source-map", tmp_path / "map.tsv")
+    assert unknown.exit_code == 2 and len(unknown.error_lines) == 1 and "smith" not in unknown.stderr
+    (tmp_path / "bad.csv").write_text("input,label\npatient-smith.nii.gz,cube\n")
+    bad = cli(
+        "features",
+        "collect",
+        tmp_path / "out",
+        "-o",
+        tmp_path / "s2",
+        "--labels",
+        tmp_path / "bad.csv",
+        "--source-map",
+        tmp_path / "map.tsv",
+    )
+    assert bad.exit_code == 2 and "bad.csv:2" in bad.error_lines[0] and "smith" not in bad.stderr and not (tmp_path / "s2").exists()
+    no_map = cli("features", "collect", tmp_path / "out", "-o", tmp_path / "s3", "--labels", data / "labels.csv")
+    assert no_map.exit_code == 2 and "case_id" in no_map.error_lines[0]
+
+
+def test_sample_matching_pairs_carry_the_motion_register_and_keypoints_recover(tmp_path, cli):
+    from voxpipe_plugins.samples.matching import FOLLOWUP_DEGREES, FOLLOWUP_SHIFT_MM, SLICE_DEGREES, write_matching_data
+
+    data = tmp_path / "samples"
+    write_matching_data(data, count=2)
+    reg = cli("register", data / "baseline.nii.gz", data / "followup.nii.gz", "-o", tmp_path / "reg", "--method", "mi")
+    assert reg.exit_code == 0, reg.stderr
+    transform = np.array(json.loads((tmp_path / "reg" / "transform.json").read_text())["fixed_to_moving"])
+    motion = np.array(json.loads((data / "followup-motion.json").read_text())["baseline_to_followup_ras_mm"])
+    assert np.degrees(np.arccos(np.clip((np.trace(transform[:3, :3]) - 1) / 2, -1, 1))) == pytest.approx(FOLLOWUP_DEGREES, abs=0.5)
+    assert np.abs(np.abs(transform[:3, 3]) - np.abs(motion[:3, 3])).max() < 1.0 and np.linalg.norm(FOLLOWUP_SHIFT_MM) > 4
+    kp = cli("keypoints", data / "slice-a.png", data / "slice-b.png", "-o", tmp_path / "kp", "--detector", "sift")
+    assert kp.exit_code == 0, kp.stderr
+    found = json.loads((tmp_path / "kp" / "keypoints.json").read_text())
+    assert abs(abs(found["rotation_deg"]) - SLICE_DEGREES) < 1.0

@@ -1,10 +1,13 @@
 """A synthetic 3D segmentation dataset: ellipsoid "organs" of different intensities in noise.
 
 Used by the tests, the docs' worked example and the benchmarks; nothing is downloaded.
+
+    python -m voxpipe_plugins.deep.synthetic build/organs --count 12
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +45,17 @@ def write_dataset(folder: Path, count: int, size: int = 48, organs: int = 3, see
         nib.save(nib.Nifti1Image(image, affine), str(folder / "images" / f"case_{i:03d}.nii.gz"))
         nib.save(nib.Nifti1Image(label, affine), str(folder / "labels" / f"case_{i:03d}.nii.gz"))
     return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--count", type=int, default=12, help="number of cases (default 12)")
+    parser.add_argument("--size", type=int, default=48, help="edge of each cubic volume in voxels (default 48)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(write_dataset(args.folder, args.count, args.size, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

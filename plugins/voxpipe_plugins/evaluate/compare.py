@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from voxpipe.errors import UsageError
+from voxpipe.source_map import read_source_map
 from voxpipe_plugins.evaluate.metrics import METRICS, LabelScore, mean_std, score_case
 
 SUFFIXES = ("label", "labels", "seg", "segmentation", "pred", "prediction", "mask", "gt", "ref", "0000")
@@ -78,15 +79,7 @@ def run_output_files(folder: Path, source_map: Path | None, label_file: str = "l
             f"{folder} is a `voxpipe run` output (case-* folders): give --source-map TSV "
             f"(written by `voxpipe run --source-map`) to match its cases to the references"
         )
-    if not source_map.is_file():
-        raise UsageError(f"--source-map {source_map}: no such file")
-    mapping: dict[str, str] = {}
-    with source_map.open(newline="") as handle:
-        for row in csv.reader(handle, delimiter="\t"):
-            if len(row) >= 2 and row[0].startswith("case-"):
-                mapping[row[0]] = row[1]
-    if not mapping:
-        raise UsageError(f"--source-map {source_map}: no `case-...<TAB>path` lines (expected the TSV of `voxpipe run --source-map`)")
+    mapping = read_source_map(source_map)
     found: dict[str, Path] = {}
     for case_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("case-")):
         source = mapping.get(case_dir.name)

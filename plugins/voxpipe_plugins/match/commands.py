@@ -25,6 +25,7 @@ from voxpipe.cli_conventions import (
 )
 from voxpipe.defaults import DEFAULT_SPACE
 from voxpipe.errors import UsageError
+from voxpipe.source_map import case_for_input, read_source_map
 
 SPACE = click.Choice(["raw", "isomap"])
 METRIC = click.Choice(["euclidean", "cosine"])
@@ -48,6 +49,15 @@ def _space_options(function):
     ):
         function = option(function)
     return function
+
+
+def _source_map_option(purpose: str):
+    """``--source-map TSV``: the private case id -> input map of ``voxpipe run --source-map``."""
+    return click.option(
+        "--source-map",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"The case id -> input TSV written by `voxpipe run --source-map`; {purpose}.",
+    )
 
 
 def _store_option(function):
@@ -98,10 +108,13 @@ def features_group() -> None:
 @click.option(
     "--labels",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV with columns case_id,label (classes for retrieval evaluation and plots).",
+    help="CSV with columns case_id,label (classes for retrieval evaluation and plots); with --source-map, input,label.",
 )
+@_source_map_option("lets --labels name inputs (column `input`) instead of case ids")
 @force_option("Replace an existing store.")
-def collect_command(run_outputs: tuple[Path, ...], inputs: tuple[Path, ...], store_path: Path, labels: Path | None, force: bool) -> None:
+def collect_command(
+    run_outputs: tuple[Path, ...], inputs: tuple[Path, ...], store_path: Path, labels: Path | None, source_map: Path | None, force: bool
+) -> None:
     """Gather features.npz of every case under RUN_OUTPUT... (`voxpipe run` folders with a `write.features`
     stage) into one feature store. Vectors of one set must have one length: a case that differs is named
     and nothing is written.
@@ -110,6 +123,7 @@ def collect_command(run_outputs: tuple[Path, ...], inputs: tuple[Path, ...], sto
     Example:
       voxpipe run configs/radiomics.yaml -i scans/ -o runs/radiomics
       voxpipe features collect -i runs/radiomics -o stores/radiomics --labels classes.csv
+      voxpipe features collect -i runs/radiomics -o stores/radiomics --labels inputs.csv --source-map private/map.tsv
     """
     from voxpipe_plugins.match import store as stores
 
@@ -117,7 +131,8 @@ def collect_command(run_outputs: tuple[Path, ...], inputs: tuple[Path, ...], sto
     if not run_outputs:
         raise UsageError("missing RUN_OUTPUT: give one or more `voxpipe run` output folders with -i/--input")
 
-    given = stores.read_labels(labels) if labels else None
+    mapping = read_source_map(source_map) if source_map else None
+    given = stores.read_labels(labels, mapping) if labels else None
     store = stores.collect(list(run_outputs), given)
     if given and len(given) > len(store.labels):
         click.echo(f"warning: {len(given) - len(store.labels)} of {len(given)} labels name cases that are not in the runs", err=True)
@@ -185,6 +200,18 @@ def export_command(
     click.echo(f"wrote {output} ({len(store.case_ids)} rows)", err=True)
 
 
+def _case_of_input(store, query: str, source_map: Path) -> str:
+    """The store's case id for an input file named in the private source map (the name itself is never printed)."""
+    if query in store.case_ids:
+        return query
+    cid = case_for_input(read_source_map(source_map), query)
+    if cid is None:
+        raise UsageError(f"--query: that input is not in --source-map {source_map} (or its file name is not unique there)")
+    if cid not in store.case_ids:
+        raise UsageError(f"--query: its case {cid} is not in the store (did its run fail, or is it another store's?)")
+    return cid
+
+
 def _query_vector(store, query: str, sets) -> tuple[object, int | None]:
     """A case id in the store (left out of its own results), or a features.npz / case folder."""
     from voxpipe_plugins.match import store as stores
@@ -194,7 +221,10 @@ def _query_vector(store, query: str, sets) -> tuple[object, int | None]:
         return store.matrix(sets)[i], i
     path = Path(query)
     if not path.exists():
-        raise UsageError(f"--query {query}: not a case id of the store nor a file; give a case id or a case folder / features.npz")
+        raise UsageError(
+            f"--query {query}: not a case id of the store nor a file; give a case id, a case folder / features.npz, "
+            "or an input file with --source-map"
+        )
     folder = path.parent if path.is_file() else path
     cid, vectors, _ = stores.read_case(folder)
     import numpy as np
@@ -215,21 +245,32 @@ def _query_vector(store, query: str, sets) -> tuple[object, int | None]:
 
 @click.command("match")
 @_store_option
-@click.option("--query", required=True, metavar="CASE_ID|FILE", help="A case id in the store, or a case folder / features.npz.")
+@click.option(
+    "--query",
+    required=True,
+    metavar="CASE_ID|FILE",
+    help="A case id in the store, a case folder / features.npz, or (with --source-map) an input file given to `voxpipe run`.",
+)
 @click.option("-k", "k", type=click.IntRange(1, 10000), default=5, show_default=True, help="Number of matches.")
+@_source_map_option("lets --query name an input file instead of its case id")
 @_space_options
 @json_option()
-def match_command(store_path, query, k, sets, deprecated_sets, space, metric, no_standardize, neighbors, components, as_json) -> None:
+def match_command(
+    store_path, query, k, source_map, sets, deprecated_sets, space, metric, no_standardize, neighbors, components, as_json
+) -> None:
     """The K gallery cases most similar to a query, with distances (and labels when the store has them).
 
     \b
     Example:
       voxpipe match -i stores/radiomics --query case-1f0c2a9d4e7b -k 5 --space isomap
+      voxpipe match -i stores/radiomics --query scans/sphere01.nii.gz --source-map private/map.tsv
     """
     from voxpipe_plugins.match.space import distances, top_k
 
     sets = feature_sets(sets, deprecated_sets)
     store = _load_store(store_path)
+    if source_map is not None:
+        query = _case_of_input(store, query, source_map)
     vector, own = _query_vector(store, query, sets)
     fitted, coords = _fit(store, sets, space, no_standardize, neighbors, components)
     dist = distances(fitted.transform(vector), coords, metric)[0]

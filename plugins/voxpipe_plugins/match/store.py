@@ -25,6 +25,7 @@ import numpy as np
 
 from voxpipe.atomic import publish_dir, write_json
 from voxpipe.errors import UsageError
+from voxpipe.source_map import case_for_input
 from voxpipe_plugins.match.provenance import versions
 from voxpipe_plugins.match.writer import FEATURES_JSON, FEATURES_NPZ
 
@@ -218,20 +219,30 @@ def collect(paths: list[Path], labels: dict[str, str] | None = None) -> FeatureS
     return store
 
 
-def read_labels(path: Path) -> dict[str, str]:
-    """``case_id,label`` CSV (header required) -> dict; a row without both is an error naming its line."""
+def read_labels(path: Path, source_map: dict[str, str] | None = None) -> dict[str, str]:
+    """``case_id,label`` CSV (header required) -> dict; a row without both is an error naming its line.
+
+    With ``source_map`` (case id -> input, from ``voxpipe run --source-map``) the CSV may name
+    inputs instead (``input,label``: the path as given to ``run``, or a file name), since users
+    know their files, not their pseudonymous case ids.
+    """
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             fields = reader.fieldnames or []
-            if "case_id" not in fields or "label" not in fields:
-                raise UsageError(f"{path}: needs columns `case_id` and `label` (found {', '.join(fields) or 'none'})")
+            key = "case_id" if "case_id" in fields else "input" if "input" in fields and source_map is not None else None
+            if key is None or "label" not in fields:
+                wanted = "`case_id` (or `input` with --source-map)" if source_map is not None else "`case_id`"
+                raise UsageError(f"{path}: needs columns {wanted} and `label` (found {', '.join(fields) or 'none'})")
             labels = {}
             for line, row in enumerate(reader, start=2):
-                cid, label = (row.get("case_id") or "").strip(), (row.get("label") or "").strip()
-                if not cid or not label:
-                    raise UsageError(f"{path}:{line}: empty case_id or label; fill it or remove the row")
+                name, label = (row.get(key) or "").strip(), (row.get("label") or "").strip()
+                if not name or not label:
+                    raise UsageError(f"{path}:{line}: empty {key} or label; fill it or remove the row")
+                cid = name if key == "case_id" else case_for_input(source_map, name)
+                if cid is None:
+                    raise UsageError(f"{path}:{line}: that input is not in the source map (or its file name is not unique there)")
                 labels[cid] = label
             return labels
     except OSError as exc:

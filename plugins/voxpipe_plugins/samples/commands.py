@@ -21,7 +21,13 @@ from voxpipe.errors import UsageError
     show_default=True,
     help="How many synthetic thorax CT series (DICOM) to write; the demo uses 3.",
 )
-def sample_data(directory: Path | None, output: Path | None, force: bool = False, ct_series: int = 1) -> None:
+@click.option(
+    "--matching",
+    is_flag=True,
+    help="Also write DIRECTORY/matching/: labelled lesion volumes (labels.csv), a moved follow-up T1 and a rotated "
+    "MR slice pair, the inputs of docs/matching.md's tour.",
+)
+def sample_data(directory: Path | None, output: Path | None, force: bool = False, ct_series: int = 1, matching: bool = False) -> None:
     """Write small demo inputs to DIRECTORY: a real T1 MRI (from nibabel's test data),
     a 3D phantom NIfTI, a 2D Shepp-Logan PNG and synthetic thorax CT series (one DICOM
     file per slice). Nothing is downloaded.
@@ -36,5 +42,10 @@ def sample_data(directory: Path | None, output: Path | None, force: bool = False
     if not force and directory.is_dir() and any(directory.iterdir()):
         raise UsageError(f"-o {directory}: the folder is not empty; add --force to write the demo files into it, or choose another")
 
-    for path in write_sample_data(directory, ct_series=ct_series):
+    written = write_sample_data(directory, ct_series=ct_series)
+    if matching:
+        from voxpipe_plugins.samples.matching import write_matching_data
+
+        written += write_matching_data(directory / "matching")
+    for path in written:
         click.echo(str(path))
