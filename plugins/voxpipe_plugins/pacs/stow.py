@@ -9,6 +9,7 @@ configuration, not a patient's); a refused login is not retried (it would lock a
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from voxpipe_plugins.pacs.stow_spec import CREDENTIAL_ENV
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
+CA_BUNDLE_ENV = "VOXPIPE_DICOMWEB_CA_BUNDLE"
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # its info/debug lines name study UIDs and URLs
 
 
@@ -45,10 +47,12 @@ class StowWriter:
         self.url = url.strip().rstrip("/")
         self.where = urlsplit(self.url).netloc
         self.verify: str | bool = True
-        if ca_bundle:
-            bundle = context.resolve_path(ca_bundle)
+        named = ca_bundle or os.environ.get(CA_BUNDLE_ENV, "")
+        if named:
+            bundle = context.resolve_path(named) if ca_bundle else Path(named).expanduser()
             if not bundle.is_file():
-                raise ValueError(f"ca_bundle {ca_bundle} is not a file; give a PEM file of certificate authorities")
+                where = "ca_bundle" if ca_bundle else CA_BUNDLE_ENV
+                raise ValueError(f"{where} {named} is not a file; give a PEM file of certificate authorities")
             self.verify = str(bundle)
         self.identity, self.retries, self.backoff_s, self.timeout_s = identity, retries, backoff_s, timeout_s
         self.batch_bytes = batch_mib * 1024 * 1024

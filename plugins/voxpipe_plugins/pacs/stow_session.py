@@ -27,6 +27,7 @@ def session_from_env(verify: str | bool = True):
         missing = PASSWORD_ENV if user else USER_ENV
         raise CredentialError(f"{missing} is not set; basic auth needs both {USER_ENV} and {PASSWORD_ENV}")
     session = requests.Session()
+    session.trust_env = False  # no ~/.netrc credential, no proxy from the environment: only what is named here
     session.verify = verify
     if token:
         session.headers["Authorization"] = f"Bearer {token}"

@@ -34,8 +34,8 @@ class StowParams(StageParams):
     ca_bundle: str | None = Field(
         None,
         max_length=4096,
-        description="https: a PEM file of the certificate authorities to trust instead of the system's (relative to the config). "
-        "Certificates are always verified.",
+        description="https: a PEM file of the certificate authorities to trust instead of the system's (relative to the config; "
+        "unset: $VOXPIPE_DICOMWEB_CA_BUNDLE, else the system's). Certificates are always verified.",
     )
     identity: Literal["source", "any"] = Field(
         "source",
