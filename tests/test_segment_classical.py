@@ -327,9 +327,13 @@ def test_ct_recipe_on_real_dicom(cli, tmp_path):
 
 
 def test_brain_recipe_on_phantom_and_real_t1(cli, tmp_path):
+    """configs/brain-tissue.yaml on a skull-stripped phantom (scored) and on nibabel's real T1 (a whole head:
+    it runs and its classes are ordered, though the scalp joins them; configs/brain-tissue-head.yaml is for heads)."""
     import nibabel as nib
 
-    phantom = brain_phantom(shape=(48, 56, 48), spacing=(2.5, 2.5, 2.5))
+    from voxpipe_plugins.segment.tissue_phantom import tissue_phantom
+
+    phantom = tissue_phantom(shape=(48, 56, 48), spacing=(2.5, 2.5, 2.5))
     folder = tmp_path / "in"
     write_nifti(folder / "phantom.nii.gz", phantom.image, phantom.affine)
     result = cli("run", REPO / "configs" / "brain-tissue.yaml", "-i", folder, "-o", tmp_path / "out")
@@ -337,7 +341,7 @@ def test_brain_recipe_on_phantom_and_real_t1(cli, tmp_path):
     (case_dir,) = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("case-")]
     label = np.asarray(nib.load(str(case_dir / "label.nii.gz")).dataobj)
     for value in (1, 2, 3):
-        assert dice(label == value, phantom.truth["classes"] == value) >= 0.8, value
+        assert dice(label == value, phantom.truth["classes"] == value) >= 0.9, value
     assert json.loads((case_dir / "label.labels.json").read_text())["3"] == "white_matter"
 
     real = tmp_path / "real"
@@ -348,7 +352,7 @@ def test_brain_recipe_on_phantom_and_real_t1(cli, tmp_path):
     (case_dir,) = [p for p in (tmp_path / "out-real").iterdir() if p.name.startswith("case-")]
     label = np.asarray(nib.load(str(case_dir / "label.nii.gz")).dataobj)
     t1 = np.asarray(nib.load(str(real / "anatomical.nii")).dataobj)
-    assert set(np.unique(label)) == {0, 1, 2, 3}
+    assert {1, 2, 3} <= set(np.unique(label).tolist())
     means = [t1[label == v].mean() for v in (1, 2, 3)]
     assert means == sorted(means)
 

@@ -1,5 +1,5 @@
 """Registers the classical segmenters: `segment.otsu`, `segment.multiotsu`, `segment.threshold`,
-`segment.region_grow`, `segment.watershed`, `segment.kmeans` and `segment.gmm`.
+`segment.region_grow`, `segment.watershed`, `segment.kmeans`, `segment.gmm` and `segment.tissue`.
 
 Light on purpose (pydantic + voxpipe only): the implementations, and NumPy, scipy and
 scikit-image with them, are imported when a pipeline is built. docs/segmentation.md
@@ -195,6 +195,52 @@ class TissueParams(_MaskParams):
         return self
 
 
+class BrainTissueParams(_MaskParams):
+    classes: int = Field(3, ge=2, le=6, description="Number of pure tissue classes, numbered 1..classes by increasing mean intensity.")
+    mask_threshold: float | None = Field(
+        None, description="Also (or only) use voxels above this intensity. Without `mask_key` and this: the non-zero voxels."
+    )
+    names: list[str] | None = Field(
+        None,
+        description="Class names, darkest first; unset: [csf, gray_matter, white_matter] for 3 classes (T1), class_<v> otherwise.",
+    )
+    prob_keys: list[CaseKey] = Field(
+        ["csf_prob", "gm_prob", "wm_prob"],
+        max_length=6,
+        description="Case keys for the classes' probability maps (float32 on the image grid, 0 outside the mask), "
+        "darkest class first: one per class, or [] for none.",
+    )
+    beta: float = Field(
+        0.5,
+        ge=0,
+        le=20,
+        description="Strength of the spatial (hidden MRF) prior: the log-prior of a class grows by beta times the "
+        "1/distance-weighted share of the neighbours in it; 0: intensities only.",
+    )
+    neighbours: Literal[6, 18, 26] = Field(
+        26, description="Neighbourhood of the spatial prior in 3D (faces, + edges, + corners); in 2D 6 means 4 and 18/26 mean 8."
+    )
+    partial_volume: bool = Field(
+        True, description="Model voxels that mix two neighbouring classes (CSF/GM, GM/WM) and fold them back into the pure classes."
+    )
+    variance: Literal["shared", "per_class"] = Field(
+        "shared", description="One noise variance for all classes (default: keeps the GM/WM boundary in place) or one per class."
+    )
+    iterations: int = Field(10, ge=0, le=100, description="EM rounds with the spatial prior (stops early once the labels settle).")
+    max_samples: int = Field(200_000, ge=1000, le=100_000_000, description="Voxels (drawn with `seed`) the starting mixture is fitted on.")
+    seed: int = Field(0, ge=0, description="Random seed for that sample: results are reproducible.")
+
+    @model_validator(mode="after")
+    def _per_class(self):
+        _names_match(self.names, self.classes)
+        if self.prob_keys and len(self.prob_keys) != self.classes:
+            raise ValueError(f"`prob_keys` has {len(self.prob_keys)} entries; give one per class ({self.classes}) or []")
+        keys = [self.output_key, *self.prob_keys]
+        if len(set(keys)) != len(keys) or self.key in keys:
+            raise ValueError(f"`output_key` and `prob_keys` must be distinct case keys, other than `key`: {keys}")
+        return self
+
+
 def _spec(id, summary, params, factory, description, reads=("{key}",)):
     return StageSpec(
         id=id,
@@ -281,6 +327,22 @@ def voxpipe_register_stages(register):
             "voxpipe_plugins.segment.tissue:GMMSegmenter",
             "1D Gaussian mixture fitted by EM from a k-means start; each voxel gets its most probable class; 1..k darkest first.",
             reads=("{key}", "{mask_key}"),
+        )
+    )
+    register(
+        StageSpec(
+            id="segment.tissue",
+            kind=StageKind.SEGMENTER,
+            summary="Brain tissue classes (CSF, GM, WM) with probability maps: Gaussian mixture EM, partial volume, hidden-MRF prior.",
+            description="For a skull-stripped T1 (or one masked by `segment.brain_mask`). scikit-learn fits a Gaussian mixture "
+            "(shared variance by default) to the masked intensities; EM then refines it with partial-volume classes "
+            "(CSF/GM, GM/WM, folded back into the pure classes) and a mean-field hidden Markov random field whose "
+            "neighbours are weighted by 1/distance in mm. Writes the label map (1..k darkest first, 0 outside the mask) "
+            "and one probability map per class (`prob_keys`). docs/brain-tissue.md has the method and the benchmark.",
+            params=BrainTissueParams,
+            factory="voxpipe_plugins.segment.tissue_hmrf:TissueSegmenter",
+            reads=("{key}", "{mask_key}"),
+            writes=("{output_key}", "{prob_keys}"),
         )
     )
     register_brain_mask(register)
