@@ -18,16 +18,43 @@ import click
 from voxpipe.errors import UsageError
 
 
-def input_option(help: str, *, required: bool = False, multiple: bool = False, extra_names: tuple[str, ...] = ()) -> Callable:
-    """``-i/--input PATH`` (and, for a command that named it otherwise, its old name as an alias)."""
+class PathOrUrl(click.ParamType):
+    """A local path (a :class:`~pathlib.Path`) or, kept as typed, a ``scheme://`` URL (a ``str``).
+
+    click's ``Path`` type would turn ``dicomweb+http://host`` into ``dicomweb+http:/host`` (pathlib
+    collapses ``//``), so commands that read URL inputs (:mod:`voxpipe.input_sources`) take this.
+    """
+
+    name = "path_or_url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        from voxpipe.input_sources import source_text
+
+        if isinstance(value, Path):
+            return value
+        text = str(value)
+        return text if source_text(text) == text else Path(text)
+
+
+PATH_OR_URL = PathOrUrl()
+
+
+def input_option(
+    help: str, *, required: bool = False, multiple: bool = False, extra_names: tuple[str, ...] = (), urls: bool = False
+) -> Callable:
+    """``-i/--input PATH`` (and, for a command that named it otherwise, its old name as an alias).
+
+    With ``urls=True`` a ``scheme://`` URL is passed on as typed (a ``str``) for :func:`voxpipe.input_sources.open_input`.
+    """
     return click.option(
         "-i",
         "--input",
         *extra_names,
         "input_option",
-        type=click.Path(path_type=Path),
+        type=PATH_OR_URL if urls else click.Path(path_type=Path),
         required=required,
         multiple=multiple,
+        metavar="PATH|URL" if urls else None,
         help=help,
     )
 

@@ -19,7 +19,7 @@ types, from :mod:`voxpipe.plugin`)::
         register(StageSpec(...))
 
 The entry point names a module (``my_package.plugin``), not a function in it: the hooks are
-the module's ``@hookimpl`` functions. There are three hooks: stages, trainers and commands.
+the module's ``@hookimpl`` functions. There are four hooks: stages, trainers, commands and input sources.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from collections.abc import Callable
 import pluggy
 
 from voxpipe.commands_spec import CommandSpec
+from voxpipe.input_sources import InputSourceSpec
 from voxpipe.stage import StageSpec, TrainerSpec
 
 PROJECT_NAME = "voxpipe"
@@ -89,4 +90,23 @@ def voxpipe_register_commands(register: Callable[[CommandSpec], None]) -> None:
     Returns:
         Nothing; the return value is ignored (a hook that returns specs instead of calling
         ``register`` is warned about).
+    """
+
+
+@hookspec
+def voxpipe_register_input_sources(register: Callable[[InputSourceSpec], None]) -> None:
+    """Register URL schemes that ``-i`` accepts (``dicomweb+https://``), one :class:`~voxpipe.input_sources.InputSourceSpec` each.
+
+    Called when an input URL is first resolved (not when ``voxpipe --help`` or ``validate``
+    run), under the same rules as :func:`voxpipe_register_stages`: cheap, no heavy imports
+    (the spec's ``opener`` is a ``"module:function"`` string, imported only when an input of
+    that scheme is used). The opener copies the input into a private temporary folder as
+    ordinary files; discovery and loading then run as on a local folder. A scheme two plugins
+    register is left out and using it is an error naming both.
+
+    Args:
+        register: call it with each :class:`~voxpipe.input_sources.InputSourceSpec`.
+
+    Returns:
+        Nothing; the return value is ignored.
     """

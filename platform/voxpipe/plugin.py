@@ -20,6 +20,7 @@ from voxpipe.stage import StageContext, StageKind, StageSpec, TrainerSpec, recor
 if TYPE_CHECKING:  # imported on first use, see __getattr__
     from voxpipe.commands_spec import CommandSpec
     from voxpipe.image_checks import StageInputError
+    from voxpipe.input_sources import InputSourceError, InputSourceSpec, open_input, redacted_source
     from voxpipe.metatensors import (
         affine_of,
         as_image,
@@ -36,6 +37,8 @@ __all__ = [
     "CommandSpec",
     "FileName",
     "ImageKeyParams",
+    "InputSourceError",
+    "InputSourceSpec",
     "StageContext",
     "StageInputError",
     "StageKind",
@@ -49,7 +52,9 @@ __all__ = [
     "hookimpl",
     "label_names",
     "make_metatensor",
+    "open_input",
     "record",
+    "redacted_source",
     "report_metric",
     "report_picture",
     "run_stage",
@@ -68,6 +73,10 @@ _LAZY = {
     "label_names": "voxpipe.metatensors",
     "make_metatensor": "voxpipe.metatensors",
     "StageInputError": "voxpipe.image_checks",
+    "InputSourceSpec": "voxpipe.input_sources",
+    "InputSourceError": "voxpipe.input_sources",
+    "open_input": "voxpipe.input_sources",
+    "redacted_source": "voxpipe.input_sources",
     "run_stage": "voxpipe.plugin_testing",
     "synthetic_case": "voxpipe.plugin_testing",
 }

@@ -105,6 +105,8 @@ def run(
     retries: int = 2,
     report: bool = True,
     on_start: Callable[[int, int], None] | None = None,
+    source_options: dict | None = None,
+    recorded_source: str | None = None,
 ) -> RunSummary:
     """Run a validated pipeline over every case under ``input_path``.
 
@@ -116,7 +118,35 @@ def run(
         retries: extra attempts for a case that failed with a transient I/O error.
         report: write ``OUTDIR/report.html`` at the end.
         on_start: called with (cases to run, cases already complete) before the first case.
+        source_options: options for a URL input's opener (``ae_title``, ``ca_bundle``).
+        recorded_source: what the manifest says the input was (a URL input's redacted form).
     """
+    if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
+        raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
+    from voxpipe.input_sources import source_text
+
+    url = source_text(input_path)
+    if url is not None:  # a PACS URL: fetched into a private folder that lives as long as the run (voxpipe.input_sources)
+        from voxpipe.input_sources import open_input, redacted_source
+
+        with open_input(url, source_options) as folder:
+            return run(
+                validated,
+                registry,
+                folder,
+                output_dir,
+                device=device,
+                force=force,
+                on_case=on_case,
+                source_map=source_map,
+                workers=workers,
+                executor=executor,
+                timeout=timeout,
+                retries=retries,
+                report=report,
+                on_start=on_start,
+                recorded_source=redacted_source(url),
+            )
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
         raise UsageError(f"input path {input_path} does not exist; pass a file or folder with -i")
@@ -129,8 +159,6 @@ def run(
         from voxpipe.private_files import check_link_file
 
         check_link_file(source_map, output_dir, "--source-map")
-    if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
-        raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
     from voxpipe.fork_server import forks_from_server, start_forkserver
 
     if forks_from_server(executor, workers):
@@ -146,7 +174,8 @@ def run(
     discovery = discover(validated, input_path)
     if not discovery.cases:
         skipped = "; ".join(f"{n} {reason}" for reason, n in discovery.skipped.most_common()) or "no files"
-        raise UsageError(f"no cases found under {input_path} for loader `{validated.stages[0].spec.id}` ({skipped})")
+        where = recorded_source or input_path
+        raise UsageError(f"no cases found under {where} for loader `{validated.stages[0].spec.id}` ({skipped})")
     key = id_key()
     ids = [case_id(source, key) for source in discovery.cases]
     _check_previous_config(output_dir, validated, ids, force)
@@ -172,6 +201,7 @@ def run(
                 retries,
                 report,
                 pipeline,
+                recorded_source,
             )
     except VoxpipeError:
         if fresh and output_dir.is_dir() and not any(output_dir.iterdir()):
@@ -196,6 +226,7 @@ def _run_locked(
     retries,
     report,
     pipeline,
+    recorded_source=None,
 ) -> RunSummary:
     started = _now()
     total = len(ids)
@@ -203,6 +234,8 @@ def _run_locked(
     outcomes: dict[str, CaseOutcome] = {}
     header = _manifest_header(validated, registry, device, started, discovery.skipped)
     header["executor"] = {"kind": executor, "workers": workers, "timeout_s": timeout, "retries": retries}
+    if recorded_source is not None:
+        header["input"] = {"source": recorded_source}  # redacted: scheme, host, port, path, query key names
     if source_map is not None:
         _write_source_map(source_map, ids, discovery.cases)
     todo = []

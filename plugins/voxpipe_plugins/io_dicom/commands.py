@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 
 from voxpipe.cases import case_id, id_key
-from voxpipe.cli_conventions import force_option, input_option, json_option
+from voxpipe.cli_conventions import PATH_OR_URL, force_option, input_option, json_option
 from voxpipe.errors import UsageError, one_line
 from voxpipe_plugins.io_dicom.frames import frames_of
 from voxpipe_plugins.io_dicom.geometry import stack_geometry
@@ -314,9 +314,27 @@ def paths_from(option: Path | None, positional: list[Path]) -> tuple[Path | None
     return None, positional
 
 
+def source_options(function):
+    """``--ae-title`` and ``--ca-bundle``: how a PACS URL input (``dimse://``, ``dicomweb+https://``) is reached."""
+    function = click.option(
+        "--ca-bundle",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="dicomweb+https:// inputs: PEM file of the CA certificates to trust (also VOXPIPE_DICOMWEB_CA_BUNDLE).",
+    )(function)
+    return click.option(
+        "--ae-title",
+        metavar="AET",
+        help="dimse:// inputs: VoxPipe's own (calling) AE title (default VOXPIPE; also VOXPIPE_AE_TITLE).",
+    )(function)
+
+
+def _source_options(ae_title: str | None, ca_bundle: Path | None) -> dict:
+    return {key: value for key, value in (("ae_title", ae_title), ("ca_bundle", ca_bundle)) if value}
+
+
 @click.command("convert")
-@click.argument("positional", metavar="[INPUT] [OUTPUT]", nargs=-1, type=click.Path(path_type=Path))
-@input_option("DICOM file or folder (or give it as INPUT, as with dcm2niix).")
+@click.argument("positional", metavar="[INPUT] [OUTPUT]", nargs=-1, type=PATH_OR_URL)
+@input_option("DICOM file or folder, or a PACS URL (dicomweb+http(s)://..., dimse://...; or give it as INPUT).", urls=True)
 @click.option(
     "-o",
     "--output",
@@ -349,9 +367,10 @@ def paths_from(option: Path | None, positional: list[Path]) -> tuple[Path | None
     help="auto keeps exact integers when the rescale allows it.",
 )
 @json_option("Print the summary as JSON on stdout (the per-series lines still go to stderr).")
+@source_options
 def convert_command(
     positional: tuple[Path, ...],
-    input_option: Path | None,
+    input_option: Path | str | None,
     output: Path | None,
     template: str,
     force: bool,
@@ -361,6 +380,8 @@ def convert_command(
     irregular: str,
     dtype: str,
     as_json: bool,
+    ae_title: str | None = None,
+    ca_bundle: Path | None = None,
 ) -> int:
     """Convert DICOM series to NIfTI with a JSON sidecar, like dcm2niix.
 
@@ -376,6 +397,7 @@ def convert_command(
       voxpipe convert -i study/ -o nifti/
       voxpipe convert study/ ct.nii.gz --series 1.2.840.113619.2.55.3
       voxpipe convert -i study/ -o nifti/ -f %i_%s_%m --force
+      voxpipe convert -i 'dicomweb+https://pacs.example.org/dicom-web?StudyInstanceUID=1.2.3' -o nifti/
     """
     from voxpipe.input_redaction import show_phi
 
@@ -388,10 +410,14 @@ def convert_command(
             f"convert takes one input and one output; {len(rest)} extra path(s) given (an input given twice, as -i and INPUT?)"
         )
     write = WriteOptions(check_template(template, show_phi()), force, not no_sidecar, sidecar_phi)
+    from voxpipe.input_sources import open_input
     from voxpipe.progress import ItemProgress
 
-    progress = ItemProgress("series")
-    results, skipped = convert(input_path, output, _options(irregular, dtype), series_uid, write, progress)
+    if isinstance(output, str):
+        raise UsageError("-o/--output is a local file or folder, not a URL")
+    with open_input(input_path, _source_options(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
+        progress = ItemProgress("series")
+        results, skipped = convert(local, output, _options(irregular, dtype), series_uid, write, progress)
     progress.close()
     counts = Counter(r.status for r in results)
     for result in results:
@@ -421,11 +447,19 @@ def _summary_line(result: ConvertResult) -> str:
 
 
 @click.command("info")
-@click.argument("positional", metavar="[PATH]", required=False, type=click.Path(path_type=Path))
-@input_option("DICOM folder or file, NIfTI file, 2D image, or a folder mixing them (or give it as PATH).")
+@click.argument("positional", metavar="[PATH]", required=False, type=PATH_OR_URL)
+@input_option("DICOM folder or file, NIfTI file, 2D image, a folder mixing them, or a PACS URL (or give it as PATH).", urls=True)
 @json_option("Print machine-readable JSON on stdout instead of the tables.")
 @click.option("--show-phi", is_flag=True, help="Also show patient name, ID, study date, series description, UID and file names.")
-def info_command(positional: Path | None, input_option: Path | None, as_json: bool, show_phi: bool) -> None:
+@source_options
+def info_command(
+    positional: Path | str | None,
+    input_option: Path | str | None,
+    as_json: bool,
+    show_phi: bool,
+    ae_title: str | None = None,
+    ca_bundle: Path | None = None,
+) -> None:
     """Describe every input VoxPipe reads under PATH: DICOM series, NIfTI volumes and 2D images.
 
     DICOM: modality, size, spacing, orientation, transfer syntax, warnings (headers only).
@@ -439,11 +473,13 @@ def info_command(positional: Path | None, input_option: Path | None, as_json: bo
       voxpipe info -i ct.nii.gz
     """
     from voxpipe.cli_conventions import one_path
+    from voxpipe.input_sources import is_url, open_input
 
     path = one_path(positional, input_option, "input", "-i/--input")
-    if not path.exists():
+    if not is_url(path) and not Path(path).exists():
         raise UsageError(f"input path {path} does not exist")
-    rows, file_rows, skipped = inventory(path, show_phi)
+    with open_input(path, _source_options(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
+        rows, file_rows, skipped = inventory(local, show_phi)
     if as_json:
         click.echo(json.dumps({"series": rows, "files": file_rows, "passed_over": dict(skipped)}, indent=2))
         return

@@ -1,0 +1,198 @@
+"""``dicomweb+http(s)://`` inputs: QIDO-RS finds the series, WADO-RS brings their instances into a private folder.
+
+Instances are asked for in their STORED transfer syntax (``transfer-syntax=*``): a server asked
+for the default (explicit VR little endian) must transcode, and may fail on JPEG 2000; decoding
+is then the local loader's job, exactly as for files on disk. Series are fetched in parallel
+(a few at a time), each streamed part by part (dicomweb-client's multipart decoder) and written
+file by file, so memory holds one instance per thread. Each series must arrive whole: a count
+short of what QIDO announced, a dropped connection or a series larger than the memory cap
+(``VOXPIPE_MAX_GIB``) fails the input, and the caller removes everything fetched.
+
+Messages name the server (host and port) and the query KEYS only; library exceptions, whose
+text quotes URLs with query values, are never shown (``--debug`` shows them, redacted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from voxpipe.input_sources import InputSourceError
+from voxpipe_plugins.pacs.credentials import CA_BUNDLE_ENV, PASSWORD_ENV, TOKEN_ENV, USER_ENV, ca_bundle, session
+from voxpipe_plugins.pacs.urls import DicomwebTarget, parse_dicomweb
+
+STORED_SYNTAX = (("application/dicom", "*"),)
+PARALLEL_SERIES = 4
+TIMEOUT_S = (10.0, 120.0)  # connect, read
+QUIET_LOGGERS = ("dicomweb_client", "urllib3", "requests", "pydicom")
+STUDY_KEYS = ("StudyInstanceUID", "PatientID", "ModalitiesInStudy", "StudyDate", "AccessionNumber")
+SERIES_COUNT_TAG = "00201209"  # NumberOfSeriesRelatedInstances
+
+
+def open_dicomweb(url: str, folder: Path, options: Mapping[str, Any]) -> None:
+    """The input source's opener: every series the query selects, one sub-folder each, under ``folder``."""
+    target = parse_dicomweb(url)
+    bundle = ca_bundle(options.get("ca_bundle"))
+    if bundle and not target.https:
+        raise InputSourceError(f"-i/--input {target.shown}: a CA bundle is for dicomweb+https:// inputs; use https or drop it")
+    with quiet_libraries():
+        try:
+            series = find_series(target, bundle)
+            if not series:
+                keys = ", ".join(target.query)
+                raise InputSourceError(f"no series on the DICOMweb server {server(target)} match the query ({keys}); check the values")
+            fetch_all(target, bundle, series, folder)
+        except InputSourceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - library errors quote URLs with query values: say what happened, not their text
+            raise InputSourceError(describe_failure(exc, target)) from exc
+
+
+def server(target: DicomwebTarget) -> str:
+    parts = urlsplit(target.service_url)
+    return f"{parts.hostname}:{parts.port or (443 if target.https else 80)}"
+
+
+def client(target: DicomwebTarget, bundle: Path | None):
+    from dicomweb_client.api import DICOMwebClient
+
+    result = DICOMwebClient(target.service_url, session=session(bundle), timeout=TIMEOUT_S)
+    result.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    return result
+
+
+def find_series(target: DicomwebTarget, bundle: Path | None) -> list[tuple[str, str, int | None]]:
+    """(study UID, series UID, instances announced) of every series the query selects, by QIDO-RS."""
+    web = client(target, bundle)
+    query = target.query
+    series_filter = {"SeriesInstanceUID": query["SeriesInstanceUID"]} if "SeriesInstanceUID" in query else {}
+    study_filters = {key: query[key] for key in STUDY_KEYS if key in query and key != "StudyInstanceUID"}
+    if "StudyInstanceUID" in query and not study_filters:
+        studies = [query["StudyInstanceUID"]]
+    elif not study_filters and "StudyInstanceUID" not in query:
+        found = web.search_for_series(search_filters=series_filter, fields=[SERIES_COUNT_TAG], get_remaining=True)
+        return sorted({(_value(s, "0020000D"), _value(s, "0020000E"), _count(s)) for s in found if _value(s, "0020000E")})
+    else:
+        if "StudyInstanceUID" in query:
+            study_filters["StudyInstanceUID"] = query["StudyInstanceUID"]
+        studies = sorted({_value(s, "0020000D") for s in web.search_for_studies(search_filters=study_filters, get_remaining=True)} - {""})
+    result = []
+    for study in studies:
+        found = web.search_for_series(study, search_filters=series_filter, fields=[SERIES_COUNT_TAG], get_remaining=True)
+        result.extend((study, _value(s, "0020000E"), _count(s)) for s in found if _value(s, "0020000E"))
+    return sorted(set(result))
+
+
+def _value(item: dict, tag: str) -> str:
+    values = (item.get(tag) or {}).get("Value") or [""]
+    return str(values[0])
+
+
+def _count(item: dict) -> int | None:
+    text = _value(item, SERIES_COUNT_TAG)
+    return int(text) if text.isdigit() else None
+
+
+def fetch_all(target: DicomwebTarget, bundle: Path | None, series: list[tuple[str, str, int | None]], folder: Path) -> None:
+    """Each series into ``folder/series-NNNN/`` (in parallel); the first failure stops the rest."""
+    from voxpipe.limits import max_bytes
+
+    cap = max_bytes()
+    jobs = [(index, study, uid, count) for index, (study, uid, count) in enumerate(series, 1)]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_SERIES, len(jobs))) as pool:
+        futures = [
+            pool.submit(fetch_series, target, bundle, study, uid, count, folder / f"series-{index:04d}", cap)
+            for index, study, uid, count in jobs
+        ]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def fetch_series(target: DicomwebTarget, bundle: Path | None, study: str, uid: str, expected: int | None, into: Path, cap: int) -> None:
+    """One series by WADO-RS, streamed; each instance written under a hidden name and renamed when whole."""
+    import pydicom
+
+    into.mkdir(mode=0o700)
+    web = client(target, bundle)
+    received = total = 0
+    for dataset in web.iter_series(study, uid, media_types=STORED_SYNTAX):
+        received += 1
+        final = into / f"{received:06d}.dcm"
+        partial = into / f".{received:06d}.dcm.part"
+        pydicom.dcmwrite(partial, dataset, enforce_file_format=False)
+        total += partial.stat().st_size
+        os.replace(partial, final)
+        if total > cap:
+            from voxpipe.limits import size_text
+
+            raise InputSourceError(
+                f"a series on the DICOMweb server {server(target)} holds more than the memory cap ({size_text(cap)}); "
+                "raise VOXPIPE_MAX_GIB or select fewer series"
+            )
+    if expected is not None and received != expected:
+        raise InputSourceError(
+            f"the DICOMweb server {server(target)} sent {received} of the {expected} instances of a series "
+            "(the connection dropped or the series changed); nothing was kept; try again"
+        )
+
+
+def describe_failure(exc: BaseException, target: DicomwebTarget) -> str:
+    """One PHI-free line for a failure of the server or the network."""
+    import requests
+
+    where = server(target)
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        how = f"{USER_ENV}/{PASSWORD_ENV} or {TOKEN_ENV}"
+        return f"the DICOMweb server {where} refused the credentials (HTTP {status}); check {how}"
+    if status == 404:
+        return f"the DICOMweb server {where} answered 404 (not found) at {target.shown.split('?')[0]}; check the service path (e.g. /dicom-web) and the query"
+    if status is not None:
+        return f"the DICOMweb server {where} answered HTTP {status}; check the server's log"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS verification of the DICOMweb server {where} failed; give its CA certificate with --ca-bundle or {CA_BUNDLE_ENV}"
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)) or _dropped(exc):
+        return f"the DICOMweb server {where} closed the connection during the transfer; nothing was kept; try again"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"the DICOMweb server {where} did not answer in time; check that it runs and is reachable"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"cannot reach the DICOMweb server {where} (connection failed); check the host, the port and that the server runs"
+    if isinstance(exc, ValueError) and "multipart" in str(exc).lower():
+        return f"the DICOMweb server {where} did not answer with DICOM instances; check the service path"
+    return f"reading from the DICOMweb server {where} failed ({type(exc).__name__}); rerun with --debug for details"
+
+
+def _dropped(exc: BaseException) -> bool:
+    """A truncated transfer, however deep the library wrapped it (urllib3 ProtocolError / IncompleteRead)."""
+    seen = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if type(seen).__name__ in ("ProtocolError", "IncompleteRead", "InvalidChunkLength", "RemoteDisconnected"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """The HTTP libraries log request lines (with query values) and server warnings: not while we fetch."""
+    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)

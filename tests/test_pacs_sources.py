@@ -1,0 +1,263 @@
+"""PACS inputs against a real Orthanc: DICOMweb and DIMSE fetches equal local files; every failure is one line, nothing kept.
+
+Only 127.0.0.1 is ever addressed (the Orthanc of tests/orthanc_server.py, a dropping proxy in
+front of it, and a closed port).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from tests.orthanc_server import free_port, orthanc  # noqa: F401  (the session fixture)
+from tests.pacs_sources_data import DroppingProxy, local_series, write_study
+from voxpipe.input_sources import TEMP_PREFIX, open_input
+
+CONFIG = """\
+version: 1
+name: pacs-input
+device: cpu
+stages:
+  - use: load.dicom
+  - use: write.nifti
+"""
+
+
+@pytest.fixture(scope="module")
+def study(orthanc, tmp_path_factory):  # noqa: F811
+    """The six-series study, uploaded once (tests that need Orthanc empty do not exist: queries select by UID)."""
+    made = write_study(tmp_path_factory.mktemp("study"))
+    orthanc.upload(made.files)
+    return made
+
+
+@pytest.fixture
+def credentials(orthanc, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", orthanc.password)
+    for name in ("VOXPIPE_DICOMWEB_TOKEN", "VOXPIPE_DICOMWEB_CA_BUNDLE", "VOXPIPE_AE_TITLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def spool(tmp_path, monkeypatch) -> Path:
+    """Where URL inputs are fetched to in this test (to prove nothing is left there)."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def web_url(orthanc, **query) -> str:  # noqa: F811
+    return f"dicomweb+http://127.0.0.1:{orthanc.http_port}/dicom-web?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
+
+
+def dimse_url(orthanc, **query) -> str:  # noqa: F811
+    return f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}?" + "&".join(f"{k}={v}" for k, v in query.items())
+
+
+def assert_same_series(fetched: Path, local: Path) -> None:
+    got, want = local_series(fetched), local_series(local)
+    assert sorted(got) == sorted(want)  # the same case ids: a DICOM case id hashes the series, not where its files were
+    for cid, (array, affine) in want.items():
+        assert got[cid][0].dtype == array.dtype
+        np.testing.assert_array_equal(got[cid][0], array)
+        np.testing.assert_array_equal(got[cid][1], affine)
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_a_fetched_study_loads_exactly_as_its_local_files(orthanc, study, credentials, spool, protocol):  # noqa: F811
+    url = (web_url if protocol == "dicomweb" else dimse_url)(orthanc, StudyInstanceUID=study.study_uid)
+    with open_input(url) as folder:
+        assert folder.parent == spool and (folder.stat().st_mode & 0o777) == 0o700
+        assert_same_series(folder, study.folder)
+        syntaxes = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in folder.rglob("*.dcm")}
+        stored = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in study.files}
+        assert syntaxes == stored  # retrieved as stored: JPEG 2000, JPEG-LS and RLE were not transcoded
+    assert list(spool.iterdir()) == []
+
+
+def test_one_series_of_the_study_by_both_keys(orthanc, study, credentials, spool):  # noqa: F811
+    wanted = study.series_uids[1]
+    for url in (
+        web_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=wanted),
+        web_url(orthanc, SeriesInstanceUID=wanted),
+        dimse_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=wanted),
+    ):
+        with open_input(url) as folder:
+            files = list(folder.rglob("*.dcm"))
+            assert {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in files} == {wanted}
+            assert len(files) == 5
+
+
+def test_info_and_convert_take_urls_and_match_local_files(cli, orthanc, study, credentials, spool, tmp_path):  # noqa: F811
+    local = cli("info", "--json", "-i", study.folder)
+    assert local.exit_code == 0, local.stderr
+    for url in (web_url(orthanc, StudyInstanceUID=study.study_uid), dimse_url(orthanc, StudyInstanceUID=study.study_uid)):
+        remote = cli("info", "--json", url, "--ae-title", "VOXPIPE")
+        assert remote.exit_code == 0, remote.stderr
+        assert json.loads(remote.stdout)["series"] == json.loads(local.stdout)["series"]
+    one = web_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=study.series_uids[2])
+    fetched = cli("convert", "-i", one, "-o", tmp_path / "remote")
+    assert fetched.exit_code == 0, fetched.stderr
+    converted = cli("convert", "-i", study.folder / "enhanced", "-o", tmp_path / "local")
+    assert converted.exit_code == 0, converted.stderr
+    names = sorted(p.name for p in (tmp_path / "remote").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "local").iterdir()) and any(n.endswith(".nii.gz") for n in names)
+    for name in names:
+        if name.endswith(".nii.gz"):
+            a, b = nib.load(tmp_path / "remote" / name), nib.load(tmp_path / "local" / name)
+            np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+            np.testing.assert_array_equal(a.affine, b.affine)
+    assert list(spool.iterdir()) == []
+
+
+MARK_PID, MARK_ACC = "PHIMARKPID7Q", "PHIMARKACC3Z"
+
+
+def phi_forms(*values: str) -> set[str]:
+    """Each value as typed, URL-encoded and in base64 (alone and as a basic-auth pair's tail)."""
+    forms = set()
+    for value in values:
+        forms |= {value, quote(value), quote(value, safe=""), base64.b64encode(value.encode()).decode().rstrip("=")}
+    return {f for f in forms if len(f) >= 6}
+
+
+def test_a_run_from_dicomweb_leaves_no_phi_and_no_credential(cli, orthanc, credentials, spool, tmp_path, write_config, caplog):  # noqa: F811
+    marked = write_study(tmp_path / "marked", patient_id=MARK_PID, accession=MARK_ACC)
+    orthanc.upload(marked.files)
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "out"
+    url = web_url(orthanc, PatientID=MARK_PID, AccessionNumber=MARK_ACC)
+    result = cli("run", write_config(CONFIG), "-i", url, "-o", out, "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["ok"] == 6
+    assert manifest["input"]["source"] == f"dicomweb+http://127.0.0.1:{orthanc.http_port}/dicom-web?PatientID=…&AccessionNumber=…"
+    ids = {case["case_id"] for case in manifest["cases"]}
+    assert ids == set(local_series(marked.folder))  # the same case ids as the local files
+    auth = base64.b64encode(f"{orthanc.user}:{orthanc.password}".encode()).decode()
+    secrets = phi_forms(MARK_PID, MARK_ACC, orthanc.password) | {auth}
+    texts = {"stdout": result.stdout, "stderr": result.stderr, "logs": "\n".join(r.getMessage() for r in caplog.records)}
+    for path in out.rglob("*"):
+        if path.is_file():
+            texts[str(path.relative_to(out))] = path.read_bytes().decode("latin-1")
+        texts["name " + str(path.relative_to(out))] = str(path.relative_to(out))
+    leaks = sorted((where, secret) for where, text in texts.items() for secret in secrets if secret in text)
+    assert leaks == []
+    assert list(spool.iterdir()) == []
+
+
+def one_error_line(result, *secrets: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert len(result.error_lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for secret in secrets:
+        for form in phi_forms(secret):
+            assert form not in result.stderr + result.stdout
+    return result.error_lines[0]
+
+
+def nothing_written(out: Path, spool: Path) -> None:
+    assert not out.exists()
+    assert [p for p in spool.iterdir() if p.name.startswith(TEMP_PREFIX)] == []
+
+
+def test_a_wrong_password_is_one_line_and_nothing_is_written(cli, orthanc, study, spool, tmp_path, write_config, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", "WRONGPASSWORD42")
+    out = tmp_path / "out"
+    result = cli("run", write_config(CONFIG), "-i", web_url(orthanc, StudyInstanceUID=study.study_uid), "-o", out, "--workers", "0")
+    line = one_error_line(result, "WRONGPASSWORD42")
+    assert "refused the credentials" in line and "VOXPIPE_DICOMWEB_PASSWORD" in line
+    nothing_written(out, spool)
+    monkeypatch.delenv("VOXPIPE_DICOMWEB_USER")
+    monkeypatch.delenv("VOXPIPE_DICOMWEB_PASSWORD")
+    line = one_error_line(cli("convert", "-i", web_url(orthanc, StudyInstanceUID=study.study_uid), "-o", out))
+    assert "refused the credentials" in line  # no credential at all: the server's 401, said the same way
+    nothing_written(out, spool)
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("dicomweb+http://127.0.0.1:{closed}/dicom-web?StudyInstanceUID=1.2.3", "cannot reach the DICOMweb server 127.0.0.1:{closed}"),
+        ("dimse://ORTHANC@127.0.0.1:{closed}?StudyInstanceUID=1.2.3", "cannot reach the DICOM peer 127.0.0.1:{closed}"),
+        ("dicomweb+http://127.0.0.1:{http}/dicom-web?StudyInstanceUID=1.2.999.4", "no series on the DICOMweb server"),
+        ("dicomweb+http://127.0.0.1:{http}/dicom-web?PatientID=NOSUCHPATIENT9", "no series on the DICOMweb server"),
+        ("dimse://{aet}@127.0.0.1:{dicom}?StudyInstanceUID=1.2.999.4", "no series on the DICOM peer"),
+        ("dimse://NOT-ORTHANC@127.0.0.1:{dicom}?StudyInstanceUID=1.2.999.4", "rejected the association"),
+        ("dicomweb+http://127.0.0.1:{http}/no-such-root?StudyInstanceUID=1.2.3", "answered 404"),
+        ("nosuch://127.0.0.1/?StudyInstanceUID=1.2.3", "known URL schemes: dicomweb+http://, dicomweb+https://, dimse://"),
+        ("dicomweb+http://127.0.0.1:{http}/dicom-web?PatientName=NOSUCHPATIENT9", "query key `PatientName` is not supported"),
+        ("dicomweb+http://127.0.0.1:{http}/dicom-web?StudyDate=NOSUCHPATIENT9", "StudyDate must be YYYYMMDD"),
+        ("dicomweb+http://127.0.0.1:{http}/dicom-web", "say what to fetch"),
+        ("dimse://{aet}@127.0.0.1:{dicom}?SeriesInstanceUID=1.2.3", "needs ?StudyInstanceUID"),
+    ],
+)
+def test_each_failure_is_one_line_and_leaves_nothing(cli, orthanc, credentials, spool, tmp_path, url, expected):  # noqa: F811
+    values = {"closed": free_port(), "http": orthanc.http_port, "dicom": orthanc.dicom_port, "aet": orthanc.aet}
+    out = tmp_path / "out"
+    line = one_error_line(cli("convert", "-i", url.format(**values), "-o", out), "NOSUCHPATIENT9")
+    assert expected.format(**values) in line
+    nothing_written(out, spool)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "dicomweb+http://admin:SECRETPW77@127.0.0.1:{http}/dicom-web?StudyInstanceUID=1.2.3",
+        "dicomweb+https://admin:SECRETPW77@127.0.0.1:{http}/dicom-web?StudyInstanceUID=1.2.3",
+        "dicomweb+http://SECRETPW77@127.0.0.1:{http}/dicom-web?StudyInstanceUID=1.2.3",
+        "dicomweb+http://admin:SECRETPW77%40x@127.0.0.1:{http}/dicom-web?StudyInstanceUID=1.2.3",
+        "dicomweb+http://admin:SECRETPW77@[::1]:{http}/dicom-web?StudyInstanceUID=1.2.3",
+        "dimse://admin:SECRETPW77@127.0.0.1:{dicom}?StudyInstanceUID=1.2.3",
+    ],
+)
+def test_credentials_in_the_url_are_refused_without_echo(cli, orthanc, spool, tmp_path, url):  # noqa: F811
+    out = tmp_path / "out"
+    full = url.format(http=orthanc.http_port, dicom=orthanc.dicom_port)
+    for command in (("convert", "-i", full, "-o", out), ("info", full)):
+        line = one_error_line(cli(*command), "SECRETPW77", "admin:SECRETPW77")
+        assert "VOXPIPE_DICOMWEB_USER" in line or "DIMSE has no passwords" in line
+    nothing_written(out, spool)
+
+
+def test_a_transfer_cut_mid_series_is_one_line_and_nothing_is_kept(cli, orthanc, study, credentials, spool, tmp_path):  # noqa: F811
+    proxy = DroppingProxy(orthanc.http_port, cut=6000)
+    try:
+        url = f"dicomweb+http://127.0.0.1:{proxy.port}/dicom-web?StudyInstanceUID={study.study_uid}"
+        out = tmp_path / "out"
+        line = one_error_line(cli("convert", "-i", url, "-o", out))
+        assert proxy.cuts >= 1
+        assert f"DICOMweb server 127.0.0.1:{proxy.port}" in line and ("closed the connection" in line or "sent" in line)
+        nothing_written(out, spool)
+    finally:
+        proxy.close()
+
+
+def test_a_dimse_peer_that_does_not_know_our_ae_title_is_one_line(cli, orthanc, study, spool, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    line = one_error_line(cli("convert", "-i", dimse_url(orthanc, StudyInstanceUID=study.study_uid), "-o", out, "--ae-title", "STRANGER"))
+    assert "STRANGER" in line and "--ae-title" in line
+    nothing_written(out, spool)
+
+
+def test_sigterm_and_errors_inside_the_input_remove_its_folder(orthanc, study, credentials, spool):  # noqa: F811
+    with pytest.raises(KeyboardInterrupt):
+        with open_input(web_url(orthanc, StudyInstanceUID=study.study_uid)) as folder:
+            assert any(folder.rglob("*.dcm"))
+            raise KeyboardInterrupt
+    with pytest.raises(SystemExit):
+        with open_input(web_url(orthanc, StudyInstanceUID=study.study_uid)):
+            os.kill(os.getpid(), 15)
+    assert list(spool.iterdir()) == []
