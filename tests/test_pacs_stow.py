@@ -232,7 +232,7 @@ def _case(tmp_path: Path) -> dict:
     from voxpipe.cases import CaseSource
 
     folder = tmp_path / "case"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     source = write_series(tmp_path / "src", np.zeros((1, 8, 8)), SeriesSpec())[0]
     (folder / "segmentation.dcm").write_bytes(source.read_bytes())
     (folder / "notes.txt").write_text("not DICOM")
@@ -283,3 +283,40 @@ def test_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(Exception) as caught:
         StowWriter(url=f"http://127.0.0.1:{port}/dicom-web", retries=1, backoff_s=0.01)(_case(tmp_path))
     assert "still failing after 2 attempts (connection refused)" in str(caught.value)
+
+
+def test_https_certificates_are_verified_and_ca_bundle_names_the_authority(tmp_path, monkeypatch):
+    import shutil
+    import ssl
+    import subprocess
+
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeStow)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    _FakeStow.plan, _FakeStow.seen = [], []
+    monkeypatch.delenv("VOXPIPE_DICOMWEB_CA_BUNDLE", raising=False)
+    url = f"https://127.0.0.1:{server.server_address[1]}/dicom-web"
+    try:
+        with pytest.raises(Exception) as caught:  # a certificate nobody vouches for: refused, not retried
+            StowWriter(url=url, retries=3, backoff_s=0.01)(_case(tmp_path))
+        assert "TLS certificate" in str(caught.value) and "ca_bundle" in str(caught.value)
+        assert _FakeStow.seen == []
+        case = StowWriter(url=url, ca_bundle=str(cert))(_case(tmp_path / "again"))
+        assert case["history"][-1]["instances"] == 1
+        monkeypatch.setenv("VOXPIPE_DICOMWEB_CA_BUNDLE", str(cert))  # the environment's bundle, as for the input
+        assert StowWriter(url=url)(_case(tmp_path / "third"))["history"][-1]["instances"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()

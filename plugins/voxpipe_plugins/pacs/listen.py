@@ -166,11 +166,7 @@ def loop(spool, runner: BatchRunner, idle: float, stop: threading.Event, busy: t
 
 
 def _run(runner: BatchRunner, batch: Path, busy: threading.Event) -> None:
-    busy.set()
-    try:
-        runner.run_batch(batch)
-    finally:
-        busy.clear()
+    runner.run_batch(batch, busy)
 
 
 class BatchRunner:
@@ -181,7 +177,8 @@ class BatchRunner:
         self.workers, self.timeout, self.report = workers, timeout, report
         self.series_done = self.cases_ok = self.cases_failed = 0
 
-    def run_batch(self, batch: Path) -> None:
+    def run_batch(self, batch: Path, busy: threading.Event | None = None) -> None:
+        """Run ``batch``; only the runner's part may be interrupted (``busy``), never the state's bookkeeping."""
         from voxpipe.errors import one_line
         from voxpipe.progress import Progress
         from voxpipe.runner import run
@@ -190,6 +187,8 @@ class BatchRunner:
         started = time.monotonic()
         progress = Progress()
         cases: list[dict] = []
+        if busy is not None:
+            busy.set()
         try:
             summary = run(
                 self.validated,
@@ -208,6 +207,9 @@ class BatchRunner:
             note = str(exc).replace(str(batch), "the received series")
         except Exception as exc:  # noqa: BLE001 - one bad batch never stops the listener
             note = f"internal error: {one_line(exc)}"
+        finally:
+            if busy is not None:
+                busy.clear()
         self.spool.finish_batch(batch, cases)
         self._write_session_manifest()
         ok = sum(c["status"] in ("ok", "skipped") for c in cases)
