@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voxpipe import safe_yaml
 from voxpipe.errors import ConfigError, Problem
 from voxpipe.registry import Registry
-from voxpipe.stage import StageKind, StageSpec
+from voxpipe.stage import StageKind, StageSpec, import_object
 from voxpipe.suggest import did_you_mean
 
 SCHEMA_VERSION = 1
@@ -391,6 +391,7 @@ class _Checker:
         self.registry = registry
         self.set_paths = set_paths
         self.problems: list[str | Problem] = []
+        self.config_dir = Path.cwd()
 
     def where(self, path: tuple) -> str:
         if any(path[: len(p)] == p for p in self.set_paths):
@@ -399,6 +400,7 @@ class _Checker:
 
     def check(self, data: dict, config_dir: Path, overrides: list[str]) -> ValidatedConfig:
         top = dict(data)
+        self.config_dir = config_dir
         raw_stages = top.get("stages")
         try:
             config = PipelineConfig.model_validate(top)
@@ -481,6 +483,10 @@ class _Checker:
                 loc = tuple(error["loc"])
                 self.problems.append(f"{self.where(path + ('with',) + loc)}: {label}: {self._describe(error, spec.params, loc)}")
             return None
+        if spec.check is not None:
+            check = import_object(spec.check) if isinstance(spec.check, str) else spec.check
+            for problem in check(params, self.config_dir):
+                self.problems.append(f"{self.where(path + ('with',))}: {label}: {problem}")
         return PlannedStage(i + 1, entry.id or spec.id, spec, params)
 
     def _unknown_stage(self, use: str) -> str:

@@ -63,6 +63,11 @@ class StageSpec:
         content_files: names of parameters that name files whose *contents* determine the
             results (weights, lookup tables). Their sha256 goes into the config hash, so
             retrained weights saved under the same name make a rerun redo its cases.
+        check: optional callable or ``"module:attribute"`` that ``voxpipe validate`` calls as
+            ``check(params, config_dir)`` after the parameters validate, returning problems
+            (one line each, empty when fine) about what the parameters name: a missing or
+            mismatched weights file is reported before any case runs. It must stay light
+            (no torch): validation never imports heavy code.
     """
 
     id: str
@@ -75,6 +80,7 @@ class StageSpec:
     discover: Callable[..., Any] | str | None = None
     description: str = ""
     content_files: tuple[str, ...] = ()
+    check: Callable[..., list[str]] | str | None = None
     # Filled in by the registry: which plugin and distribution registered the spec.
     plugin: str = ""
     distribution: str = ""

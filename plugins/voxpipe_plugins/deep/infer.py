@@ -77,6 +77,16 @@ class DeepSegmenter:
         output: str = "argmax",
         threshold: float = 0.5,
         label_names: dict[int, str] | None = None,
+        activation: str = "auto",
+        padding_mode: str = "constant",
+        invert_to: str | None = None,
+        invert: str = "probabilities",
+        invert_interp: str = "bilinear",
+        invert_padding: str = "border",
+        channel_values: list[list[int]] | None = None,
+        keep_largest: list[int] | None = None,
+        keep_largest_after_invert: bool = False,
+        drop_key: bool = False,
         context: StageContext | None = None,
         model: torch.nn.Module | None = None,
         weights_sha256: str | None = None,
@@ -86,7 +96,7 @@ class DeepSegmenter:
         self.network_name, self.args = network, dict(args or {})
         arguments = bound_args(network, self.args)
         self.in_channels = int(arguments.get("in_channels", 1))
-        self.out_channels = int(arguments.get("out_channels", 1))
+        self.out_channels = int(arguments.get("out_channels", arguments.get("num_classes", 1)))
         self.spatial_dims = int(arguments.get("spatial_dims", 3))
         if len(roi_size) != self.spatial_dims:
             raise ValueError(f"roi_size {list(roi_size)} has {len(roi_size)} values but {network} is {self.spatial_dims}D")
@@ -96,6 +106,12 @@ class DeepSegmenter:
         if output == "argmax" and self.out_channels < 2:
             raise ValueError(f"output `argmax` needs out_channels >= 2 (got {self.out_channels}); use output: threshold for one channel")
         self.flip_axes = tuple(int(a) for a in flip_axes)
+        self.activation = {"auto": "softmax" if output == "argmax" else "sigmoid"}.get(activation, activation)
+        self.invert_to, self.invert, self.invert_interp, self.invert_padding = invert_to, invert, invert_interp, invert_padding
+        self.channel_values = [(int(c), int(v)) for c, v in (channel_values or [])]
+        self.keep_largest = list(keep_largest) if keep_largest else None
+        self.keep_largest_after_invert = keep_largest_after_invert
+        self.drop_key = drop_key
         self.sw_device = resolve(sw_device, context.device)
         self.device = resolve(device, context.device)
         self.amp = bool(amp and self.sw_device.type == "cuda")
@@ -122,6 +138,7 @@ class DeepSegmenter:
             overlap=overlap,
             mode=mode,
             sigma_scale=sigma_scale,
+            padding_mode=padding_mode,
             sw_device=self.sw_device,
             device=self.device,
             progress=False,
@@ -133,7 +150,9 @@ class DeepSegmenter:
         return out.float() if out.dtype != torch.float32 else out
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits, dim=1) if self.output == "argmax" else torch.sigmoid(logits)
+        if self.activation == "softmax":
+            return torch.softmax(logits, dim=1)
+        return torch.sigmoid(logits) if self.activation == "sigmoid" else logits
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """(1, C_in, *spatial) -> (1, C_out, *spatial) on ``device``: logits (no TTA) or mean probabilities (TTA)."""
@@ -158,8 +177,35 @@ class DeepSegmenter:
             for i in range(0, out.shape[1], step):
                 label[0, i : i + step] = out[:, i : i + step].argmax(dim=0).to(label.dtype)
             return label
-        cut = self.threshold if probabilities else math.log(self.threshold / (1 - self.threshold))
-        return (out > cut).to(torch.uint8)
+        cut = self.threshold if probabilities or self.activation == "none" else math.log(self.threshold / (1 - self.threshold))
+        label = (out > cut).to(torch.uint8)
+        if self.channel_values:  # a bundle's `torch.where(x[[c]] > 0, v, ...)` lambda: the first channel set wins
+            merged = torch.zeros((1, *label.shape[1:]), dtype=torch.uint8 if max(v for _, v in self.channel_values) < 256 else torch.int32)
+            merged = merged.to(label.device)
+            for channel, value in reversed(self.channel_values):
+                merged[0][label[channel] > 0] = value
+            label = merged
+        return label
+
+    def _keep_largest(self, label: torch.Tensor) -> torch.Tensor:
+        from monai.transforms import KeepLargestConnectedComponent
+
+        return torch.as_tensor(KeepLargestConnectedComponent(applied_labels=self.keep_largest, is_onehot=False)(label)).to(label.dtype)
+
+    def _to_grid(self, data: torch.Tensor, source, reference, mode: str) -> torch.Tensor:
+        """``data`` on ``source``'s grid resampled onto ``reference``'s (MONAI SpatialResample, as Invertd does for Spacingd)."""
+        from monai.data import MetaTensor
+        from monai.transforms import SpatialResample
+
+        src_affine = torch.as_tensor(source.affine, dtype=torch.float64)
+        dst_affine = torch.as_tensor(reference.affine, dtype=torch.float64)
+        shape = tuple(reference.shape[1:])
+        if tuple(data.shape[1:]) == shape and torch.allclose(src_affine, dst_affine, atol=1e-6):
+            return data
+        moving = MetaTensor(data.to(torch.float64 if mode != "nearest" else torch.float32), affine=src_affine)
+        resample = SpatialResample(mode=mode, padding_mode=self.invert_padding, align_corners=False, dtype=torch.float64)
+        out = resample(moving, dst_affine=dst_affine, spatial_size=shape)
+        return out.as_tensor().to(torch.float32 if mode != "nearest" else data.dtype)
 
     def __call__(self, case: dict) -> dict:
         start = time.perf_counter()
@@ -177,15 +223,28 @@ class DeepSegmenter:
             )
         x = data
         home = x.device
+        reference = case[self.invert_to] if self.invert_to else None
         with torch.inference_mode():
             out, probabilities = self.predict(x.unsqueeze(0))
+            if reference is not None and self.invert == "probabilities":
+                if not probabilities:
+                    out, probabilities = self._activate(out), self.activation != "none"
+                out = self._to_grid(out[0].to(home), image, reference, self.invert_interp).unsqueeze(0)
             label = self.to_label(out, probabilities)
             del out
             label = label.to(home)
-        result = like(image, label, label_names=dict(self.label_names))
+            if self.keep_largest and not (reference is not None and self.keep_largest_after_invert):
+                label = self._keep_largest(label)
+            if reference is not None and self.invert == "labels":
+                label = self._to_grid(label, image, reference, "nearest")
+            if self.keep_largest and reference is not None and self.keep_largest_after_invert:
+                label = self._keep_largest(label)
+        result = like(reference if reference is not None else image, label, label_names=dict(self.label_names))
         counts = torch.bincount(label.reshape(-1).to(torch.int64)).tolist() if self.output == "argmax" or self.out_channels == 1 else []
         out_case = dict(case)
         out_case[self.output_key] = result
+        if self.drop_key and self.key != self.output_key:
+            del out_case[self.key]
         record(
             out_case,
             STAGE,

@@ -159,6 +159,16 @@ NETWORKS: dict[str, dict[str, str]] = {
         "dropout_dim": "int",
         "bias": "bool",
     },
+    "DiNTS": {
+        "dints_space": "topology",
+        "in_channels": "int",
+        "num_classes": "int",
+        "act_name": _ACT,
+        "norm_name": _ACT,
+        "spatial_dims": "int",
+        "use_downsample": "bool",
+        "node_a": "grid?",
+    },
     "HighResNet": {
         "spatial_dims": "int",
         "in_channels": "int",
@@ -177,6 +187,20 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "DynUNet": ("spatial_dims", "in_channels", "out_channels", "kernel_size", "strides", "upsample_kernel_size"),
     "UNETR": ("in_channels", "out_channels", "img_size"),
     "SwinUNETR": ("in_channels", "out_channels"),
+    "DiNTS": ("dints_space", "in_channels", "num_classes"),
+}
+
+# DiNTS takes its searched topology as a TopologyInstance object; a config gives that object's
+# literal arguments as a mapping (`dints_space: {arch_code: [arch_code_a, arch_code_c], num_blocks: 12, ...}`).
+TOPOLOGY: dict[str, str] = {
+    "arch_code": "archcode",
+    "channel_mul": "float",
+    "num_blocks": "int",
+    "num_depths": "int",
+    "spatial_dims": "int",
+    "act_name": _ACT,
+    "norm_name": _ACT,
+    "use_downsample": "bool",
 }
 """Arguments without a default in MONAI's signature."""
 
@@ -209,16 +233,35 @@ _CHECKS = {
 }
 
 
-def check_network(name: str, args: dict[str, Any]) -> list[str]:
-    """Problems with a network name and its arguments, one line each (empty: fine)."""
-    if name not in NETWORKS:
-        hint = did_you_mean(name, list(NETWORKS))
-        return [f"network `{name}` is not in the allowlist{hint or ''} (allowed: {', '.join(sorted(NETWORKS))})"]
-    table = NETWORKS[name]
+def _is_grid(v: Any) -> bool:
+    """A (nested) list of numbers, at most 3 levels deep: DiNTS node and architecture codes."""
+    if _is_float(v):
+        return True
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) <= 4096
+        and all(_is_float(x) or (isinstance(x, (list, tuple)) and _is_grid_row(x)) for x in v)
+    )
+
+
+def _is_grid_row(v: Any) -> bool:
+    return len(v) <= 4096 and all(
+        _is_float(x) or (isinstance(x, (list, tuple)) and len(x) <= 64 and all(_is_float(y) for y in x)) for x in v
+    )
+
+
+def _is_topology(v: Any) -> bool:
+    return isinstance(v, dict) and not check_arguments("DiNTS dints_space", TOPOLOGY, v)
+
+
+_CHECKS["grid"] = (_is_grid, "a list of number lists")
+_CHECKS["archcode"] = (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_grid(x) for x in v), "[arch_code_a, arch_code_c]")
+_CHECKS["topology"] = (_is_topology, f"a mapping of TopologyInstance arguments ({', '.join(TOPOLOGY)}) with arch_code")
+
+
+def check_arguments(name: str, table: dict[str, str], args: dict[str, Any]) -> list[str]:
+    """Problems with literal arguments against a type table (names known, values of a plausible type)."""
     problems = []
-    missing = [a for a in REQUIRED.get(name, ()) if a not in args]
-    if missing:
-        problems.append(f"{name} needs argument{'s' if len(missing) > 1 else ''} {', '.join(f'`{a}`' for a in missing)}")
     for arg, value in args.items():
         code = table.get(arg)
         if code is None:
@@ -230,5 +273,22 @@ def check_network(name: str, args: dict[str, Any]) -> list[str]:
         if value is None and optional:
             continue
         if not check(value):
-            problems.append(f"{name} argument `{arg}` must be {wanted}{' or null' if optional else ''}, got {value!r}")
+            shown = repr(value)
+            problems.append(f"{name} argument `{arg}` must be {wanted}{' or null' if optional else ''}, got {shown[:60]}")
+    return problems
+
+
+def check_network(name: str, args: dict[str, Any]) -> list[str]:
+    """Problems with a network name and its arguments, one line each (empty: fine)."""
+    if name not in NETWORKS:
+        hint = did_you_mean(name, list(NETWORKS))
+        return [f"network `{name}` is not in the allowlist{hint or ''} (allowed: {', '.join(sorted(NETWORKS))})"]
+    table = NETWORKS[name]
+    problems = []
+    missing = [a for a in REQUIRED.get(name, ()) if a not in args]
+    if missing:
+        problems.append(f"{name} needs argument{'s' if len(missing) > 1 else ''} {', '.join(f'`{a}`' for a in missing)}")
+    problems.extend(check_arguments(name, table, args))
+    if name == "DiNTS" and isinstance(args.get("dints_space"), dict) and "arch_code" not in args["dints_space"]:
+        problems.append("DiNTS argument `dints_space` needs `arch_code` (the searched topology)")
     return problems

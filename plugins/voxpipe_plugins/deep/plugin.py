@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -55,6 +55,41 @@ class DeepSegParams(StageParams):
     label_names: dict[int, str] | None = Field(
         None, description="Label table {value: name}; unset: background, class_1, ... (from the weights' sidecar when present)."
     )
+    activation: Literal["auto", "softmax", "sigmoid", "none"] = Field(
+        "auto",
+        description="Applied to the network output before inversion and discretisation; `auto`: softmax for argmax, sigmoid "
+        "for threshold (`none`: threshold compares the raw output).",
+    )
+    padding_mode: Literal["constant", "reflect", "replicate", "circular"] = Field(
+        "constant", description="How the sliding window pads an image smaller than roi_size (SlidingWindowInferer padding_mode)."
+    )
+    invert_to: CaseKey | None = Field(
+        None,
+        description="Case key of the image on the input grid (e.g. a copy made before orientation/spacing): the label map is "
+        "resampled onto its grid and affine, as MONAI's Invertd does. Unset: the label stays on `key`'s grid.",
+    )
+    invert: Literal["probabilities", "labels"] = Field(
+        "probabilities",
+        description="With invert_to: resample the activated output before discretising (`probabilities`, MONAI's Invertd "
+        "before AsDiscreted) or the label map after it (`labels`, nearest).",
+    )
+    invert_interp: Literal["bilinear", "nearest"] = Field("bilinear", description="Interpolation when inverting probabilities.")
+    invert_padding: Literal["border", "zeros", "reflection"] = Field(
+        "border", description="Padding when inverting (Spacingd's padding_mode: `border` by default)."
+    )
+    channel_values: list[Annotated[list[Annotated[int, Field(ge=0, le=65535)]], Field(min_length=2, max_length=2)]] | None = Field(
+        None,
+        max_length=256,
+        description="`output: threshold` only: [[channel, value], ...] merges the thresholded channels into one label map; "
+        "the first listed channel that is set wins, 0 elsewhere (a bundle's torch.where label lambda).",
+    )
+    keep_largest: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(
+        None, max_length=1024, description="Labels whose largest connected component alone is kept (MONAI KeepLargestConnectedComponent)."
+    )
+    drop_key: bool = Field(
+        False, description="Remove `key` from the case after inference: a working copy (e.g. an imported bundle's) no later stage needs."
+    )
+    keep_largest_after_invert: bool = Field(False, description="With invert_to: keep the largest component after inversion, not before.")
 
     @field_validator("flip_axes")
     @classmethod
@@ -78,6 +113,8 @@ class DeepSegParams(StageParams):
         spatial = self.args.get("spatial_dims", 2 if self.network == "FlexibleUNet" else 3)
         if isinstance(spatial, int) and len(self.roi_size) != spatial:
             raise ValueError(f"roi_size has {len(self.roi_size)} values but the network is {spatial}D (spatial_dims)")
+        if self.channel_values and self.output != "threshold":
+            raise ValueError("channel_values needs output: threshold (one channel per class)")
         if any(a >= len(self.roi_size) for a in self.flip_axes):
             raise ValueError(f"flip_axes {self.flip_axes} name an axis beyond the {len(self.roi_size)} spatial axes")
         return self
@@ -126,9 +163,10 @@ def voxpipe_register_stages(register):
             "map keeps the image's grid and affine and carries a label table. Normalise the image in earlier stages.",
             params=DeepSegParams,
             factory="voxpipe_plugins.deep.infer:build",
-            reads=("{key}",),
+            reads=("{key}", "{invert_to}"),
             writes=("{output_key}",),
             content_files=("weights",),
+            check="voxpipe_plugins.deep.weights_check:check_params",
         )
     )
 

@@ -49,10 +49,30 @@ def make_network(name: str, args: dict[str, Any]) -> torch.nn.Module:
     """Build ``monai.networks.nets.<name>(**args)``; one clear line when the arguments do not fit."""
     arguments = bound_args(name, args)
     try:
+        if name == "DiNTS":
+            arguments = _dints_arguments(arguments)
         return network_class(name)(**arguments)
     except Exception as exc:  # noqa: BLE001 - MONAI raises many types for inconsistent arguments
         text = " ".join(str(exc).split())
         raise ValueError(f"cannot build {name} with {args}: {type(exc).__name__}: {text}") from None
+
+
+def _dints_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """DiNTS's topology object and node code, built from the config's literal lists."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from monai.networks.nets import TopologyInstance
+
+    space = _tuples(dict(arguments["dints_space"]))
+    code_a, code_c = arguments["dints_space"]["arch_code"]
+    space["arch_code"] = [np.asarray(code_a), np.asarray(code_c)]
+    with contextlib.redirect_stdout(io.StringIO()):  # TopologyInstance prints a recommendation on stdout
+        arguments["dints_space"] = TopologyInstance(**space)
+    if arguments.get("node_a") is not None:
+        arguments["node_a"] = torch.as_tensor(np.asarray(arguments["node_a"]))
+    return arguments
 
 
 def _tuples(args: dict[str, Any]) -> dict[str, Any]:
