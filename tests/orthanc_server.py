@@ -148,7 +148,7 @@ class OrthancServer:
             return
         self.process.terminate()
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=3)  # a test server: its data goes with its folder
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)

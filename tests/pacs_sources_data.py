@@ -8,7 +8,10 @@ kilobytes, as a network or a server that dies mid-transfer would.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,12 +89,38 @@ def local_series(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return result
 
 
-class DroppingProxy:
-    """A one-request-per-connection HTTP proxy on 127.0.0.1 that cuts WADO-RS series responses after ``cut`` bytes."""
+def make_tls_files(folder: Path) -> tuple[Path, Path, Path] | None:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it (openssl CLI); None without openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    steps = [
+        ["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=VoxPipe test CA"],
+        ["req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2"]
+        + ["-extfile", "ext.cnf"],
+    ]
+    for step in steps:
+        subprocess.run([openssl, *step], cwd=folder, check=True, capture_output=True)
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
 
-    def __init__(self, upstream_port: int, cut: int = 6000) -> None:
+
+class DroppingProxy:
+    """A one-request-per-connection HTTP proxy on 127.0.0.1 that cuts WADO-RS series responses after ``cut`` bytes.
+
+    ``cut=None`` passes everything; ``tls=(cert, key)`` makes it an https front for the plain-http upstream.
+    """
+
+    def __init__(self, upstream_port: int, cut: int | None = 6000, tls: tuple[Path, Path] | None = None) -> None:
         self.upstream_port = upstream_port
         self.cut = cut
+        self._tls = None
+        if tls is not None:
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(str(tls[0]), str(tls[1]))
         self.cuts = 0
         self._server = socket.socket()
         self._server.bind(("127.0.0.1", 0))
@@ -112,6 +141,12 @@ class DroppingProxy:
             threading.Thread(target=self._handle, args=(client,), daemon=True).start()
 
     def _handle(self, client: socket.socket) -> None:
+        if self._tls is not None:
+            try:
+                client = self._tls.wrap_socket(client, server_side=True)
+            except (OSError, ssl.SSLError):  # the client refused our certificate
+                client.close()
+                return
         with client:
             request = b""
             while b"\r\n\r\n" not in request:
@@ -130,7 +165,7 @@ class DroppingProxy:
                     chunk = upstream.recv(65536)
                     if not chunk:
                         return
-                    if wado and sent + len(chunk) > self.cut:
+                    if wado and self.cut is not None and sent + len(chunk) > self.cut:
                         client.sendall(chunk[: self.cut - sent])
                         self.cuts += 1
                         return  # both sockets close: the client sees the transfer end early

@@ -20,7 +20,7 @@ import pydicom
 import pytest
 
 from tests.orthanc_server import free_port, orthanc  # noqa: F401  (the session fixture)
-from tests.pacs_sources_data import DroppingProxy, local_series, write_study
+from tests.pacs_sources_data import DroppingProxy, local_series, make_tls_files, write_study
 from voxpipe.input_sources import TEMP_PREFIX, open_input
 
 CONFIG = """\
@@ -261,3 +261,27 @@ def test_sigterm_and_errors_inside_the_input_remove_its_folder(orthanc, study, c
         with open_input(web_url(orthanc, StudyInstanceUID=study.study_uid)):
             os.kill(os.getpid(), 15)
     assert list(spool.iterdir()) == []
+
+
+def test_https_is_verified_with_the_ca_bundle_given(cli, orthanc, study, credentials, spool, tmp_path, monkeypatch):  # noqa: F811
+    files = make_tls_files(tmp_path / "tls")
+    if files is None:
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    ca, cert, key = files
+    proxy = DroppingProxy(orthanc.http_port, cut=None, tls=(cert, key))
+    try:
+        url = (
+            f"dicomweb+https://127.0.0.1:{proxy.port}/dicom-web?StudyInstanceUID={study.study_uid}&SeriesInstanceUID={study.series_uids[0]}"
+        )
+        out = tmp_path / "out"
+        line = one_error_line(cli("convert", "-i", url, "-o", out))  # our test CA is in no trust store
+        assert "TLS verification" in line and "--ca-bundle" in line
+        nothing_written(out, spool)
+        assert cli("convert", "-i", url, "-o", out, "--ca-bundle", ca).exit_code == 0
+        assert len(list(out.glob("*.nii.gz"))) == 1
+        monkeypatch.setenv("VOXPIPE_DICOMWEB_CA_BUNDLE", str(ca))
+        assert cli("info", "--json", url).exit_code == 0
+        line = one_error_line(cli("info", "--json", url, "--ca-bundle", tmp_path / "missing.pem"))
+        assert "is not a file" in line
+    finally:
+        proxy.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -104,22 +105,26 @@ def fetch_all(target: DicomwebTarget, bundle: Path | None, series: list[tuple[st
     from voxpipe.limits import max_bytes
 
     cap = max_bytes()
+    stop = threading.Event()  # set on the first failure or Ctrl-C: the other series stop after their current instance
     jobs = [(index, study, uid, count) for index, (study, uid, count) in enumerate(series, 1)]
     with ThreadPoolExecutor(max_workers=min(PARALLEL_SERIES, len(jobs))) as pool:
         futures = [
-            pool.submit(fetch_series, target, bundle, study, uid, count, folder / f"series-{index:04d}", cap)
+            pool.submit(fetch_series, target, bundle, study, uid, count, folder / f"series-{index:04d}", cap, stop)
             for index, study, uid, count in jobs
         ]
         try:
             for future in futures:
                 future.result()
         except BaseException:
+            stop.set()
             for future in futures:
                 future.cancel()
             raise
 
 
-def fetch_series(target: DicomwebTarget, bundle: Path | None, study: str, uid: str, expected: int | None, into: Path, cap: int) -> None:
+def fetch_series(
+    target: DicomwebTarget, bundle: Path | None, study: str, uid: str, expected: int | None, into: Path, cap: int, stop: threading.Event
+) -> None:
     """One series by WADO-RS, streamed; each instance written under a hidden name and renamed when whole."""
     import pydicom
 
@@ -127,6 +132,8 @@ def fetch_series(target: DicomwebTarget, bundle: Path | None, study: str, uid: s
     web = client(target, bundle)
     received = total = 0
     for dataset in web.iter_series(study, uid, media_types=STORED_SYNTAX):
+        if stop.is_set():
+            return
         received += 1
         final = into / f"{received:06d}.dcm"
         partial = into / f".{received:06d}.dcm.part"

@@ -223,7 +223,10 @@ def get_series(target: DimseTarget, calling: str, series_uid: str, sop_classes: 
                     f"the DICOM peer {peer(target)} stopped answering during the C-GET (connection lost or timed out); nothing was kept; try again"
                 )
             final_status = status
-    finally:
+    except BaseException:
+        assoc.abort()  # Ctrl-C or a failure: stop the peer sending more
+        raise
+    else:
         if assoc.is_established:
             assoc.release()
     if state["error"]:
@@ -234,6 +237,11 @@ def get_series(target: DimseTarget, calling: str, series_uid: str, sop_classes: 
         raise InputSourceError(
             f"the DICOM peer {peer(target)} could not send every instance of a series by C-GET (status 0x{code:04X}, {failed} failed); "
             f"check that it allows C-GET from {calling} and can send the stored transfer syntax"
+        )
+    completed = int(getattr(final_status, "NumberOfCompletedSuboperations", 0) or 0)
+    if completed and completed != state["count"]:
+        raise InputSourceError(
+            f"the DICOM peer {peer(target)} reported {completed} instances sent but {state['count']} arrived; nothing was kept; try again"
         )
     if state["count"] == 0:
         raise InputSourceError(f"the DICOM peer {peer(target)} sent no instance of a series it listed; check its log")
