@@ -320,3 +320,14 @@ def test_https_certificates_are_verified_and_ca_bundle_names_the_authority(tmp_p
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_validate_says_when_the_ca_bundle_is_missing(cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        'version: 1\nname: t\nstages:\n  - use: load.dicom\n  - use: write.stow\n    with: {url: "https://127.0.0.1:1/dicom-web", ca_bundle: nowhere.pem}\n'
+    )
+    result = cli("validate", config)
+    assert result.exit_code == 2 and len(result.error_lines) == 1 and "`ca_bundle`: nowhere.pem is not a file" in result.error_lines[0]
+    (tmp_path / "nowhere.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert cli("validate", config).exit_code == 0

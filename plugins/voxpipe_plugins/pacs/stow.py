@@ -9,7 +9,6 @@ configuration, not a patient's); a refused login is not retried (it would lock a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +16,11 @@ from urllib.parse import urlsplit
 
 from voxpipe.image_checks import StageInputError
 from voxpipe.stage import StageContext, record
+from voxpipe_plugins.pacs import credentials
 from voxpipe_plugins.pacs.stow_spec import CREDENTIAL_ENV
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
-CA_BUNDLE_ENV = "VOXPIPE_DICOMWEB_CA_BUNDLE"
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # its info/debug lines name study UIDs and URLs
 
 
@@ -46,19 +45,17 @@ class StowWriter:
         context = context or StageContext()
         self.url = url.strip().rstrip("/")
         self.where = urlsplit(self.url).netloc
-        self.verify: str | bool = True
-        named = ca_bundle or os.environ.get(CA_BUNDLE_ENV, "")
-        if named:
-            bundle = context.resolve_path(named) if ca_bundle else Path(named).expanduser()
+        self.ca_bundle: Path | None = None
+        if ca_bundle:
+            bundle = context.resolve_path(ca_bundle)
             if not bundle.is_file():
-                where = "ca_bundle" if ca_bundle else CA_BUNDLE_ENV
-                raise ValueError(f"{where} {named} is not a file; give a PEM file of certificate authorities")
-            self.verify = str(bundle)
+                raise ValueError(f"ca_bundle {ca_bundle} is not a file; give a PEM file of certificate authorities")
+            self.ca_bundle = bundle
+        else:
+            self.ca_bundle = credentials.ca_bundle()  # $VOXPIPE_DICOMWEB_CA_BUNDLE, checked like the input's
         self.identity, self.retries, self.backoff_s, self.timeout_s = identity, retries, backoff_s, timeout_s
         self.batch_bytes = batch_mib * 1024 * 1024
-        from voxpipe_plugins.pacs.stow_session import session_from_env
-
-        session_from_env(self.verify).close()  # incomplete credentials stop the run before any case (one line, exit 2)
+        credentials.credentials()  # incomplete credentials stop the run before any case (one line, exit 2)
 
     def __call__(self, case: dict) -> dict:
         files = dicom_files(Path(case["output_dir"]))
@@ -68,9 +65,7 @@ class StowWriter:
             )
         if self.identity == "source":
             check_source_study(case, files)
-        from voxpipe_plugins.pacs.stow_session import session_from_env
-
-        session = session_from_env(self.verify)
+        session = credentials.session(self.ca_bundle)
         sent, attempts = 0, 0
         try:
             for batch in batches(files, self.batch_bytes):

@@ -8,6 +8,7 @@ with one line that says where they go instead (the environment).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -87,6 +88,16 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def check_stow(params: StowParams, config_dir: Path) -> list[str]:
+    """What ``voxpipe validate`` can say without a network: the CA bundle the config names exists."""
+    if params.ca_bundle:
+        bundle = Path(params.ca_bundle).expanduser()
+        bundle = bundle if bundle.is_absolute() else Path(config_dir) / bundle
+        if not bundle.is_file():
+            return [f"`ca_bundle`: {params.ca_bundle} is not a file; give a PEM file of certificate authorities"]
+    return []
+
+
 def register_stow_stage(register) -> None:
     """Register ``write.stow``."""
     register(
@@ -106,5 +117,6 @@ def register_stow_stage(register) -> None:
             ),
             params=StowParams,
             factory="voxpipe_plugins.pacs.stow:StowWriter",
+            check=check_stow,
         )
     )
