@@ -27,6 +27,10 @@ class BundleError(ValueError):
     """A bundle that cannot be imported: one line naming the key, what it holds, and why."""
 
 
+class MissingWeights(BundleError):
+    """The bundle's weights file is not there (``bundle info`` describes such a bundle anyway)."""
+
+
 @dataclass(frozen=True)
 class Device:
     """``torch.device(...)``: ``auto`` for the CUDA-if-available idiom."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxpipe_plugins.bundle.expressions import ArchCode, ArchItem, BundleError, Component, Device, Dtype, LabelRule
+from voxpipe_plugins.bundle.expressions import ArchCode, ArchItem, BundleError, Component, Device, Dtype, LabelRule, MissingWeights
 from voxpipe_plugins.bundle.reader import Bundle, screen
 
 NET_KEY = "net_input"
@@ -158,14 +158,17 @@ class Mapper:
         import numpy as np
         import torch
 
-        allowed = [np.ndarray, np.dtype, np.core.multiarray._reconstruct] if hasattr(np, "core") else [np.ndarray, np.dtype]
-        allowed += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "bool")]
         try:
             from numpy._core.multiarray import _reconstruct
-
-            allowed.append(_reconstruct)
-        except ImportError:
-            pass
+        except ImportError:  # NumPy 1.x
+            from numpy.core.multiarray import _reconstruct
+        # The explicit NumPy allow-list: arrays (rebuilt by _reconstruct) of plain numeric dtypes, nothing else.
+        allowed = [
+            np.ndarray,
+            np.dtype,
+            _reconstruct,
+            *(type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")),
+        ]
         try:
             with torch.serialization.safe_globals(allowed):
                 data = torch.load(str(file), map_location="cpu", weights_only=True)
@@ -373,7 +376,7 @@ class Mapper:
                 "refuses it: get the bundle's models/model.pt (a state dict) instead"
             )
         shown = f"models/{Path(named).name}" if named else "models/model.pt"
-        raise BundleError(f"{root.name}: {shown} not found; download the bundle with its weights (docs/bundles.md)")
+        raise MissingWeights(f"{root.name}: {shown} not found; download the bundle with its weights (docs/bundles.md)")
 
     def load_path(self) -> str | None:
         b = self.bundle
@@ -445,7 +448,7 @@ def import_bundle(root: Path, config_path: Path, *, dicom_seg: bool = False, req
 
     try:
         weights: Path | None = mapper.weights()
-    except BundleError as exc:
+    except MissingWeights as exc:
         if require_weights:
             raise
         mapper.notes.append(str(exc))
