@@ -84,6 +84,8 @@ def test_a_fetched_study_loads_exactly_as_its_local_files(orthanc, study, creden
         syntaxes = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in folder.rglob("*.dcm")}
         stored = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in study.files}
         assert syntaxes == stored  # retrieved as stored: JPEG 2000, JPEG-LS and RLE were not transcoded
+        if protocol == "dicomweb":  # WADO-RS hands back the stored files themselves, written unparsed
+            assert sorted(p.read_bytes() for p in folder.rglob("*.dcm")) == sorted(p.read_bytes() for p in study.files)
     assert list(spool.iterdir()) == []
 
 
