@@ -59,13 +59,14 @@ def _everything_written(out: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".html"))
 
 
-def test_stow_puts_the_seg_into_the_source_study_referencing_its_series(orthanc, cli, tmp_path, monkeypatch):  # noqa: F811
+def test_the_whole_loop_the_seg_read_from_orthanc_goes_back_into_its_study_referencing_its_series(orthanc, cli, tmp_path, monkeypatch):  # noqa: F811
     orthanc.delete_all()
     spec, paths = _two_series(tmp_path / "in")
     orthanc.upload(paths)
     monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
     monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", orthanc.password)
-    result = cli("run", _config(tmp_path, orthanc.dicomweb_url), "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    source = f"dicomweb+{orthanc.dicomweb_url}?StudyInstanceUID={spec.study_uid}"  # read from the PACS, not from disk
+    result = cli("run", _config(tmp_path, orthanc.dicomweb_url), "-i", source, "-o", tmp_path / "out", "--workers", "0")
     assert result.exit_code == 0, result.stderr
     segs = _seg_instances(orthanc)
     assert len(segs) == 2
@@ -84,6 +85,7 @@ def test_stow_puts_the_seg_into_the_source_study_referencing_its_series(orthanc,
     assert [h["instances"] for h in stow] == [1, 1]
     written = _everything_written(tmp_path / "out") + result.stdout + result.stderr
     assert orthanc.password not in written
+    assert spec.study_uid not in written and not any(uid in written for uid in sources)  # the query value and UIDs stay out
 
 
 def test_wrong_credentials_fail_each_case_in_one_line_and_the_run_goes_on(orthanc, cli, tmp_path, monkeypatch):  # noqa: F811
