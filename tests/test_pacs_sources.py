@@ -58,6 +58,11 @@ def spool(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+def fetched_left(spool: Path) -> list[Path]:
+    """Folders of URL inputs still in the spool (multiprocessing's own pymp-* folders are not ours)."""
+    return [p for p in spool.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
 def web_url(orthanc, **query) -> str:  # noqa: F811
     return f"dicomweb+http://127.0.0.1:{orthanc.http_port}/dicom-web?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
 
@@ -86,7 +91,7 @@ def test_a_fetched_study_loads_exactly_as_its_local_files(orthanc, study, creden
         assert syntaxes == stored  # retrieved as stored: JPEG 2000, JPEG-LS and RLE were not transcoded
         if protocol == "dicomweb":  # WADO-RS hands back the stored files themselves, written unparsed
             assert sorted(p.read_bytes() for p in folder.rglob("*.dcm")) == sorted(p.read_bytes() for p in study.files)
-    assert list(spool.iterdir()) == []
+    assert fetched_left(spool) == []
 
 
 def test_one_series_of_the_study_by_both_keys(orthanc, study, credentials, spool):  # noqa: F811
@@ -121,7 +126,7 @@ def test_info_and_convert_take_urls_and_match_local_files(cli, orthanc, study, c
             a, b = nib.load(tmp_path / "remote" / name), nib.load(tmp_path / "local" / name)
             np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
             np.testing.assert_array_equal(a.affine, b.affine)
-    assert list(spool.iterdir()) == []
+    assert fetched_left(spool) == []
 
 
 MARK_PID, MARK_ACC = "PHIMARKPID7Q", "PHIMARKACC3Z"
@@ -157,7 +162,7 @@ def test_a_run_from_dicomweb_leaves_no_phi_and_no_credential(cli, orthanc, crede
         texts["name " + str(path.relative_to(out))] = str(path.relative_to(out))
     leaks = sorted((where, secret) for where, text in texts.items() for secret in secrets if secret in text)
     assert leaks == []
-    assert list(spool.iterdir()) == []
+    assert fetched_left(spool) == []
 
 
 def one_error_line(result, *secrets: str) -> str:
@@ -171,7 +176,7 @@ def one_error_line(result, *secrets: str) -> str:
 
 def nothing_written(out: Path, spool: Path) -> None:
     assert not out.exists()
-    assert [p for p in spool.iterdir() if p.name.startswith(TEMP_PREFIX)] == []
+    assert fetched_left(spool) == []
 
 
 def test_a_wrong_password_is_one_line_and_nothing_is_written(cli, orthanc, study, spool, tmp_path, write_config, monkeypatch):  # noqa: F811
@@ -197,7 +202,7 @@ def test_a_wrong_password_is_one_line_and_nothing_is_written(cli, orthanc, study
         ("dicomweb+http://127.0.0.1:{http}/dicom-web?StudyInstanceUID=1.2.999.4", "no series on the DICOMweb server"),
         ("dicomweb+http://127.0.0.1:{http}/dicom-web?PatientID=NOSUCHPATIENT9", "no series on the DICOMweb server"),
         ("dimse://{aet}@127.0.0.1:{dicom}?StudyInstanceUID=1.2.999.4", "no series on the DICOM peer"),
-        ("dimse://NOT-ORTHANC@127.0.0.1:{dicom}?StudyInstanceUID=1.2.999.4", "rejected the association"),
+        ("dimse://NOT-ORTHANC@127.0.0.1:{dicom}?StudyInstanceUID=1.2.999.4", "the association; check the called AE title"),
         ("dicomweb+http://127.0.0.1:{http}/no-such-root?StudyInstanceUID=1.2.3", "answered 404"),
         ("nosuch://127.0.0.1/?StudyInstanceUID=1.2.3", "known URL schemes: dicomweb+http://, dicomweb+https://, dimse://"),
         ("dicomweb+http://127.0.0.1:{http}/dicom-web?PatientName=NOSUCHPATIENT9", "query key `PatientName` is not supported"),
@@ -262,7 +267,7 @@ def test_sigterm_and_errors_inside_the_input_remove_its_folder(orthanc, study, c
     with pytest.raises(SystemExit):
         with open_input(web_url(orthanc, StudyInstanceUID=study.study_uid)):
             os.kill(os.getpid(), 15)
-    assert list(spool.iterdir()) == []
+    assert fetched_left(spool) == []
 
 
 def test_https_is_verified_with_the_ca_bundle_given(cli, orthanc, study, credentials, spool, tmp_path, monkeypatch):  # noqa: F811
@@ -287,3 +292,15 @@ def test_https_is_verified_with_the_ca_bundle_given(cli, orthanc, study, credent
         assert "is not a file" in line
     finally:
         proxy.close()
+
+
+def test_a_run_with_worker_processes_reads_the_fetched_series(cli, orthanc, study, credentials, spool, tmp_path, write_config):  # noqa: F811
+    url = web_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=study.series_uids[3])
+    out = tmp_path / "out"
+    result = cli("run", write_config(CONFIG), "-i", url, "-o", out, "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    (case,) = json.loads((out / "manifest.json").read_text())["cases"]
+    assert case["status"] == "ok" and case["case_id"] in local_series(study.folder)
+    assert fetched_left(spool) == []
+    line = one_error_line(cli("run", write_config(CONFIG), "-i", url, "-o", tmp_path / "o2", "--executor", "tcp://127.0.0.1:1"))
+    assert "cannot read" in line and "--executor local" in line

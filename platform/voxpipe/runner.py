@@ -129,6 +129,12 @@ def run(
     if url is not None:  # a PACS URL: fetched into a private folder that lives as long as the run (voxpipe.input_sources)
         from voxpipe.input_sources import open_input, redacted_source
 
+        if executor not in ("local", "dask-local"):
+            raise UsageError(
+                f"-i {redacted_source(url)}: a URL input is fetched to this machine, which {executor}'s workers cannot read; "
+                "run with --executor local or dask-local, or copy the series to a folder the workers share"
+            )
+
         with open_input(url, source_options) as folder:
             return run(
                 validated,

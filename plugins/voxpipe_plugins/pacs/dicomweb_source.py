@@ -60,18 +60,27 @@ def server(target: DicomwebTarget) -> str:
     return f"{parts.hostname}:{parts.port or (443 if target.https else 80)}"
 
 
-def client(target: DicomwebTarget, bundle: Path | None):
+@contextlib.contextmanager
+def client(target: DicomwebTarget, bundle: Path | None) -> Iterator:
+    """A DICOMweb client and its requests session, closed afterwards (a server waits for idle keep-alive connections)."""
     from dicomweb_client.api import DICOMwebClient
 
-    result = DICOMwebClient(target.service_url, session=session(bundle), timeout=TIMEOUT_S)
-    result.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
-    return result
+    http = session(bundle)
+    web = DICOMwebClient(target.service_url, session=http, timeout=TIMEOUT_S)
+    web.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    try:
+        yield web, http
+    finally:
+        http.close()
 
 
 def find_series(target: DicomwebTarget, bundle: Path | None) -> list[tuple[str, str, int | None]]:
     """(study UID, series UID, instances announced) of every series the query selects, by QIDO-RS."""
-    web = client(target, bundle)
-    query = target.query
+    with client(target, bundle) as (web, _http):
+        return _search(web, target.query)
+
+
+def _search(web, query: dict[str, str]) -> list[tuple[str, str, int | None]]:
     series_filter = {"SeriesInstanceUID": query["SeriesInstanceUID"]} if "SeriesInstanceUID" in query else {}
     study_filters = {key: query[key] for key in STUDY_KEYS if key in query and key != "StudyInstanceUID"}
     if "StudyInstanceUID" in query and not study_filters:
@@ -130,17 +139,17 @@ def instances(target: DicomwebTarget, bundle: Path | None, study: str, uid: str)
     is not re-encoded is the stored file). The multipart body is split by dicomweb-client's own
     decoder; the UIDs in the path were checked as digits and dots.
     """
-    web = client(target, bundle)
     url = f"{target.service_url}/studies/{study}/series/{uid}"
-    response = web._session.get(url, headers={"Accept": ACCEPT_STORED}, stream=True, timeout=TIMEOUT_S)
-    response.raise_for_status()
-    kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if kind != "multipart/related":
-        response.close()
-        raise InputSourceError(
-            f"the DICOMweb server {server(target)} did not answer with DICOM instances ({kind or 'no type'}); check the service path"
-        )
-    yield from web._decode_multipart_message(response, stream=True)
+    with client(target, bundle) as (web, http):
+        response = http.get(url, headers={"Accept": ACCEPT_STORED}, stream=True, timeout=TIMEOUT_S)
+        response.raise_for_status()
+        kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind != "multipart/related":
+            response.close()
+            raise InputSourceError(
+                f"the DICOMweb server {server(target)} did not answer with DICOM instances ({kind or 'no type'}); check the service path"
+            )
+        yield from web._decode_multipart_message(response, stream=True)
 
 
 def fetch_series(

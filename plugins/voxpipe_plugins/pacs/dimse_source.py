@@ -112,13 +112,12 @@ def _associate(target: DimseTarget, calling: str, contexts: list, roles: list | 
         raise InputSourceError(f"cannot reach the DICOM peer {peer(target)} ({type(exc).__name__}); check the host and port") from exc
     if assoc.is_established:
         return assoc
-    if assoc.is_rejected:
+    if assoc.is_rejected or assoc.is_aborted:
+        how = "rejected" if assoc.is_rejected else "aborted"
         raise InputSourceError(
-            f"the DICOM peer {peer(target)} rejected the association; check the called AE title and that it knows "
+            f"the DICOM peer {peer(target)} {how} the association; check the called AE title and that it knows "
             f"VoxPipe's AE title ({calling}, set with --ae-title or {AE_TITLE_ENV}) and allows C-FIND/C-GET from it"
         )
-    if assoc.is_aborted:
-        raise InputSourceError(f"the DICOM peer {peer(target)} aborted the association; check its log")
     raise InputSourceError(
         f"cannot reach the DICOM peer {peer(target)} (no association; refused or timed out); check the host, the port and that it runs"
     )
