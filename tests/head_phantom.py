@@ -4,9 +4,10 @@ The head is built from nested, surface-perturbed ellipsoids in mm, on an RAS gri
 x: left -> right, y: posterior -> anterior, z: inferior -> superior), so any spacing gives the
 same anatomy:
 
-- brain: white matter, a folded grey-matter ribbon, two lateral ventricles (dark CSF) and a
-  band of sulcal CSF; the known ``brain`` mask is grey + white matter + the ventricles, the
-  way brain-extraction references (BET, the MNI brain mask) draw it;
+- brain: white matter, a folded grey-matter ribbon (3-8 mm), deep grey matter, two lateral
+  ventricles (dark CSF) and sulcal CSF; the known ``brain`` mask is everything inside the pial
+  envelope (grey + white matter + sulcal and ventricular CSF), the way brain-extraction
+  references (BET, the MNI brain mask) draw it;
 - a dark CSF rim, 1.5 to 4 mm, between the brain and the skull (what a brain extraction cuts
   through), crossed by ``bridges`` thin bright veins;
 - the skull: dark inner and outer tables of cortical bone around brighter marrow (diploë);
@@ -37,7 +38,7 @@ BRAIN_CENTRE_MM = (0.0, 0.0, 12.0)
 class HeadPhantom:
     image: np.ndarray  # float32 T1 with bias and noise, spatial axes only
     clean: np.ndarray  # float32 T1 without bias or noise
-    brain: np.ndarray  # uint8 known brain mask (GM + WM + ventricles)
+    brain: np.ndarray  # uint8 known brain mask (GM + WM + sulcal and ventricular CSF)
     tissue: np.ndarray  # uint8 tissue codes (AIR, CSF, GM, WM, ...)
     field: np.ndarray  # float32 multiplicative bias field
     affine: np.ndarray  # 4x4 RAS affine
@@ -111,16 +112,18 @@ def head_phantom(
     # brain: a folded grey-matter ribbon (2.5-6 mm) over white matter, sulcal CSF in the deep folds
     brain = r_brain <= 1.0
     tissue[brain] = GM
-    ribbon_mm = 2.5 + 3.5 * folds
+    ribbon_mm = 3.0 + 5.0 * folds
     wm = r_brain <= 1.0 - ribbon_mm / mean_semi
     tissue[wm] = WM
-    sulci = brain & (folds > 0.72) & (r_brain > 1.0 - 9.0 / mean_semi)
+    sulci = brain & (folds > 0.65) & (r_brain > 1.0 - 12.0 / mean_semi)
     tissue[sulci] = CSF
     ventricles = np.zeros(shape, dtype=bool)
     for side in (-1.0, 1.0):
-        ventricles |= _radius(x, y, z, (7.0, 26.0, 10.0), (cx + side * 9.0, cy + 2.0, cz + 4.0)) <= 1.0
+        ventricles |= _radius(x, y, z, (8.0, 28.0, 12.0), (cx + side * 10.0, cy + 2.0, cz + 4.0)) <= 1.0
+    for side in (-1.0, 1.0):  # deep grey matter (thalamus) beside the ventricles
+        tissue[_radius(x, y, z, (9.0, 12.0, 9.0), (cx + side * 16.0, cy - 14.0, cz - 4.0)) <= 1.0] = GM
     tissue[ventricles] = CSF
-    known = (brain & ~sulci) | ventricles
+    known = brain | ventricles  # inside the pial envelope, sulcal CSF included (as the MNI brain mask draws it)
 
     clean = T1[tissue]
     X, Y, Z = (np.broadcast_to(a, shape) for a in (x, y, z))

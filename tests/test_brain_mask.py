@@ -2,10 +2,11 @@
 
 The head phantom (tests/head_phantom.py: skull, marrow, scalp fat, eyes, neck, a spinal cord,
 bridging veins across the CSF rim, a ±20 % bias field, Rician noise σ 0.04) has a known brain
-mask. Measured Dice with the defaults: 0.9945 at 2 mm, 0.9954 at 1.5 x 1.5 x 3 mm (the test uses 2 x 2 x 3 mm); without the
-erosion (threshold + largest part) it is 0.61, so the test below can fail. nibabel's
+mask (the pial envelope, sulcal CSF included). Measured Dice with the defaults: 0.973 at 2 mm,
+0.975 at 1.5 x 1.5 x 3 mm, 0.977 at 2.5 mm (volume 5 % low: the widest sulci stay out); without
+the erosion (threshold + largest part) it is 0.62, so the test below can fail. nibabel's
 anatomical.nii is a 66 x 82 x 50 mm crop *inside* a brain (no skull, no scalp): there the right
-answer is nearly the whole field of view, ventricles included (measured 97 %).
+answer is nearly the whole field of view, ventricles included (measured 98 %).
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ def test_phantom_dice_and_no_scalp(phantom):
     mask = label.numpy()[0]
     assert set(np.unique(mask)) <= {0, 1}
     score = dice(mask, phantom.brain)
-    assert score >= 0.98, score
+    assert score >= 0.96, score
     outside = np.isin(phantom.tissue, [FAT, MUSCLE, MARROW, BONE]) & (mask > 0)
     assert outside.sum() < 0.005 * mask.sum(), int(outside.sum())  # neither scalp, skull, neck nor cord
     step = out["history"][-1]
-    assert step["op"] == "segment.brain_mask" and abs(step["volume_ml"] - phantom.brain_volume_ml) < 0.05 * phantom.brain_volume_ml
+    assert step["op"] == "segment.brain_mask" and abs(step["volume_ml"] - phantom.brain_volume_ml) < 0.08 * phantom.brain_volume_ml
     assert step["stem_cut_mm_below_widest"] is not None
     json.dumps(step)
     (metric,) = [m for m in out["report"]["metrics"] if m["name"] == "brain_mask.volume_ml"]
@@ -61,14 +62,14 @@ def test_the_erosion_is_what_cuts_the_scalp(phantom):
 
 def test_anisotropic_and_flipped_grids():
     head = head_phantom(spacing=(2.0, 2.0, 3.0), seed=1)
-    assert dice(run(head.image, head.affine)["brain"].numpy()[0], head.brain) >= 0.98
+    assert dice(run(head.image, head.affine)["brain"].numpy()[0], head.brain) >= 0.96
     # the same head stored inferior-first along z (and x flipped): the affine says so, the mask follows
     flipped = head.affine.copy()
     flipped[:, 0] *= -1
     flipped[:, 2] *= -1
     image = np.ascontiguousarray(head.image[::-1, :, ::-1])
     mask = run(image, flipped)["brain"].numpy()[0][::-1, :, ::-1]
-    assert dice(mask, head.brain) >= 0.98
+    assert dice(mask, head.brain) >= 0.96
 
 
 def test_anatomical_nii_is_a_crop_inside_the_brain():
@@ -118,3 +119,32 @@ def test_parameters_are_checked():
     ]:
         with pytest.raises(pydantic.ValidationError):
             BrainMaskParams(**bad)
+
+
+def test_head_config_runs_end_to_end(cli, tmp_path):
+    """configs/brain-tissue-head.yaml through `voxpipe run` on the real T1 that ships (what `voxpipe sample-data` writes)."""
+    from tests.conftest import REPO
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    real = nib.load(str(nibabel_data("anatomical.nii")))
+    nib.save(real, str(folder / "t1.nii"))
+    result = cli("run", REPO / "configs" / "brain-tissue-head.yaml", "-i", folder, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    (case,) = manifest["cases"]
+    assert case["status"] == "ok"
+    assert [s["stage"] for s in case["stages"]] == ["load.auto", "n4", "brain", "tissue", "write.nifti", "write.montage"]
+    (case_dir,) = (tmp_path / "out").glob("case-*")
+    assert (case_dir / "montage.png").stat().st_size > 0
+    brain = nib.load(case_dir / "brain.nii.gz")
+    np.testing.assert_allclose(brain.affine, real.affine, atol=1e-5)
+    inside = np.asarray(brain.dataobj) > 0
+    assert inside.mean() > 0.9  # the crop inside a brain: nearly all of it
+    label = np.asarray(nib.load(case_dir / "label.nii.gz").dataobj)
+    assert not label[~inside].any() and set(np.unique(label[inside])) == {1, 2, 3}
+    probs = [np.asarray(nib.load(case_dir / f"{k}_prob.nii.gz").dataobj) for k in ("csf", "gm", "wm")]
+    np.testing.assert_allclose(sum(probs)[inside], 1.0, atol=1e-4)
+    image = real.get_fdata()
+    means = [image[label == value].mean() for value in (1, 2, 3)]
+    assert means[2] > max(means[:2]), means  # white matter is the brightest class on T1

@@ -206,6 +206,9 @@ class BiasN4:
         except RuntimeError as error:  # ITK exceptions carry multi-line C++ context: keep its last line
             last = [line.strip() for line in str(error).splitlines() if line.strip()][-1:] or ["unknown error"]
             raise StageInputError(f"{STAGE}: SimpleITK's N4 failed ({last[0][:200]}); check the mask and shrink_factor") from None
+        # N4 leaves the field's overall scale free (its mean log drifts with the fit): centre it on the
+        # mask so the corrected image keeps the input's intensity scale (thresholds set on it stay valid).
+        log_field -= np.float32(log_field[mask].mean())
         corrected = (channel / np.exp(log_field)).astype(np.float32)
         inside = log_field[mask]
         info = {

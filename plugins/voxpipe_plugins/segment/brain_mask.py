@@ -161,7 +161,7 @@ class BrainMask:
         background_fraction: float = 0.1,
         erosion_mm: float = 4.0,
         reconstruct_mm: float = 6.0,
-        closing_mm: float = 5.0,
+        closing_mm: float = 8.0,
         centre_radius_mm: float = 30.0,
         stem_cut_fraction: float = 0.05,
         fill_holes: bool = True,

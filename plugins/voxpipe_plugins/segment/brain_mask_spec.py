@@ -36,7 +36,7 @@ class BrainMaskParams(ImageKeyParams):
         description="Geodesic dilation (mm) back through the thresholded voxels only; at least erosion_mm, less than the gap to the scalp.",
     )
     closing_mm: float = Field(
-        5.0, ge=0.0, le=30.0, description="Closing (mm ball) that takes in sulcal CSF and smooths the surface; 0: none."
+        8.0, ge=0.0, le=30.0, description="Closing (mm ball) that takes in sulcal CSF and smooths the surface; 0: none."
     )
     centre_radius_mm: float = Field(
         30.0, gt=0.0, le=200.0, description="The kept part is the one with most voxels within this distance of the head's centre of mass."
