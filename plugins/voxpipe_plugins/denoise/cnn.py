@@ -22,6 +22,14 @@ from voxpipe_plugins.denoise.noise_models import NOISE_MODELS, robust_range
 
 DEFAULT_ROI = {2: 128, 3: 64}
 
+WHOLE_IMAGE_BATCH = 32
+"""Images (slices) per network call when each fits in one window."""
+
+ISOTROPIC_RATIO = 1.5
+"""``slice_axis: auto`` on voxels whose spacings differ by at most this factor: slice along all three
+axes and average (the 2D model then sees the volume's 3D redundancy from three sides); on thicker
+slices, only across the thickest axis (in-plane slices are what the model was trained on)."""
+
 
 class CNNDenoise(Denoiser):
     op = "denoise.cnn"
@@ -61,18 +69,26 @@ class CNNDenoise(Denoiser):
         self.roi, self.overlap, self.sw_batch_size = roi, overlap, sw_batch_size
         self.amp = bool(amp and self.device.type == "cuda")
 
-    def _axis(self, spacing: tuple[float, ...]) -> int:
+    def _axes(self, spacing: tuple[float, ...]) -> list[int]:
+        """The slicing axes of a 2D model on a 3D image (several: the results are averaged)."""
+        if self.slice_axis == "all":
+            return [0, 1, 2]
         if self.slice_axis != "auto":
-            return int(self.slice_axis)
+            return [int(self.slice_axis)]
         largest = max(spacing)
-        return max(i for i, s in enumerate(spacing) if s >= largest * (1 - 1e-6))
+        if largest <= ISOTROPIC_RATIO * min(spacing):
+            return [0, 1, 2]
+        return [max(i for i, s in enumerate(spacing) if s >= largest * (1 - 1e-6))]
 
     def _infer(self, batch: torch.Tensor, level: float) -> torch.Tensor:
         from monai.inferers import SlidingWindowInferer
 
-        roi = [min(r, n) for r, n in zip(self.roi, batch.shape[2:])]
-        inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap, mode="gaussian")
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        if all(n <= r for r, n in zip(self.roi, batch.shape[2:])):
+            # each image fits in one window: what the inferer would do, without its per-image loop
+            with torch.inference_mode(), autocast:
+                return torch.cat([self.network(chunk, level).float() for chunk in batch.split(WHOLE_IMAGE_BATCH)])
+        inferer = SlidingWindowInferer(roi_size=self.roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap, mode="gaussian")
         with torch.inference_mode(), autocast:
             out = inferer(batch, lambda t: self.network(t, level))
         return out.float() if isinstance(out, torch.Tensor) else torch.as_tensor(out).float()
@@ -97,10 +113,9 @@ class CNNDenoise(Denoiser):
         level = self.strength * sigma / scale
         scaled = ((x.float() - low) / scale).contiguous()
         if dims == 2 and x.ndim == 3:
-            axis = self._axis(spacing)
-            batch = scaled.movedim(axis, 0)[:, None]
-            out = self._infer(batch, level)[:, 0].movedim(0, axis)
-            info["slice_axis"] = axis
+            axes = self._axes(spacing)
+            out = sum(self._infer(scaled.movedim(a, 0)[:, None], level)[:, 0].movedim(0, a) for a in axes) / len(axes)
+            info["slice_axis"] = axes[0] if len(axes) == 1 else axes
         else:
             out = self._infer(scaled[None, None], level)[0, 0]
         info.update(level=rounded(level), strength=self.strength, roi_size=self.roi, device=str(x.device), amp=self.amp)

@@ -41,9 +41,10 @@ class CNNParams(ImageKeyParams):
     strength: float = Field(
         1.0, gt=0, le=4, description="Multiplies the noise level given to the network: above 1 smooths more, below 1 keeps more."
     )
-    slice_axis: Literal["auto", 0, 1, 2] = Field(
+    slice_axis: Literal["auto", "all", 0, 1, 2] = Field(
         "auto",
-        description="2D models on 3D images: the axis across slices; `auto`: the one with the largest spacing (the last on ties).",
+        description="2D models on 3D images: the axis across slices; `all`: along each axis in turn, averaged; `auto`: `all` "
+        "on near-isotropic voxels (spacings within 1.5x), else the axis with the largest spacing (the last on ties).",
     )
     roi_size: list[int] | None = Field(
         None, min_length=2, max_length=3, description="Sliding-window size in voxels; unset: 128 per axis (2D models), 64 (3D)."
