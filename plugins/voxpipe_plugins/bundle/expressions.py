@@ -84,6 +84,9 @@ _NUMBER_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.FloorDiv: lambda a, b: a // b,
 }
 _LIMIT_VALUE = 10**9
+# MONAI's key names (monai.utils.CommonKeys), read as the strings they stand for.
+COMMON_KEYS = {"IMAGE": "image", "LABEL": "label", "PRED": "pred", "LOSS": "loss", "METADATA": "metadata"}
+_KEY_ENUMS = ("monai.utils.CommonKeys", "monai.utils.enums.CommonKeys", "CommonKeys")
 
 
 def dotted(node: ast.AST) -> str | None:
@@ -206,6 +209,8 @@ class Expression:
             module, _, attr = name.rpartition(".")
             if module in _DTYPE_MODULES and attr in DTYPES:
                 return Dtype(attr)
+            if module in _KEY_ENUMS and attr in COMMON_KEYS:
+                return COMMON_KEYS[attr]
         self.refuse(f"attribute `{name or node.attr}` is not one VoxPipe reads (only dtype names such as numpy.float32)")
 
     def _subscript(self, node: ast.Subscript) -> Any:

@@ -188,7 +188,7 @@ class Mapper:
         if not file.is_relative_to(root):
             raise BundleError(f"`{where}`: {path!r}: refused: the file is outside the bundle folder")
         if not file.is_file():
-            raise BundleError(f"`{where}`: {file.relative_to(root)} not found in the bundle")
+            raise MissingWeights(f"`{where}`: {file.relative_to(root)} not found in the bundle (it comes with the bundle's models)")
         return file
 
     # ------------------------------------------------------------------ preprocessing
@@ -440,7 +440,14 @@ def import_bundle(root: Path, config_path: Path, *, dicom_seg: bool = False, req
     if ignored:
         mapper.notes.append(f"not needed once -i supplies the data and VoxPipe runs the case: {', '.join(ignored)}")
     image_key = _image_key(bundle)
-    network, args = mapper.network()
+    try:
+        network, args = mapper.network()
+    except MissingWeights as exc:  # a DiNTS architecture file not there yet: describe the rest
+        if require_weights:
+            raise
+        mapper.notes.append(str(exc))
+        net = bundle.raw("network_def") if bundle.has("network_def") else {}
+        network, args = _short(str(net.get("_target_", "?"))) if isinstance(net, dict) else "?", {}
     pre, invert_options = mapper.preprocessing(image_key)
     inferer = mapper.inferer()
     post = mapper.postprocessing(image_key)
