@@ -114,9 +114,12 @@ class DroppingProxy:
     ``cut=None`` passes everything; ``tls=(cert, key)`` makes it an https front for the plain-http upstream.
     """
 
-    def __init__(self, upstream_port: int, cut: int | None = 6000, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, upstream_port: int, cut: int | None = 6000, tls: tuple[Path, Path] | None = None, swap: tuple[str, str] | None = None
+    ) -> None:
         self.upstream_port = upstream_port
         self.cut = cut
+        self.swap = (swap[0].encode(), swap[1].encode()) if swap else None  # WADO-RS of series A answered with series B
         self._tls = None
         if tls is not None:
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -158,6 +161,8 @@ class DroppingProxy:
             lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
             path = lines[0].split(b" ")[1] if len(lines[0].split(b" ")) > 1 else b""
             wado = b"/series/" in path and not path.rstrip(b"/").endswith(b"/metadata") and b"?" not in path.split(b"/series/")[-1]
+            if wado and self.swap:
+                lines[0] = lines[0].replace(self.swap[0], self.swap[1])
             with socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
                 upstream.sendall(b"\r\n".join(lines + [b"Connection: close"]) + b"\r\n\r\n" + body)
                 sent = 0

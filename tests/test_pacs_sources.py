@@ -4,6 +4,7 @@ Only 127.0.0.1 is ever addressed (the Orthanc of tests/orthanc_server.py, a drop
 front of it, and a closed port).
 """
 
+# ruff: noqa: F811  (the `orthanc` fixture is imported, then named as a parameter)
 from __future__ import annotations
 
 import base64
@@ -34,7 +35,7 @@ stages:
 
 
 @pytest.fixture(scope="module")
-def study(orthanc, tmp_path_factory):  # noqa: F811
+def study(orthanc, tmp_path_factory):
     """The six-series study, uploaded once (tests that need Orthanc empty do not exist: queries select by UID)."""
     made = write_study(tmp_path_factory.mktemp("study"))
     orthanc.upload(made.files)
@@ -42,7 +43,7 @@ def study(orthanc, tmp_path_factory):  # noqa: F811
 
 
 @pytest.fixture
-def credentials(orthanc, monkeypatch):  # noqa: F811
+def credentials(orthanc, monkeypatch):
     monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
     monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", orthanc.password)
     for name in ("VOXPIPE_DICOMWEB_TOKEN", "VOXPIPE_DICOMWEB_CA_BUNDLE", "VOXPIPE_AE_TITLE"):
@@ -63,11 +64,11 @@ def fetched_left(spool: Path) -> list[Path]:
     return [p for p in spool.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
 
-def web_url(orthanc, **query) -> str:  # noqa: F811
+def web_url(orthanc, **query) -> str:
     return f"dicomweb+http://127.0.0.1:{orthanc.http_port}/dicom-web?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
 
 
-def dimse_url(orthanc, **query) -> str:  # noqa: F811
+def dimse_url(orthanc, **query) -> str:
     return f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}?" + "&".join(f"{k}={v}" for k, v in query.items())
 
 
@@ -81,7 +82,7 @@ def assert_same_series(fetched: Path, local: Path) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
-def test_a_fetched_study_loads_exactly_as_its_local_files(orthanc, study, credentials, spool, protocol):  # noqa: F811
+def test_a_fetched_study_loads_exactly_as_its_local_files(orthanc, study, credentials, spool, protocol):
     url = (web_url if protocol == "dicomweb" else dimse_url)(orthanc, StudyInstanceUID=study.study_uid)
     with open_input(url) as folder:
         assert folder.parent == spool and (folder.stat().st_mode & 0o777) == 0o700
@@ -94,7 +95,7 @@ def test_a_fetched_study_loads_exactly_as_its_local_files(orthanc, study, creden
     assert fetched_left(spool) == []
 
 
-def test_one_series_of_the_study_by_both_keys(orthanc, study, credentials, spool):  # noqa: F811
+def test_one_series_of_the_study_by_both_keys(orthanc, study, credentials, spool):
     wanted = study.series_uids[1]
     for url in (
         web_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=wanted),
@@ -107,7 +108,7 @@ def test_one_series_of_the_study_by_both_keys(orthanc, study, credentials, spool
             assert len(files) == 5
 
 
-def test_info_and_convert_take_urls_and_match_local_files(cli, orthanc, study, credentials, spool, tmp_path):  # noqa: F811
+def test_info_and_convert_take_urls_and_match_local_files(cli, orthanc, study, credentials, spool, tmp_path):
     local = cli("info", "--json", "-i", study.folder)
     assert local.exit_code == 0, local.stderr
     for url in (web_url(orthanc, StudyInstanceUID=study.study_uid), dimse_url(orthanc, StudyInstanceUID=study.study_uid)):
@@ -140,7 +141,7 @@ def phi_forms(*values: str) -> set[str]:
     return {f for f in forms if len(f) >= 6}
 
 
-def test_a_run_from_dicomweb_leaves_no_phi_and_no_credential(cli, orthanc, credentials, spool, tmp_path, write_config, caplog):  # noqa: F811
+def test_a_run_from_dicomweb_leaves_no_phi_and_no_credential(cli, orthanc, credentials, spool, tmp_path, write_config, caplog):
     marked = write_study(tmp_path / "marked", patient_id=MARK_PID, accession=MARK_ACC)
     orthanc.upload(marked.files)
     caplog.set_level(logging.DEBUG)
@@ -179,7 +180,7 @@ def nothing_written(out: Path, spool: Path) -> None:
     assert fetched_left(spool) == []
 
 
-def test_a_wrong_password_is_one_line_and_nothing_is_written(cli, orthanc, study, spool, tmp_path, write_config, monkeypatch):  # noqa: F811
+def test_a_wrong_password_is_one_line_and_nothing_is_written(cli, orthanc, study, spool, tmp_path, write_config, monkeypatch):
     monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
     monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", "WRONGPASSWORD42")
     out = tmp_path / "out"
@@ -211,7 +212,7 @@ def test_a_wrong_password_is_one_line_and_nothing_is_written(cli, orthanc, study
         ("dimse://{aet}@127.0.0.1:{dicom}?SeriesInstanceUID=1.2.3", "needs ?StudyInstanceUID"),
     ],
 )
-def test_each_failure_is_one_line_and_leaves_nothing(cli, orthanc, credentials, spool, tmp_path, url, expected):  # noqa: F811
+def test_each_failure_is_one_line_and_leaves_nothing(cli, orthanc, credentials, spool, tmp_path, url, expected):
     values = {"closed": free_port(), "http": orthanc.http_port, "dicom": orthanc.dicom_port, "aet": orthanc.aet}
     out = tmp_path / "out"
     line = one_error_line(cli("convert", "-i", url.format(**values), "-o", out), "NOSUCHPATIENT9")
@@ -230,7 +231,7 @@ def test_each_failure_is_one_line_and_leaves_nothing(cli, orthanc, credentials, 
         "dimse://admin:SECRETPW77@127.0.0.1:{dicom}?StudyInstanceUID=1.2.3",
     ],
 )
-def test_credentials_in_the_url_are_refused_without_echo(cli, orthanc, spool, tmp_path, url):  # noqa: F811
+def test_credentials_in_the_url_are_refused_without_echo(cli, orthanc, spool, tmp_path, url):
     out = tmp_path / "out"
     full = url.format(http=orthanc.http_port, dicom=orthanc.dicom_port)
     for command in (("convert", "-i", full, "-o", out), ("info", full)):
@@ -239,7 +240,7 @@ def test_credentials_in_the_url_are_refused_without_echo(cli, orthanc, spool, tm
     nothing_written(out, spool)
 
 
-def test_a_transfer_cut_mid_series_is_one_line_and_nothing_is_kept(cli, orthanc, study, credentials, spool, tmp_path):  # noqa: F811
+def test_a_transfer_cut_mid_series_is_one_line_and_nothing_is_kept(cli, orthanc, study, credentials, spool, tmp_path):
     proxy = DroppingProxy(orthanc.http_port, cut=6000)
     try:
         url = f"dicomweb+http://127.0.0.1:{proxy.port}/dicom-web?StudyInstanceUID={study.study_uid}"
@@ -252,14 +253,14 @@ def test_a_transfer_cut_mid_series_is_one_line_and_nothing_is_kept(cli, orthanc,
         proxy.close()
 
 
-def test_a_dimse_peer_that_does_not_know_our_ae_title_is_one_line(cli, orthanc, study, spool, tmp_path):  # noqa: F811
+def test_a_dimse_peer_that_does_not_know_our_ae_title_is_one_line(cli, orthanc, study, spool, tmp_path):
     out = tmp_path / "out"
     line = one_error_line(cli("convert", "-i", dimse_url(orthanc, StudyInstanceUID=study.study_uid), "-o", out, "--ae-title", "STRANGER"))
     assert "STRANGER" in line and "--ae-title" in line
     nothing_written(out, spool)
 
 
-def test_sigterm_and_errors_inside_the_input_remove_its_folder(orthanc, study, credentials, spool):  # noqa: F811
+def test_sigterm_and_errors_inside_the_input_remove_its_folder(orthanc, study, credentials, spool):
     with pytest.raises(KeyboardInterrupt):
         with open_input(web_url(orthanc, StudyInstanceUID=study.study_uid)) as folder:
             assert any(folder.rglob("*.dcm"))
@@ -270,7 +271,7 @@ def test_sigterm_and_errors_inside_the_input_remove_its_folder(orthanc, study, c
     assert fetched_left(spool) == []
 
 
-def test_https_is_verified_with_the_ca_bundle_given(cli, orthanc, study, credentials, spool, tmp_path, monkeypatch):  # noqa: F811
+def test_https_is_verified_with_the_ca_bundle_given(cli, orthanc, study, credentials, spool, tmp_path, monkeypatch):
     files = make_tls_files(tmp_path / "tls")
     if files is None:
         pytest.skip("openssl is not installed (needed to make a test certificate)")
@@ -294,7 +295,7 @@ def test_https_is_verified_with_the_ca_bundle_given(cli, orthanc, study, credent
         proxy.close()
 
 
-def test_a_run_with_worker_processes_reads_the_fetched_series(cli, orthanc, study, credentials, spool, tmp_path, write_config):  # noqa: F811
+def test_a_run_with_worker_processes_reads_the_fetched_series(cli, orthanc, study, credentials, spool, tmp_path, write_config):
     url = web_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=study.series_uids[3])
     out = tmp_path / "out"
     result = cli("run", write_config(CONFIG), "-i", url, "-o", out, "--workers", "1")
@@ -304,3 +305,29 @@ def test_a_run_with_worker_processes_reads_the_fetched_series(cli, orthanc, stud
     assert fetched_left(spool) == []
     line = one_error_line(cli("run", write_config(CONFIG), "-i", url, "-o", tmp_path / "o2", "--executor", "tcp://127.0.0.1:1"))
     assert "cannot read" in line and "--executor local" in line
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_a_series_over_the_memory_cap_is_refused_and_nothing_is_kept(
+    cli, orthanc, study, credentials, spool, tmp_path, monkeypatch, protocol
+):
+    monkeypatch.setenv("VOXPIPE_MAX_GIB", "0.00001")  # about 10 KiB: every test series is larger
+    url = (web_url if protocol == "dicomweb" else dimse_url)(
+        orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=study.series_uids[0]
+    )
+    out = tmp_path / "out"
+    line = one_error_line(cli("convert", "-i", url, "-o", out))
+    assert "more than the memory cap" in line and "VOXPIPE_MAX_GIB" in line
+    nothing_written(out, spool)
+
+
+def test_instances_of_another_series_than_asked_for_are_refused(cli, orthanc, study, credentials, spool, tmp_path):
+    asked, sent = study.series_uids[0], study.series_uids[1]
+    proxy = DroppingProxy(orthanc.http_port, cut=None, swap=(asked, sent))
+    try:
+        url = f"dicomweb+http://127.0.0.1:{proxy.port}/dicom-web?StudyInstanceUID={study.study_uid}&SeriesInstanceUID={asked}"
+        out = tmp_path / "out"
+        assert "another series than asked for" in one_error_line(cli("convert", "-i", url, "-o", out))
+        nothing_written(out, spool)
+    finally:
+        proxy.close()

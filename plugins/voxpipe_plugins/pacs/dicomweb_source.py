@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from voxpipe.input_sources import InputSourceError
 from voxpipe_plugins.pacs.credentials import CA_BUNDLE_ENV, PASSWORD_ENV, TOKEN_ENV, USER_ENV, ca_bundle, session
-from voxpipe_plugins.pacs.urls import DicomwebTarget, parse_dicomweb
+from voxpipe_plugins.pacs.urls import UID, DicomwebTarget, parse_dicomweb
 
 ACCEPT_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'  # as stored: no transcoding
 PARALLEL_SERIES = 4
@@ -87,7 +87,7 @@ def _search(web, query: dict[str, str]) -> list[tuple[str, str, int | None]]:
         studies = [query["StudyInstanceUID"]]
     elif not study_filters and "StudyInstanceUID" not in query:
         found = web.search_for_series(search_filters=series_filter, fields=[SERIES_COUNT_TAG], get_remaining=True)
-        return sorted({(_value(s, "0020000D"), _value(s, "0020000E"), _count(s)) for s in found if _value(s, "0020000E")})
+        return _checked_uids(sorted({(_value(s, "0020000D"), _value(s, "0020000E"), _count(s)) for s in found if _value(s, "0020000E")}))
     else:
         if "StudyInstanceUID" in query:
             study_filters["StudyInstanceUID"] = query["StudyInstanceUID"]
@@ -96,7 +96,15 @@ def _search(web, query: dict[str, str]) -> list[tuple[str, str, int | None]]:
     for study in studies:
         found = web.search_for_series(study, search_filters=series_filter, fields=[SERIES_COUNT_TAG], get_remaining=True)
         result.extend((study, _value(s, "0020000E"), _count(s)) for s in found if _value(s, "0020000E"))
-    return sorted(set(result))
+    return _checked_uids(sorted(set(result)))
+
+
+def _checked_uids(series: list[tuple[str, str, int | None]]) -> list[tuple[str, str, int | None]]:
+    """The server's UIDs go into request paths: digits and dots only, or the answer is refused."""
+    for study, uid, _count in series:
+        if not (UID.match(study) and UID.match(uid)):
+            raise InputSourceError("the DICOMweb server listed a series with an invalid UID; check the server")
+    return series
 
 
 def _value(item: dict, tag: str) -> str:
@@ -131,7 +139,7 @@ def fetch_all(target: DicomwebTarget, bundle: Path | None, series: list[tuple[st
             raise
 
 
-def instances(target: DicomwebTarget, bundle: Path | None, study: str, uid: str) -> Iterator[bytes]:
+def instances(target: DicomwebTarget, bundle: Path | None, study: str, uid: str, cap: int) -> Iterator[bytes]:
     """The series' instances as the server stores them, one DICOM file's bytes at a time (WADO-RS, streamed).
 
     The bytes are written as they come rather than parsed and re-encoded (``iter_series`` hands
@@ -149,7 +157,26 @@ def instances(target: DicomwebTarget, bundle: Path | None, study: str, uid: str)
             raise InputSourceError(
                 f"the DICOMweb server {server(target)} did not answer with DICOM instances ({kind or 'no type'}); check the service path"
             )
+        response.iter_content = _bounded(response.iter_content, cap, target)  # a part without an end must not fill memory
         yield from web._decode_multipart_message(response, stream=True)
+
+
+def _bounded(iter_content, cap: int, target: DicomwebTarget):
+    def chunks(*args, **kwargs):
+        seen = 0
+        for chunk in iter_content(*args, **kwargs):
+            seen += len(chunk)
+            if seen > cap:
+                raise InputSourceError(_too_big(cap, target))
+            yield chunk
+
+    return chunks
+
+
+def _too_big(cap: int, target: DicomwebTarget) -> str:
+    from voxpipe.limits import size_text
+
+    return f"a series on the DICOMweb server {server(target)} holds more than the memory cap ({size_text(cap)}); raise VOXPIPE_MAX_GIB or select fewer series"
 
 
 def fetch_series(
@@ -158,9 +185,13 @@ def fetch_series(
     """One series by WADO-RS, streamed; each instance written under a hidden name and renamed when whole."""
     into.mkdir(mode=0o700)
     received = total = 0
-    for part in instances(target, bundle, study, uid):
+    for part in instances(target, bundle, study, uid, cap):
         if stop.is_set():
             return
+        if series_of(part) != uid:
+            raise InputSourceError(
+                f"the DICOMweb server {server(target)} sent an instance of another series than asked for (or not a DICOM file); check the server"
+            )
         received += 1
         total += len(part)
         final = into / f"{received:06d}.dcm"
@@ -169,17 +200,28 @@ def fetch_series(
             handle.write(part)
         os.replace(partial, final)
         if total > cap:
-            from voxpipe.limits import size_text
-
-            raise InputSourceError(
-                f"a series on the DICOMweb server {server(target)} holds more than the memory cap ({size_text(cap)}); "
-                "raise VOXPIPE_MAX_GIB or select fewer series"
-            )
+            raise InputSourceError(_too_big(cap, target))
     if expected is not None and received != expected:
         raise InputSourceError(
             f"the DICOMweb server {server(target)} sent {received} of the {expected} instances of a series "
             "(the connection dropped or the series changed); nothing was kept; try again"
         )
+
+
+def series_of(part: bytes) -> str:
+    """The SeriesInstanceUID in a DICOM file's bytes ("" when there is none or the bytes are not DICOM)."""
+    import io
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        return str(header.get("SeriesInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001 - any unreadable part is "not this series"
+        return ""
 
 
 def describe_failure(exc: BaseException, target: DicomwebTarget) -> str:

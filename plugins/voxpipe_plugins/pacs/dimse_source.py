@@ -189,6 +189,9 @@ def get_series(target: DimseTarget, calling: str, series_uid: str, sop_classes: 
             number = state["count"]
         partial, final = into / f".{number:06d}.dcm.part", into / f"{number:06d}.dcm"
         try:
+            if str(event.dataset.get("SeriesInstanceUID", "") or "") != series_uid:
+                state["error"] = f"the DICOM peer {peer(target)} sent an instance of another series than asked for; check the peer"
+                return 0xA900
             data = event.request.DataSet.getvalue()
             with lock:
                 state["bytes"] += len(data)
@@ -202,7 +205,7 @@ def get_series(target: DimseTarget, calling: str, series_uid: str, sop_classes: 
                 write_file_meta_info(handle, event.file_meta, enforce_standard=True)
                 handle.write(data)
             os.replace(partial, final)
-        except OSError as exc:
+        except OSError as exc:  # (a data set that does not decode is refused above as "another series")
             state["error"] = (
                 f"cannot write an instance received from {peer(target)} ({exc.strerror or type(exc).__name__}); check the temporary folder's disk"
             )

@@ -16,7 +16,7 @@ DICOMWEB_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modaliti
 DIMSE_KEYS = ("StudyInstanceUID", "SeriesInstanceUID")
 CREDENTIAL_HINT = "set VOXPIPE_DICOMWEB_USER and VOXPIPE_DICOMWEB_PASSWORD (or VOXPIPE_DICOMWEB_TOKEN) instead"
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+UID = re.compile(r"^[0-9]{1,64}(\.[0-9]{1,64}){0,63}$")
 _DATE_RANGE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}(,[A-Z0-9_]{1,16})*$")
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no backslash
@@ -61,7 +61,7 @@ def _query(url: str, allowed: tuple[str, ...], shown: str) -> dict[str, str]:
             raise InputSourceError(f"-i/--input {shown}: query key `{key}` has no value; give one or leave the key out")
         query[key] = value.strip()
     for key, value in query.items():
-        if key.endswith("InstanceUID") and not (len(value) <= 64 and _UID.match(value)):
+        if key.endswith("InstanceUID") and not (len(value) <= 64 and UID.match(value)):
             raise InputSourceError(f"-i/--input {shown}: the {key} value is not a DICOM UID (digits and dots, at most 64 characters)")
         if key == "StudyDate" and not (_DATE_RANGE.match(value) and value != "-"):
             raise InputSourceError(f"-i/--input {shown}: StudyDate must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
