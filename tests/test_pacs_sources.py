@@ -331,3 +331,18 @@ def test_instances_of_another_series_than_asked_for_are_refused(cli, orthanc, st
         nothing_written(out, spool)
     finally:
         proxy.close()
+
+
+def test_debug_tracebacks_hide_the_query_values_and_credentials_too(cli, orthanc, study, spool, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", "WRONGPASSWORD42")
+    url = web_url(orthanc, PatientID=MARK_PID + " x/y", AccessionNumber=MARK_ACC)
+    result = cli("--debug", "convert", "-i", url, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "Traceback" in result.stderr  # the library's error, which quotes the request URL
+    assert "<input value>" in result.stderr
+    for form in phi_forms(MARK_PID, MARK_ACC, "WRONGPASSWORD42"):
+        assert form not in result.stderr + result.stdout
+    credential = f"dicomweb+http://admin:SECRETPW77@127.0.0.1:{orthanc.http_port}/dicom-web?StudyInstanceUID=1.2.3"
+    result = cli("--debug", "info", credential)
+    assert result.exit_code == 2 and "SECRETPW77" not in result.stderr + result.stdout
+    nothing_written(tmp_path / "out", spool)

@@ -23,6 +23,7 @@ MAX_NAMES = 200_000  # a walk that long is a whole archive; paths under it are s
 MIN_BARE = 4  # shorter bare names are common words ("ct", "t1"); in paths they still go
 
 _roots: list[Path] = []
+_secrets: list[str] = []  # values of a URL input's query (PatientID, AccessionNumber, UIDs...): see register_secret
 _names_cache: dict[tuple[str, ...], tuple[set[str], set[str]]] = {}
 
 
@@ -38,14 +39,32 @@ def register_input(path: Path) -> None:
         _roots.append(path)
 
 
+def register_secret(value: str) -> None:
+    """Remember a value of this command's input that may identify someone (a URL input's query value).
+
+    Library errors quote the request URL, so ``--debug`` tracebacks would show it; every spelling
+    a URL gives it (as typed, percent-encoded, ``+`` for spaces) becomes ``<input value>``.
+    """
+    from urllib.parse import quote, quote_plus
+
+    for form in {value, quote(value, safe=""), quote(value), quote_plus(value)}:
+        if len(form) >= 2 and form not in _secrets:
+            _secrets.append(form)
+    _secrets.sort(key=len, reverse=True)
+
+
 def clear_inputs() -> None:
     """Forget registered inputs (the CLI calls it when a command ends; tests run many)."""
     _roots.clear()
+    _secrets.clear()
     _names_cache.clear()
 
 
 def redact_inputs(text: str, roots: list[Path] | None = None) -> str:
     """``text`` with input paths and non-scanner input names replaced by ``<input>``, ``<input file>``, ``<input folder>``."""
+    if roots is None and text:
+        for secret in _secrets:
+            text = text.replace(secret, "<input value>")
     roots = list(_roots if roots is None else roots)
     if not roots or not text:
         return text

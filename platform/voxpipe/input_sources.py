@@ -208,9 +208,15 @@ def open_input(value: str | Path, options: Mapping[str, Any] | None = None) -> I
         from voxpipe.stage import import_object
 
         opener = import_object(opener)
-    folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))  # mode 0700, owned by us
-    from voxpipe.input_redaction import register_input
+    from voxpipe.input_redaction import register_input, register_secret
 
+    parts = urlsplit(url)
+    for _key, value in parse_qsl(parts.query, keep_blank_values=False):
+        register_secret(value)  # library errors quote request URLs: --debug tracebacks must not show these
+    userinfo = parts.netloc.rpartition("@")[0]
+    for secret in (userinfo, *userinfo.split(":")) if userinfo else ():
+        register_secret(secret)  # refused by the pacs sources, but a traceback must not show it either
+    folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))  # mode 0700, owned by us
     register_input(folder)
     try:
         with _terminate_as_exit():
