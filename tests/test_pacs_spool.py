@@ -192,3 +192,39 @@ def test_spool_paths_are_keyed_not_plain_hashes(tmp_path):
     assert spool.key_of(uid) != hashlib.sha256(uid.encode()).hexdigest()[: len(spool.key_of(uid))]
     assert Spool(tmp_path / "other", b"x" * 32).key_of(uid) != spool.key_of(uid)
     assert os.path.isdir(tmp_path / "spool" / INCOMING)
+
+
+def test_a_series_is_not_taken_while_one_of_its_instances_is_being_written(tmp_path, monkeypatch):
+    import threading
+
+    import voxpipe_plugins.pacs.spool as spool_module
+
+    spool = Spool(tmp_path / "spool", KEY)
+    first, second = _series(tmp_path / "a", n=2)
+    ds = pydicom.dcmread(first)
+    spool.store(str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), first.read_bytes())
+    writing, release = threading.Event(), threading.Event()
+    real_atomic = spool_module.atomic_path
+
+    class SlowWrite:
+        def __init__(self, target, mode=None):
+            self.inner = real_atomic(target, mode)
+
+        def __enter__(self):
+            writing.set()
+            release.wait(10)
+            return self.inner.__enter__()
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+    monkeypatch.setattr(spool_module, "atomic_path", SlowWrite)
+    ds2 = pydicom.dcmread(second)
+    thread = threading.Thread(target=spool.store, args=(str(ds2.SeriesInstanceUID), str(ds2.SOPInstanceUID), second.read_bytes()))
+    thread.start()
+    assert writing.wait(10)
+    assert spool.take_ready(idle_s=0.0, now=1e12) is None  # idle by the clock, but an instance is half written
+    release.set()
+    thread.join(10)
+    batch = spool.take_ready(idle_s=0.0, now=1e12)
+    assert batch is not None and len(list(batch.rglob("*.dcm"))) == 2

@@ -56,6 +56,7 @@ class Spool:
         self._key = key
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}  # series key -> monotonic time of its last instance
+        self._writing: dict[str, int] = {}  # series key -> instances being written now
         self.counts = {"stored": 0, "duplicate": 0, "late": 0}
         self.state = self._load_state()
         now = time.monotonic()
@@ -86,10 +87,17 @@ class Spool:
                 self.counts["duplicate"] += 1
                 return Stored("duplicate", series)
             make_dirs(folder)
-        with atomic_path(folder / name, mode=0o600) as tmp:  # written outside the lock: associations write in parallel
-            tmp.write_bytes(encoded)
+            self._writing[series] = self._writing.get(series, 0) + 1  # take_ready leaves the series alone meanwhile
+        try:
+            with atomic_path(folder / name, mode=0o600) as tmp:  # written outside the lock: associations write in parallel
+                tmp.write_bytes(encoded)
+        finally:
+            with self._lock:
+                self._writing[series] -= 1
+                if not self._writing[series]:
+                    del self._writing[series]
+                self._seen[series] = time.monotonic()
         with self._lock:
-            self._seen[series] = time.monotonic()
             self.counts["stored"] += 1
         return Stored("stored", series)
 
@@ -113,7 +121,7 @@ class Spool:
         """Move every series idle for ``idle_s`` into a new batch folder, recorded in the state first; None if none."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            ready = sorted(series for series, seen in self._seen.items() if now - seen >= idle_s)
+            ready = sorted(series for series, seen in self._seen.items() if now - seen >= idle_s and series not in self._writing)
             if not ready:
                 return None
             number = self.state.next_batch
