@@ -104,7 +104,7 @@ def test_imported_bundle_reproduces_monai(name, tmp_path, cli):
     assert "$" not in text.replace("# ", "") and "_target_" not in text  # registry ids and literals only
     assert cli("validate", str(config)).exit_code == 0
     out = tmp_path / "out"
-    result = cli("run", str(config), "-i", str(image.parent), "-o", str(out), "--workers", "0")
+    result = cli("run", str(config), "-i", str(image.parent), "-o", str(out), "--workers", "0", "--device", "cpu")  # as the reference
     assert result.exit_code == 0, result.stdout + result.stderr
     (label_file,) = out.glob("*/label.nii.gz")
     label = nib.load(label_file)

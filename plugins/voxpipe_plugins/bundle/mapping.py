@@ -492,10 +492,10 @@ def import_bundle(root: Path, config_path: Path, *, dicom_seg: bool = False, req
         {"use": "segment.deep", "id": "network", "with": deep},
         {"use": "write.nifti", "with": {"keys": ["label"]}},
     ]
-    if dicom_seg:
-        stages.append({"use": "write.dicom_seg"})
     meta = bundle.metadata if isinstance(bundle.metadata, dict) else {}
     name = str(meta.get("name") or root.name)[:80]
+    if dicom_seg:  # the segments are named from the label table; the algorithm is the bundle
+        stages.append({"use": "write.dicom_seg", "with": {"algorithm": " ".join(name.split())[:64] or "MONAI bundle"}})
     config = {
         "version": 1,
         "name": _slug(root.name),
