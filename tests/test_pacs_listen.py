@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.orthanc_server import free_port, orthanc  # noqa: F401  (the session fixture)
 from voxpipe_plugins.io_dicom.synthetic import SeriesSpec, ct_like_volume, write_series
 
@@ -32,9 +34,9 @@ WAIT_S = 120  # generous: a shared 2-core machine; never a timing assertion
 class Listener:
     """``voxpipe listen`` in a child process; its stderr collected by a thread."""
 
-    def __init__(self, config: Path, out: Path, port: int, *extra: str) -> None:
+    def __init__(self, config: Path, out: Path, port: int, *extra: str, allow: str = "ORTHANC") -> None:
         command = [sys.executable, "-m", "voxpipe", "listen", str(config), "--port", str(port), "-o", str(out)]
-        command += ["--ae-title", "VOXPIPE", "--allow-calling-ae", "ORTHANC", "--workers", "0", "--no-report", *extra]
+        command += ["--ae-title", "VOXPIPE", "--allow-calling-ae", allow, "--workers", "0", "--no-report", *extra]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(os.environ))
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -118,3 +120,30 @@ def test_listen_runs_each_series_sent_by_orthanc_once_across_a_crash_and_stops_o
     assert not list((spool / "incoming").iterdir()) and not list(spool.glob("batch-*"))
     names = "\n".join(str(p.relative_to(out)) for p in out.rglob("*")) + "\n".join(listener.lines + crashed.lines)
     assert not any(uid in names for uid in uids)  # no UID in any path or log line
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_run_abandons_the_batch_cleanly_and_the_restart_runs_it(tmp_path):
+    """No PACS needed: pynetdicom's storescu sends as a modality would."""
+    for i in range(2):
+        write_series(tmp_path / "in" / f"s{i}", ct_like_volume((60, 128, 128), seed=i), SeriesSpec(seed=i))
+    config = tmp_path / "listen.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    out = tmp_path / "out"
+    listener = Listener(config, out, port, "--idle", "0.3", allow="STORESCU")
+    sent = subprocess.run(
+        [sys.executable, "-m", "pynetdicom", "storescu", "127.0.0.1", str(port), str(tmp_path / "in"), "-r", "-aec", "VOXPIPE", "-q"]
+    )
+    assert sent.returncode == 0
+    state = out / "spool" / "state.json"
+    listener.wait_for(lambda: state.exists() and json.loads(state.read_text()).get("running"), "a batch to start")
+    assert listener.stop() == 0  # the first batch imports torch for seconds: the signal lands inside the run
+    assert any("abandoned" in line for line in listener.lines), listener.lines
+    running = json.loads(state.read_text())["running"]
+    assert running and (out / "spool" / f"batch-{running['batch']}").is_dir()  # kept whole for the restart
+    assert not any((out / "results").glob("case-*")) or all((p / "case.json").exists() for p in (out / "results").glob("case-*"))
+    restarted = Listener(config, out, port, "--idle", "0.3", "--exit-after", "2", allow="STORESCU")
+    assert restarted.process.wait(timeout=WAIT_S) == 0, restarted.lines
+    assert [c["status"] for c in _manifest(out)["cases"]] == ["ok", "ok"]
+    assert json.loads(state.read_text())["running"] is None
