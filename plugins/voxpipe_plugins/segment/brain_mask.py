@@ -28,11 +28,25 @@ from voxpipe_plugins.segment.base import intensity, spacing, to_label
 STAGE = "segment.brain_mask"
 
 
+def distance_to(mask: np.ndarray, sampling: tuple[float, ...]) -> np.ndarray:
+    """Distance in mm from every voxel to the nearest voxel of ``mask`` (0 on it).
+
+    SimpleITK's Maurer distance map (exact Euclidean, multi-threaded): about 10x faster than
+    scipy's ``distance_transform_edt`` on a 1 mm head, where the transforms dominated the stage.
+    """
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(mask.astype(np.uint8).T))
+    image.SetSpacing(tuple(float(s) for s in sampling))
+    signed = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+    return np.maximum(sitk.GetArrayViewFromImage(signed).T, 0.0)
+
+
 def within_mm(mask: np.ndarray, distance_mm: float, sampling: tuple[float, ...]) -> np.ndarray:
     """Voxels within ``distance_mm`` of ``mask`` (a dilation by an mm ball), through one distance transform."""
     if distance_mm <= 0 or not mask.any():
         return mask.copy()
-    return ndi.distance_transform_edt(~mask, sampling=sampling) <= distance_mm
+    return distance_to(mask, sampling) <= distance_mm
 
 
 def erode_mm(mask: np.ndarray, distance_mm: float, sampling: tuple[float, ...]) -> np.ndarray:
@@ -40,7 +54,9 @@ def erode_mm(mask: np.ndarray, distance_mm: float, sampling: tuple[float, ...]) 
     if distance_mm <= 0:
         return mask.copy()
     padded = np.pad(mask, 1, mode="edge")  # the head may leave the field of view: do not erode from there
-    return (ndi.distance_transform_edt(padded, sampling=sampling) > distance_mm)[(slice(1, -1),) * mask.ndim]
+    if padded.all():
+        return mask.copy()
+    return (distance_to(~padded, sampling) > distance_mm)[(slice(1, -1),) * mask.ndim]
 
 
 def geodesic_dilate(seed: np.ndarray, limit: np.ndarray, distance_mm: float, sampling: tuple[float, ...]) -> np.ndarray:
@@ -122,13 +138,29 @@ def cut_stem(mask: np.ndarray, fraction: float, axis: int, sign: int, sampling: 
 
 
 def fill_slices(mask: np.ndarray) -> np.ndarray:
-    """Fill holes slice by slice along every axis: dark CSF cut by the field of view is enclosed in its slices."""
+    """Fill holes slice by slice along every axis: dark CSF cut by the field of view is enclosed in its slices.
+
+    One labelling per axis with in-slice connectivity does every slice at once; a background
+    part that does not touch its slice's edge is a hole.
+    """
     out = mask.copy()
     for axis in range(mask.ndim):
-        moved = np.moveaxis(out, axis, 0)
-        for index in range(moved.shape[0]):
-            if moved[index].any():
-                moved[index] = ndi.binary_fill_holes(moved[index])
+        structure = ndi.generate_binary_structure(mask.ndim, 1)
+        index = [slice(None)] * mask.ndim
+        for side in (0, 2):
+            index[axis] = side
+            structure[tuple(index)] = False
+        labels, count = ndi.label(~out, structure=structure)
+        if count == 0:
+            continue
+        edge = np.zeros(count + 1, dtype=bool)
+        for other in range(mask.ndim):
+            if other == axis:
+                continue
+            for end in (0, -1):
+                edge[np.unique(np.take(labels, end, axis=other))] = True
+        edge[0] = True
+        out |= ~edge[labels]
     return out
 
 
