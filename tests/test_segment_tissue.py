@@ -94,6 +94,15 @@ def test_spatial_prior_helps_at_high_noise(noisy):
     assert prior > plain + 0.015, (plain, prior)
 
 
+def test_bias_field_estimated_inside_em():
+    phantom = tissue_phantom(noise=0.03, bias=0.4, seed=3)
+    plain = np.mean(dices(run(phantom, beta=1.0)["label"].numpy()[0], phantom))
+    out = run(phantom, beta=1.0, bias_fwhm_mm=60.0)
+    corrected = np.mean(dices(out["label"].numpy()[0], phantom))
+    assert corrected > plain + 0.01, (plain, corrected)
+    assert out["history"][-1]["bias_fwhm_mm"] == 60.0
+
+
 def test_neighbour_weights_follow_the_spacing_in_mm():
     from voxpipe_plugins.segment.tissue_model import neighbour_kernel
 

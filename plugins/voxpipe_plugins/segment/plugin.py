@@ -227,6 +227,13 @@ class BrainTissueParams(_MaskParams):
         "shared", description="One noise variance for all classes (default: keeps the GM/WM boundary in place) or one per class."
     )
     iterations: int = Field(10, ge=0, le=100, description="EM rounds with the spatial prior (stops early once the labels settle).")
+    bias_fwhm_mm: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Also estimate a smooth multiplicative bias field inside EM (FAST-style), smoothed with a Gaussian of "
+        "this FWHM in mm (e.g. 60); unset: none (run `enhance.bias_n4` first instead, or not at all on a corrected T1).",
+    )
     max_samples: int = Field(200_000, ge=1000, le=100_000_000, description="Voxels (drawn with `seed`) the starting mixture is fitted on.")
     seed: int = Field(0, ge=0, description="Random seed for that sample: results are reproducible.")
 

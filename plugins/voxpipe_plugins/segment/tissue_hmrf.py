@@ -51,6 +51,7 @@ class TissueSegmenter:
         partial_volume: bool = True,
         variance: str = "shared",
         iterations: int = 10,
+        bias_fwhm_mm: float | None = None,
         max_samples: int = 200_000,
         seed: int = 0,
     ) -> None:
@@ -67,6 +68,7 @@ class TissueSegmenter:
         self.beta, self.neighbours, self.partial_volume = float(beta), int(neighbours), bool(partial_volume)
         self.shared = variance == "shared"
         self.iterations, self.max_samples, self.seed = int(iterations), int(max_samples), int(seed)
+        self.bias_fwhm_mm = bias_fwhm_mm
 
     def _mask(self, case: dict, values: np.ndarray) -> np.ndarray:
         mask = mask_from_case(case, self.mask_key, values.shape, self.STAGE, self.mask_labels)
@@ -95,7 +97,17 @@ class TissueSegmenter:
         rng = np.random.default_rng(self.seed)
         sample = x if x.size <= self.max_samples else rng.choice(x, self.max_samples, replace=False)
         mix = initial_mixture(sample, self.classes, self.shared, self.partial_volume, self.seed)
-        result = segment(x.astype(np.float32), grid_mask, mix, spacing(image), self.beta, self.neighbours, self.iterations)
+        result = segment(
+            x.astype(np.float32),
+            grid_mask,
+            mix,
+            spacing(image),
+            self.beta,
+            self.neighbours,
+            self.iterations,
+            self.bias_fwhm_mm,
+            float(low / scale),
+        )
 
         out = dict(case)
         label = np.zeros(values.shape, dtype=np.int32)
@@ -121,6 +133,7 @@ class TissueSegmenter:
             partial_volume=self.partial_volume,
             variance="shared" if fitted.shared else "per_class",
             beta=self.beta,
+            bias_fwhm_mm=self.bias_fwhm_mm,
             rounds=result.rounds,
             voxels=[int((result.labels == c).sum()) for c in range(self.classes)],
         )

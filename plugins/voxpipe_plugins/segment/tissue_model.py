@@ -182,6 +182,7 @@ class Result:
     memberships: np.ndarray  # k x voxels, sums to 1
     mixture: Mixture
     rounds: int
+    bias: np.ndarray | None = None  # the multiplicative field at the voxels, when estimated
 
 
 def segment(
@@ -192,9 +193,25 @@ def segment(
     beta: float,
     neighbours: int,
     iterations: int,
+    bias_fwhm_mm: float | None = None,
+    offset: float = 0.0,
 ) -> Result:
-    """EM with a mean-field hidden-MRF prior on the voxels ``x`` = ``image[grid_mask]`` (C order)."""
+    """EM with a mean-field hidden-MRF prior on the voxels ``x`` = ``image[grid_mask]`` (C order).
+
+    With ``bias_fwhm_mm``, a smooth multiplicative bias field is estimated each round
+    (:mod:`tissue_bias`) on ``x + offset`` (proportional to the raw intensities) and divided out.
+    """
     from scipy import ndimage
+
+    observed = x
+    bias = None
+    if bias_fwhm_mm:
+        from voxpipe_plugins.segment.tissue_bias import BiasField
+
+        bias = BiasField(grid_mask, spacing, bias_fwhm_mm)
+        floor = np.float32(1e-3)
+        log_observed = np.log(np.maximum(observed + np.float32(offset), floor))
+        field = np.zeros_like(x)
 
     composition = mix.composition()
     kernel = neighbour_kernel(spacing, neighbours) if beta > 0 else None
@@ -210,6 +227,11 @@ def segment(
     rounds = 0
     for _ in range(iterations):
         rounds += 1
+        if bias is not None:
+            predicted = (mix.means.astype(np.float32) @ m).astype(np.float32)
+            residual = log_observed - np.log(np.maximum(predicted + np.float32(offset), floor))
+            field = bias.estimate(residual, m.max(axis=0))
+            x = (np.exp(log_observed - field) - np.float32(offset)).astype(np.float32)
         mix = _m_step(q, x, mix)
         logits = log_likelihoods(x, mix)
         logits += np.log(mix.weights).astype(x.dtype)[:, None]
@@ -228,4 +250,4 @@ def segment(
         if changed <= SETTLED * x.size:
             break
     m /= m.sum(axis=0, keepdims=True)
-    return Result(labels, m, mix, rounds)
+    return Result(labels, m, mix, rounds, None if bias is None else np.exp(field))
