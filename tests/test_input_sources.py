@@ -145,19 +145,16 @@ def test_two_plugins_claiming_a_scheme_leave_it_out_and_name_both(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
         return module
 
+    monkeypatch.setattr(input_sources, "_loaded", None)  # undone last: the real sources come back after the test
     plugin("fake_plugin_a"), plugin("fake_plugin_b")
     points = [EntryPoint(n, f"fake_plugin_{n}", "voxpipe") for n in ("a", "b")]
     monkeypatch.setattr("importlib.metadata.entry_points", lambda group: points)
     found = load_input_sources(reload=True)
-    try:
-        assert sorted(found.specs) == ["only-a", "only-b"]
-        assert "`a`" in found.conflicts["same"] and "`b`" in found.conflicts["same"]
-        monkeypatch.setattr(input_sources, "_loaded", found)
-        with pytest.raises(UsageError, match="registered by both"):
-            with open_input("same://x"):
-                pass
-    finally:
-        input_sources._loaded = None
+    assert sorted(found.specs) == ["only-a", "only-b"]
+    assert "`a`" in found.conflicts["same"] and "`b`" in found.conflicts["same"]
+    with pytest.raises(UsageError, match="registered by both"):
+        with open_input("same://x"):
+            pass
 
 
 def test_the_pacs_family_registers_its_schemes_without_importing_network_libraries():
