@@ -205,3 +205,14 @@ def test_good_pacs_urls_parse_to_the_service_and_query():
         4242,
         {"StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "4.5"},
     )
+
+
+def test_a_blocked_plugin_contributes_no_input_scheme(monkeypatch):
+    monkeypatch.setattr(input_sources, "_loaded", None)
+    monkeypatch.setenv("VOXPIPE_PLUGINS_BLOCK", "pacs")
+    assert "dimse" not in load_input_sources().specs
+    with pytest.raises(UsageError, match="no plugin reads `dimse://` inputs"):
+        with open_input("dimse://AE@127.0.0.1:104?StudyInstanceUID=1.2"):
+            pass
+    monkeypatch.delenv("VOXPIPE_PLUGINS_BLOCK")
+    assert "dimse" in load_input_sources().specs

@@ -91,21 +91,23 @@ class InputSources:
 
 
 _loaded: InputSources | None = None
+_loaded_for: tuple | None = None  # the allow/block selection _loaded was made under (None: set by hand, as tests do)
 
 
 def load_input_sources(reload: bool = False) -> InputSources:
     """Every permitted plugin's input sources (entry points, allow/block as for stages); cached per process."""
-    global _loaded
-    if _loaded is not None and not reload:
+    global _loaded, _loaded_for
+    from voxpipe.registry import PluginSelection, _distribution_of
+
+    selection = PluginSelection.from_env()
+    if _loaded is not None and not reload and _loaded_for in (None, (selection.allow, selection.block)):
         return _loaded
     from importlib.metadata import entry_points
 
     import pluggy
 
     from voxpipe import hookspecs
-    from voxpipe.registry import PluginSelection, _distribution_of
 
-    selection = PluginSelection.from_env()
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     found = InputSources()
@@ -135,7 +137,7 @@ def load_input_sources(reload: bool = False) -> InputSources:
             found.conflicts[scheme] = (
                 f"input scheme `{scheme}://` is registered by both {who}; neither is used: block one with --block-plugin"
             )
-    _loaded = found
+    _loaded, _loaded_for = found, (selection.allow, selection.block)
     return found
 
 
