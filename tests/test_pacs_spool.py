@@ -228,3 +228,32 @@ def test_a_series_is_not_taken_while_one_of_its_instances_is_being_written(tmp_p
     thread.join(10)
     batch = spool.take_ready(idle_s=0.0, now=1e12)
     assert batch is not None and len(list(batch.rglob("*.dcm"))) == 2
+
+
+def test_listen_refuses_results_of_another_config_before_listening(cli, tmp_path):
+    results = tmp_path / "out" / "results"
+    results.mkdir(parents=True)
+    (results / "manifest.json").write_text('{"config_hash": "0123456789abcdef", "pipeline": "other"}')
+    result = cli("listen", _config(tmp_path), "--port", "0", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and len(result.error_lines) == 1
+    assert "different config" in result.error_lines[0] and "--force" in result.error_lines[0]
+    assert "listening" not in result.stderr and not (tmp_path / "out" / "spool").exists()
+
+
+def test_an_output_error_stops_the_listener_in_one_line_and_keeps_the_series_for_a_restart(cli, tmp_path):
+    import json
+
+    from voxpipe.cases import id_key
+
+    out = tmp_path / "out"
+    spool = Spool(out / "spool", id_key())  # the listener's own key: as if received before a restart
+    for path in _series(tmp_path / "in", n=3):
+        ds = pydicom.dcmread(path)
+        spool.store(str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), path.read_bytes())
+    (out / "results").write_text("not a folder")  # the results cannot be written
+    result = cli("listen", _config(tmp_path), "--port", "0", "-o", out, "--idle", "0.1", "--workers", "0")
+    assert result.exit_code == 2 and len(result.error_lines) == 1, result.stderr
+    assert "the series stay in the spool" in result.error_lines[0] and "Traceback" not in result.stderr
+    state = json.loads((out / "spool" / "state.json").read_text())
+    assert state["processed"] == {} and len(state["running"]["series"]) == 1
+    assert len(list((out / "spool" / f"batch-{state['running']['batch']}").rglob("*.dcm"))) == 3

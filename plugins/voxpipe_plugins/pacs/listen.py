@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from voxpipe.cli_conventions import output_option
+from voxpipe.cli_conventions import force_option, output_option
 from voxpipe.defaults import DEFAULT_WORKERS
 from voxpipe.errors import UsageError
 
@@ -75,6 +75,7 @@ def _ae_title(ctx, param, value: str | tuple[str, ...]):
     "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop a case after this long, as for voxpipe run."
 )
 @click.option("--no-report", is_flag=True, help="Do not write results/report.html.")
+@force_option("Run CONFIG into an OUTPUT whose results/ come from another config (without it that is refused before listening).")
 @click.option(
     "--exit-after", type=click.IntRange(min=1), hidden=True, help="Stop after this many series were processed (tests, benchmarks)."
 )
@@ -93,6 +94,7 @@ def listen_command(
     device: str | None = None,
     timeout: float | None = None,
     no_report: bool = False,
+    force: bool = False,
     exit_after: int | None = None,
 ) -> int:
     """Receive DICOM (C-STORE) and run CONFIG on each series once it has been idle for --idle seconds.
@@ -114,11 +116,12 @@ def listen_command(
     registry = settings.registry()
     validated = load_config(config, registry, overrides=overrides, device=device)
     output = Path(output)
+    check_results(output / RESULTS, validated, force)
     try:
         spool = Spool(spool_folder(output), id_key())
     except (OSError, ValueError) as exc:
         raise UsageError(f"-o {output}: cannot use it for the spool ({getattr(exc, 'strerror', None) or exc})") from None
-    runner = BatchRunner(validated, registry, spool, output / RESULTS, workers=workers, timeout=timeout, report=not no_report)
+    runner = BatchRunner(validated, registry, spool, output / RESULTS, workers=workers, timeout=timeout, report=not no_report, force=force)
     scp = StoreSCP(spool, ae_title, host, port, allowed)
     stop = threading.Event()
     busy = threading.Event()
@@ -150,6 +153,20 @@ def listen_command(
     return 1 if runner.cases_failed else 0
 
 
+def check_results(results: Path, validated, force: bool) -> None:
+    """Refuse, before listening, a results folder that holds another config's cases (the runner would refuse every batch)."""
+    try:
+        previous = json.loads((results / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return
+    other = previous.get("config_hash") if isinstance(previous, dict) else None
+    if other and other != validated.hash and not force:
+        raise UsageError(
+            f"-o {results.parent}: results/ holds cases of a different config or plugin code (config hash {str(other)[:12]}); "
+            "add --force to run this config into it, or choose another -o"
+        )
+
+
 def loop(spool, runner: BatchRunner, idle: float, stop: threading.Event, busy: threading.Event, exit_after: int | None) -> None:
     """Hand idle series to the runner until stopped; a batch a crash left behind goes first."""
     leftover = spool.leftover_batch()
@@ -172,14 +189,17 @@ def _run(runner: BatchRunner, batch: Path, busy: threading.Event) -> None:
 class BatchRunner:
     """Runs one batch folder through the normal runner and keeps the session's manifest whole."""
 
-    def __init__(self, validated, registry, spool, results: Path, workers: int, timeout: float | None, report: bool) -> None:
+    def __init__(
+        self, validated, registry, spool, results: Path, workers: int, timeout: float | None, report: bool, force: bool = False
+    ) -> None:
         self.validated, self.registry, self.spool, self.results = validated, registry, spool, results
-        self.workers, self.timeout, self.report = workers, timeout, report
+        self.workers, self.timeout, self.report, self.force = workers, timeout, report, force
         self.series_done = self.cases_ok = self.cases_failed = 0
 
     def run_batch(self, batch: Path, busy: threading.Event | None = None) -> None:
         """Run ``batch``; only the runner's part may be interrupted (``busy``), never the state's bookkeeping."""
         from voxpipe.errors import one_line
+        from voxpipe.pipeline import discover
         from voxpipe.progress import Progress
         from voxpipe.runner import run
 
@@ -187,29 +207,36 @@ class BatchRunner:
         started = time.monotonic()
         progress = Progress()
         cases: list[dict] = []
-        if busy is not None:
-            busy.set()
-        try:
-            summary = run(
-                self.validated,
-                self.registry,
-                batch,
-                self.results,
-                on_case=progress.case,
-                workers=self.workers,
-                timeout=self.timeout,
-                report=False,
-                on_start=progress.start,
-            )
-            cases = [outcome.as_dict() for outcome in summary.outcomes]
-            note = summary.fatal
-        except UsageError as exc:  # e.g. no case the loader can read in these series: say so, keep listening
-            note = str(exc).replace(str(batch), "the received series")
-        except Exception as exc:  # noqa: BLE001 - one bad batch never stops the listener
-            note = f"internal error: {one_line(exc)}"
-        finally:
+        note = None
+        if not discover(self.validated, batch).cases:  # what was received is nothing the loader reads (SR, PDF, ...)
+            note = f"no case the loader `{self.validated.stages[0].spec.id}` can read in them"
+        else:
             if busy is not None:
-                busy.clear()
+                busy.set()
+            try:
+                summary = run(
+                    self.validated,
+                    self.registry,
+                    batch,
+                    self.results,
+                    force=self.force,
+                    on_case=progress.case,
+                    workers=self.workers,
+                    timeout=self.timeout,
+                    report=False,
+                    on_start=progress.start,
+                )
+            except Exception as exc:  # noqa: BLE001 - the output folder, not the data: stop, keep the batch for a restart
+                from voxpipe.errors import VoxpipeError
+
+                text = str(exc) if isinstance(exc, VoxpipeError) else f"internal error: {one_line(exc)}"
+                raise UsageError(f"{text.replace(str(batch), 'the received series')} (the series stay in the spool)") from None
+            finally:
+                if busy is not None:
+                    busy.clear()
+            if summary.fatal:  # a full disk: the finished cases are kept, the batch runs again after a restart
+                raise UsageError(f"{summary.fatal} (the series stay in the spool)")
+            cases = [outcome.as_dict() for outcome in summary.outcomes]
         self.spool.finish_batch(batch, cases)
         self._write_session_manifest()
         ok = sum(c["status"] in ("ok", "skipped") for c in cases)
