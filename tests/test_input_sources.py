@@ -216,3 +216,30 @@ def test_a_blocked_plugin_contributes_no_input_scheme(monkeypatch):
             pass
     monkeypatch.delenv("VOXPIPE_PLUGINS_BLOCK")
     assert "dimse" in load_input_sources().specs
+
+
+def test_dicomweb_credentials_come_from_the_environment_only(monkeypatch, tmp_path):
+    from voxpipe_plugins.pacs import credentials
+
+    for name in ("VOXPIPE_DICOMWEB_USER", "VOXPIPE_DICOMWEB_PASSWORD", "VOXPIPE_DICOMWEB_TOKEN", "VOXPIPE_DICOMWEB_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    http = credentials.session()
+    assert http.auth is None and "Authorization" not in http.headers and http.trust_env is False and http.verify is True
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_TOKEN", MARK)
+    assert credentials.session().headers["Authorization"] == f"Bearer {MARK}"
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", "someone")
+    with pytest.raises(UsageError, match="set one kind of credential") as caught:
+        credentials.session()
+    assert MARK not in str(caught.value)
+    monkeypatch.delenv("VOXPIPE_DICOMWEB_TOKEN")
+    with pytest.raises(UsageError, match="VOXPIPE_DICOMWEB_PASSWORD is not set"):
+        credentials.session()
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", MARK)
+    assert credentials.session().auth == ("someone", MARK)
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    monkeypatch.setenv("VOXPIPE_DICOMWEB_CA_BUNDLE", str(pem))
+    assert credentials.ca_bundle() == pem
+    with pytest.raises(UsageError, match="--ca-bundle: the CA bundle .* is not a file"):
+        credentials.ca_bundle(tmp_path / "missing.pem")
+    assert credentials.session(pem).verify == str(pem)
