@@ -19,7 +19,7 @@ import torch
 from voxpipe.stage import record
 from voxpipe_plugins.common.checks import StageInputError
 from voxpipe_plugins.common.tensors import affine_of, spacing_of
-from voxpipe_plugins.enhance.util import build_mask, checked_float, plain, refuse_constant, rewrap
+from voxpipe_plugins.enhance.util import build_mask, checked_float, plain, refuse_constant, rewrap, source_device
 
 STAGE = "enhance.bias_n4"
 _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS -> LPS: x and y change sign
@@ -163,11 +163,11 @@ class BiasN4:
             corrected.append(out)
             fields.append(log_field)
             details.append(info)
-        result = rewrap(image, np.stack(corrected).astype(np.float32, copy=False))
+        device = source_device(image)  # SimpleITK runs on the CPU; the result goes back where the image was
         out = dict(case)
-        out[self.key] = result
+        out[self.key] = rewrap(image, torch.from_numpy(np.stack(corrected).astype(np.float32, copy=False)).to(device))
         if self.bias_key is not None:
-            out[self.bias_key] = rewrap(image, np.stack(fields).astype(np.float32, copy=False))
+            out[self.bias_key] = rewrap(image, torch.from_numpy(np.stack(fields).astype(np.float32, copy=False)).to(device))
         record(
             out,
             STAGE,
