@@ -346,3 +346,19 @@ def test_debug_tracebacks_hide_the_query_values_and_credentials_too(cli, orthanc
     result = cli("--debug", "info", credential)
     assert result.exit_code == 2 and "SECRETPW77" not in result.stderr + result.stdout
     nothing_written(tmp_path / "out", spool)
+
+
+def test_a_peer_that_refuses_image_level_queries_is_asked_by_series(orthanc, study, spool, monkeypatch):
+    from voxpipe_plugins.pacs import dimse_source
+
+    real = dimse_source._find
+    levels = []
+
+    def series_level_only(target, calling, level):
+        levels.append(level)
+        return ({}, 0xA900) if level == "IMAGE" else real(target, calling, level)
+
+    monkeypatch.setattr(dimse_source, "_find", series_level_only)
+    with open_input(dimse_url(orthanc, StudyInstanceUID=study.study_uid)) as folder:
+        assert_same_series(folder, study.folder)  # the common image SOP classes were proposed: CT and enhanced CT came
+    assert levels == ["IMAGE", "SERIES"]

@@ -124,17 +124,33 @@ def _associate(target: DimseTarget, calling: str, contexts: list, roles: list | 
 
 
 def find(target: DimseTarget, calling: str) -> dict[str, set[str]]:
-    """SeriesInstanceUID -> the SOP classes of its instances (C-FIND, study root, IMAGE level)."""
+    """SeriesInstanceUID -> the SOP classes of its instances (C-FIND, study root, IMAGE level).
+
+    A peer that refuses IMAGE-level queries is asked at SERIES level; the SOP classes are then
+    unknown and the common image classes are proposed for the C-GET.
+    """
+    found, refused = _find(target, calling, "IMAGE")
+    if refused is not None:
+        found, refused = _find(target, calling, "SERIES")
+    if refused is not None:
+        raise InputSourceError(
+            f"the DICOM peer {peer(target)} refused the C-FIND (status 0x{refused:04X}); check that it allows C-FIND from {calling}"
+        )
+    return {uid: {c for c in classes if c} for uid, classes in found.items()}
+
+
+def _find(target: DimseTarget, calling: str, level: str) -> tuple[dict[str, set[str]], int | None]:
     from pydicom.dataset import Dataset
     from pynetdicom.presentation import build_context
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
     identifier = Dataset()
-    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.QueryRetrieveLevel = level
     identifier.StudyInstanceUID = target.query["StudyInstanceUID"]
     identifier.SeriesInstanceUID = target.query.get("SeriesInstanceUID", "")
-    identifier.SOPInstanceUID = ""
-    identifier.SOPClassUID = ""
+    if level == "IMAGE":
+        identifier.SOPInstanceUID = ""
+        identifier.SOPClassUID = ""
     assoc = _associate(target, calling, [build_context(StudyRootQueryRetrieveInformationModelFind)])
     found: dict[str, set[str]] = {}
     try:
@@ -149,13 +165,12 @@ def find(target: DimseTarget, calling: str) -> dict[str, set[str]]:
                 series = str(getattr(answer, "SeriesInstanceUID", "") or "")
                 if series:
                     found.setdefault(series, set()).add(str(getattr(answer, "SOPClassUID", "") or ""))
-            elif code not in (0x0000, 0xFF00, 0xFF01):
-                raise InputSourceError(
-                    f"the DICOM peer {peer(target)} refused the C-FIND (status 0x{code:04X}); check that it allows C-FIND from {calling}"
-                )
+            elif code != 0x0000:
+                return {}, int(code)
     finally:
-        assoc.release()
-    return {uid: {c for c in classes if c} for uid, classes in found.items()}
+        if assoc.is_established:
+            assoc.release()
+    return found, None
 
 
 def get_series(target: DimseTarget, calling: str, series_uid: str, sop_classes: set[str], into: Path) -> None:
