@@ -199,14 +199,20 @@ class _FakeStow(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802
         length = int(self.headers.get("Content-Length", 0))
-        self.rfile.read(length)
+        parts = max(1, self.rfile.read(length).count(b"Content-Type: application/dicom"))
         type(self).seen.append((self.path, self.headers.get("Authorization")))
         action = type(self).plan.pop(0) if type(self).plan else 200
         if action == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             self.connection.close()
             return
-        body = json.dumps({"00081199": {"vr": "SQ", "Value": [{}]}}).encode() if action == 200 else b""
+        if action == "short":  # confirms one instance whatever was sent
+            action, parts = 200, 1
+        if action == "failed":  # 202: some instances refused, listed with their reason
+            body = json.dumps({"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", "Value": [0xA700]}}]}}).encode()
+            action = 202
+        else:
+            body = json.dumps({"00081199": {"vr": "SQ", "Value": [{}] * parts}}).encode() if action == 200 else b""
         self.send_response(action)
         if action == 429:
             self.send_header("Retry-After", "0")
@@ -333,3 +339,36 @@ def test_validate_says_when_the_ca_bundle_is_missing(cli, tmp_path):
     assert result.exit_code == 2 and len(result.error_lines) == 1 and "`ca_bundle`: nowhere.pem is not a file" in result.error_lines[0]
     (tmp_path / "nowhere.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     assert cli("validate", config).exit_code == 0
+
+
+def test_instances_the_server_lists_as_failed_fail_the_case_with_their_reason(fake_stow, tmp_path):
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    _FakeStow.plan = ["failed"]
+    with pytest.raises(Exception) as caught:
+        StowWriter(url=fake_stow, retries=2, backoff_s=0.01)(_case(tmp_path))
+    assert "refused 1 of 1 instances (failure reasons 0xA700)" in str(caught.value)
+    assert len(_FakeStow.seen) == 1
+
+
+def test_large_outputs_go_in_several_requests(fake_stow, tmp_path):
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    case = _case(tmp_path)
+    big = write_series(tmp_path / "big", np.zeros((3, 600, 600)), SeriesSpec())  # ~0.7 MiB each
+    for i, path in enumerate(big):
+        (case["output_dir"] / f"extra{i}.dcm").write_bytes(path.read_bytes())
+    result = StowWriter(url=fake_stow, identity="any", batch_mib=1)(case)
+    assert result["history"][-1] == {"op": "write.stow", "instances": 4, "requests": 3}  # the small SEG rides with one of them
+    assert len(_FakeStow.seen) == 3
+
+
+def test_a_server_that_confirms_fewer_instances_than_sent_fails_the_case(fake_stow, tmp_path):
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    case = _case(tmp_path)
+    (case["output_dir"] / "second.dcm").write_bytes((case["output_dir"] / "segmentation.dcm").read_bytes())
+    _FakeStow.plan = ["short"]
+    with pytest.raises(Exception) as caught:
+        StowWriter(url=fake_stow, identity="any")(case)
+    assert "confirmed 1 of 2 instances" in str(caught.value)

@@ -180,7 +180,11 @@ def _stored(answer, sent: int, where: str) -> int:
         codes = sorted({f"0x{int(item.get('FailureReason', 0)):04X}" for item in failed})
         raise StowError(f"{where} refused {len(failed)} of {sent} instances (failure reasons {', '.join(codes)})")
     referenced = getattr(answer, "ReferencedSOPSequence", None)
-    return len(referenced) if referenced is not None else sent
+    if referenced is None:  # a bare 200 (older servers): the status is the answer
+        return sent
+    if len(referenced) < sent:
+        raise StowError(f"{where} confirmed {len(referenced)} of {sent} instances; check the server's log")
+    return len(referenced)
 
 
 def _retry_after(response) -> float | None:
