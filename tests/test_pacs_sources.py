@@ -362,3 +362,15 @@ def test_a_peer_that_refuses_image_level_queries_is_asked_by_series(orthanc, stu
     with open_input(dimse_url(orthanc, StudyInstanceUID=study.study_uid)) as folder:
         assert_same_series(folder, study.folder)  # the common image SOP classes were proposed: CT and enhanced CT came
     assert levels == ["IMAGE", "SERIES"]
+
+
+def test_the_python_api_takes_urls_and_the_source_options(orthanc, study, spool, tmp_path, write_config):
+    import voxpipe
+    from voxpipe.errors import UsageError
+
+    url = dimse_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=study.series_uids[4])
+    with pytest.raises(UsageError, match="STRANGER"):
+        voxpipe.run(write_config(CONFIG), url, tmp_path / "refused", workers=0, ae_title="STRANGER")
+    summary = voxpipe.run(write_config(CONFIG), url, tmp_path / "out", workers=0, ae_title="VOXPIPE")
+    assert [o.status for o in summary.outcomes] == ["ok"] and summary.outcomes[0].case_id in local_series(study.folder)
+    assert not (tmp_path / "refused").exists() and fetched_left(spool) == []

@@ -100,19 +100,25 @@ def run(
     retries: int = 2,
     report: bool = True,
     source_map: str | Path | None = None,
+    ae_title: str | None = None,
+    ca_bundle: str | Path | None = None,
 ) -> RunSummary:
     """Run a pipeline over every case under ``input_path``; like ``voxpipe run``.
 
     The names and defaults are the CLI's: ``workers`` defaults to ``DEFAULT_WORKERS`` (one
     isolated worker process, as ``voxpipe run``); ``workers=0`` runs the cases in this process,
-    ``executor="dask-local"`` or ``"tcp://HOST:PORT"`` a Dask cluster.
+    ``executor="dask-local"`` or ``"tcp://HOST:PORT"`` a Dask cluster. ``input_path`` may be a
+    PACS URL (``dicomweb+https://...``, ``dimse://...``); ``ae_title`` and ``ca_bundle`` are then
+    VoxPipe's DIMSE AE title and the CA bundle that verifies an https server.
     """
+    from voxpipe.input_sources import source_text
+
     registry = registry or load_registry()
     validated = validate(config, overrides, device, registry)
     return _run(
         validated,
         registry,
-        Path(input_path),
+        source_text(input_path) or Path(input_path),
         Path(output_dir),
         force=force,
         workers=workers,
@@ -121,4 +127,5 @@ def run(
         retries=retries,
         report=report,
         source_map=Path(source_map) if source_map is not None else None,
+        source_options={key: value for key, value in (("ae_title", ae_title), ("ca_bundle", ca_bundle)) if value},
     )
