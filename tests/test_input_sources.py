@@ -174,6 +174,8 @@ def test_the_pacs_family_registers_its_schemes_without_importing_network_librari
         ("dicomweb+http://h/dicom-web?StudyInstanceUID=abc", "not a DICOM UID"),
         ("dicomweb+http://h/dicom-web?StudyInstanceUID=", "has no value"),
         ("dicomweb+http://h/dicom-web?StudyDate=2020", "StudyDate must be"),
+        ("dicomweb+http://h/dicom-web?PatientID=*", "wildcard"),
+        ("dicomweb+http://h/dicom-web?AccessionNumber=A%3F1", "wildcard"),
         ("dicomweb+http://h/dicom-web?ModalitiesInStudy=C%20T", "ModalitiesInStudy"),
         ("dicomweb+http://h/dicom-web/studies/1.2.3", "service root"),
         ("dicomweb+ftp://h/dicom-web?StudyInstanceUID=1.2", "dicomweb+http:// or dicomweb+https://"),

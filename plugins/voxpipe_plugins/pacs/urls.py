@@ -67,6 +67,8 @@ def _query(url: str, allowed: tuple[str, ...], shown: str) -> dict[str, str]:
             raise InputSourceError(f"-i/--input {shown}: StudyDate must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
         if key == "ModalitiesInStudy" and not _MODALITY.match(value):
             raise InputSourceError(f"-i/--input {shown}: ModalitiesInStudy must be modality codes such as CT or CT,MR")
+        if key in ("PatientID", "AccessionNumber") and any(c in value for c in "*?"):
+            raise InputSourceError(f"-i/--input {shown}: the {key} value holds a wildcard (* or ?); give the exact value")
         if key in ("PatientID", "AccessionNumber") and (len(value) > 64 or "\\" in value or any(ord(c) < 32 for c in value)):
             raise InputSourceError(f"-i/--input {shown}: the {key} value is not a valid DICOM {key} (at most 64 characters, no '\\')")
     if not query:
