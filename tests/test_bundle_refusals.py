@@ -266,3 +266,14 @@ def test_self_reference_and_deep_nesting_are_refused(spleen, tmp_path):
     config["loop"] = "$" + "9" * 3000
     write_config(spleen, config)
     _refused(spleen, tmp_path, "refused")
+
+
+def test_weights_linked_from_outside_the_bundle_are_refused(spleen, tmp_path):
+    outside = tmp_path / "elsewhere.pt"
+    (spleen / "models" / "model.pt").rename(outside)
+    (spleen / "models" / "model.pt").symlink_to(outside)
+    _refused(spleen, tmp_path, "outside the bundle")
+    config = read_config(spleen)
+    config["checkpointloader"]["load_path"] = "$@bundle_root + '/../elsewhere.pt'"
+    write_config(spleen, config)
+    _refused(spleen, tmp_path, "outside the bundle")

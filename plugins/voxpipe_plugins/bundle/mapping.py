@@ -368,8 +368,9 @@ class Mapper:
             if file is not None and file.suffix.lower() in (".pt", ".pth", ".safetensors"):
                 return file
         for name in WEIGHT_NAMES:
-            if (root / "models" / name).is_file():
-                return root / "models" / name
+            found = self.inside_or_none(f"models/{name}")  # a link out of the bundle is refused, not followed
+            if found is not None:
+                return found
         if (root / "models" / "model.ts").is_file():
             raise BundleError(
                 f"{root.name}: only models/model.ts (TorchScript) is present; loading TorchScript deserialises code, so VoxPipe "
