@@ -257,3 +257,14 @@ def test_an_output_error_stops_the_listener_in_one_line_and_keeps_the_series_for
     state = json.loads((out / "spool" / "state.json").read_text())
     assert state["processed"] == {} and len(state["running"]["series"]) == 1
     assert len(list((out / "spool" / f"batch-{state['running']['batch']}").rglob("*.dcm"))) == 3
+
+
+def test_a_second_listener_on_the_same_spool_is_refused_in_one_line(cli, tmp_path):
+    from voxpipe.atomic import folder_lock
+
+    spool = tmp_path / "out" / "spool"
+    spool.mkdir(parents=True)
+    with folder_lock(spool, "voxpipe listen"):  # as a running listener holds it
+        result = cli("listen", _config(tmp_path), "--port", "0", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and len(result.error_lines) == 1 and "in use by another voxpipe listen" in result.error_lines[0]
+    assert "listening" not in result.stderr

@@ -12,6 +12,7 @@ skipped).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -107,9 +108,10 @@ def listen_command(
     Example:
       voxpipe listen configs/ct-body-mask.yaml --port 11112 --ae-title VOXPIPE -o listen-out/ --allow-calling-ae ORTHANC
     """
+    from voxpipe.atomic import folder_lock, make_dirs
     from voxpipe.cases import id_key
     from voxpipe.config import load_config
-    from voxpipe_plugins.pacs.scp import StoreSCP, check_exposure, spool_folder
+    from voxpipe_plugins.pacs.scp import check_exposure, spool_folder
     from voxpipe_plugins.pacs.spool import Spool
 
     check_exposure(host, allowed)
@@ -117,10 +119,22 @@ def listen_command(
     validated = load_config(config, registry, overrides=overrides, device=device)
     output = Path(output)
     check_results(output / RESULTS, validated, force)
-    try:
-        spool = Spool(spool_folder(output), id_key())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"-o {output}: cannot use it for the spool ({getattr(exc, 'strerror', None) or exc})") from None
+    with contextlib.ExitStack() as held:
+        try:
+            folder = make_dirs(spool_folder(output))
+            held.enter_context(folder_lock(folder, "voxpipe listen"))  # one listener per spool; released even on SIGKILL
+            spool = Spool(folder, id_key())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"-o {output}: cannot use it for the spool ({getattr(exc, 'strerror', None) or exc})") from None
+        return _serve(
+            validated, registry, spool, output, ae_title, host, port, allowed, idle, workers, timeout, no_report, force, exit_after
+        )
+
+
+def _serve(validated, registry, spool, output, ae_title, host, port, allowed, idle, workers, timeout, no_report, force, exit_after) -> int:
+    """Listen until stopped, with the spool held; returns the exit code."""
+    from voxpipe_plugins.pacs.scp import StoreSCP
+
     runner = BatchRunner(validated, registry, spool, output / RESULTS, workers=workers, timeout=timeout, report=not no_report, force=force)
     scp = StoreSCP(spool, ae_title, host, port, allowed)
     stop = threading.Event()
