@@ -204,9 +204,16 @@ class OrthancServer:
 
 def start_orthanc(folder: Path) -> OrthancServer:
     """Start an Orthanc in ``folder`` (which must be private to the caller) and return it once it answers."""
-    server = OrthancServer(folder=folder, http_port=free_port(), dicom_port=free_port())
-    server.start()
-    return server
+    for attempt in range(3):  # a port picked free may be taken before Orthanc binds it: pick again
+        server = OrthancServer(folder=folder / f"try{attempt}", http_port=free_port(), dicom_port=free_port())
+        try:
+            server.start()
+            return server
+        except RuntimeError:
+            server.stop()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
