@@ -3,6 +3,7 @@ associations, AE titles, restarts; and the listen command's one-line refusals.""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -268,3 +269,19 @@ def test_a_second_listener_on_the_same_spool_is_refused_in_one_line(cli, tmp_pat
         result = cli("listen", _config(tmp_path), "--port", "0", "-o", tmp_path / "out")
     assert result.exit_code == 2 and len(result.error_lines) == 1 and "in use by another voxpipe listen" in result.error_lines[0]
     assert "listening" not in result.stderr
+
+
+def test_a_series_with_nothing_the_loader_reads_is_passed_over_not_failed(cli, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from voxpipe.cases import id_key
+
+    out = tmp_path / "out"
+    spool = Spool(out / "spool", id_key())
+    plan = Path(get_testdata_file("rtplan.dcm", download=False))  # an RT plan: no image
+    ds = pydicom.dcmread(plan)
+    spool.store(str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), plan.read_bytes())
+    result = cli("listen", _config(tmp_path), "--port", "0", "-o", out, "--idle", "0.1", "--workers", "0", "--exit-after", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "no case the loader `load.dicom` can read" in result.stderr and "1 series with nothing the loader reads" in result.stderr
+    assert spool.key_of(str(ds.SeriesInstanceUID)) in json.loads((out / "spool" / "state.json").read_text())["processed"]

@@ -159,7 +159,8 @@ def _serve(validated, registry, spool, output, ae_title, host, port, allowed, id
             signal.signal(sig, handler)
     counts = spool.counts
     click.echo(
-        f"stopped: {runner.series_done} series processed ({runner.cases_ok} cases ok, {runner.cases_failed} failed); "
+        f"stopped: {runner.series_done} series processed ({runner.cases_ok} cases ok, {runner.cases_failed} failed, "
+        f"{runner.passed_over} series with nothing the loader reads); "
         f"{counts['stored']} instances received, {counts['duplicate']} duplicates, {counts['late']} after their series ran, "
         f"{scp.errors} refused; {spool.pending()} series left in the spool",
         err=True,
@@ -208,7 +209,7 @@ class BatchRunner:
     ) -> None:
         self.validated, self.registry, self.spool, self.results = validated, registry, spool, results
         self.workers, self.timeout, self.report, self.force = workers, timeout, report, force
-        self.series_done = self.cases_ok = self.cases_failed = 0
+        self.series_done = self.cases_ok = self.cases_failed = self.passed_over = 0
 
     def run_batch(self, batch: Path, busy: threading.Event | None = None) -> None:
         """Run ``batch``; only the runner's part may be interrupted (``busy``), never the state's bookkeeping."""
@@ -257,7 +258,8 @@ class BatchRunner:
         failed = len(cases) - ok
         self.series_done += series
         self.cases_ok += ok
-        self.cases_failed += failed + (1 if note and not cases else 0)
+        self.cases_failed += failed
+        self.passed_over += series if note else 0
         extra = f"; {note}" if note else ""
         click.echo(f"{series} series: {ok} cases ok, {failed} failed in {time.monotonic() - started:.1f}s{extra}", err=True)
 
