@@ -167,7 +167,7 @@ def gan_rows(mse_run: Path, gan_run: Path, picture: Path | None) -> list[list[st
         "shipped ct-lowdose (MSE)": run_stage(CNNDenoise(model="ct-lowdose", context=ctx), noisy, (0.8, 0.8))[0],
     }
     for label, run in (("MSE fine-tune", mse_run), ("WGAN-GP + VGG fine-tune", gan_run)):
-        outputs[label] = run_stage(CNNDenoise(weights=str(run / "last.safetensors"), context=ctx), noisy, (0.8, 0.8))[0]
+        outputs[label] = run_stage(CNNDenoise(weights=str(run.resolve() / "last.safetensors"), context=ctx), noisy, (0.8, 0.8))[0]
     rows = []
     for label, out in outputs.items():
         lsd, hf = texture(out, clean, noisy)
