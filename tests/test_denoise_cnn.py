@@ -192,6 +192,15 @@ def test_other_networks_weights_are_refused(tmp_path):
     save_file(good, str(tmp_path / "nan.safetensors"))
     with pytest.raises(ValueError, match="NaN or infinite"):
         build(weights=str(tmp_path / "nan.safetensors"))
+    huge = {f"body.{i}.conv.weight": torch.zeros(1, 2 if i == 0 else 1, 3, 3) for i in range(40)}
+    save_file(huge, str(tmp_path / "deep.safetensors"))
+    with pytest.raises(ValueError, match="at most 256 channels and 30 layers"):
+        build(weights=str(tmp_path / "deep.safetensors"))
+    save_file(
+        {"body.0.conv.weight": torch.zeros(8, 2, 5, 5), "body.1.conv.weight": torch.zeros(1, 8, 5, 5)}, str(tmp_path / "k5.safetensors")
+    )
+    with pytest.raises(ValueError, match="3-wide kernels"):
+        build(weights=str(tmp_path / "k5.safetensors"))
 
 
 class _Exploit:

@@ -19,6 +19,8 @@ from voxpipe_plugins.deep.weights import WeightsError, read_sidecar, read_state_
 from voxpipe_plugins.denoise.cnn_net import Architecture, ResidualDenoiser
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+MAX_FEATURES, MAX_DEPTH = 256, 30
+"""The training task's bounds: a file claiming a bigger network is refused before one is built."""
 
 
 def shipped_path(model: str) -> Path:
@@ -38,6 +40,11 @@ def architecture_of(state: dict[str, torch.Tensor], source: str) -> Architecture
     first = state["body.0.conv.weight"]
     if first.ndim not in (4, 5) or first.shape[1] != 2:
         raise WeightsError(f"weights file {source}: first layer {tuple(first.shape)} is not a denoise.cnn input layer (image + noise map)")
+    if any(k != 3 for k in first.shape[2:]) or not 1 <= first.shape[0] <= MAX_FEATURES or len(convs) > MAX_DEPTH:
+        raise WeightsError(
+            f"weights file {source}: {len(convs)} layers of {int(first.shape[0])} channels with {tuple(first.shape[2:])} kernels; "
+            f"denoise.cnn models have 3-wide kernels, at most {MAX_FEATURES} channels and {MAX_DEPTH} layers"
+        )
     return Architecture(spatial_dims=first.ndim - 2, features=int(first.shape[0]), depth=len(convs))
 
 
