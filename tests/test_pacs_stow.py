@@ -124,19 +124,9 @@ def test_a_pseudonymous_seg_is_refused_before_anything_is_sent(orthanc, cli, tmp
 # -- credentials never in a config ------------------------------------------------------------------
 
 CREDENTIAL_FIELDS = [
-    "user",
-    "username",
-    "User",
-    "password",
-    "Password",
-    "passwd",
-    "token",
-    "access_token",
-    "api_key",
-    "apiKey",
-    "auth",
-    "bearer",
-]
+    "user", "username", "User", "login", "password", "Password", "passwd", "pass", "pw", "passphrase", "token", "access_token",
+    "api_key", "apiKey", "api-key", "private_key", "auth", "Authorization", "bearer", "cookie", "jwt", "session_id", "credentials",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", CREDENTIAL_FIELDS)

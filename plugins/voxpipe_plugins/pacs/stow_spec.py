@@ -18,7 +18,7 @@ from voxpipe.params import StageParams
 from voxpipe.stage import StageKind, StageSpec
 
 CREDENTIAL_ENV = "VOXPIPE_DICOMWEB_USER/VOXPIPE_DICOMWEB_PASSWORD or VOXPIPE_DICOMWEB_TOKEN"
-_CREDENTIAL_WORDS = ("user", "login", "password", "passwd", "pwd", "token", "secret", "auth", "credential", "apikey", "bearer", "cookie")
+_CREDENTIAL_WORDS = ("user", "login", "pass", "pw", "token", "secret", "auth", "cred", "key", "bearer", "cookie", "jwt", "session")
 
 
 def _looks_like_credential(name: str) -> bool:
