@@ -298,10 +298,14 @@ def test_https_is_verified_with_the_ca_bundle_given(cli, orthanc, study, credent
 def test_a_run_with_worker_processes_reads_the_fetched_series(cli, orthanc, study, credentials, spool, tmp_path, write_config):
     url = web_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=study.series_uids[3])
     out = tmp_path / "out"
-    result = cli("run", write_config(CONFIG), "-i", url, "-o", out, "--workers", "1")
+    links = tmp_path / "private" / "sources.tsv"
+    result = cli("run", write_config(CONFIG), "-i", url, "-o", out, "--workers", "1", "--source-map", links)
     assert result.exit_code == 0, result.stderr
     (case,) = json.loads((out / "manifest.json").read_text())["cases"]
     assert case["status"] == "ok" and case["case_id"] in local_series(study.folder)
+    # the private source map links the case to the URL and series it came from (the fetched folder is gone)
+    assert links.read_text().splitlines()[1] == f"{case['case_id']}\t{url} {study.series_uids[3]}"
+    assert links.stat().st_mode & 0o777 == 0o600
     assert fetched_left(spool) == []
     line = one_error_line(cli("run", write_config(CONFIG), "-i", url, "-o", tmp_path / "o2", "--executor", "tcp://127.0.0.1:1"))
     assert "cannot read" in line and "--executor local" in line

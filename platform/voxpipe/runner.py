@@ -107,6 +107,7 @@ def run(
     on_start: Callable[[int, int], None] | None = None,
     source_options: dict | None = None,
     recorded_source: str | None = None,
+    source_url: str | None = None,
 ) -> RunSummary:
     """Run a validated pipeline over every case under ``input_path``.
 
@@ -120,6 +121,7 @@ def run(
         on_start: called with (cases to run, cases already complete) before the first case.
         source_options: options for a URL input's opener (``ae_title``, ``ca_bundle``).
         recorded_source: what the manifest says the input was (a URL input's redacted form).
+        source_url: a URL input as given, for ``--source-map`` (the folder it was fetched to is gone after the run).
     """
     if workers < 0 or retries < 0 or (timeout is not None and timeout <= 0):
         raise UsageError("--workers and --retries must be 0 or more, --timeout more than 0 seconds")
@@ -152,6 +154,7 @@ def run(
                 report=report,
                 on_start=on_start,
                 recorded_source=redacted_source(url),
+                source_url=url,
             )
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
@@ -208,6 +211,7 @@ def run(
                 report,
                 pipeline,
                 recorded_source,
+                source_url,
             )
     except VoxpipeError:
         if fresh and output_dir.is_dir() and not any(output_dir.iterdir()):
@@ -233,6 +237,7 @@ def _run_locked(
     report,
     pipeline,
     recorded_source=None,
+    source_url=None,
 ) -> RunSummary:
     started = _now()
     total = len(ids)
@@ -243,7 +248,7 @@ def _run_locked(
     if recorded_source is not None:
         header["input"] = {"source": recorded_source}  # redacted: scheme, host, port, path, query key names
     if source_map is not None:
-        _write_source_map(source_map, ids, discovery.cases)
+        _write_source_map(source_map, ids, discovery.cases, source_url)
     todo = []
     for source, cid in zip(discovery.cases, ids):
         if not force and _is_complete(output_dir / cid, validated.hash):
@@ -481,11 +486,18 @@ def _write_manifest(output_dir: Path, header: dict, outcomes: list[CaseOutcome],
     write_json(output_dir / MANIFEST, manifest)
 
 
-def _write_source_map(path: Path, ids: list[str], sources: list[CaseSource]) -> None:
-    """Case id -> input path, written only where the user asks (it may contain names)."""
+def _write_source_map(path: Path, ids: list[str], sources: list[CaseSource], url: str | None = None) -> None:
+    """Case id -> input path, written only where the user asks (it may contain names).
+
+    For a URL input: the URL and the series' identity (a DICOM series: its SeriesInstanceUID), since
+    the folder it was fetched to is removed when the run ends.
+    """
     from voxpipe.private_files import write_link_file
 
-    lines = ["case_id\tsource"] + [f"{cid}\t{source.path}" for cid, source in zip(ids, sources)]
+    def where(source: CaseSource) -> str:
+        return f"{url} {source.identity.removeprefix('dicom:')}" if url else str(source.path)
+
+    lines = ["case_id\tsource"] + [f"{cid}\t{where(source)}" for cid, source in zip(ids, sources)]
     write_link_file(path, "\n".join(lines) + "\n")
 
 
