@@ -12,6 +12,7 @@ sides read the same config; `reference` entries change only how MONAI's side loa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -71,9 +72,9 @@ CASES = {
 }
 
 
-def _prepare(name: str, tmp: Path) -> tuple[Path, Path, str | list[str]]:
+def _prepare(name: str, tmp: Path, source: str | None = None) -> tuple[Path, Path, str | list[str]]:
     case = CASES[name]
-    bundle = copy_bundle(name, tmp, case["overrides"])
+    bundle = copy_bundle(source or name, tmp, case["overrides"])
     if name.startswith("pancreas_ct_dints"):
         dints_arch_code(bundle, num_blocks=4, num_depths=3)
     write_random_weights(bundle, seed=7, extra=case.get("reference"))
@@ -172,3 +173,30 @@ def test_info_describes_a_bundle_without_weights(tmp_path, cli):
     assert "segment.deep" in info["stages"] and any("model.pt not found" in n for n in info["notes"])
     text = cli("bundle", "info", "-i", str(bundle))
     assert text.exit_code == 0 and "SegResNet" in text.stdout and "import would write" in text.stdout
+
+
+def test_label_transforms_after_inversion_become_monai_stages(tmp_path, cli):
+    """A reviewed MONAI transform of the label map after Invertd (here MapLabelValued) runs as a monai stage, same output."""
+    name = "spleen_ct_segmentation"
+    remap = {"_target_": "MapLabelValued", "keys": "pred", "orig_labels": [0, 1], "target_labels": [0, 6]}
+    CASES["_remap"] = {**CASES[name], "overrides": {**CASES[name]["overrides"], "postprocessing#transforms#3": remap}}
+    try:
+        bundle, image, reference_input = _prepare("_remap", tmp_path, source=name)
+    finally:
+        del CASES["_remap"]
+    expected = monai_reference(bundle, reference_input)
+    config = tmp_path / "imported.yaml"
+    assert cli("bundle", "import", str(bundle), "-o", str(config)).exit_code == 0
+    stages = [s["use"] for s in yaml.safe_load(config.read_text())["stages"]]
+    assert stages[stages.index("segment.deep") + 1] == "monai.MapLabelValued"
+    out = tmp_path / "out"
+    assert cli("run", str(config), "-i", str(image.parent), "-o", str(out), "--workers", "0", "--device", "cpu").exit_code == 0
+    got = np.asarray(nib.load(next(out.glob("*/label.nii.gz"))).dataobj)
+    assert set(np.unique(got)) == {0, 6} and float((got == np.rint(expected[0])).mean()) >= 0.999
+    # the same transform before the inversion cannot be a stage on the input grid: refused, naming the key
+    data = json.loads((bundle / "configs" / "inference.json").read_text())
+    post = data["postprocessing"]["transforms"]
+    post.insert(1, post.pop(3))  # MapLabelValued right after Activationsd, before Invertd
+    (bundle / "configs" / "inference.json").write_text(json.dumps(data))
+    result = cli("bundle", "import", str(bundle), "-o", str(config), "--force")
+    assert result.exit_code == 2 and "postprocessing#transforms#1" in result.stderr

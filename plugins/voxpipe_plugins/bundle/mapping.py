@@ -349,13 +349,42 @@ class Mapper:
                 self.notes.append(f"`{t.path}` SaveImaged becomes write.nifti (label.nii.gz in each case's folder)")
             elif name in LOADER_DONE:
                 continue
+            elif discrete and "invert_to" in out:  # on the label map, on the input grid: a reviewed MONAI stage after segment.deep
+                out.setdefault("after", []).append(self.label_stage(t, name))
             else:
-                raise BundleError(f"`{t.path}`: {name}: refused: this postprocessing transform is not mapped by VoxPipe")
+                raise BundleError(
+                    f"`{t.path}`: {name}: refused: VoxPipe maps this postprocessing transform only after AsDiscreted and Invertd "
+                    "(as a monai stage on the label map)"
+                )
         if out["output"] is None:
             raise BundleError("`postprocessing`: refused: no AsDiscreted (argmax or threshold); VoxPipe writes label maps")
         if out.get("keep_largest") is None:
             out.pop("keep_largest_after_invert", None)
         return out
+
+    def label_stage(self, t: Component, name: str) -> dict[str, Any]:
+        """A postprocessing transform of the label map as a ``monai.<Name>`` stage on ``label`` (reviewed transforms only)."""
+        from voxpipe import monai_adapter
+
+        args = {k: _literal(self.bundle.arg(t, k), f"{t.path}#{k}") for k in t.args}
+        keys = args.get("keys")
+        if (keys if isinstance(keys, list) else [keys]) != ["pred"]:
+            raise BundleError(f"`{t.path}#keys`: refused: VoxPipe maps postprocessing of the `pred` key only")
+        args["keys"] = ["label"]
+        if name.startswith("MapLabelValue") and "dtype" not in args:  # MONAI's default float32 is not a label map
+            top = max([0, *(v for v in args.get("target_labels") or [] if isinstance(v, (int, float)))])
+            args["dtype"] = "uint8" if top < 256 else "uint16" if top < 65536 else "int32"
+            self.notes.append(f"`{t.path}` MapLabelValued writes {args['dtype']} labels (MONAI's default is float32)")
+        stage_id = f"monai.{name}"
+        spec = monai_adapter.spec_for(stage_id)
+        if spec is None:
+            raise BundleError(f"`{t.path}`: {name}: refused: {monai_adapter.why_not(stage_id)}")
+        try:
+            spec.params.model_validate(args)
+        except Exception as exc:  # noqa: BLE001 - pydantic ValidationError
+            first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
+            raise BundleError(f"`{t.path}`: {name}: refused: {first['msg'].removeprefix('Value error, ')}") from None
+        return {"use": stage_id, "with": args}
 
     # ------------------------------------------------------------------ weights, labels, whole config
 
@@ -479,6 +508,12 @@ def import_bundle(root: Path, config_path: Path, *, dicom_seg: bool = False, req
         deep["amp"] = amp
     channels = int(args.get("out_channels", args.get("num_classes", 1)))
     names = mapper.label_names(channels, post)
+    for stage in post.get("after", []):  # values a later MapLabelValued writes keep their class's name
+        if stage["use"].startswith("monai.MapLabelValue"):
+            names = dict(names or {0: "background", **{c: f"class_{c}" for c in range(1, max(channels, 2))}})
+            for orig, target in zip(stage["with"].get("orig_labels") or [], stage["with"].get("target_labels") or []):
+                if isinstance(orig, int) and isinstance(target, int):
+                    names.setdefault(target, names.get(orig, f"class_{target}"))
     if names:
         deep["label_names"] = names
     if "invert_to" not in deep:
@@ -491,6 +526,7 @@ def import_bundle(root: Path, config_path: Path, *, dicom_seg: bool = False, req
         {"use": "bundle.working_copy", "with": {"key": "image", "output_key": NET_KEY}},
         *pre,
         {"use": "segment.deep", "id": "network", "with": deep},
+        *post.get("after", []),
         {"use": "write.nifti", "with": {"keys": ["label"]}},
     ]
     meta = bundle.metadata if isinstance(bundle.metadata, dict) else {}
