@@ -5,8 +5,9 @@ Use it from a test module with ``from tests.orthanc_server import orthanc  # noq
 config, database and storage in a temporary folder; HTTP answers 127.0.0.1 only (RemoteAccessAllowed
 false), basic auth is on with a random password, and it is terminated at the end of the session (also
 when a test fails). Tests skip with a reason when the binary or the DICOMweb plugin is missing.
-Orthanc 1.10 has no HTTP/DICOM bind-address option, so the ports are free ports picked at start and
-nothing but 127.0.0.1 is ever addressed.
+Orthanc 1.10 has no HTTP/DICOM bind-address option, so the ports are free ports picked at start,
+HTTP refuses other hosts (RemoteAccessAllowed false) and the DICOM port serves only the declared
+AE titles, each on 127.0.0.1 (DicomCheckModalityHost); nothing but 127.0.0.1 is ever addressed.
 """
 
 from __future__ import annotations
@@ -96,12 +97,12 @@ class OrthancServer:
             "DicomPort": self.dicom_port,
             "DicomAet": self.aet,
             "DicomCheckCalledAet": True,
-            "DicomAlwaysAllowEcho": True,
-            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowEcho": False,  # Orthanc 1.10 cannot bind 127.0.0.1 only: DICOM peers must be declared,
+            "DicomAlwaysAllowStore": False,  # and on 127.0.0.1 (DicomCheckModalityHost)
             "DicomAlwaysAllowFind": False,
             "DicomAlwaysAllowGet": False,
             "DicomAlwaysAllowMove": False,
-            "DicomCheckModalityHost": False,
+            "DicomCheckModalityHost": True,
             "DicomModalitiesInDatabase": False,
             "DicomModalities": {"voxpipe": self.modality(TEST_AET, HOST, free_port())},
             "DicomScpTimeout": 30,
