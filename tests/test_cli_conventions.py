@@ -19,7 +19,7 @@ from voxpipe.cli import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 # Commands whose --set is a config override STAGE.FIELD=VALUE: the only meaning --set may have.
-CONFIG_OVERRIDE_COMMANDS = {"run", "validate", "train", "test"}
+CONFIG_OVERRIDE_COMMANDS = {"run", "validate", "train", "test", "listen"}
 
 # Commands that print a table (or a list of rows) and so must offer --json.
 TABLE_COMMANDS = {"plugins", "plugins show", "match", "cluster", "evaluate", "train", "test", "info", "convert"}
