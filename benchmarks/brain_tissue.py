@@ -23,6 +23,7 @@ extra (``make bench-peers``); nothing is downloaded (the templates ship with nil
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -155,13 +156,20 @@ def run_atropos(t1, affine, n4: bool):
     return label, time.perf_counter() - start, time.process_time() - cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="clean,bias,noise,aniso")
-    parser.add_argument("--no-atropos", action="store_true", help="skip Atropos (quick VoxPipe checks)")
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
-    args = parser.parse_args()
-    names = args.variants.split(",")
+def render(rows) -> str:
+    table = [
+        "| variant | method | GM Dice | WM Dice | GM mL (ref) | WM mL (ref) | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, what, method, s, seconds in rows:
+        table.append(
+            f"| {name}: {what} | {method} | {s['gm_dice']:.3f} | {s['wm_dice']:.3f} | "
+            f"{s['gm_ml']:.0f} ({s['gm_ref_ml']:.0f}) | {s['wm_ml']:.0f} ({s['wm_ref_ml']:.0f}) | {seconds[0]:.1f} | {seconds[1]:.1f} |"
+        )
+    return "\n".join(table)
+
+
+def measure(names, atropos: bool):
     rows = []
     for name, (t1, affine, gm, wm, what) in variants(names).items():
         voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
@@ -176,22 +184,27 @@ def main() -> None:
         label, *seconds = run_otsu(t1)
         rows.append((name, what, "multi-Otsu (3 classes, non-zero voxels)", score(label, gm, wm, voxel_ml), seconds))
         print(rows[-1], flush=True)
-        if not args.no_atropos:
+        if atropos:
             for n4 in (False, True) if name != "clean" else (False,):
                 label, *seconds = run_atropos(t1, affine, n4)
                 method = "ANTs Atropos" + (" (N4 first)" if n4 else "")
                 rows.append((name, what, method, score(label, gm, wm, voxel_ml), seconds))
                 print(rows[-1], flush=True)
-    table = [
-        "| variant | method | GM Dice | WM Dice | GM mL (ref) | WM mL (ref) | wall s | CPU s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, what, method, s, seconds in rows:
-        table.append(
-            f"| {name}: {what} | {method} | {s['gm_dice']:.3f} | {s['wm_dice']:.3f} | "
-            f"{s['gm_ml']:.0f} ({s['gm_ref_ml']:.0f}) | {s['wm_ml']:.0f} ({s['wm_ref_ml']:.0f}) | {seconds[0]:.1f} | {seconds[1]:.1f} |"
-        )
-    text = "\n".join(table)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="clean,bias,noise,aniso")
+    parser.add_argument("--no-atropos", action="store_true", help="skip Atropos (quick VoxPipe checks)")
+    parser.add_argument("--save", type=Path, help="also save the rows as JSON")
+    parser.add_argument("--rows", type=Path, help="render rows saved by --save instead of measuring")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args()
+    rows = json.loads(args.rows.read_text()) if args.rows else measure(args.variants.split(","), not args.no_atropos)
+    if args.save:
+        args.save.write_text(json.dumps(rows, indent=1))
+    text = render(rows)
     print(text)
     if args.write:
         import ants
@@ -201,10 +214,10 @@ def main() -> None:
         section = "\n".join(
             [
                 BEGIN,
-                "### Brain tissue classes: MNI152 vs multi-Otsu and ANTs Atropos",
+                "## Brain tissue classes: MNI152 vs multi-Otsu and ANTs Atropos (issue 20)",
                 "",
                 f"`python benchmarks/brain_tissue.py --write` on {machine()}; this 2-core machine was shared with "
-                "other jobs (busy) while it ran, so times are rough. "
+                "other jobs (load average 10+) while it ran, so wall times are rough. "
                 f"nilearn {nilearn.__version__}, antspyx {ants.__version__}, scikit-image {skimage.__version__}. "
                 "VoxPipe's time is the whole `voxpipe run` child process (start-up, reading, writing the label map, "
                 "three probability maps and the montage); the peers' are their calls alone (N4 included where named). "
@@ -212,7 +225,8 @@ def main() -> None:
                 "",
                 text,
                 "",
-                "Scoring, variants and settings: the script's docstring and [brain-tissue.md](brain-tissue.md#benchmark).",
+                "Scoring, variants and settings: the script's docstring and [brain-tissue.md](brain-tissue.md#benchmark), "
+                "which also says which goals are met.",
                 END,
             ]
         )

@@ -211,7 +211,7 @@ class BrainTissueParams(_MaskParams):
         "darkest class first: one per class, or [] for none.",
     )
     beta: float = Field(
-        0.5,
+        2.0,
         ge=0,
         le=20,
         description="Strength of the spatial (hidden MRF) prior: the log-prior of a class grows by beta times the "

@@ -46,7 +46,7 @@ class TissueSegmenter:
         mask_threshold: float | None = None,
         names: Sequence[str] | None = None,
         prob_keys: Sequence[str] | None = None,
-        beta: float = 0.5,
+        beta: float = 2.0,
         neighbours: int = 26,
         partial_volume: bool = True,
         variance: str = "shared",
