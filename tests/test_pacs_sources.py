@@ -253,11 +253,19 @@ def test_a_transfer_cut_mid_series_is_one_line_and_nothing_is_kept(cli, orthanc,
         proxy.close()
 
 
-def test_a_dimse_peer_that_does_not_know_our_ae_title_is_one_line(cli, orthanc, study, spool, tmp_path):
+def test_a_dimse_peer_that_does_not_know_our_ae_title_is_one_line(cli, orthanc, study, spool, tmp_path, write_config):
     out = tmp_path / "out"
     line = one_error_line(cli("convert", "-i", dimse_url(orthanc, StudyInstanceUID=study.study_uid), "-o", out, "--ae-title", "STRANGER"))
     assert "STRANGER" in line and "--ae-title" in line
     nothing_written(out, spool)
+    url = dimse_url(orthanc, StudyInstanceUID=study.study_uid, SeriesInstanceUID=study.series_uids[4])
+    line = one_error_line(cli("run", write_config(CONFIG), "-i", url, "-o", out, "--workers", "0", "--ae-title", "STRANGER"))
+    assert "STRANGER" in line and "--ae-title" in line
+    nothing_written(out, spool)
+    result = cli("run", write_config(CONFIG), "-i", url, "-o", out, "--workers", "0", "--ae-title", "VOXPIPE")  # `run` takes it too
+    assert result.exit_code == 0, result.stderr
+    [case] = json.loads((out / "manifest.json").read_text())["cases"]
+    assert case["status"] == "ok" and case["case_id"] in local_series(study.folder)
 
 
 def test_sigterm_and_errors_inside_the_input_remove_its_folder(orthanc, study, credentials, spool):

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from voxpipe import __version__
-from voxpipe.cli_conventions import output_option
+from voxpipe.cli_conventions import PATH_OR_URL, output_option, source_options, source_options_dict
 from voxpipe.command_line import (
     GLOBAL_VALUED,
     options_part,
@@ -276,8 +276,9 @@ def validate(settings: Settings, config: Path, overrides: tuple[str, ...]) -> in
     "-i",
     "--input",
     "input_path",
-    type=click.Path(path_type=Path),
-    help="File or folder with the cases (default: the config's inputs.path).",
+    type=PATH_OR_URL,
+    metavar="PATH|URL",
+    help="File or folder with the cases, or a PACS URL (dicomweb+http(s)://, dimse://; docs/pacs.md) (default: the config's inputs.path).",
 )
 @click.option("-o", "--output", "output_dir", type=click.Path(path_type=Path), help="Output folder (default: the config's outputs.path).")
 @_overrides_option
@@ -318,6 +319,7 @@ def validate(settings: Settings, config: Path, overrides: tuple[str, ...]) -> in
     help="Extra attempts for a case that failed with a transient I/O error (network shares).",
 )
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/report.html.")
+@source_options
 @click.pass_obj
 def run(
     settings: Settings,
@@ -333,6 +335,8 @@ def run(
     timeout: float | None = None,
     retries: int = 2,
     no_report: bool = False,
+    ae_title: str | None = None,
+    ca_bundle: Path | None = None,
 ) -> int:
     """Run CONFIG on every case under INPUT, writing OUTPUT/<case-id>/ and OUTPUT/manifest.json.
 
@@ -350,6 +354,7 @@ def run(
       voxpipe run configs/demo.yaml -i demo-input/ -o demo-output/ --set device=cpu
       voxpipe run configs/demo.yaml -i archive/ -o results/ --workers 2 --timeout 600
       voxpipe run configs/demo.yaml -i archive/ -o /shared/results/ --executor tcp://scheduler.example.org:8786
+      voxpipe run configs/demo.yaml -i 'dicomweb+https://pacs.example.org/dicom-web?StudyInstanceUID=1.2.3' -o results/
     """
     from voxpipe.config import load_config
     from voxpipe.errors import UsageError
@@ -382,6 +387,7 @@ def run(
         retries=retries,
         report=not no_report,
         on_start=progress.start,
+        source_options=source_options_dict(ae_title, ca_bundle),
     )
     progress.finish(summary)
     if summary.skipped_files:
@@ -398,8 +404,12 @@ def run(
     return summary.exit_code
 
 
-def _from_config(validated, section: str) -> Path | None:
+def _from_config(validated, section: str) -> Path | str | None:
+    from voxpipe.input_sources import source_text
+
     value = getattr(validated.config, section).path
+    if value and source_text(value) is not None:  # a PACS URL is not relative to the config's folder
+        return source_text(value)
     return (validated.config_dir / value) if value else None
 
 

@@ -154,3 +154,22 @@ def print_metrics(metrics: dict[str, Any], as_json: bool, text: str | None = Non
     else:
         for key, value in metrics.items():
             click.echo(f"{key}: {value}")
+
+
+def source_options(function: Callable) -> Callable:
+    """``--ae-title`` and ``--ca-bundle``: how a PACS URL input (``dimse://``, ``dicomweb+https://``) is reached."""
+    function = click.option(
+        "--ca-bundle",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="dicomweb+https:// inputs: PEM file of the CA certificates to trust (also VOXPIPE_DICOMWEB_CA_BUNDLE).",
+    )(function)
+    return click.option(
+        "--ae-title",
+        metavar="AET",
+        help="dimse:// inputs: VoxPipe's own (calling) AE title (default VOXPIPE; also VOXPIPE_AE_TITLE).",
+    )(function)
+
+
+def source_options_dict(ae_title: str | None, ca_bundle: Path | None) -> dict:
+    """The options of :func:`source_options` that were given, as ``open_input`` takes them."""
+    return {key: value for key, value in (("ae_title", ae_title), ("ca_bundle", ca_bundle)) if value}

@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 
 from voxpipe.cases import case_id, id_key
-from voxpipe.cli_conventions import PATH_OR_URL, force_option, input_option, json_option
+from voxpipe.cli_conventions import PATH_OR_URL, force_option, input_option, json_option, source_options, source_options_dict
 from voxpipe.errors import UsageError, one_line
 from voxpipe_plugins.io_dicom.frames import frames_of
 from voxpipe_plugins.io_dicom.geometry import stack_geometry
@@ -314,24 +314,6 @@ def paths_from(option: Path | None, positional: list[Path]) -> tuple[Path | None
     return None, positional
 
 
-def source_options(function):
-    """``--ae-title`` and ``--ca-bundle``: how a PACS URL input (``dimse://``, ``dicomweb+https://``) is reached."""
-    function = click.option(
-        "--ca-bundle",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="dicomweb+https:// inputs: PEM file of the CA certificates to trust (also VOXPIPE_DICOMWEB_CA_BUNDLE).",
-    )(function)
-    return click.option(
-        "--ae-title",
-        metavar="AET",
-        help="dimse:// inputs: VoxPipe's own (calling) AE title (default VOXPIPE; also VOXPIPE_AE_TITLE).",
-    )(function)
-
-
-def _source_options(ae_title: str | None, ca_bundle: Path | None) -> dict:
-    return {key: value for key, value in (("ae_title", ae_title), ("ca_bundle", ca_bundle)) if value}
-
-
 @click.command("convert")
 @click.argument("positional", metavar="[INPUT] [OUTPUT]", nargs=-1, type=PATH_OR_URL)
 @input_option("DICOM file or folder, or a PACS URL (dicomweb+http(s)://..., dimse://...; or give it as INPUT).", urls=True)
@@ -415,7 +397,7 @@ def convert_command(
 
     if isinstance(output, str):
         raise UsageError("-o/--output is a local file or folder, not a URL")
-    with open_input(input_path, _source_options(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
+    with open_input(input_path, source_options_dict(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
         progress = ItemProgress("series")
         results, skipped = convert(local, output, _options(irregular, dtype), series_uid, write, progress)
     progress.close()
@@ -478,7 +460,7 @@ def info_command(
     path = one_path(positional, input_option, "input", "-i/--input")
     if not is_url(path) and not Path(path).exists():
         raise UsageError(f"input path {path} does not exist")
-    with open_input(path, _source_options(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
+    with open_input(path, source_options_dict(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
         rows, file_rows, skipped = inventory(local, show_phi)
     if as_json:
         click.echo(json.dumps({"series": rows, "files": file_rows, "passed_over": dict(skipped)}, indent=2))
