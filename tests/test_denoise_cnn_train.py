@@ -185,3 +185,24 @@ def test_training_data_errors_are_one_line_exit_2(tmp_path, cli, setup, expected
     result = cli("train", path, "-o", tmp_path / "run")
     assert result.exit_code == 2, result.stderr
     assert len(result.error_lines) == 1 and expected in result.error_lines[0] and "Traceback" not in result.stderr
+
+
+def test_csv_of_png_and_dicom_images_trains(tmp_path, cli):
+    """Clean images listed in a CSV (paths relative to it): 8-bit and 16-bit PNG and a real DICOM MR slice."""
+    from pydicom.data import get_testdata_file
+    from skimage import data
+    from skimage.io import imsave
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    imsave(str(folder / "camera.png"), data.camera()[::4, ::4], check_contrast=False)
+    imsave(str(folder / "moon16.png"), (data.moon()[::4, ::4].astype("uint16") * 200), check_contrast=False)
+    (folder / "mr.dcm").write_bytes(Path(get_testdata_file("MR_small.dcm")).read_bytes())
+    (tmp_path / "list.csv").write_text("image\nimgs/camera.png\nimgs/moon16.png\nimgs/mr.dcm\n")
+    path = config(tmp_path, **{**TINY, "epochs": 1})
+    path.write_text(path.read_text().replace("  data: data/train\n  val_data: data/val\n", "  data: list.csv\n  val_fraction: 0.34\n"))
+    result = cli("train", path, "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    card = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert card["data_counts"] == {"train_images": 2, "val_images": 1, "train_items": 2, "val_items": 1}
+    assert "camera" not in (tmp_path / "run" / "best.json").read_text()  # no input names in the card
