@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def test_two_plugins_claiming_a_scheme_leave_it_out_and_name_both(monkeypatch):
     monkeypatch.setattr(input_sources, "_loaded", None)  # undone last: the real sources come back after the test
     plugin("fake_plugin_a"), plugin("fake_plugin_b")
     points = [EntryPoint(n, f"fake_plugin_{n}", "voxpipe") for n in ("a", "b")]
-    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: points)
+    monkeypatch.setattr("voxpipe.registry.entry_points", lambda group: points)
     found = load_input_sources(reload=True)
     assert sorted(found.specs) == ["only-a", "only-b"]
     assert "`a`" in found.conflicts["same"] and "`b`" in found.conflicts["same"]
@@ -245,3 +246,14 @@ def test_dicomweb_credentials_come_from_the_environment_only(monkeypatch, tmp_pa
     with pytest.raises(UsageError, match="--ca-bundle: the CA bundle .* is not a file"):
         credentials.ca_bundle(tmp_path / "missing.pem")
     assert credentials.session(pem).verify == str(pem)
+
+
+def test_the_command_lines_plugin_selection_reaches_url_inputs(cli, monkeypatch, tmp_path):
+    """`--block-plugin pacs` on the command line (not only the environment) removes its URL schemes, and `plugins` lists them."""
+    monkeypatch.setattr(input_sources, "_loaded", None)
+    listed = cli("plugins", "--json")
+    schemes = {(s["scheme"], s["plugin"]) for s in json.loads(listed.stdout)["input_sources"]}
+    assert {("dicomweb+http", "pacs"), ("dicomweb+https", "pacs"), ("dimse", "pacs")} <= schemes
+    assert "Input sources (-i SCHEME://...):" in cli("plugins").stdout
+    blocked = cli("info", "-i", "dimse://AE@127.0.0.1:104?StudyInstanceUID=1.2", "--block-plugin", "pacs")
+    assert blocked.exit_code == 2 and "no plugin reads `dimse://` inputs" in blocked.error_lines[0]

@@ -44,6 +44,8 @@ def hello(who, shout, own_debug):
 # Which family each built-in command comes from (all from the `voxpipe` distribution).
 BUILTIN_COMMANDS = {
     "convert": "io_dicom",
+    "listen": "pacs",
+    "bundle": "bundle",
     "info": "io_dicom",
     "deid": "deid",
     "evaluate": "evaluate",

@@ -59,7 +59,10 @@ class Settings:
         from voxpipe.registry import PluginSelection, Registry, strict_from_env
 
         if self._registry is None:
+            from voxpipe.input_sources import use_registry
+
             self._registry = Registry.load(PluginSelection.from_env(self.allow, self.block))
+            use_registry(self._registry)  # URL inputs follow this line's --allow-plugin/--block-plugin too
             for problem in self._registry.problems:
                 click.echo(f"warning: {problem}", err=True)
                 if self.debug and problem.details:

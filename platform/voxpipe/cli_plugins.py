@@ -1,4 +1,4 @@
-"""Text and JSON renderings of the registry for ``voxpipe plugins``: stages, trainers, commands, problems."""
+"""Text and JSON renderings of the registry for ``voxpipe plugins``: stages, trainers, commands, input sources, problems."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def render_list(registry: Registry) -> str:
         for name, command in sorted(registry.commands.items()):
             lines.append(f"  {name:<{width}}{command.summary}  [{command.plugin}]")
         lines.append("")
+    if registry.input_sources:
+        lines.append("Input sources (-i SCHEME://...):")
+        for scheme, source in sorted(registry.input_sources.items()):
+            lines.append(f"  {scheme + '://':<{width}}{source.summary}  [{source.plugin}]")
+        lines.append("")
     plugins = ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in registry.plugins) or "none"
     lines.append(f"Plugins: {plugins}")
     if registry.skipped_by_selection:
@@ -70,6 +75,10 @@ def render_json(registry: Registry) -> str:
             {"name": c.name, "summary": c.summary, "plugin": c.plugin, "distribution": c.distribution, "version": c.version}
             for c in sorted(registry.commands.values(), key=lambda c: c.name)
         ],
+        "input_sources": [
+            {"scheme": i.scheme, "summary": i.summary, "plugin": i.plugin, "distribution": i.distribution, "version": i.version}
+            for i in sorted(registry.input_sources.values(), key=lambda i: i.scheme)
+        ],
         "plugins": [
             {
                 "name": p.name,
@@ -78,6 +87,7 @@ def render_json(registry: Registry) -> str:
                 "stages": list(p.stage_ids),
                 "trainers": list(p.trainer_tasks),
                 "commands": list(p.command_names),
+                "input_schemes": list(p.input_schemes),
             }
             for p in registry.plugins
         ],

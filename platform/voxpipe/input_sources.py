@@ -27,7 +27,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -91,54 +91,35 @@ class InputSources:
 
 
 _loaded: InputSources | None = None
-_loaded_for: tuple | None = None  # the allow/block selection _loaded was made under (None: set by hand, as tests do)
+_loaded_for: tuple | None = None  # the allow/block selection _loaded was made under (None: set by hand, as tests and the CLI do)
+
+
+def from_registry(registry) -> InputSources:
+    """The input sources of a loaded :class:`~voxpipe.registry.Registry` (conflicts as the registry reports them)."""
+    conflicts = {key: message for (noun, key), message in registry.contested.items() if noun == "input scheme"}
+    return InputSources(specs=dict(registry.input_sources), conflicts=conflicts)
+
+
+def use_registry(registry) -> None:
+    """Make ``registry`` (the command line's, with its --allow-plugin/--block-plugin) the one URL inputs are resolved by."""
+    global _loaded, _loaded_for
+    _loaded, _loaded_for = from_registry(registry), None
 
 
 def load_input_sources(reload: bool = False) -> InputSources:
-    """Every permitted plugin's input sources (entry points, allow/block as for stages); cached per process."""
+    """Every permitted plugin's input sources, from the registry (allow/block as for stages); cached per process.
+
+    The command line hands its own registry over (:func:`use_registry`); elsewhere (the Python
+    API, workers) the registry is loaded under the environment's allow/block lists.
+    """
     global _loaded, _loaded_for
-    from voxpipe.registry import PluginSelection, _distribution_of
+    from voxpipe.registry import PluginSelection, Registry
 
     selection = PluginSelection.from_env()
     if _loaded is not None and not reload and _loaded_for in (None, (selection.allow, selection.block)):
         return _loaded
-    from importlib.metadata import entry_points
-
-    import pluggy
-
-    from voxpipe import hookspecs
-
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    manager.add_hookspecs(hookspecs)
-    found = InputSources()
-    owners: dict[str, list[InputSourceSpec]] = {}
-    for entry_point in sorted(entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if not selection.permits(entry_point.name):
-            continue
-        try:
-            plugin = entry_point.load()
-            manager.register(plugin, name=entry_point.name)
-            dist, version = _distribution_of(entry_point)
-            specs: list = []
-            for impl in manager.hook.voxpipe_register_input_sources.get_hookimpls():
-                if impl.plugin_name == entry_point.name:
-                    impl.function(register=specs.append)
-            checked = [replace(checked_input_source(s), plugin=entry_point.name, distribution=dist, version=version) for s in specs]
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is the registry's to report; its sources are left out
-            found.problems.append(f"plugin `{entry_point.name}`: input sources skipped: {type(exc).__name__}: {' '.join(str(exc).split())}")
-            continue
-        for spec in checked:
-            owners.setdefault(spec.scheme, []).append(spec)
-    for scheme, claims in sorted(owners.items()):
-        if len(claims) == 1:
-            found.specs[scheme] = claims[0]
-        else:
-            who = " and ".join(f"plugin `{s.plugin}` ({s.distribution})" for s in claims)
-            found.conflicts[scheme] = (
-                f"input scheme `{scheme}://` is registered by both {who}; neither is used: block one with --block-plugin"
-            )
-    _loaded, _loaded_for = found, (selection.allow, selection.block)
-    return found
+    _loaded, _loaded_for = from_registry(Registry.load(selection)), (selection.allow, selection.block)
+    return _loaded
 
 
 def source_text(value: str | Path | None) -> str | None:

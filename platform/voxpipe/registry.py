@@ -71,6 +71,7 @@ class PluginInfo:
     stage_ids: tuple[str, ...]
     trainer_tasks: tuple[str, ...] = ()
     command_names: tuple[str, ...] = ()
+    input_schemes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -121,7 +122,14 @@ def _hooks() -> tuple[_Hook, ...]:
         _Hook("voxpipe_register_stages", "stage id", lambda s: s.id, _checked_stage),
         _Hook("voxpipe_register_trainers", "training task", lambda s: s.task, _checked_trainer),
         _Hook("voxpipe_register_commands", "command", lambda s: s.name, checked_command),
+        _Hook("voxpipe_register_input_sources", "input scheme", lambda s: s.scheme, _checked_input_source),
     )
+
+
+def _checked_input_source(spec: object):
+    from voxpipe.input_sources import checked_input_source
+
+    return checked_input_source(spec)
 
 
 @dataclass
@@ -131,6 +139,7 @@ class Registry:
     stages: dict[str, StageSpec] = field(default_factory=dict)
     trainers: dict[str, TrainerSpec] = field(default_factory=dict)
     commands: dict[str, CommandSpec] = field(default_factory=dict)
+    input_sources: dict[str, Any] = field(default_factory=dict)  # URL scheme -> InputSourceSpec
     plugins: list[PluginInfo] = field(default_factory=list)
     problems: list[PluginProblem] = field(default_factory=list)
     skipped_by_selection: list[str] = field(default_factory=list)
@@ -211,12 +220,13 @@ class Registry:
                 tuple(s.id for s in found["stage id"]),
                 tuple(t.task for t in found["training task"]),
                 tuple(c.name for c in found["command"]),
+                tuple(i.scheme for i in found["input scheme"]),
             )
         )
 
     def _settle(self, owners: dict[str, dict[str, list]]) -> None:
         """Keep what one plugin alone claims; leave out, and report, every id or name claimed twice."""
-        tables = {"stage id": self.stages, "training task": self.trainers, "command": self.commands}
+        tables = {"stage id": self.stages, "training task": self.trainers, "command": self.commands, "input scheme": self.input_sources}
         for noun, claims in owners.items():
             for key, specs in sorted(claims.items()):
                 if noun == "command" and key in CORE_COMMANDS:
