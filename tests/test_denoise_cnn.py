@@ -119,6 +119,12 @@ def test_isotropic_volumes_average_three_slicings_and_large_images_go_through_wi
     whole = build(weights=str(weights))({"image": big})["image"].numpy()
     windows = build(weights=str(weights), roi_size=[32, 32], overlap=0.5)({"image": big})["image"].numpy()
     assert windows.shape == whole.shape and float(np.abs(windows - whole).mean()) < 0.02
+    # a slice longer than the window on one axis and narrow on the other: windows are cut to the
+    # narrow axis, never padded up to the window (padding put borders inside 16-voxel strips)
+    strip = metatensor(rng.random((150, 12)), np.eye(4))
+    whole = build(weights=str(weights), roi_size=[256, 256])({"image": strip})["image"].numpy()
+    windows = build(weights=str(weights), roi_size=[128, 128])({"image": strip})["image"].numpy()
+    assert float(np.abs(windows - whole).max()) < 0.05
 
 
 def test_slice_axis_and_batching_match_a_plain_network_call(tmp_path):

@@ -88,7 +88,8 @@ class CNNDenoise(Denoiser):
             # each image fits in one window: what the inferer would do, without its per-image loop
             with torch.inference_mode(), autocast:
                 return torch.cat([self.network(chunk, level).float() for chunk in batch.split(WHOLE_IMAGE_BATCH)])
-        inferer = SlidingWindowInferer(roi_size=self.roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap, mode="gaussian")
+        roi = [min(r, n) for r, n in zip(self.roi, batch.shape[2:])]  # no padding of short axes up to the window
+        inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap, mode="gaussian")
         with torch.inference_mode(), autocast:
             out = inferer(batch, lambda t: self.network(t, level))
         return out.float() if isinstance(out, torch.Tensor) else torch.as_tensor(out).float()
