@@ -72,6 +72,14 @@ def test_anisotropic_and_flipped_grids():
     assert dice(mask, head.brain) >= 0.96
 
 
+def test_a_long_neck_in_view_does_not_move_the_brain_centre():
+    """250 mm of neck below the head (more neck than brain): the brain level still comes from the brain."""
+    head = head_phantom(spacing=(2.5, 2.5, 2.5), fov_mm=(176.0, 216.0, 500.0), seed=4)
+    out = run(head.image, head.affine)
+    assert dice(out["brain"].numpy()[0], head.brain) >= 0.96
+    assert abs(out["history"][-1]["brain_level"] - 0.85) < 0.08  # white matter's level; the whole head's centre gave 0.56 (neck)
+
+
 def test_anatomical_nii_is_a_crop_inside_the_brain():
     t1 = nib.load(str(nibabel_data("anatomical.nii")))
     data = np.asanyarray(t1.dataobj).astype(np.float32)

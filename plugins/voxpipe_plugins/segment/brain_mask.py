@@ -137,6 +137,29 @@ def cut_stem(mask: np.ndarray, fraction: float, axis: int, sign: int, sampling: 
     return _largest(out), round((widest - cut) * sampling[axis], 1)
 
 
+CRANIUM_MM = 130.0  # vertex to below the skull base, over the scalp: the brain's centre lies in this part of a head
+
+
+def cranium(head: np.ndarray, axis: int, sign: int, sampling: tuple[float, ...], depth_mm: float = CRANIUM_MM) -> np.ndarray:
+    """The head's voxels within ``depth_mm`` of its top along the superior axis.
+
+    A field of view that holds the neck and shoulders moves the whole head's centre of mass
+    down into the neck; the brain's centre and intensity are looked for in the top part instead.
+    """
+    rows = np.nonzero(head.any(axis=tuple(i for i in range(head.ndim) if i != axis)))[0]
+    if rows.size == 0:
+        return head
+    depth = max(1, int(round(depth_mm / sampling[axis])))
+    keep = np.zeros(head.shape[axis], dtype=bool)
+    if sign > 0:
+        keep[max(int(rows[-1]) - depth + 1, 0) : int(rows[-1]) + 1] = True
+    else:
+        keep[int(rows[0]) : int(rows[0]) + depth] = True
+    shape = [1] * head.ndim
+    shape[axis] = -1
+    return head & keep.reshape(shape)
+
+
 def fill_slices(mask: np.ndarray) -> np.ndarray:
     """Fill holes slice by slice along every axis: dark CSF cut by the field of view is enclosed in its slices.
 
@@ -223,8 +246,9 @@ class BrainMask:
         head_ml = float(head.sum()) * float(np.prod(sampling)) / 1000.0
         if not head.any():
             raise StageInputError(f"{STAGE}: no head found above the background threshold {background:g}")
-        centre = np.array(ndi.center_of_mass(head))
-        head_radius_mm = (3.0 * head.sum() * float(np.prod(sampling)) / (4.0 * math.pi)) ** (1.0 / 3.0)
+        top = cranium(head, superior_axis, superior_sign, sampling)
+        centre = np.array(ndi.center_of_mass(top))
+        head_radius_mm = (3.0 * top.sum() * float(np.prod(sampling)) / (4.0 * math.pi)) ** (1.0 / 3.0)
         grids = np.ogrid[tuple(slice(0, n) for n in values.shape)]
         distance2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, sampling))
         core = head & (distance2 <= (0.5 * head_radius_mm) ** 2)
