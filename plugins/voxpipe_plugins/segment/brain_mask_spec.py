@@ -39,7 +39,10 @@ class BrainMaskParams(ImageKeyParams):
         8.0, ge=0.0, le=30.0, description="Closing (mm ball) that takes in sulcal CSF and smooths the surface; 0: none."
     )
     centre_radius_mm: float = Field(
-        30.0, gt=0.0, le=200.0, description="The kept part is the one with most voxels within this distance of the head's centre of mass."
+        30.0,
+        gt=0.0,
+        le=200.0,
+        description="The kept part is the one with most voxels within this distance of the centre of the head's top 130 mm.",
     )
     stem_cut_fraction: float = Field(
         0.05,
