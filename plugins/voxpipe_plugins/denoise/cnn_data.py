@@ -2,13 +2,13 @@
 
 ``python -m voxpipe_plugins.denoise.cnn_data mr DIR`` writes the MR set: scikit-image's
 grey-level photographs (DnCNN-style denoisers learn much of their prior from natural
-images), pydicom's one real MR slice (``MR_small.dcm``), and generated brain-like
-magnitude slices (dark background, skin, skull, grey and white matter, CSF, a smooth
+images) and generated brain-like magnitude slices (dark background, skin, skull, grey and white matter, CSF, a smooth
 bias field). ``... ct DIR`` writes generated body CT slices in HU (air, fat, muscle and
 organs with smooth texture, lungs with vessels, spine and ribs) and scikit-image's
-Shepp-Logan phantom mapped to HU. Neither set includes the images used for evaluation
-(nibabel's ``anatomical.nii`` and its derivatives, pydicom's ``CT_small.dcm``; held-apart
-phantoms use seeds from :data:`HELD_APART_SEED` on).
+Shepp-Logan phantom mapped to HU. Neither set includes the real images used for evaluation
+(nibabel's ``anatomical.nii`` and its derivatives, pydicom's ``MR_small.dcm`` and
+``CT_small.dcm``, nilearn's ICBM template); held-apart phantoms use seeds from
+:data:`HELD_APART_SEED` on.
 """
 
 from __future__ import annotations
@@ -169,12 +169,6 @@ def write_mr(root: Path, phantoms: int = 24) -> int:
         grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image / (255.0 if image.dtype == np.uint8 else 1.0)
         imsave(str(folder / f"photo-{name}.png"), (np.clip(grey, 0, 1) * 65535).astype(np.uint16), check_contrast=False)
         count += 1
-    from pydicom import dcmread
-    from pydicom.data import get_testdata_file
-
-    mr = dcmread(get_testdata_file("MR_small.dcm")).pixel_array.astype(np.float32)
-    _write_nifti(mr / mr.max(), folder / "pydicom-mr-small.nii.gz", 1.0)
-    count += 1
     for seed in range(phantoms):
         _write_nifti(brain_slice(seed), folder / f"brain-phantom-{seed:03d}.nii.gz", 1.0)
         count += 1
