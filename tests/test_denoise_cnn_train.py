@@ -206,3 +206,24 @@ def test_csv_of_png_and_dicom_images_trains(tmp_path, cli):
     card = json.loads((tmp_path / "run" / "best.json").read_text())
     assert card["data_counts"] == {"train_images": 2, "val_images": 1, "train_items": 2, "val_items": 1}
     assert "camera" not in (tmp_path / "run" / "best.json").read_text()  # no input names in the card
+
+
+def test_a_3d_model_trains_on_volumes_and_runs_as_a_stage(tmp_path, cli):
+    from tests.conftest import write_nifti
+    from voxpipe_plugins.common.denoise_phantom import shepp_logan_3d
+
+    for folder, shape in (("train", (24, 28, 20)), ("val", (20, 20, 20))):
+        write_nifti(tmp_path / "data" / folder / "v.nii.gz", shepp_logan_3d(shape))
+    write_nifti(tmp_path / "data" / "train" / "w.nii.gz", shepp_logan_3d((20, 24, 28)))
+    result = cli("train", config(tmp_path, noise="rician", spatial_dims=3, **{**TINY, "epochs": 1}), "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    card = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert card["architecture"]["spatial_dims"] == 3 and card["data_counts"]["train_items"] == 2
+    from voxpipe.stage import StageContext
+    from voxpipe_plugins.common.tensors import make_metatensor
+    from voxpipe_plugins.denoise.cnn import CNNDenoise
+
+    stage = CNNDenoise(weights="run/best.safetensors", context=StageContext(device="cpu", config_dir=tmp_path, stage_id="denoise.cnn"))
+    image = make_metatensor(shepp_logan_3d((18, 20, 22))[None], np.eye(4))
+    out = stage({"image": image})
+    assert out["image"].shape == image.shape and out["history"][-1]["model_dims"] == 3 and out["history"][-1]["noise"] == "rician"
