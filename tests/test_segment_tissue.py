@@ -88,6 +88,18 @@ def test_free_of_intensity_units(clean, clean_out):
     assert (scaled["label"].numpy() == clean_out["label"].numpy()).mean() > 0.999
 
 
+@pytest.mark.parametrize("value", [100.0, -100.0, 1e30])
+def test_a_few_extreme_voxels_take_no_class(clean, value):
+    """Hot (or cold) voxels, 0.02 % of the brain, would take a class of their own: they are clipped into the end classes."""
+    image = clean.image.copy()
+    where = np.flatnonzero(clean.truth["classes"] == 3)[::500][:20]
+    image.reshape(-1)[where] = value
+    from voxpipe_plugins.segment.tissue_hmrf import TissueSegmenter
+
+    out = TissueSegmenter()({"image": make_metatensor(image[None], clean.affine)})
+    assert min(dices(out["label"].numpy()[0], clean)) > 0.9
+
+
 def test_spatial_prior_helps_at_high_noise(noisy):
     plain = np.mean(dices(run(noisy, beta=0.0, partial_volume=False)["label"].numpy()[0], noisy))
     prior = np.mean(dices(run(noisy, beta=1.0)["label"].numpy()[0], noisy))

@@ -91,6 +91,9 @@ class TissueSegmenter:
         box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(mask))
         grid_mask = np.ascontiguousarray(mask[box])
         x = np.ascontiguousarray(values[box][grid_mask], dtype=np.float64)  # C order of the box
+        # A few extreme voxels (a vessel, a hot pixel, a stray bright spot) would take a class of their
+        # own: the outer 0.5 % on each side are clipped, so they join the darkest or brightest class.
+        np.clip(x, *np.percentile(x, (0.5, 99.5)), out=x)
         low, high = np.percentile(x, (1.0, 99.0))
         scale = float(high - low) or float(np.ptp(x)) or 1.0
         x = (x - low) / scale  # units-free: the same classes for any linear rescaling of the image
