@@ -97,6 +97,34 @@ def test_runs_in_a_pipeline_like_monai_itself(cli, tmp_path):
     np.testing.assert_allclose(written.affine, affine)
 
 
+ITEM_TRANSFORMS = """version: 1
+name: items
+stages:
+  - use: load.nifti
+  - use: monai.CopyItemsd
+    with: {keys: [image], names: [original]}
+  - use: monai.ScaleIntensityd
+    with: {keys: [original]}
+  - use: monai.ConcatItemsd
+    with: {keys: [image, original], name: both}
+  - use: monai.DeleteItemsd
+    with: {keys: [original, both]}
+  - use: write.nifti
+"""
+
+
+def test_copied_concatenated_and_deleted_keys_are_declared(cli, tmp_path):
+    """CopyItemsd writes its `names`, ConcatItemsd its `name`, DeleteItemsd nothing: later stages may read them, the contract holds."""
+    write_nifti(tmp_path / "in" / "v.nii.gz", np.random.default_rng(0).normal(50, 20, (8, 9, 7)).astype(np.float32))
+    config = tmp_path / "items.yaml"
+    config.write_text(ITEM_TRANSFORMS)
+    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    config.write_text(ITEM_TRANSFORMS.replace("names: [original]", "names: [copy]"))
+    refused = cli("validate", config)
+    assert refused.exit_code == 2 and "reads `original`, which no earlier stage writes" in refused.error_lines[0]
+
+
 FAKE_MONAI = {
     "transforms/__init__.py": """
 from .intensity.dictionary import ScaleIntensityRanged, ScaleIntensityRangeD, Sneaky, Chain, Shadowed, InTry, Rebound

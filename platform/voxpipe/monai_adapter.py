@@ -56,6 +56,10 @@ class _MonaiDefault:
 
 MONAI_DEFAULT = _MonaiDefault()
 
+# What a transform writes when it is not (only) its `keys`: the copies, the concatenation, nothing.
+# Declared so validation knows later stages may read them and the case contract checks the right keys.
+_WRITES = {"CopyItemsd": ("{keys}", "{names}"), "ConcatItemsd": ("{name}",), "DeleteItemsd": ()}
+
 
 @dataclass(frozen=True)
 class Argument:
@@ -411,7 +415,7 @@ def spec_for(stage_id: str) -> StageSpec | None:
         params=model,
         factory=functools.partial(build, resolved.export, resolved.module, resolved.cls),
         reads=("{keys}",),
-        writes=("{keys}",),
+        writes=_WRITES.get(resolved.cls, ("{keys}",)),
         description=intro,
         plugin="monai",
         distribution="monai",

@@ -96,7 +96,7 @@ class StageSpec:
         for key in keys:
             if key.startswith("{") and key.endswith("}"):
                 value = getattr(params, key[1:-1], None)
-                if value is None:
+                if value is None or not isinstance(value, (str, list, tuple)):  # unset, or left to a library default
                     continue
                 if isinstance(value, (list, tuple)):
                     resolved.extend(str(v) for v in value)
