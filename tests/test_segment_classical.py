@@ -342,7 +342,12 @@ def test_brain_recipe_on_phantom_and_real_t1(cli, tmp_path):
     label = np.asarray(nib.load(str(case_dir / "label.nii.gz")).dataobj)
     for value in (1, 2, 3):
         assert dice(label == value, phantom.truth["classes"] == value) >= 0.9, value
-    assert json.loads((case_dir / "label.labels.json").read_text()) == {"0": "background", "1": "csf", "2": "gray_matter", "3": "white_matter"}
+    assert json.loads((case_dir / "label.labels.json").read_text()) == {
+        "0": "background",
+        "1": "csf",
+        "2": "gray_matter",
+        "3": "white_matter",
+    }
     probs = [nib.load(str(case_dir / f"{key}.nii.gz")) for key in ("csf_prob", "gm_prob", "wm_prob")]
     total = sum(np.asarray(prob.dataobj, dtype=np.float64) for prob in probs)
     np.testing.assert_allclose(total[phantom.truth["brain"]], 1.0, atol=1e-4)
