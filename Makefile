@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxpipe-installed
 
-.PHONY: setup demo test lint bench bench-peers bench-all clean
+.PHONY: setup demo test lint bench bench-peers bench-all bench-denoise-real bench-brain-tissue clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,13 @@ bench-all: bench
 	$(BIN)/python benchmarks/classical_recipes.py --write
 	$(BIN)/python benchmarks/deep_inference.py --write
 	$(BIN)/python benchmarks/vgg_extract.py --write
+
+# Against the heavy peers (bench-peers: BM3D/BM4D, DIPY, nilearn, ANTs); each takes 5-20 min on 2 cores.
+bench-denoise-real: bench-peers
+	nice -n 10 $(BIN)/python benchmarks/denoise_real.py --write
+
+bench-brain-tissue: bench-peers
+	nice -n 10 $(BIN)/python benchmarks/brain_tissue.py --write
 
 clean:
 	rm -rf build $(VENV)
