@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from voxpipe.progress import epochs_eta
 from voxpipe_plugins.common.noise import estimate_sigma
+from voxpipe_plugins.common.run_files import run_files
 from voxpipe_plugins.deep.train import TrainingDataError, read_volume
 from voxpipe_plugins.deep.weights import load_torch_file
 from voxpipe_plugins.denoise.cnn_net import Architecture, Critic, ResidualDenoiser
@@ -327,13 +328,7 @@ class DenoiseTrainer:
         p = self.params
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        last_path, best_path, state_path = output_dir / "last.safetensors", output_dir / "best.safetensors", output_dir / "last.state.pt"
-        if not resume and last_path.exists():
-            raise TrainingDataError(
-                f"{output_dir} already holds a training run (last.safetensors); continue it with --resume or choose another -o"
-            )
-        if resume and not (last_path.exists() and state_path.exists()):
-            raise TrainingDataError(f"nothing to resume in {output_dir}: last.safetensors / last.state.pt not found")
+        last_path, best_path, state_path = run_files(output_dir, resume, TrainingDataError)
         if p.threads:
             torch.set_num_threads(p.threads)
         torch.manual_seed(p.seed)

@@ -20,6 +20,7 @@ import torch
 
 from voxpipe.progress import epochs_eta
 from voxpipe.stage import StageContext
+from voxpipe_plugins.common.run_files import run_files
 from voxpipe_plugins.deep.infer import resolve
 from voxpipe_plugins.deep.weights import fit_weights, load_torch_file, read_sidecar, read_state_dict
 from voxpipe_plugins.heads import checkpoint, curves
@@ -204,13 +205,7 @@ class HeadsTrainer:
     def _run(self, output_dir: Path, resume: bool) -> dict[str, Any]:
         started = time.perf_counter()
         p, setup = self.params, self.setup
-        last_path, best_path, state_path = output_dir / "last.safetensors", output_dir / "best.safetensors", output_dir / "last.state.pt"
-        if not resume and last_path.exists():
-            raise TableError(
-                f"{output_dir} already holds a training run (last.safetensors); continue it with --resume or choose another -o"
-            )
-        if resume and not (last_path.exists() and state_path.exists()):
-            raise TableError(f"nothing to resume in {output_dir}: last.safetensors / last.state.pt not found")
+        last_path, best_path, state_path = run_files(output_dir, resume, TableError)
         _, names, split = setup.table()
         if p.classification_loss == "bce" and setup.classifies and len(names) != 2:
             raise TableError(f"classification_loss bce needs exactly two classes, the table has {len(names)}; use ce or focal")
