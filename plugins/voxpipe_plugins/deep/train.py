@@ -23,6 +23,7 @@ import torch
 from voxpipe.errors import ConfigError, VoxpipeError
 from voxpipe.progress import epochs_eta
 from voxpipe.stage import StageContext, build_stage
+from voxpipe_plugins.common.learning_curve import plot_learning_curve
 from voxpipe_plugins.common.run_files import run_files
 from voxpipe_plugins.deep.infer import default_label_names, resolve
 from voxpipe_plugins.deep.weights import (
@@ -157,43 +158,8 @@ def check_label(label, path: Path, allowed: int) -> None:
 
 
 def plot_curve(history: list[dict], path: Path) -> None:
-    """Training loss and validation Dice against epoch, drawn with Pillow (no matplotlib needed)."""
-    from PIL import Image, ImageDraw
-
-    from voxpipe.atomic import atomic_path
-
-    width, height, left, right, top, bottom = 720, 420, 60, 60, 30, 50
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    x0, x1, y0, y1 = left, width - right, top, height - bottom
-    draw.rectangle([x0, y0, x1, y1], outline="black")
-    epochs = [h["epoch"] for h in history] or [1]
-    emax = max(max(epochs), 2)
-    losses = [h["loss"] for h in history if h.get("loss") is not None]
-    lmax = max(losses) * 1.05 if losses else 1.0
-
-    def px(epoch: float) -> float:
-        return x0 + (epoch - 1) / (emax - 1) * (x1 - x0)
-
-    for i in range(6):  # grid and axis labels: loss on the left, Dice (0..1) on the right
-        y = y1 - i / 5 * (y1 - y0)
-        draw.line([x0, y, x1, y], fill=(225, 225, 225))
-        draw.text((5, y - 6), f"{lmax * i / 5:.2f}", fill=(200, 60, 30))
-        draw.text((x1 + 5, y - 6), f"{i / 5:.1f}", fill=(30, 90, 200))
-    for e in sorted({1, emax, *(round(emax * k / 5) for k in range(1, 5))}):
-        draw.text((px(e) - 6, y1 + 6), str(e), fill="black")
-    draw.text(((x0 + x1) / 2 - 15, y1 + 26), "epoch", fill="black")
-    loss_points = [(px(h["epoch"]), y1 - h["loss"] / lmax * (y1 - y0)) for h in history if h.get("loss") is not None]
-    dice_points = [(px(h["epoch"]), y1 - h["val_dice"] * (y1 - y0)) for h in history if h.get("val_dice") is not None]
-    for points, colour in ((loss_points, (200, 60, 30)), (dice_points, (30, 90, 200))):
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points[-60:] if len(points) <= 60 else []:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-    draw.text((x0 + 10, 8), "training loss (DiceCE, left axis)", fill=(200, 60, 30))
-    draw.text((x0 + 260, 8), "validation Dice (right axis)", fill=(30, 90, 200))
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    """Training loss and validation Dice (0..1) against epoch."""
+    plot_learning_curve(history, path, "val_dice", "validation Dice (right axis)", "training loss (DiceCE, left axis)", (0.0, 1.0))
 
 
 # ---------------------------------------------------------------- trainer

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from voxpipe.progress import epochs_eta
+from voxpipe_plugins.common.learning_curve import plot_learning_curve
 from voxpipe_plugins.common.noise import estimate_sigma
 from voxpipe_plugins.common.run_files import run_files
 from voxpipe_plugins.deep.train import TrainingDataError, read_volume
@@ -123,49 +124,8 @@ def ssim(output: np.ndarray, clean: np.ndarray, data_range: float = 1.0) -> floa
 
 
 def plot_curve(history: list[dict], path: Path) -> None:
-    """Training loss (left axis) and validation PSNR (right axis) against epoch, drawn with Pillow."""
-    from PIL import Image, ImageDraw
-
-    from voxpipe.atomic import atomic_path
-
-    width, height, left, right, top, bottom = 720, 420, 60, 60, 30, 50
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    x0, x1, y0, y1 = left, width - right, top, height - bottom
-    draw.rectangle([x0, y0, x1, y1], outline="black")
-    emax = max(max((h["epoch"] for h in history), default=1), 2)
-    losses = [h["loss"] for h in history if h.get("loss") is not None]
-    lmax = max(losses) * 1.05 if losses else 1.0
-    scores = [h["val_psnr"] for h in history if h.get("val_psnr") is not None]
-    smin, smax = (min(scores) - 0.5, max(scores) + 0.5) if scores else (0.0, 1.0)
-
-    def px(epoch: float) -> float:
-        return x0 + (epoch - 1) / (emax - 1) * (x1 - x0)
-
-    for i in range(6):
-        y = y1 - i / 5 * (y1 - y0)
-        draw.line([x0, y, x1, y], fill=(225, 225, 225))
-        draw.text((5, y - 6), f"{lmax * i / 5:.2g}", fill=(200, 60, 30))
-        draw.text((x1 + 5, y - 6), f"{smin + (smax - smin) * i / 5:.1f}", fill=(30, 90, 200))
-    for e in sorted({1, emax, *(round(emax * k / 5) for k in range(1, 5))}):
-        draw.text((px(e) - 6, y1 + 6), str(e), fill="black")
-    draw.text(((x0 + x1) / 2 - 15, y1 + 26), "epoch", fill="black")
-    lines = (
-        ([(px(h["epoch"]), y1 - h["loss"] / lmax * (y1 - y0)) for h in history if h.get("loss") is not None], (200, 60, 30)),
-        (
-            [(px(h["epoch"]), y1 - (h["val_psnr"] - smin) / (smax - smin) * (y1 - y0)) for h in history if h.get("val_psnr") is not None],
-            (30, 90, 200),
-        ),
-    )
-    for points, colour in lines:
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points if len(points) <= 60 else []:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-    draw.text((x0 + 10, 8), "training loss (left axis)", fill=(200, 60, 30))
-    draw.text((x0 + 260, 8), "validation PSNR, dB (right axis)", fill=(30, 90, 200))
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    """Training loss (left axis) and validation PSNR (right axis) against epoch."""
+    plot_learning_curve(history, path, "val_psnr", "validation PSNR, dB (right axis)")
 
 
 # ---------------------------------------------------------------- patches
