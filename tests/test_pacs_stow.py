@@ -114,11 +114,29 @@ def test_a_pseudonymous_seg_is_refused_before_anything_is_sent(orthanc, cli, tmp
     monkeypatch.setenv("VOXPIPE_DICOMWEB_USER", orthanc.user)
     monkeypatch.setenv("VOXPIPE_DICOMWEB_PASSWORD", orthanc.password)
     config = _config(tmp_path, orthanc.dicomweb_url, identity="deidentified")
-    result = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
-    assert result.exit_code == 1
-    errors = [c["error"] for c in json.loads((tmp_path / "out" / "manifest.json").read_text())["cases"]]
-    assert len(errors) == 2 and all("identity: source" in e and "Nothing was sent" in e for e in errors)
+    for command in (("validate", config), ("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")):
+        result = cli(*command)  # validate knows write.dicom_seg's choice: every case would fail, so none runs
+        assert result.exit_code == 2 and len(result.error_lines) == 1, result.stderr
+        assert "stage 3 (write.dicom_seg) writes a pseudonymous SEG" in result.error_lines[0] and "identity: any" in result.error_lines[0]
+    assert not (tmp_path / "out").exists()
     assert _seg_instances(orthanc) == [] and len(orthanc.get("/patients")) == 1
+    deid = config.read_text().replace(
+        "  - use: write.dicom_seg", "  - use: deid.dicom\n    with: {key_file: k.key}\n  - use: write.dicom_seg"
+    )
+    config.write_text(deid.replace("identity: deidentified", "identity: source"))
+    assert "(deid.dicom) de-identifies the series" in cli("validate", config).stderr
+
+
+def test_a_file_outside_the_source_study_fails_the_case_before_anything_is_sent(fake_stow, tmp_path):
+    """What validate cannot see (a plugin stage writing foreign DICOM) is still refused per case."""
+    from voxpipe_plugins.pacs.stow import StowWriter
+
+    case = _case(tmp_path)
+    foreign = write_series(tmp_path / "foreign", np.zeros((1, 16, 16)), SeriesSpec())  # another study
+    (case["output_dir"] / "foreign.dcm").write_bytes(foreign[0].read_bytes())
+    with pytest.raises(Exception) as caught:
+        StowWriter(url=fake_stow)(case)
+    assert "Nothing was sent" in str(caught.value) and _FakeStow.seen == []
 
 
 # -- credentials never in a config ------------------------------------------------------------------

@@ -20,6 +20,7 @@ refused outright, and ``use`` must name a registered stage.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -415,7 +416,7 @@ class _Checker:
         if isinstance(raw_stages, list):
             seen_ids: dict[str, int] = {}
             for i, raw in enumerate(raw_stages):
-                stage = self._check_stage(i, raw, seen_ids)
+                stage = self._check_stage(i, raw, seen_ids, planned)
                 if stage is not None:
                     planned.append(stage)
             if planned and len(planned) == len(raw_stages):
@@ -452,7 +453,7 @@ class _Checker:
                 self.problems.append(f"{self.where(path + loc)}: training: {self._describe(error, spec.params, loc)}")
             return None, None
 
-    def _check_stage(self, i: int, raw: Any, seen_ids: dict[str, int]) -> PlannedStage | None:
+    def _check_stage(self, i: int, raw: Any, seen_ids: dict[str, int], earlier: list[PlannedStage] = ()) -> PlannedStage | None:
         path = ("stages", i)
         if not isinstance(raw, dict):
             self.problems.append(f"{self.where(path)}: stage {i + 1}: expected a mapping with `use:`, got {_type_name(raw)}")
@@ -485,7 +486,13 @@ class _Checker:
             return None
         if spec.check is not None:
             check = import_object(spec.check) if isinstance(spec.check, str) else spec.check
-            for problem in check(params, self.config_dir):
+            wants_earlier = len(inspect.signature(check).parameters) >= 3
+            found = (
+                check(params, self.config_dir, [(s.spec.id, s.params) for s in earlier])
+                if wants_earlier
+                else check(params, self.config_dir)
+            )
+            for problem in found:
                 self.problems.append(f"{self.where(path + ('with',))}: {label}: {problem}")
         return PlannedStage(i + 1, entry.id or spec.id, spec, params)
 

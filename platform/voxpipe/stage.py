@@ -64,7 +64,8 @@ class StageSpec:
             results (weights, lookup tables). Their sha256 goes into the config hash, so
             retrained weights saved under the same name make a rerun redo its cases.
         check: optional callable or ``"module:attribute"`` that ``voxpipe validate`` calls as
-            ``check(params, config_dir)`` after the parameters validate, returning problems
+            ``check(params, config_dir)`` (or ``check(params, config_dir, earlier)``, with
+            ``earlier`` the (stage id, params) of the stages before it) after the parameters validate, returning problems
             (one line each, empty when fine) about what the parameters name: a missing or
             mismatched weights file is reported before any case runs. It must stay light
             (no torch): validation never imports heavy code.

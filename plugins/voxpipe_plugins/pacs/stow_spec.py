@@ -88,14 +88,29 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def check_stow(params: StowParams, config_dir: Path) -> list[str]:
-    """What ``voxpipe validate`` can say without a network: the CA bundle the config names exists."""
+def check_stow(params: StowParams, config_dir: Path, earlier: list[tuple[str, Any]] = ()) -> list[str]:
+    """What ``voxpipe validate`` can say without a network: the CA bundle exists, and (``identity: source``)
+    no earlier stage makes the DICOM it would send pseudonymous, which every case would otherwise fail on."""
+    problems = []
     if params.ca_bundle:
         bundle = Path(params.ca_bundle).expanduser()
         bundle = bundle if bundle.is_absolute() else Path(config_dir) / bundle
         if not bundle.is_file():
-            return [f"`ca_bundle`: {params.ca_bundle} is not a file; give a PEM file of certificate authorities"]
-    return []
+            problems.append(f"`ca_bundle`: {params.ca_bundle} is not a file; give a PEM file of certificate authorities")
+    if params.identity == "source":
+        for index, (stage_id, stage_params) in enumerate(earlier, start=1):
+            if stage_id == "write.dicom_seg" and getattr(stage_params, "identity", "source") != "source":
+                problems.append(
+                    f"stage {index} (write.dicom_seg) writes a pseudonymous SEG (identity: {stage_params.identity}), which "
+                    "write.stow would refuse to send into the source's study: set `identity: source` there, or "
+                    "`identity: any` here for a de-identified research archive"
+                )
+            elif stage_id == "deid.dicom":
+                problems.append(
+                    f"stage {index} (deid.dicom) de-identifies the series, so nothing written from it belongs to the source's "
+                    "study: drop it before write.stow, or set `identity: any` here for a de-identified research archive"
+                )
+    return problems
 
 
 def register_stow_stage(register) -> None:
