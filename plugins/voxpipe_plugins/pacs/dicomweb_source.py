@@ -80,21 +80,48 @@ def find_series(target: DicomwebTarget, bundle: Path | None) -> list[tuple[str, 
         return _search(web, target.query)
 
 
+QIDO_MAX_PAGES = 200  # pages of the server's own size: far more than a query meant for one run
+
+
+def _all_pages(search, **kwargs) -> list[dict]:
+    """Every match of a QIDO-RS search, page by page at the server's own page size, until a page brings nothing new.
+
+    Not dicomweb-client's ``get_remaining``, which pages until an empty answer: a server that
+    ignores ``offset`` (Orthanc's DICOMweb plugin 1.7 does, with ModalitiesInStudy) keeps it
+    asking forever. No ``limit`` is sent either: that plugin applies it before the offset, so
+    the second page of a limited search comes back empty and matches would be lost.
+    """
+    import json
+
+    found: dict[str, dict] = {}
+    offset = 0
+    for _ in range(QIDO_MAX_PAGES):
+        page = search(offset=offset, **kwargs) if offset else search(**kwargs)
+        fresh = {key: item for key, item in ((json.dumps(item, sort_keys=True), item) for item in page or []) if key not in found}
+        if not fresh:
+            return list(found.values())
+        found.update(fresh)
+        offset += len(page)
+    raise InputSourceError(
+        f"the DICOMweb query still brings new matches after {QIDO_MAX_PAGES} pages; narrow it (StudyInstanceUID, StudyDate)"
+    )
+
+
 def _search(web, query: dict[str, str]) -> list[tuple[str, str, int | None]]:
     series_filter = {"SeriesInstanceUID": query["SeriesInstanceUID"]} if "SeriesInstanceUID" in query else {}
     study_filters = {key: query[key] for key in STUDY_KEYS if key in query and key != "StudyInstanceUID"}
     if "StudyInstanceUID" in query and not study_filters:
         studies = [query["StudyInstanceUID"]]
     elif not study_filters and "StudyInstanceUID" not in query:
-        found = web.search_for_series(search_filters=series_filter, fields=[SERIES_COUNT_TAG], get_remaining=True)
+        found = _all_pages(web.search_for_series, search_filters=series_filter, fields=[SERIES_COUNT_TAG])
         return _checked_uids(sorted({(_value(s, "0020000D"), _value(s, "0020000E"), _count(s)) for s in found if _value(s, "0020000E")}))
     else:
         if "StudyInstanceUID" in query:
             study_filters["StudyInstanceUID"] = query["StudyInstanceUID"]
-        studies = sorted({_value(s, "0020000D") for s in web.search_for_studies(search_filters=study_filters, get_remaining=True)} - {""})
+        studies = sorted({_value(s, "0020000D") for s in _all_pages(web.search_for_studies, search_filters=study_filters)} - {""})
     result = []
     for study in studies:
-        found = web.search_for_series(study, search_filters=series_filter, fields=[SERIES_COUNT_TAG], get_remaining=True)
+        found = _all_pages(web.search_for_series, study_instance_uid=study, search_filters=series_filter, fields=[SERIES_COUNT_TAG])
         result.extend((study, _value(s, "0020000E"), _count(s)) for s in found if _value(s, "0020000E"))
     return _checked_uids(sorted(set(result)))
 
