@@ -111,7 +111,7 @@ def run(
     PACS URL (``dicomweb+https://...``, ``dimse://...``); ``ae_title`` and ``ca_bundle`` are then
     VoxPipe's DIMSE AE title and the CA bundle that verifies an https server.
     """
-    from voxpipe.input_sources import source_text
+    from voxpipe.input_sources import opener_options, source_text
 
     registry = registry or load_registry()
     validated = validate(config, overrides, device, registry)
@@ -127,5 +127,5 @@ def run(
         retries=retries,
         report=report,
         source_map=Path(source_map) if source_map is not None else None,
-        source_options={key: value for key, value in (("ae_title", ae_title), ("ca_bundle", ca_bundle)) if value},
+        source_options=opener_options(ae_title, ca_bundle),
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from voxpipe import __version__
-from voxpipe.cli_conventions import PATH_OR_URL, output_option, source_options, source_options_dict
+from voxpipe.cli_conventions import PATH_OR_URL, output_option, source_options
 from voxpipe.command_line import (
     GLOBAL_VALUED,
     options_part,
@@ -361,6 +361,7 @@ def run(
     """
     from voxpipe.config import load_config
     from voxpipe.errors import UsageError
+    from voxpipe.input_sources import opener_options
     from voxpipe.runner import run as run_pipeline
 
     registry = settings.registry()
@@ -390,7 +391,7 @@ def run(
         retries=retries,
         report=not no_report,
         on_start=progress.start,
-        source_options=source_options_dict(ae_title, ca_bundle),
+        source_options=opener_options(ae_title, ca_bundle),
     )
     progress.finish(summary)
     if summary.skipped_files:

@@ -168,8 +168,3 @@ def source_options(function: Callable) -> Callable:
         metavar="AET",
         help="dimse:// inputs: VoxPipe's own (calling) AE title (default VOXPIPE; also VOXPIPE_AE_TITLE).",
     )(function)
-
-
-def source_options_dict(ae_title: str | None, ca_bundle: Path | None) -> dict:
-    """The options of :func:`source_options` that were given, as ``open_input`` takes them."""
-    return {key: value for key, value in (("ae_title", ae_title), ("ca_bundle", ca_bundle)) if value}

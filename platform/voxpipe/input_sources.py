@@ -122,6 +122,11 @@ def load_input_sources(reload: bool = False) -> InputSources:
     return _loaded
 
 
+def opener_options(ae_title: str | None = None, ca_bundle: str | Path | None = None) -> dict[str, Any]:
+    """The options a URL input's opener takes (``--ae-title``, ``--ca-bundle``), only those given."""
+    return {key: value for key, value in (("ae_title", ae_title), ("ca_bundle", ca_bundle)) if value}
+
+
 def source_text(value: str | Path | None) -> str | None:
     """The URL in ``value``, or None when it is a local path.
 
@@ -162,10 +167,10 @@ def redacted_source(url: str) -> str:
     return f"{parts.scheme.lower()}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
-def spec_for(url: str) -> InputSourceSpec:
-    """The registered source for ``url``'s scheme; an unknown scheme is one line listing the known ones."""
+def spec_for(url: str, registry=None) -> InputSourceSpec:
+    """The registered source for ``url``'s scheme (from ``registry`` when the caller holds one); an unknown scheme is one line listing the known ones."""
     scheme = url.split("://", 1)[0].lower()
-    sources = load_input_sources()
+    sources = from_registry(registry) if registry is not None else load_input_sources()
     if scheme in sources.conflicts:
         raise UsageError(sources.conflicts[scheme])
     spec = sources.specs.get(scheme)
@@ -176,16 +181,17 @@ def spec_for(url: str) -> InputSourceSpec:
 
 
 @contextlib.contextmanager
-def open_input(value: str | Path, options: Mapping[str, Any] | None = None) -> Iterator[Path]:
+def open_input(value: str | Path, options: Mapping[str, Any] | None = None, registry=None) -> Iterator[Path]:
     """Yield a private folder holding the input ``value`` names (a URL), removed afterwards whatever happens.
 
-    A local path is yielded unchanged, so callers can use this for every ``-i``.
+    A local path is yielded unchanged, so callers can use this for every ``-i``. A caller that
+    already loaded the registry passes it, so the plugins are not loaded a second time.
     """
     url = source_text(value)
     if url is None:
         yield Path(value)
         return
-    spec = spec_for(url)
+    spec = spec_for(url, registry)
     opener = spec.opener
     if isinstance(opener, str):
         from voxpipe.stage import import_object

@@ -137,7 +137,7 @@ def run(
                 "run with --executor local or dask-local, or copy the series to a folder the workers share"
             )
 
-        with open_input(url, source_options) as folder:
+        with open_input(url, source_options, registry) as folder:
             return run(
                 validated,
                 registry,

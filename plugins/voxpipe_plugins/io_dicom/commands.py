@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 
 from voxpipe.cases import case_id, id_key
-from voxpipe.cli_conventions import PATH_OR_URL, force_option, input_option, json_option, source_options, source_options_dict
+from voxpipe.cli_conventions import PATH_OR_URL, force_option, input_option, json_option, source_options
 from voxpipe.errors import UsageError, one_line
 from voxpipe_plugins.io_dicom.frames import frames_of
 from voxpipe_plugins.io_dicom.geometry import stack_geometry
@@ -392,12 +392,12 @@ def convert_command(
             f"convert takes one input and one output; {len(rest)} extra path(s) given (an input given twice, as -i and INPUT?)"
         )
     write = WriteOptions(check_template(template, show_phi()), force, not no_sidecar, sidecar_phi)
-    from voxpipe.input_sources import open_input
+    from voxpipe.input_sources import open_input, opener_options
     from voxpipe.progress import ItemProgress
 
     if isinstance(output, str):
         raise UsageError("-o/--output is a local file or folder, not a URL")
-    with open_input(input_path, source_options_dict(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
+    with open_input(input_path, opener_options(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
         progress = ItemProgress("series")
         results, skipped = convert(local, output, _options(irregular, dtype), series_uid, write, progress)
     progress.close()
@@ -455,12 +455,12 @@ def info_command(
       voxpipe info -i ct.nii.gz
     """
     from voxpipe.cli_conventions import one_path
-    from voxpipe.input_sources import is_url, open_input
+    from voxpipe.input_sources import is_url, open_input, opener_options
 
     path = one_path(positional, input_option, "input", "-i/--input")
     if not is_url(path) and not Path(path).exists():
         raise UsageError(f"input path {path} does not exist")
-    with open_input(path, source_options_dict(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
+    with open_input(path, opener_options(ae_title, ca_bundle)) as local:  # a URL: fetched into a private folder first
         rows, file_rows, skipped = inventory(local, show_phi)
     if as_json:
         click.echo(json.dumps({"series": rows, "files": file_rows, "passed_over": dict(skipped)}, indent=2))
