@@ -60,6 +60,16 @@ threads 2^20 0.73 s, 2^19 0.75-0.78 s, 2^18 0.92 s, 2^17 1.2 s (smaller tiles pa
 ~100 µs of Python and dispatch per tile and offset, which the threads serialise on the
 GIL); torch intra-op threads (``threads=1``) 2^19 0.48 s, 2^20 0.60 s, untiled 0.71 s."""
 
+SINGLE_THREAD_WORK = 1 << 24
+"""CPU work (search-domain voxels × offsets visited) up to which a filter runs on the calling thread
+alone, untiled, with torch's intra-op threads off for the whole call (the 1 mm benchmark block,
+148×184×16, is 5.7 M; a 100³ volume 17 M). Below it the work is tens of milliseconds, and on a
+shared machine any second thread costs more than it saves: torch's OpenMP workers spin at each
+operation's barrier, burning the core the other threads need. Measured on the 2-core benchmark
+machine with two other busy processes: 34k-voxel T1 (2 mm) 10 ms here against 26-56 ms with two
+threads; the 1 mm block 52-58 ms against 300+ ms with worker threads whose main thread had used
+two intra-op threads just before (docs/denoising.md, "Speed")."""
+
 WEIGHT_FLOOR = 30.0
 """NLM weights below exp(-30) are clamped there: no denormals (slow), no effect on the average."""
 
@@ -121,7 +131,7 @@ _THREADS_SAVED = 1
 
 
 @contextlib.contextmanager
-def _single_threaded_torch():
+def single_threaded_torch():
     """torch's intra-op threads set to one while our worker threads run, then restored.
 
     Counted, so that overlapping calls from several threads restore the original setting
@@ -289,7 +299,7 @@ def shift_filter(
             first = max(0, pad[0] + min(t[0][0] for t in group) - 2 * s0)
             last = min(vp.shape[0], pad[0] + max(t[0][1] for t in group))
             local.append((group, first, torch.zeros_like(vp[first:last]), torch.zeros_like(vp[first:last])))
-        with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
+        with single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda job: run_tiles(job[0], job[2], job[3], job[1]), local))
         for _, first, lv, lw in local:
             acc_v[first : first + lv.shape[0]] += lv
@@ -327,6 +337,18 @@ def default_tile(device: torch.device | str) -> int | None:
     return None if torch.device(device).type == "cuda" else CPU_TILE_VOXELS
 
 
+def _one_thread(u: torch.Tensor, plan: _Plan, tile_voxels: int | None | str, threads: int | None) -> bool:
+    """Whether an automatic CPU call is small enough for one thread (:data:`SINGLE_THREAD_WORK`)."""
+    if u.device.type != "cpu" or tile_voxels != "auto" or threads is not None:
+        return False
+    extent = math.prod(n + 2 * s for n, s in zip(u.shape, plan.search))
+    return extent * len(plan.offsets()) <= SINGLE_THREAD_WORK
+
+
+def _threads_for(small: bool) -> contextlib.AbstractContextManager:
+    return single_threaded_torch() if small else contextlib.nullcontext()
+
+
 def nlm(
     u: torch.Tensor,
     sigma: float,
@@ -358,21 +380,23 @@ def nlm(
         aggregate = (0,) * u.ndim
     plan = _Plan(tuple(-r for r in patch), tuple(patch), tuple(search), tuple(aggregate))
     count = math.prod(2 * r + 1 for r in patch)
-    tile = default_tile(u.device) if tile_voxels == "auto" else tile_voxels
-    values = u * u if rician else None
-    out = shift_filter(
-        u,
-        plan=plan,
-        scale=1.0 / (h * math.sqrt(count)),
-        bias=2.0 * sigma**2 / (h**2 * count),
-        clamp_positive=True,
-        center_weight=1.0,
-        values=values,
-        tile_voxels=tile,
-        threads=threads,
-    )
-    if rician:
-        out = out.sub_(2.0 * sigma**2).clamp_(min=0).sqrt_()
+    small = _one_thread(u, plan, tile_voxels, threads)
+    tile = None if small else default_tile(u.device) if tile_voxels == "auto" else tile_voxels
+    with _threads_for(small):
+        values = u * u if rician else None
+        out = shift_filter(
+            u,
+            plan=plan,
+            scale=1.0 / (h * math.sqrt(count)),
+            bias=2.0 * sigma**2 / (h**2 * count),
+            clamp_positive=True,
+            center_weight=1.0,
+            values=values,
+            tile_voxels=tile,
+            threads=1 if small else threads,
+        )
+        if rician:
+            out = out.sub_(2.0 * sigma**2).clamp_(min=0).sqrt_()
     return out
 
 
@@ -418,18 +442,20 @@ def bilateral(
     _check_spatial(u)
     (radius,) = fit_radii(u.shape, radius)
     plan = _Plan((0,) * u.ndim, (0,) * u.ndim, tuple(radius), (0,) * u.ndim)
-    tile = default_tile(u.device) if tile_voxels == "auto" else tile_voxels
-    return shift_filter(
-        u,
-        plan=plan,
-        scale=1.0 / (math.sqrt(2.0) * sigma_color),
-        bias=0.0,
-        spatial_sigma=tuple(sigma_spatial),
-        clamp_positive=False,
-        center_weight=1.0,
-        tile_voxels=tile,
-        threads=threads,
-    )
+    small = _one_thread(u, plan, tile_voxels, threads)
+    tile = None if small else default_tile(u.device) if tile_voxels == "auto" else tile_voxels
+    with _threads_for(small):
+        return shift_filter(
+            u,
+            plan=plan,
+            scale=1.0 / (math.sqrt(2.0) * sigma_color),
+            bias=0.0,
+            spatial_sigma=tuple(sigma_spatial),
+            clamp_positive=False,
+            center_weight=1.0,
+            tile_voxels=tile,
+            threads=1 if small else threads,
+        )
 
 
 def tv_chambolle(
