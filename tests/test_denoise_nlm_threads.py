@@ -61,9 +61,13 @@ def test_kernel_uses_one_thread_only_below_the_work_limit(two_threads, monkeypat
     small = kernels.nlm(x, 0.1, 0.08, (1, 1, 1), (1, 1, 1))
     monkeypatch.setattr(kernels, "SINGLE_THREAD_WORK", 0)
     large = kernels.nlm(x, 0.1, 0.08, (1, 1, 1), (1, 1, 1))
-    assert seen == [(1, None, 1), (2, kernels.CPU_TILE_VOXELS, None)]
+    with kernels.single_threaded_torch():  # as the stage holds it for a small image with a large window
+        nested = kernels.nlm(x, 0.1, 0.08, (1, 1, 1), (1, 1, 1))
+    # larger work: our two worker threads over tiles, torch's own threads off around them too
+    assert seen == [(1, None, 1), (1, kernels.CPU_TILE_VOXELS, 2), (1, kernels.CPU_TILE_VOXELS, 2)]
     assert torch.get_num_threads() == 2
     torch.testing.assert_close(small, large, atol=1e-5, rtol=0)
+    torch.testing.assert_close(small, nested, atol=1e-5, rtol=0)
 
 
 def test_stage_runs_small_images_on_one_thread_and_restores_the_setting(two_threads, monkeypatch):

@@ -21,19 +21,24 @@ works on whole arrays at once:
    over the pixel-wise average at the same search window for about 50% more time;
 5. accumulate ``w·u(x+d)`` and ``w`` at ``x``, and ``w·u(x)`` and ``w`` at ``x+d``.
 
-On the CPU the search domain is cut into tiles (``CPU_TILE_VOXELS``, at least one per
-thread) along the leading axes; all offsets run on one tile before the next, so a tile's
-inputs stay in cache across the offsets. The tiles are shared out to one Python thread
-per core (contiguous runs of tiles, each thread with its own accumulators over the rows
-it can reach, summed at the end), with torch's own intra-op threading set to one for the
-duration. Every torch call releases the GIL, so the threads run in parallel, and there
-is no fork/join barrier around each of the ~14 000 operations. That barrier is what
-makes torch's intra-op threading fragile on a busy machine: with one other busy process
-on the 2-core benchmark machine it made NLM 3-25x slower, where worker threads slow down
-in proportion to the CPU they get. On an idle machine intra-op threading is faster
-(0.48 s against 0.75 s on the benchmark volume; each operation's data is split between
-the cores' caches, and the worker threads serialise ~100 µs of Python and dispatch per
-tile and offset on the GIL); ``threads=1`` selects it.
+On the CPU, small work (up to ``SINGLE_THREAD_WORK`` voxel-offsets: a 1 mm brain block
+of 148×184×16 at the default 3×3×3 window, ~0.05 s) runs on the calling thread alone,
+untiled, with torch's intra-op threads off: a second thread saves at most tens of
+milliseconds there and, on a shared machine, costs far more. Larger work is cut into
+tiles (``CPU_TILE_VOXELS``, at least one per thread) along the leading axes; all offsets
+run on one tile before the next, so a tile's inputs stay in cache across the offsets.
+The tiles are shared out to one Python thread per core (contiguous runs of tiles, each
+thread with its own accumulators over the rows it can reach, summed at the end), with
+torch's own intra-op threading set to one for the whole call (the padding and the final
+division included). Every torch call releases the GIL, so the threads run in parallel,
+and there is no fork/join barrier around each of the ~14 000 operations. That barrier is
+what makes torch's intra-op threading fragile on a busy machine: with one other busy
+process on the 2-core benchmark machine it made NLM 3-25x slower, with two 30-50x,
+where worker threads slow down in proportion to the CPU they get. On an idle machine
+intra-op threading is faster on large volumes (0.48 s against 0.75 s on the 64×128×128
+benchmark volume; each operation's data is split between the cores' caches, and the
+worker threads serialise ~100 µs of Python and dispatch per tile and offset on the
+GIL); ``threads=1`` selects it.
 On CUDA the whole image is one tile on one thread (launch overhead, not bandwidth, is
 what counts there). Memory beyond the input: four padded copies (scaled input, values,
 two accumulators), per-thread accumulators over each thread's rows (about two more
@@ -150,6 +155,12 @@ def single_threaded_torch():
             _THREADS_USERS -= 1
             if _THREADS_USERS == 0:
                 torch.set_num_threads(_THREADS_SAVED)
+
+
+def configured_threads() -> int:
+    """torch's thread count as configured, also while :func:`single_threaded_torch` holds it at one."""
+    with _THREADS_LOCK:
+        return _THREADS_SAVED if _THREADS_USERS else torch.get_num_threads()
 
 
 def _tiles(extent: Sequence[int], budget: int | None) -> list[tuple[tuple[int, int], ...]]:
@@ -345,8 +356,16 @@ def _one_thread(u: torch.Tensor, plan: _Plan, tile_voxels: int | None | str, thr
     return extent * len(plan.offsets()) <= SINGLE_THREAD_WORK
 
 
-def _threads_for(small: bool) -> contextlib.AbstractContextManager:
-    return single_threaded_torch() if small else contextlib.nullcontext()
+def _threads_for(u: torch.Tensor, small: bool, tile_voxels: int | None, threads: int) -> contextlib.AbstractContextManager:
+    """torch's intra-op threads off for the whole call when it runs on one thread or on our worker threads.
+
+    The whole call, not only the worker threads' part: with two other busy processes on the
+    2-core machine, the dozen whole-image operations around the workers (padding, the final
+    division), run on torch's two intra-op threads, took the 1 mm block from 100 to 330 ms
+    (each one waits at its barrier for a descheduled thread).
+    """
+    workers = u.device.type == "cpu" and tile_voxels is not None and threads > 1
+    return single_threaded_torch() if small or workers else contextlib.nullcontext()
 
 
 def nlm(
@@ -382,7 +401,8 @@ def nlm(
     count = math.prod(2 * r + 1 for r in patch)
     small = _one_thread(u, plan, tile_voxels, threads)
     tile = None if small else default_tile(u.device) if tile_voxels == "auto" else tile_voxels
-    with _threads_for(small):
+    threads = 1 if small else configured_threads() if threads is None else threads
+    with _threads_for(u, small, tile, threads):
         values = u * u if rician else None
         out = shift_filter(
             u,
@@ -393,7 +413,7 @@ def nlm(
             center_weight=1.0,
             values=values,
             tile_voxels=tile,
-            threads=1 if small else threads,
+            threads=threads,
         )
         if rician:
             out = out.sub_(2.0 * sigma**2).clamp_(min=0).sqrt_()
@@ -444,7 +464,8 @@ def bilateral(
     plan = _Plan((0,) * u.ndim, (0,) * u.ndim, tuple(radius), (0,) * u.ndim)
     small = _one_thread(u, plan, tile_voxels, threads)
     tile = None if small else default_tile(u.device) if tile_voxels == "auto" else tile_voxels
-    with _threads_for(small):
+    threads = 1 if small else configured_threads() if threads is None else threads
+    with _threads_for(u, small, tile, threads):
         return shift_filter(
             u,
             plan=plan,
@@ -454,7 +475,7 @@ def bilateral(
             clamp_positive=False,
             center_weight=1.0,
             tile_voxels=tile,
-            threads=1 if small else threads,
+            threads=threads,
         )
 
 
