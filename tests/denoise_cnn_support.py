@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def save_random_model(path: Path, spatial_dims: int = 2, features: int = 8, depth: int = 3, seed: int = 0, noise: str = "gaussian") -> Path:
+def save_random_model(
+    path: Path, spatial_dims: int = 2, features: int = 8, depth: int = 3, seed: int = 0, noise: str = "gaussian", guide: str = "none"
+) -> Path:
     """A randomly initialised denoise.cnn model with its card, as `voxpipe train` writes them."""
     import torch
 
@@ -15,7 +17,7 @@ def save_random_model(path: Path, spatial_dims: int = 2, features: int = 8, dept
     from voxpipe_plugins.denoise.cnn_weights import save_model
 
     torch.manual_seed(seed)
-    arch = Architecture(spatial_dims=spatial_dims, features=features, depth=depth)
+    arch = Architecture(spatial_dims=spatial_dims, features=features, depth=depth, guide=guide)
     save_model(ResidualDenoiser(arch), path, {"architecture": arch.to_dict(), "noise": noise, "task": "denoise"})
     return path
 

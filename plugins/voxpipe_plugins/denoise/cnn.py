@@ -4,6 +4,9 @@ Each channel is scaled to the range the model was trained on (:func:`noise_model
 given to the network with its noise level (σ given, or estimated by the family's MAD
 estimator, in the scaled units), and scaled back. A 2D model denoises a 3D image slice by
 slice (the slices go through the inferer as one batch); a 3D model needs a 3D image.
+A hybrid model (three input channels) also gets ``denoise.nlm``'s estimate of the scaled
+image, computed once on the whole image (in 3D for a volume) with the settings it was
+trained with (:mod:`.cnn_guide`), and sliced like the image.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from voxpipe.stage import StageContext
 from voxpipe_plugins.common.checks import StageInputError
 from voxpipe_plugins.denoise.base import Denoiser, rounded
+from voxpipe_plugins.denoise.cnn_guide import nlm_guide
 from voxpipe_plugins.denoise.cnn_weights import load_model, shipped_path
 from voxpipe_plugins.denoise.noise_models import NOISE_MODELS, robust_range
 
@@ -24,6 +28,7 @@ DEFAULT_ROI = {2: 128, 3: 64}
 
 WHOLE_IMAGE_BATCH = 32
 """Images (slices) per network call when each fits in one window."""
+
 
 ISOTROPIC_RATIO = 1.5
 """``slice_axis: auto`` on voxels whose spacings differ by at most this factor: slice along all three
@@ -80,6 +85,10 @@ class CNNDenoise(Denoiser):
             return [0, 1, 2]
         return [max(i for i, s in enumerate(spacing) if s >= largest * (1 - 1e-6))]
 
+    def _net(self, t: torch.Tensor, level: float) -> torch.Tensor:
+        """The network on (B, 1 or 2, ...): channel 1, when there, is the NLM guide."""
+        return self.network(t[:, :1], level, t[:, 1:] if t.shape[1] > 1 else None)
+
     def _infer(self, batch: torch.Tensor, level: float) -> torch.Tensor:
         from monai.inferers import SlidingWindowInferer
 
@@ -87,11 +96,11 @@ class CNNDenoise(Denoiser):
         if all(n <= r for r, n in zip(self.roi, batch.shape[2:])):
             # each image fits in one window: what the inferer would do, without its per-image loop
             with torch.inference_mode(), autocast:
-                return torch.cat([self.network(chunk, level).float() for chunk in batch.split(WHOLE_IMAGE_BATCH)])
+                return torch.cat([self._net(chunk, level).float() for chunk in batch.split(WHOLE_IMAGE_BATCH)])
         roi = [min(r, n) for r, n in zip(self.roi, batch.shape[2:])]  # no padding of short axes up to the window
         inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap, mode="gaussian")
         with torch.inference_mode(), autocast:
-            out = inferer(batch, lambda t: self.network(t, level))
+            out = inferer(batch, lambda t: self._net(t, level))
         return out.float() if isinstance(out, torch.Tensor) else torch.as_tensor(out).float()
 
     def denoise_channel(self, x: torch.Tensor, spacing: tuple[float, ...]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -113,11 +122,15 @@ class CNNDenoise(Denoiser):
             return x.clone(), {**info, "skipped": "no noise detected (sigma 0)"}
         level = self.strength * sigma / scale
         scaled = ((x.float() - low) / scale).contiguous()
+        stack = scaled[None]
+        if self.arch.guide == "nlm":
+            stack = torch.stack([scaled, nlm_guide(scaled, level, spacing, self.noise)])
+            info["guide"] = "denoise.nlm"
         if dims == 2 and x.ndim == 3:
             axes = self._axes(spacing)
-            out = sum(self._infer(scaled.movedim(a, 0)[:, None], level)[:, 0].movedim(0, a) for a in axes) / len(axes)
+            out = sum(self._infer(stack.movedim(a + 1, 0), level)[:, 0].movedim(0, a) for a in axes) / len(axes)
             info["slice_axis"] = axes[0] if len(axes) == 1 else axes
         else:
-            out = self._infer(scaled[None, None], level)[0, 0]
+            out = self._infer(stack[None], level)[0, 0]
         info.update(level=rounded(level), strength=self.strength, roi_size=self.roi, device=str(x.device), amp=self.amp)
         return out * scale + low, info

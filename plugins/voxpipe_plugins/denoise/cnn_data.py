@@ -90,6 +90,62 @@ def brain_slice(seed: int, size: int = 192) -> np.ndarray:
     return (gaussian_filter(image, 0.7) * texture * bias).clip(0, None).astype(np.float32)
 
 
+def _smooth_field3(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    return field / (field.std() + 1e-12)
+
+
+def brain_volume(seed: int, shape: tuple[int, int, int] = (112, 128, 64)) -> np.ndarray:
+    """A T1-like 1 mm magnitude volume in [0, ~1], the 3D analogue of :func:`brain_slice`: a folded
+    cortical ribbon (grey matter within a few voxels of the surface and of the sulci), white matter,
+    CSF in sulci and curved ventricles, deep nuclei, fine texture, a bias field; with or without skin
+    and skull (skull-stripped images are common).
+
+    3D, so that a hybrid model is trained on the 3D NLM estimate it gets at inference on volumes, and
+    on slices cut along every axis."""
+    from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    axes = [np.linspace(-1, 1, n) * n / max(shape) for n in shape]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    radii = rng.uniform(0.8, 0.95), rng.uniform(0.85, 0.98), rng.uniform(0.75, 0.9)
+    centre = rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(-0.2, 0.4)
+    r = np.sqrt(((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((x - centre[2]) / radii[2]) ** 2)
+    r = r + 0.03 * _smooth_field3(rng, shape, max(shape) / 10)
+    image = np.zeros(shape, dtype=np.float32)
+    if rng.random() < 0.5:  # skin / fat and skull; else skull-stripped
+        image[r <= 1.0] = rng.uniform(0.5, 0.85)
+        image[r <= 0.93] = rng.uniform(0.03, 0.15)
+    brain = r <= 0.87
+    folds = _smooth_field3(rng, shape, rng.uniform(3.0, 5.0))
+    sulci = brain & (np.abs(folds) < rng.uniform(0.08, 0.16)) & (r > rng.uniform(0.35, 0.55))
+    csf_space = ~brain | sulci
+    ventricles = np.zeros(shape, dtype=bool)
+    for side in (-1, 1):  # lateral ventricles: curved tubes
+        cz, cy = rng.uniform(-0.15, 0.05), side * rng.uniform(0.06, 0.14)
+        bend = 0.6 * (x - centre[2]) ** 2
+        ventricles |= ((z - cz + bend) / rng.uniform(0.05, 0.1)) ** 2 + ((y - cy) / rng.uniform(0.03, 0.07)) ** 2 + (
+            (x - centre[2] - rng.uniform(-0.1, 0.1)) / rng.uniform(0.3, 0.45)
+        ) ** 2 <= 1.0
+    distance = distance_transform_edt(~csf_space)
+    ribbon = rng.uniform(2.0, 4.0)
+    gm, wm, csf = rng.uniform(0.45, 0.62), rng.uniform(0.72, 0.9), rng.uniform(0.08, 0.25)
+    tissue = np.where(distance < ribbon, gm, wm).astype(np.float32)
+    tissue += (wm - gm) * 0.15 * _smooth_field3(rng, shape, rng.uniform(3.0, 8.0))  # smooth intensity variation
+    image[brain] = tissue[brain]
+    image[sulci] = csf
+    for _ in range(int(rng.integers(2, 7))):  # deep grey nuclei / lesions
+        c = [rng.uniform(-0.3, 0.3) for _ in range(3)]
+        blob = ((z - c[0]) ** 2 + ((y - c[1]) / rng.uniform(0.6, 1.4)) ** 2 + (x - c[2]) ** 2) <= rng.uniform(0.04, 0.12) ** 2
+        image[blob & brain & ~sulci] = rng.uniform(0.3, 0.9) * wm
+    image[ventricles & brain] = csf
+    texture = 1.0 + rng.uniform(0.005, 0.03) * _smooth_field3(rng, shape, rng.uniform(0.7, 1.5))
+    bias = 1.0 + rng.uniform(0.0, 0.12) * _smooth_field3(rng, shape, max(shape) / 3)
+    return (gaussian_filter(image, rng.uniform(0.6, 1.0)) * texture * bias).clip(0, None).astype(np.float32)
+
+
 def ct_slice(seed: int, size: int = 256) -> np.ndarray:
     """A body CT slice in HU: air, skin/fat, muscle, organs with texture, lungs with vessels, spine and ribs."""
     rng = np.random.default_rng(seed)
@@ -149,11 +205,17 @@ def _write_nifti(array: np.ndarray, path: Path, spacing: float) -> None:
     nib.save(nib.Nifti1Image(array[..., None].astype(np.float32), affine), str(path))
 
 
+def _write_volume(array: np.ndarray, path: Path) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(path))
+
+
 VAL_SEEDS = range(900, 903)
 """Validation phantoms (written to ``val/``): apart from training, and from the evaluation seeds too."""
 
 
-def write_mr(root: Path, phantoms: int = 24) -> int:
+def write_mr(root: Path, phantoms: int = 24, volumes: int = 0) -> int:
     import skimage.data as data
     from skimage.color import rgb2gray
     from skimage.io import imsave
@@ -163,6 +225,8 @@ def write_mr(root: Path, phantoms: int = 24) -> int:
     val.mkdir(parents=True, exist_ok=True)
     for seed in VAL_SEEDS:
         _write_nifti(brain_slice(seed, 128), val / f"brain-phantom-{seed:03d}.nii.gz", 1.0)
+    if volumes:
+        _write_volume(brain_volume(VAL_SEEDS[0], (80, 96, 40)), val / f"brain-volume-{VAL_SEEDS[0]:03d}.nii.gz")
     count = 0
     for name in PHOTOS:
         image = getattr(data, name)()
@@ -171,6 +235,9 @@ def write_mr(root: Path, phantoms: int = 24) -> int:
         count += 1
     for seed in range(phantoms):
         _write_nifti(brain_slice(seed), folder / f"brain-phantom-{seed:03d}.nii.gz", 1.0)
+        count += 1
+    for seed in range(volumes):
+        _write_volume(brain_volume(seed), folder / f"brain-volume-{seed:03d}.nii.gz")
         count += 1
     return count
 

@@ -90,6 +90,12 @@ class DenoiseTrainParams(StageParams):
     steps_per_epoch: int = Field(100, ge=1, le=100000, description="Optimiser steps per epoch.")
     epochs: int = Field(20, ge=1, le=100000, description="Epochs to train (a resumed run continues up to this number).")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate (cosine decay to 5% over the epochs).")
+    guide: Literal["none", "nlm"] = Field(
+        "none",
+        description="`nlm`: a hybrid model that also gets denoise.nlm's estimate of its input and corrects it "
+        "(gaussian/rician noise; see docs/denoising-cnn.md).",
+    )
+    guide_bank: int = Field(8, ge=1, le=64, description="guide nlm: noisy copies (with their NLM estimate) made once per training image.")
     loss: Literal["mse", "l1"] = Field("mse", description="Pixel loss between the output and the clean patch.")
     adversarial: Literal["none", "wgan-gp"] = Field(
         "none", description="`wgan-gp`: also train against a critic (Wasserstein loss, gradient penalty) with a VGG perceptual loss."
@@ -116,6 +122,8 @@ class DenoiseTrainParams(StageParams):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"{name} must be [low, high] with 0 < low <= high, got {[low, high]}")
+        if self.guide == "nlm" and self.noise == "ct-lowdose":
+            raise ValueError("guide: nlm is for gaussian or rician noise (the low-dose CT noise bank has no NLM estimates)")
         if self.dose_range[1] > 1:
             raise ValueError("dose_range: a dose fraction is at most 1 (full dose)")
         return self

@@ -11,6 +11,11 @@ Noise is simulated on the fly (:mod:`.noise_models`): Gaussian and Rician per pa
 each training slice gets a small bank of noise fields at a reference dose, computed once,
 and each patch scales its field by √(d_ref / d) for its own dose d: the quantum noise's
 standard deviation goes as 1/√dose (the Gaussian approximation of the Poisson counts).
+
+Hybrid models (``guide: nlm``) need ``denoise.nlm``'s estimate of each noisy input, which
+is computed on the whole image, as at inference: each training image gets a bank of
+``guide_bank`` noisy copies at σ spread over ``sigma_range``, each with its estimated σ
+and its NLM estimate, computed once; patches are cut from the same place in all three.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from voxpipe_plugins.common.noise import estimate_sigma
 from voxpipe_plugins.common.run_files import run_files
 from voxpipe_plugins.deep.train import TrainingDataError, read_volume
 from voxpipe_plugins.deep.weights import load_torch_file
+from voxpipe_plugins.denoise.cnn_guide import guide_recipe, nlm_guide
 from voxpipe_plugins.denoise.cnn_net import Architecture, Critic, ResidualDenoiser
 from voxpipe_plugins.denoise.cnn_weights import architecture_of, load_model, save_model
 from voxpipe_plugins.denoise.noise_models import lowdose_ct, robust_range, simulate
@@ -98,11 +104,14 @@ def read_array(path: Path) -> np.ndarray:
     return array
 
 
-def as_items(arrays: list[np.ndarray], dims: int) -> list[np.ndarray]:
-    """2D models train on slices (3D images give theirs, across the last axis); 3D models on volumes."""
+def as_items(arrays: list[np.ndarray], dims: int, volumes: bool = False) -> list[np.ndarray]:
+    """2D models train on slices (3D images give theirs, across the last axis); 3D models on volumes.
+
+    ``volumes``: keep 3D images whole for a 2D model too (hybrid models: the NLM guide is computed
+    in 3D, as at inference, and the patches are cut from slices along every axis)."""
     items: list[np.ndarray] = []
     for array in arrays:
-        if dims == 2:
+        if dims == 2 and not (volumes and array.ndim == 3):
             items += [array] if array.ndim == 2 else [array[..., k] for k in range(array.shape[-1])]
         elif array.ndim == 3:
             items.append(array)
@@ -139,11 +148,18 @@ class PatchSampler:
         self.images: list[np.ndarray] = []
         self.banks: list[list[np.ndarray]] = []
         self.bank_levels: list[list[float]] = []
+        self.guides: list[list[np.ndarray]] = []
         self.dose_ref = math.sqrt(params.dose_range[0] * params.dose_range[1])
+        self.hybrid = getattr(params, "guide", "none") == "nlm"
         for item in items:
             low, scale = robust_range(item, self.noise)
             self.images.append(((item - low) / scale).astype(np.float32))
-            if self.noise == "ct-lowdose":
+            if self.hybrid:
+                noisy, guides, levels = guided_bank(self.images[-1], params, rng)
+                self.banks.append(noisy)
+                self.guides.append(guides)
+                self.bank_levels.append(levels)
+            elif self.noise == "ct-lowdose":
                 bank = [(lowdose_ct(s, self.dose_ref, rng) - s) / scale for s in self._slices(item) for _ in range(CT_BANK)]
                 fields = self._stack(item, bank)
                 image = self.images[-1]
@@ -164,26 +180,40 @@ class PatchSampler:
         per = CT_BANK
         return [np.stack([bank[k * per + r] for k in range(item.shape[-1])], axis=-1) for r in range(per)]
 
-    def _crop(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, float]:
+    def _crop(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, float, np.ndarray | None]:
         image = self.images[index]
+        plane: tuple[int, int] | None = None
+        if image.ndim > self.p.spatial_dims:  # a volume kept whole for a 2D model: one slice along a random axis
+            axis = int(rng.integers(image.ndim))
+            plane = (axis, int(rng.integers(image.shape[axis])))
+            image = np.take(image, plane[1], axis=plane[0])
         size = self.p.patch_size
         pads = [(0, max(0, size - n)) for n in image.shape]
         corner = [int(rng.integers(0, max(1, n - size + 1))) for n in image.shape]
         window = tuple(slice(c, c + size) for c in corner)
         clean = np.pad(image, pads, mode="reflect")[window]
-        field, level = None, 0.0
+        field, level, guide = None, 0.0, None
         if self.banks:
             which = int(rng.integers(len(self.banks[index])))
-            field = np.pad(self.banks[index][which], pads, mode="reflect")[window]
-            level = self.bank_levels[index][which]
-        return clean, field, level
 
-    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        noisy, clean, levels = [], [], []
+            def cut(array: np.ndarray) -> np.ndarray:
+                return np.pad(array if plane is None else np.take(array, plane[1], axis=plane[0]), pads, mode="reflect")[window]
+
+            field = cut(self.banks[index][which])
+            level = self.bank_levels[index][which]
+            if self.hybrid:
+                guide = cut(self.guides[index][which])
+        return clean, field, level, guide
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(noisy, clean, levels, guides or None): (B, 1, ...) patches in network units, (B,) noise levels."""
+        noisy, clean, levels, guides = [], [], [], []
         for _ in range(self.p.batch_size):
             index = int(rng.choice(len(self.images), p=self.weights))
-            patch, field, level = self._crop(index, rng)
-            if field is not None:
+            patch, field, level, guide = self._crop(index, rng)
+            if guide is not None and field is not None:
+                patch_noisy = field  # the bank holds whole noisy images here
+            elif field is not None:
                 dose = math.exp(rng.uniform(*np.log(self.p.dose_range)))
                 patch_noisy = patch + field * math.sqrt(self.dose_ref / dose)
                 level *= math.sqrt(self.dose_ref / dose)
@@ -193,17 +223,39 @@ class PatchSampler:
             for axis in range(patch.ndim):  # flips: the noise models are symmetric
                 if rng.random() < 0.5:
                     patch, patch_noisy = np.flip(patch, axis), np.flip(patch_noisy, axis)
+                    guide = np.flip(guide, axis) if guide is not None else None
             if patch.ndim == 2 and rng.random() < 0.5:
                 patch, patch_noisy = patch.T, patch_noisy.T
+                guide = guide.T if guide is not None else None
             level = level if field is not None else sigma
             noisy.append(np.ascontiguousarray(patch_noisy))
             clean.append(np.ascontiguousarray(patch))
             levels.append(level)
+            if guide is not None:
+                guides.append(np.ascontiguousarray(guide))
         return (
             torch.from_numpy(np.stack(noisy))[:, None].float(),
             torch.from_numpy(np.stack(clean))[:, None].float(),
             torch.tensor(levels, dtype=torch.float32),
+            torch.from_numpy(np.stack(guides))[:, None].float() if guides else None,
         )
+
+
+def guided_bank(clean: np.ndarray, params: Any, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """``guide_bank`` noisy copies of a clean image (network units) at σ spread evenly over ``sigma_range``
+    (one draw per stratum), with the σ the stage would estimate on each and its NLM estimate at that σ."""
+    low, high = params.sigma_range
+    count = params.guide_bank
+    noisy, guides, levels = [], [], []
+    for k in range(count):
+        sigma = low + (k + float(rng.random())) / count * (high - low)
+        image = simulate(clean, params.noise, sigma, rng)
+        level = estimate_sigma(torch.from_numpy(image), rician=params.noise == "rician")
+        guide = nlm_guide(torch.from_numpy(image), level, (1.0,) * image.ndim, params.noise).numpy()
+        noisy.append(image.astype(np.float32))
+        guides.append(guide.astype(np.float32))
+        levels.append(float(level))
+    return noisy, guides, levels
 
 
 def validation_set(items: list[np.ndarray], params: Any, seed: int) -> list[dict[str, Any]]:
@@ -219,7 +271,11 @@ def validation_set(items: list[np.ndarray], params: Any, seed: int) -> list[dict
         else:
             sigma = params.val_level or 0.5 * (params.sigma_range[0] + params.sigma_range[1])
             noisy = simulate((item - low) / scale, params.noise, sigma, rng)
-        out.append({"clean": ((item - low) / scale).astype(np.float32), "noisy": noisy.astype(np.float32), "sigma": float(sigma)})
+        entry = {"clean": ((item - low) / scale).astype(np.float32), "noisy": noisy.astype(np.float32), "sigma": float(sigma)}
+        if getattr(params, "guide", "none") == "nlm":  # as at inference: σ estimated, NLM on the whole image
+            entry["sigma"] = estimate_sigma(torch.from_numpy(entry["noisy"]), rician=params.noise == "rician")
+            entry["guide"] = nlm_guide(torch.from_numpy(entry["noisy"]), entry["sigma"], (1.0,) * noisy.ndim, params.noise).numpy()
+        out.append(entry)
     return out
 
 
@@ -231,7 +287,7 @@ class DenoiseTrainer:
 
     def __init__(self, params, config, context) -> None:
         self.params, self.config, self.context = params, config, context
-        self.arch = Architecture(spatial_dims=params.spatial_dims, features=params.features, depth=params.depth)
+        self.arch = Architecture(spatial_dims=params.spatial_dims, features=params.features, depth=params.depth, guide=params.guide)
         device = str(context.device or "cpu")
         self.device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -246,10 +302,10 @@ class DenoiseTrainer:
         return [images[i] for i in sorted(order[n_val:])], [images[i] for i in sorted(order[:n_val])]
 
     def _load(self, paths: list[Path], what: str) -> list[np.ndarray]:
-        items = as_items([read_array(p) for p in paths], self.arch.spatial_dims)
+        items = as_items([read_array(p) for p in paths], self.arch.spatial_dims, volumes=self.arch.guide == "nlm")
         if not items:
             raise TrainingDataError(f"no usable {what} images for a {self.arch.spatial_dims}D model (3D models need volumes)")
-        _log(f"loaded {len(paths)} {what} images ({len(items)} {'slices' if self.arch.spatial_dims == 2 else 'volumes'})")
+        _log(f"loaded {len(paths)} {what} images ({len(items)} items: 2D slices or whole volumes)")
         return items
 
     def _card(self, epoch: int, best: float, best_epoch: int, entry: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
@@ -259,6 +315,7 @@ class DenoiseTrainer:
             "architecture": self.arch.to_dict(),
             "noise": p.noise,
             "adversarial": p.adversarial,
+            **({"guide": guide_recipe()} if p.guide == "nlm" else {}),
             "epoch": epoch,
             "best_psnr": best,
             "best_epoch": best_epoch,
@@ -272,13 +329,18 @@ class DenoiseTrainer:
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 
-    def _predict(self, model: ResidualDenoiser, noisy: np.ndarray, sigma: float) -> np.ndarray:
+    def _predict(self, model: ResidualDenoiser, noisy: np.ndarray, sigma: float, guide: np.ndarray | None = None) -> np.ndarray:
         from monai.inferers import sliding_window_inference
 
-        x = torch.from_numpy(noisy)[None, None].to(self.device)
+        if noisy.ndim > self.arch.spatial_dims:  # a volume for a 2D model: slice by slice across the last axis
+            planes = [self._predict(model, noisy[..., k], sigma, None if guide is None else guide[..., k]) for k in range(noisy.shape[-1])]
+            return np.stack(planes, axis=-1)
+        x = torch.from_numpy(np.stack([noisy] if guide is None else [noisy, guide]))[None].to(self.device)
         roi = [min(128 if self.arch.spatial_dims == 2 else 64, n) for n in noisy.shape]
         with torch.inference_mode():
-            out = sliding_window_inference(x, roi, 4, lambda t: model(t, sigma), overlap=0.25, mode="gaussian")
+            out = sliding_window_inference(
+                x, roi, 4, lambda t: model(t[:, :1], sigma, t[:, 1:] if t.shape[1] > 1 else None), overlap=0.25, mode="gaussian"
+            )
         return out[0, 0].float().cpu().numpy()
 
     def run(self, output_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -351,17 +413,17 @@ class DenoiseTrainer:
                 global_step = (epoch - 1) * p.steps_per_epoch + step
                 for group in optimizer.param_groups:
                     group["lr"] = p.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * global_step / total_steps)))
-                noisy, clean, levels = (t.to(self.device) for t in sampler.batch(rng))
+                noisy, clean, levels, guides = (t.to(self.device) if t is not None else None for t in sampler.batch(rng))
                 if critic is not None and critic_opt is not None:
                     with torch.no_grad():
-                        fake = model(noisy, levels)
+                        fake = model(noisy, levels, guides)
                     for _ in range(p.critic_steps):
                         critic_opt.zero_grad(set_to_none=True)
                         d_loss = critic(fake).mean() - critic(clean).mean() + p.gp_lambda * gradient_penalty(critic, clean, fake)
                         d_loss.backward()
                         critic_opt.step()
                 optimizer.zero_grad(set_to_none=True)
-                output = model(noisy, levels)
+                output = model(noisy, levels, guides)
                 loss = pixel_loss(output, clean)
                 if critic is not None and perceptual is not None:
                     for q in critic.parameters():
@@ -373,7 +435,7 @@ class DenoiseTrainer:
                 optimizer.step()
                 losses.append(float(loss.detach()))
             model.eval()
-            outputs = [self._predict(model, v["noisy"], v["sigma"]) for v in val_set]
+            outputs = [self._predict(model, v["noisy"], v["sigma"], v.get("guide")) for v in val_set]
             entry: dict[str, Any] = {
                 "epoch": epoch,
                 "loss": float(np.mean(losses)),

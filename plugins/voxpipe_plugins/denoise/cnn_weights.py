@@ -2,7 +2,8 @@
 
 Weights are read by the deep family's reader (safetensors, or torch files with
 ``weights_only=True``; pickles that need more are refused). The architecture is read from
-the tensors' shapes, so a bare state dict works without its card; the card (the ``.json``
+the tensors' shapes (three input channels: a hybrid model with an NLM guide, :mod:`.cnn_guide`),
+so a bare state dict works without its card; the card (the ``.json``
 beside the weights) adds the noise model the weights were trained for and how.
 """
 
@@ -38,14 +39,18 @@ def architecture_of(state: dict[str, torch.Tensor], source: str) -> Architecture
             f"weights file {source} is not a denoise.cnn model (no body.<i>.conv.weight layers); train one with `voxpipe train`"
         )
     first = state["body.0.conv.weight"]
-    if first.ndim not in (4, 5) or first.shape[1] != 2:
-        raise WeightsError(f"weights file {source}: first layer {tuple(first.shape)} is not a denoise.cnn input layer (image + noise map)")
+    if first.ndim not in (4, 5) or first.shape[1] not in (2, 3):
+        raise WeightsError(
+            f"weights file {source}: first layer {tuple(first.shape)} is not a denoise.cnn input layer "
+            "(image + noise map, or image + NLM estimate + noise map)"
+        )
     if any(k != 3 for k in first.shape[2:]) or not 1 <= first.shape[0] <= MAX_FEATURES or len(convs) > MAX_DEPTH:
         raise WeightsError(
             f"weights file {source}: {len(convs)} layers of {int(first.shape[0])} channels with {tuple(first.shape[2:])} kernels; "
             f"denoise.cnn models have 3-wide kernels, at most {MAX_FEATURES} channels and {MAX_DEPTH} layers"
         )
-    return Architecture(spatial_dims=first.ndim - 2, features=int(first.shape[0]), depth=len(convs))
+    guide = "nlm" if first.shape[1] == 3 else "none"
+    return Architecture(spatial_dims=first.ndim - 2, features=int(first.shape[0]), depth=len(convs), guide=guide)
 
 
 def load_model(path: Path) -> tuple[ResidualDenoiser, dict[str, Any]]:
