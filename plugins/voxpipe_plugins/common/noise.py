@@ -8,7 +8,7 @@ white Gaussian noise, unaffected by the image content the way a plain standard d
 :func:`estimate_sigma` uses the orthonormal Haar wavelet: its finest diagonal detail
 (``HH`` in 2D, ``HHH`` in 3D) is the signed sum over each 2×…×2 block divided by
 sqrt(2^n), computed here with torch (so it runs where the image lives, CPU or CUDA, in
-float32 without NumPy copies). Images up to 4 M voxels use every block position
+float32; the median by selection, see :func:`_mad`). Images up to 262k voxels use every block position
 (undecimated: more samples, a steadier median on small slices), larger ones the
 non-overlapping blocks. Exactly flat blocks at the image's minimum or maximum are left out
 of the median: they are clipped or zero-filled background, not noise-free tissue. Other
