@@ -3,6 +3,7 @@
 Small images (the 34k-voxel anatomical.nii, the 1 mm benchmark block) are filtered on the
 calling thread with torch's intra-op threads off (kernels.SINGLE_THREAD_WORK, nlm.ONE_THREAD_VOXELS):
 on a shared machine a second thread there costs more than it saves (docs/denoising.md, "Speed").
+TV (kernels.tv_chambolle) does the same up to kernels.TV_ONE_THREAD_VOXELS.
 The noise estimate's median is a selection now (NumPy's partition on the CPU, torch's kthvalue
 elsewhere); it must pick exactly the value torch.median picked.
 """
@@ -106,3 +107,24 @@ def test_noise_median_is_the_value_torch_median_picks():
             assert _lower_median_numpy(magnitude, mask) == expected
             assert _lower_median_torch(magnitude, mask) == expected
             assert _mad(magnitude, mask) == (0.0 if expected is None else expected * MAD_TO_SIGMA)
+
+
+def test_tv_runs_small_images_on_one_thread_with_the_same_result(two_threads, monkeypatch):
+    from voxpipe_plugins.denoise import kernels
+
+    seen = []
+    inner = kernels._tv_chambolle
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return inner(*args)
+
+    monkeypatch.setattr(kernels, "_tv_chambolle", spy)
+    x = _volume()
+    small, n_small = kernels.tv_chambolle(x, 0.07)
+    monkeypatch.setattr(kernels, "TV_ONE_THREAD_VOXELS", 0)
+    large, n_large = kernels.tv_chambolle(x, 0.07)
+    assert seen == [1, 2]
+    assert torch.get_num_threads() == 2
+    assert n_small == n_large > 1
+    torch.testing.assert_close(small, large, atol=1e-6, rtol=0)
