@@ -2,8 +2,8 @@
 
 ``python -m voxpipe_plugins.denoise.cnn_data mr DIR`` writes the MR set: scikit-image's
 grey-level photographs (DnCNN-style denoisers learn much of their prior from natural
-images) and generated brain-like magnitude slices (dark background, skin, skull, grey and white matter, CSF, a smooth
-bias field). ``... ct DIR`` writes generated body CT slices in HU (air, fat, muscle and
+images), generated brain-like magnitude slices (dark background, skin, skull, grey and white matter, CSF, a smooth
+bias field) and generated 3D brain volumes (a folded cortical ribbon, sulci, ventricles; 1 mm). ``... ct DIR`` writes generated body CT slices in HU (air, fat, muscle and
 organs with smooth texture, lungs with vessels, spine and ribs) and scikit-image's
 Shepp-Logan phantom mapped to HU. Neither set includes the real images used for evaluation
 (nibabel's ``anatomical.nii`` and its derivatives, pydicom's ``MR_small.dcm`` and
@@ -215,7 +215,11 @@ VAL_SEEDS = range(900, 903)
 """Validation phantoms (written to ``val/``): apart from training, and from the evaluation seeds too."""
 
 
-def write_mr(root: Path, phantoms: int = 24, volumes: int = 0) -> int:
+MR_VOLUMES = 8
+"""Generated 3D brain volumes in the MR set (:func:`brain_volume`, seeds 0-7), for the hybrid model's 3D guide."""
+
+
+def write_mr(root: Path, phantoms: int = 24, volumes: int = MR_VOLUMES) -> int:
     import skimage.data as data
     from skimage.color import rgb2gray
     from skimage.io import imsave
@@ -264,7 +268,7 @@ def main(argv: list[str]) -> int:
         return 2
     count = write_mr(folder) if argv[0] == "mr" else write_ct(folder)
     print(
-        f"wrote {count} {argv[0].upper()} training images to {folder / 'train'} and {len(VAL_SEEDS)} validation images to {folder / 'val'}"
+        f"wrote {count} {argv[0].upper()} training images to {folder / 'train'} and {sum(1 for _ in (folder / 'val').iterdir())} validation images to {folder / 'val'}"
     )
     return 0
 
