@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -201,7 +202,9 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, help="render rows saved by --save instead of measuring")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
+    load_before = f"{os.getloadavg()[0]:.1f}"
     rows = json.loads(args.rows.read_text()) if args.rows else measure(args.variants.split(","), not args.no_atropos)
+    load_after = f"{os.getloadavg()[0]:.1f}"
     if args.save:
         args.save.write_text(json.dumps(rows, indent=1))
     text = render(rows)
@@ -217,7 +220,7 @@ def main() -> None:
                 "## Brain tissue classes: MNI152 vs multi-Otsu and ANTs Atropos (issue 20)",
                 "",
                 f"`python benchmarks/brain_tissue.py --write` on {machine()}; this 2-core machine was shared with "
-                "other jobs (load average 10+) while it ran, so wall times are rough. "
+                f"other jobs (load average {load_before} before the run, {load_after} after), so wall times are rough. "
                 f"nilearn {nilearn.__version__}, antspyx {ants.__version__}, scikit-image {skimage.__version__}. "
                 "VoxPipe's time is the whole `voxpipe run` child process (start-up, reading, writing the label map, "
                 "three probability maps and the montage); the peers' are their calls alone (N4 included where named). "

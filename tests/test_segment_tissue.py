@@ -189,3 +189,58 @@ def test_bad_params_are_one_line_validation_errors(cli, write_config, bad):
     )
     result = cli("validate", config)
     assert result.exit_code == 2 and len(result.error_lines) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_start_finds_a_small_class_beside_a_dominant_one():
+    """White matter filling most of a tight brain mask: Lloyd's from quantiles split it in two and merged CSF with GM."""
+    from voxpipe_plugins.segment.tissue import histogram_centres, kmeans_1d
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0.15, 0.02, 6_600), rng.normal(0.55, 0.02, 27_500), rng.normal(0.85, 0.02, 107_000)])
+    rng.shuffle(x)
+    for centres in (histogram_centres(x, 3), kmeans_1d(x, 3)):
+        assert np.allclose(centres, [0.15, 0.55, 0.85], atol=0.01), centres
+    assert kmeans_1d(np.array([1.0, 1, 1, 2, 2, 2, 5, 5, 5]), 3).tolist() == [1.0, 2.0, 5.0]
+    assert np.allclose(kmeans_1d(np.array([1.0, 2.0]), 3), [1.0, 1.5, 2.0])  # fewer values than classes: no crash
+
+
+def test_whole_head_phantom_brain_gets_its_grey_matter():
+    """segment.tissue inside a tight brain mask of the head phantom: the outer CSF cut away as brain extraction does,
+    so CSF is 6 % of the voxels and white matter 74 %."""
+    from scipy import ndimage
+
+    from tests.head_phantom import CSF, GM, WM, head_phantom
+    from voxpipe_plugins.segment.tissue_hmrf import TissueSegmenter
+
+    phantom = head_phantom(noise=0.04, bias=0.0, seed=1)
+    brain = phantom.brain.astype(bool)
+    brain = ndimage.binary_erosion(brain, iterations=3) | (brain & (phantom.tissue != CSF))
+    case = {
+        "image": make_metatensor(phantom.image[None], phantom.affine),
+        "brain": make_metatensor(brain.astype(np.float32)[None], phantom.affine),
+    }
+    label = TissueSegmenter(mask_key="brain", beta=3.0)(case)["label"].numpy()[0]
+    scores = [dice(label == v, (phantom.tissue == t) & brain) for v, t in ((1, CSF), (2, GM), (3, WM))]
+    assert scores[1] > 0.9 and scores[2] > 0.95 and scores[0] > 0.6, scores
+
+
+def _blurred_shells(seed: int = 0):
+    """CSF / GM / WM shells (0.3, 0.65, 0.9) with wobbly surfaces, blurred: a wide partial-volume zone at every edge."""
+    from scipy import ndimage
+
+    n = 64
+    rng = np.random.default_rng(seed)
+    radius = np.sqrt(((np.indices((n, n, n)) - n / 2 + 0.5) ** 2).sum(axis=0))
+    radius *= 1 + 4 * ndimage.gaussian_filter(rng.normal(size=(n, n, n)), 4)
+    classes = np.where(radius < 14, 3, np.where(radius < 20, 2, np.where(radius < 26, 1, 0)))
+    image = ndimage.gaussian_filter(np.array([0, 0.3, 0.65, 0.9], np.float32)[classes], 1.2)
+    return np.where(classes > 0, image + rng.normal(0, 0.02, image.shape), 0).astype(np.float32)
+
+
+def test_class_means_come_from_the_pure_voxels():
+    """Edge voxels are part-volume whatever the mixture says: the fitted GM/WM means are the pure tissues', not pulled to the edge."""
+    from voxpipe_plugins.segment.tissue_hmrf import TissueSegmenter
+
+    image = _blurred_shells()
+    means = TissueSegmenter(beta=2.0)({"image": make_metatensor(image[None], np.eye(4))})["history"][-1]["means"]
+    assert abs(means[1] - 0.65) < 0.015 and abs(means[2] - 0.9) < 0.02, means

@@ -36,16 +36,18 @@ class BiasField:
         voxel = np.unravel_index(self.index, self.shape)
         self.coords = np.array([(v - (s - 1) / 2) / s for v, s in zip(voxel, self.step)], dtype=np.float32)
 
-    def _smooth(self, values: np.ndarray) -> np.ndarray:
+    def _coarse(self, values: np.ndarray) -> np.ndarray:
         from scipy import ndimage
 
         grid = np.zeros(self.shape, dtype=np.float32)
         grid.reshape(-1)[self.index] = values
-        coarse = ndimage.gaussian_filter(_block_mean(grid, self.step), self.sigma, mode="constant", truncate=3.0)
-        return ndimage.map_coordinates(coarse, self.coords, order=1, mode="nearest")
+        return ndimage.gaussian_filter(_block_mean(grid, self.step), self.sigma, mode="constant", truncate=3.0)
 
     def estimate(self, log_residual: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """The smooth part of ``log_residual`` (weighted), with zero weighted mean over the mask."""
+        from scipy import ndimage
+
         weights = weights.astype(np.float32)
-        field = self._smooth(log_residual * weights) / np.maximum(self._smooth(weights), 1e-6)
+        coarse = self._coarse(log_residual * weights) / np.maximum(self._coarse(weights), 1e-6)
+        field = ndimage.map_coordinates(coarse, self.coords, order=1, mode="nearest")  # one read-back: the ratio is smooth
         return (field - np.average(field, weights=weights)).astype(np.float32)
