@@ -101,3 +101,18 @@ def test_brain_volumes_are_seeded_and_in_range():
     a, b = brain_volume(3, (32, 40, 20)), brain_volume(3, (32, 40, 20))
     assert np.array_equal(a, b) and a.shape == (32, 40, 20) and 0.5 < float(a.max()) < 1.5
     assert not np.array_equal(a, brain_volume(4, (32, 40, 20)))
+
+
+def test_a_resumed_hybrid_run_repeats_an_uninterrupted_one(tmp_path, cli):
+    """The NLM bank is rebuilt from the seed on resume, so the weights are the same tensors."""
+    from tests.test_denoise_cnn_train import TINY, _tensors
+
+    write_data(tmp_path, train=2, size=40)
+    settings = dict(noise="rician", guide="nlm", guide_bank=2, **TINY)
+    assert cli("train", config(tmp_path, **settings), "-o", tmp_path / "a").exit_code == 0
+    assert cli("train", config(tmp_path, max_minutes=1e-6, **settings), "-o", tmp_path / "b").exit_code == 0
+    resumed = cli("train", config(tmp_path, **settings), "-o", tmp_path / "b", "--resume")
+    assert resumed.exit_code == 0 and "resuming after epoch 1" in resumed.stderr, resumed.stderr
+    a, b = _tensors(tmp_path / "a" / "last.safetensors"), _tensors(tmp_path / "b" / "last.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    assert a["body.0.conv.weight"].shape[1] == 3
