@@ -128,3 +128,18 @@ def test_tv_runs_small_images_on_one_thread_with_the_same_result(two_threads, mo
     assert torch.get_num_threads() == 2
     assert n_small == n_large > 1
     torch.testing.assert_close(small, large, atol=1e-6, rtol=0)
+
+
+def test_noise_estimate_of_a_small_image_runs_on_one_thread(two_threads, monkeypatch):
+    """Every denoiser's σ estimate (common/noise.py), not only NLM's: one thread up to UNDECIMATED_MAX_VOXELS, restored after."""
+    from voxpipe_plugins.common import noise
+
+    seen = []
+    blocks = noise.haar_blocks
+    monkeypatch.setattr(noise, "haar_blocks", lambda x, step: seen.append(torch.get_num_threads()) or blocks(x, step))
+    small = _volume()
+    assert noise.estimate_sigma(small, rician=True) == pytest.approx(0.1, rel=0.15)
+    large = torch.zeros(70, 70, 60)  # above the limit: torch's threads as configured
+    large[::2] = 1.0
+    noise.estimate_sigma(large)
+    assert seen == [1, 2] and torch.get_num_threads() == 2

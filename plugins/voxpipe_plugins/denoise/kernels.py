@@ -50,13 +50,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from voxpipe_plugins.common.threads import configured_threads, single_threaded_torch
 
 CPU_TILE_VOXELS = 1 << 19
 """Tile budget on the CPU (voxels of the search domain; tiles come out at 0.5-1x this, and
@@ -135,39 +136,6 @@ class _Plan:
         """Half of the search window: offsets lexicographically greater than zero."""
         zero = (0,) * len(self.search)
         return [d for d in itertools.product(*[range(-s, s + 1) for s in self.search]) if d > zero]
-
-
-_THREADS_LOCK = threading.Lock()
-_THREADS_USERS = 0
-_THREADS_SAVED = 1
-
-
-@contextlib.contextmanager
-def single_threaded_torch():
-    """torch's intra-op threads set to one while our worker threads run, then restored.
-
-    Counted, so that overlapping calls from several threads restore the original setting
-    only when the last one leaves.
-    """
-    global _THREADS_USERS, _THREADS_SAVED
-    with _THREADS_LOCK:
-        if _THREADS_USERS == 0:
-            _THREADS_SAVED = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS_USERS += 1
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS_USERS -= 1
-            if _THREADS_USERS == 0:
-                torch.set_num_threads(_THREADS_SAVED)
-
-
-def configured_threads() -> int:
-    """torch's thread count as configured, also while :func:`single_threaded_torch` holds it at one."""
-    with _THREADS_LOCK:
-        return _THREADS_SAVED if _THREADS_USERS else torch.get_num_threads()
 
 
 def _tiles(extent: Sequence[int], budget: int | None) -> list[tuple[tuple[int, int], ...]]:
