@@ -327,8 +327,8 @@ def test_ct_recipe_on_real_dicom(cli, tmp_path):
 
 
 def test_brain_recipe_on_phantom_and_real_t1(cli, tmp_path):
-    """configs/brain-tissue.yaml on a skull-stripped phantom (scored) and on nibabel's real T1 (a whole head:
-    it runs and its classes are ordered, though the scalp joins them; configs/brain-tissue-head.yaml is for heads)."""
+    """configs/brain-tissue.yaml on a skull-stripped phantom (scored) and on nibabel's real T1 (a crop inside the
+    brain: it runs and its classes are ordered; configs/brain-tissue-head.yaml is for whole heads)."""
     import nibabel as nib
 
     from voxpipe_plugins.segment.tissue_phantom import tissue_phantom

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from voxpipe_plugins.common.checks import StageInputError
+from voxpipe_plugins.common.threads import single_threaded_torch
 from voxpipe_plugins.denoise import kernels
 from voxpipe_plugins.denoise.base import Denoiser, mm_to_voxels, rounded
 
@@ -68,7 +69,7 @@ class NLMDenoise(Denoiser):
     def __call__(self, case: dict) -> dict:
         image = case[self.key]
         small = self.device.type == "cpu" and math.prod(np.shape(image)) <= ONE_THREAD_VOXELS
-        with kernels.single_threaded_torch() if small else contextlib.nullcontext():
+        with single_threaded_torch() if small else contextlib.nullcontext():
             return super().__call__(case)
 
     def geometry(self, dims: int, spacing: tuple[float, ...]) -> tuple[float, float, tuple[int, ...], tuple[int, ...]]:
